@@ -1,0 +1,53 @@
+/*
+ * conf: the configuration. `key = value` lines with # comments, then
+ * GOCHAT_<KEY> environment overrides. One struct conf is built by the master
+ * and inherited by its children across fork(); a reload builds a new one.
+ */
+#ifndef GC_CONF_H
+#define GC_CONF_H
+
+#include <stddef.h>
+
+#define CONF_STR_MAX	1024
+
+struct conf {
+	char	listen[256];		/* host:port */
+	int	workers;		/* >= 1; "auto" is resolved at load time */
+	char	database_url[CONF_STR_MAX];
+	char	redis_url[CONF_STR_MAX];
+	char	redis_prefix[64];	/* "gochat:" */
+	int	session_ttl;		/* seconds */
+	char	allowed_origins[CONF_STR_MAX];	/* space or comma separated */
+	int	history_on_join;
+	int	max_header_size;	/* request line + headers, bytes */
+	int	max_body_size;		/* JSON body, bytes */
+	int	max_ws_message;		/* WebSocket message, bytes */
+	int	keepalive_timeout;	/* idle keep-alive, seconds */
+	int	header_timeout;		/* reading one request's head, seconds */
+	int	ws_ping_interval;	/* seconds */
+	int	ws_output_limit;	/* bytes queued for one WebSocket */
+	int	db_pool_size;		/* PostgreSQL connections per worker */
+	int	login_max_failures;	/* per window, per account and per address */
+	int	login_window;		/* seconds */
+	int	log_level;		/* enum log_level */
+	char	log_file[CONF_STR_MAX];
+	char	pidfile[CONF_STR_MAX];
+	char	sql_dir[CONF_STR_MAX];	/* migrations */
+	char	web_dir[CONF_STR_MAX];	/* static web client */
+	char	instance[64];		/* name in logs and stats; default hostname */
+};
+
+/* Fill c with the built-in defaults. */
+void	conf_defaults(struct conf *c);
+/*
+ * Load path (NULL: defaults only) over the defaults, then apply GOCHAT_*
+ * environment overrides, then validate. Returns 0, or -1 with a reason
+ * ("gochat.conf:12: unknown key 'lisen'") in err.
+ */
+int	conf_load(struct conf *c, const char *path, char *err, size_t errlen)
+	    __attribute__((warn_unused_result));
+/* Split listen into host and port; -1 if malformed. */
+int	conf_listen_split(const char *listen, char *host, size_t hostlen,
+	    char *port, size_t portlen);
+
+#endif

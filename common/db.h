@@ -1,0 +1,63 @@
+/*
+ * db: PostgreSQL for the event loops. A pool of libpq connections driven by
+ * the non-blocking API on one event_base; queries are queued and handed to
+ * the first idle connection. Connections that break are reconnected by a
+ * timer, forever, so the process never exits because PostgreSQL is away.
+ * db.c is the only file that includes libpq-fe.h.
+ */
+#ifndef GC_DB_H
+#define GC_DB_H
+
+#include <stddef.h>
+
+struct event_base;
+struct db_pool;
+struct db_result;
+
+/*
+ * Called exactly once per query accepted by db_query(): with the result, or
+ * with res == NULL when the query could not run (connection lost, timeout,
+ * pool freed). res is owned by the pool and freed after the callback returns.
+ */
+typedef void db_cb(struct db_result *res, void *arg);
+
+/* conninfo is a libpq connection string or URI. size >= 1. */
+struct db_pool *db_pool_new(struct event_base *base, const char *conninfo,
+	    int size, int query_timeout_ms);
+/* Fails every queued and running query (callbacks get NULL), then frees. */
+void	db_pool_free(struct db_pool *pool);
+/* 1 when at least one connection is up. */
+int	db_pool_up(const struct db_pool *pool);
+
+/*
+ * Queue one statement with text parameters ($1..$n; NULL params are SQL
+ * NULL). Several statements separated by ';' are allowed only when
+ * nparams == 0. Returns 0 when queued (cb will be called), -1 when no
+ * connection is up or the queue is full (cb will not be called: answer 503).
+ */
+int	db_query(struct db_pool *pool, const char *sql, int nparams,
+	    const char *const *params, db_cb *cb, void *arg)
+	    __attribute__((warn_unused_result));
+
+/* Result accessors. A result is "ok" for COMMAND_OK and TUPLES_OK. */
+int	db_result_ok(const struct db_result *res);
+int	db_result_ntuples(const struct db_result *res);
+int	db_result_nfields(const struct db_result *res);
+/* "" for NULL; the string is owned by res. */
+const char *db_result_value(const struct db_result *res, int row, int col);
+int	db_result_isnull(const struct db_result *res, int row, int col);
+/* Five-character SQLSTATE ("23505") or "" when ok. */
+const char *db_result_sqlstate(const struct db_result *res);
+/* The constraint name of an integrity error, or "". */
+const char *db_result_constraint(const struct db_result *res);
+const char *db_result_error(const struct db_result *res);
+
+/*
+ * Blocking, for the short-lived migration child only: connect, take
+ * pg_advisory_lock, apply every dir/NNN_*.sql not yet in schema_migrations
+ * in order, each in its own transaction, unlock. 0, or -1 with err set.
+ */
+int	db_migrate(const char *conninfo, const char *dir, char *err,
+	    size_t errlen) __attribute__((warn_unused_result));
+
+#endif

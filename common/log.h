@@ -1,0 +1,48 @@
+/*
+ * log: printf-style logging for every process. Each line carries the time,
+ * the level, the role, the instance and the pid. Writes go to stderr or to
+ * log_file; log_reopen() reopens the file (SIGUSR1, logrotate).
+ */
+#ifndef GC_LOG_H
+#define GC_LOG_H
+
+#include <stdarg.h>
+
+enum log_level {
+	LOG_LVL_ERROR,		/* something failed and was not recovered */
+	LOG_LVL_WARN,		/* something failed and was worked around */
+	LOG_LVL_INFO,		/* lifecycle: start, stop, reload, respawn */
+	LOG_LVL_DEBUG		/* per request / per message detail */
+};
+
+#define GC_PRINTF(f, a)	__attribute__((format(printf, f, a)))
+#define GC_NORETURN	__attribute__((noreturn))
+#define GC_MUSTCHECK	__attribute__((warn_unused_result))
+
+/* Set the role name shown in each line ("master", "worker 1", "hub"). */
+void	log_set_role(const char *role);
+void	log_set_level(enum log_level level);
+/* Parse "error|warn|info|debug"; -1 if unknown. */
+int	log_level_parse(const char *name);
+/* Log to path (appending) instead of stderr; NULL or "" means stderr. */
+int	log_open(const char *path) GC_MUSTCHECK;
+/* Reopen the current file after rotation; keeps the old one on failure. */
+void	log_reopen(void);
+int	log_fd(void);
+
+void	log_warn(const char *fmt, ...) GC_PRINTF(1, 2);	/* adds strerror(errno) */
+void	log_warnx(const char *fmt, ...) GC_PRINTF(1, 2);
+void	log_error(const char *fmt, ...) GC_PRINTF(1, 2);
+void	log_info(const char *fmt, ...) GC_PRINTF(1, 2);
+void	log_debug(const char *fmt, ...) GC_PRINTF(1, 2);
+/* Log and exit(2): for trouble before the loop runs, so the master does not
+ * respawn a child that can never work. fatal adds strerror(errno). */
+void	fatal(const char *fmt, ...) GC_PRINTF(1, 2) GC_NORETURN;
+void	fatalx(const char *fmt, ...) GC_PRINTF(1, 2) GC_NORETURN;
+
+/* Exit codes shared by master and children. */
+#define GC_EXIT_OK	0
+#define GC_EXIT_ERROR	1	/* a run-time failure: respawn */
+#define GC_EXIT_FATAL	2	/* cannot ever work with this config: do not respawn */
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * proc: process roles, process titles and the entry points of the children.
+ * The master forks; the child calls worker_main() or hub_main() and never
+ * returns to the master's code.
+ */
+#ifndef GC_PROC_H
+#define GC_PROC_H
+
+#include <sys/types.h>
+
+struct conf;
+
+enum proc_role {
+	ROLE_MASTER,
+	ROLE_WORKER,
+	ROLE_HUB,
+	ROLE_MIGRATE
+};
+
+/* What a child is handed by the master across fork(). */
+struct proc_ctx {
+	enum proc_role	 role;
+	int		 id;		/* worker number from 1; 0 for others */
+	int		 listen_fd;	/* workers: the shared listening socket */
+	const struct conf *conf;
+};
+
+/* Call once from main() before anything touches argv or environ. */
+void	proc_title_init(int argc, char **argv);
+/* Set the ps(1) command line, e.g. "gochat: worker 1". */
+void	proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *proc_role_name(enum proc_role role);
+
+/* Entry points: each returns the process exit code (see log.h). */
+int	worker_main(const struct proc_ctx *ctx);
+int	hub_main(const struct proc_ctx *ctx);
+int	migrate_main(const struct proc_ctx *ctx);
+
+#endif
