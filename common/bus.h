@@ -23,27 +23,42 @@ enum bus_reply_type {
 };
 
 /*
- * reply is NULL when the connection broke before the reply came. For a
- * subscription the callback runs for every message pushed on the channel.
- * The reply is freed by the bus after the callback returns.
+ * reply is NULL when the connection broke before the reply came. The reply
+ * is freed by the bus after the callback returns. Callbacks run on the
+ * loop; they may send commands but must not call bus_free().
+ *
+ * Subscriptions: the cb given to SUBSCRIBE runs for ["subscribe", channel,
+ * count], then for every ["message", channel, payload], and for
+ * ["unsubscribe", channel, count]; PSUBSCRIBE's for ["psubscribe", pattern,
+ * count] and ["pmessage", pattern, channel, payload]. When the connection
+ * drops it gets NULL once, and the subscriptions are gone: subscribe again
+ * from on_connect. The bus keeps each distinct (cb, arg) given to
+ * (P)SUBSCRIBE until bus_free(), so use one per bus and dispatch by channel.
  */
 typedef void bus_cb(struct bus *bus, struct bus_reply *reply, void *arg);
 typedef void bus_event_cb(struct bus *bus, void *arg);
 
 /*
- * url: "redis://host:port/db" (db optional), "redis://host:port", or
- * "unix:/path/to/redis.sock". on_connect runs after each successful
- * (re)connection and the SELECT of db. Returns NULL if the url is invalid.
+ * url: "redis://host:port/db", "redis://host:port", "redis://host" (port
+ * 6379), or "unix:/path/to/redis.sock". on_connect runs after each
+ * successful (re)connection and the SELECT of db; on_disconnect when a
+ * connection that was up is lost (pending callbacks got NULL just before).
+ * Reconnects forever, every 100 ms doubling to 2 s; an attempt gets 2 s.
+ * Returns NULL if the url is invalid. Use from base's thread only.
  */
 struct bus *bus_new(struct event_base *base, const char *url, const char *name,
 	    bus_event_cb *on_connect, bus_event_cb *on_disconnect, void *arg);
-/* Disconnects; pending callbacks get NULL. */
+/* Disconnects; pending callbacks get NULL. Not from a bus callback. */
 void	bus_free(struct bus *bus);
 int	bus_connected(const struct bus *bus);
 
 /*
  * Send a command. Returns 0 when sent (cb, if not NULL, will be called once,
- * except for SUBSCRIBE-family commands), -1 when not connected.
+ * except for SUBSCRIBE-family commands), -1 when not connected. The cb of
+ * (P)UNSUBSCRIBE is never called (the subscription's cb gets the
+ * confirmations), and -1 comes back if nothing is subscribed. While
+ * subscribed, a bus takes only (P)(UN)SUBSCRIBE: anything else is -1, as is
+ * MONITOR.
  */
 int	bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
 	    __attribute__((warn_unused_result));
@@ -53,12 +68,12 @@ int	bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 
 enum bus_reply_type bus_reply_type(const struct bus_reply *r);
 long long bus_reply_integer(const struct bus_reply *r);
-/* For BUS_STRING and BUS_ERROR; *len may be NULL. */
+/* For BUS_STRING and BUS_ERROR, NULL otherwise; *len may be NULL. */
 const char *bus_reply_str(const struct bus_reply *r, size_t *len);
 size_t	bus_reply_elements(const struct bus_reply *r);
 struct bus_reply *bus_reply_element(const struct bus_reply *r, size_t i);
 
-/* Parse a redis URL without connecting (for conf validation). */
+/* 1 when url parses as bus_new() wants it, 0 if not; does not connect. */
 int	bus_url_valid(const char *url);
 
 #endif

@@ -15,13 +15,25 @@ struct db_pool;
 struct db_result;
 
 /*
- * Called exactly once per query accepted by db_query(): with the result, or
- * with res == NULL when the query could not run (connection lost, timeout,
- * pool freed). res is owned by the pool and freed after the callback returns.
+ * Called exactly once per query accepted by db_query(), always from the
+ * loop (never from inside db_query()): with the result, or with res == NULL
+ * when the query could not run (connection lost, timeout, server shutting
+ * down, pool freed) -- answer 503 then. A result that is not ok is a real
+ * SQL error (db_result_sqlstate()). res is owned by the pool and freed
+ * after the callback returns. The callback may call db_query() but must
+ * not call db_pool_free().
  */
 typedef void db_cb(struct db_result *res, void *arg);
 
-/* conninfo is a libpq connection string or URI. size >= 1. */
+/*
+ * conninfo is a libpq connection string or URI; NULL if it does not parse.
+ * size >= 1 connections, all on base and used only from its thread.
+ * query_timeout_ms (0: none) bounds the time from db_query() to the
+ * callback, queued plus running. A running query past it is not cancelled
+ * with PQcancel(), which blocks: its connection is closed and replaced, and
+ * the server stops the statement through statement_timeout, which each
+ * connection sets to query_timeout_ms.
+ */
 struct db_pool *db_pool_new(struct event_base *base, const char *conninfo,
 	    int size, int query_timeout_ms);
 /* Fails every queued and running query (callbacks get NULL), then frees. */
@@ -31,9 +43,15 @@ int	db_pool_up(const struct db_pool *pool);
 
 /*
  * Queue one statement with text parameters ($1..$n; NULL params are SQL
- * NULL). Several statements separated by ';' are allowed only when
- * nparams == 0. Returns 0 when queued (cb will be called), -1 when no
- * connection is up or the queue is full (cb will not be called: answer 503).
+ * NULL); sql and params are copied. Several statements separated by ';'
+ * are allowed only when nparams == 0 (the result is the first error or the
+ * last statement's). Returns 0 when queued (cb will be called), -1 when the
+ * pool is down or the queue (10000) is full (cb will not be called: answer
+ * 503). Down means no connection is up and every connection's last attempt
+ * failed; at start-up, before the first attempts have failed, queries
+ * queue. When the pool goes down, queued queries fail at once. Successive
+ * queries may run on different connections: a transaction must be one
+ * call (a transaction left open is rolled back before the next query).
  */
 int	db_query(struct db_pool *pool, const char *sql, int nparams,
 	    const char *const *params, db_cb *cb, void *arg)
@@ -55,7 +73,9 @@ const char *db_result_error(const struct db_result *res);
 /*
  * Blocking, for the short-lived migration child only: connect, take
  * pg_advisory_lock, apply every dir/NNN_*.sql not yet in schema_migrations
- * in order, each in its own transaction, unlock. 0, or -1 with err set.
+ * in order, each in its own transaction (so a file must not BEGIN or
+ * COMMIT itself), unlock. 0, or -1 with err set (naming the file and line,
+ * and PostgreSQL's message and SQLSTATE).
  */
 int	db_migrate(const char *conninfo, const char *dir, char *err,
 	    size_t errlen) __attribute__((warn_unused_result));

@@ -25,7 +25,10 @@ struct proc_ctx {
 	const struct conf *conf;
 };
 
-/* Call once from main() before anything touches argv or environ. */
+/*
+ * Call once from main() after the options are parsed: argv's strings are
+ * overwritten by later titles, and environ is moved to the heap.
+ */
 void	proc_title_init(int argc, char **argv);
 /* Set the ps(1) command line, e.g. "gochat: worker 1". */
 void	proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

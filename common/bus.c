@@ -1,0 +1,665 @@
+/*
+ * bus: one Redis connection of an event loop, through hiredis' libevent
+ * adapter. Owns the hiredis context, the timers that reconnect it and time
+ * its attempts out, and the callbacks of its subscriptions. The only
+ * includer of hiredis.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "common/bus.h"
+#include "common/log.h"
+
+#define BUS_BACKOFF_MIN_MS	100
+#define BUS_BACKOFF_MAX_MS	2000
+#define BUS_CONNECT_TIMEOUT_MS	2000	/* connect(2) plus SELECT */
+#define BUS_DEFAULT_PORT	6379
+
+enum bus_state {
+	BUS_IDLE,		/* no context; retry_ev is set */
+	BUS_CONNECTING,		/* connect(2) or SELECT; timeout_ev is set */
+	BUS_READY
+};
+
+enum bus_cmd_kind {
+	BUS_CMD_PLAIN,
+	BUS_CMD_SUB,		/* (P)SUBSCRIBE with at least one channel */
+	BUS_CMD_UNSUB,		/* (P)UNSUBSCRIBE */
+	BUS_CMD_MONITOR
+};
+
+struct bus_url {
+	char	host[256];
+	int	port;
+	char	path[256];	/* unix socket; host is unused then */
+	int	db;		/* -1: no SELECT */
+};
+
+/* A command's callback, from bus_command() to its one reply. */
+struct bus_call {
+	struct bus	*bus;
+	bus_cb		*cb;
+	void		*arg;
+};
+
+/*
+ * A subscription's callback. hiredis calls it for every message and keeps
+ * it per channel, with no word when it lets go, so each distinct (cb, arg)
+ * lives until bus_free().
+ */
+struct bus_sub {
+	struct bus_sub	*next;
+	struct bus	*bus;
+	bus_cb		*cb;
+	void		*arg;
+	unsigned	 lost_gen;	/* NULL given for this connection */
+};
+
+struct bus {
+	struct event_base *base;
+	char		*name;
+	struct bus_url	 url;
+	char		 where[300];	/* for the log */
+	bus_event_cb	*on_connect;
+	bus_event_cb	*on_disconnect;
+	void		*arg;
+	redisAsyncContext *ac;		/* ac->data is this bus */
+	enum bus_state	 state;
+	unsigned	 gen;		/* counts contexts */
+	struct event	*retry_ev;	/* back-off; or 0 s to close ac */
+	struct event	*timeout_ev;
+	int		 backoff_ms;
+	int		 failing;	/* "unreachable" was logged */
+	char		 why[256];	/* why we are closing ac ourselves */
+	int		 freeing;
+	struct bus_sub	*subs;
+};
+
+static int	bus_parse_num(const char **, long, long *);
+static int	bus_url_parse(const char *, struct bus_url *);
+static void	bus_set_timer(struct event *, int);
+static void	bus_connect(struct bus *);
+static void	bus_failed(struct bus *, const char *);
+static void	bus_ready(struct bus *);
+static void	bus_close(struct bus *);
+static void	bus_connect_cb(const redisAsyncContext *, int);
+static void	bus_disconnect_cb(const redisAsyncContext *, int);
+static void	bus_select_cb(redisAsyncContext *, void *, void *);
+static void	bus_retry_cb(evutil_socket_t, short, void *);
+static void	bus_timeout_cb(evutil_socket_t, short, void *);
+static enum bus_cmd_kind bus_cmd_kind(const char *, int);
+static int	bus_send(struct bus *, bus_cb *, void *, const char *, int);
+static struct bus_sub *bus_sub_get(struct bus *, bus_cb *, void *);
+static void	bus_call_cb(redisAsyncContext *, void *, void *);
+static void	bus_sub_cb(redisAsyncContext *, void *, void *);
+
+/* ---- URL ----------------------------------------------------------------- */
+
+/* Decimal digits at *pp, at least one, at most max. */
+static int
+bus_parse_num(const char **pp, long max, long *out)
+{
+	const char *p = *pp;
+	long v = 0;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (*p - '0');
+		if (v > max)
+			return -1;
+	}
+	*pp = p;
+	*out = v;
+	return 0;
+}
+
+/*
+ * "redis://host[:port][/db]" (host may be "[v6 address]") or
+ * "unix:/path". No user or password: such a URL is refused, not misread.
+ */
+static int
+bus_url_parse(const char *url, struct bus_url *u)
+{
+	const char *p, *host;
+	size_t n;
+	long v;
+
+	memset(u, 0, sizeof(*u));
+	u->port = BUS_DEFAULT_PORT;
+	u->db = -1;
+	if (url == NULL)
+		return -1;
+	if (strncmp(url, "unix:", 5) == 0) {
+		p = url + 5;
+		if (p[0] != '/' || strlen(p) >= sizeof(u->path))
+			return -1;
+		memcpy(u->path, p, strlen(p) + 1);
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) != 0)
+		return -1;
+	p = url + 8;
+	if (*p == '[') {
+		host = ++p;
+		n = strspn(p, "0123456789abcdefABCDEF:.");
+		if (p[n] != ']')
+			return -1;
+		p += n + 1;
+	} else {
+		host = p;
+		n = strspn(p, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
+		p += n;
+	}
+	if (n == 0 || n >= sizeof(u->host))
+		return -1;
+	memcpy(u->host, host, n);
+	u->host[n] = '\0';
+	if (*p == ':') {
+		p++;
+		if (bus_parse_num(&p, 65535, &v) == -1 || v == 0)
+			return -1;
+		u->port = (int)v;
+	}
+	if (*p == '/' && p[1] != '\0') {
+		p++;
+		if (bus_parse_num(&p, 1000000, &v) == -1)
+			return -1;
+		u->db = (int)v;
+	} else if (*p == '/')
+		p++;
+	return *p == '\0' ? 0 : -1;
+}
+
+int
+bus_url_valid(const char *url)
+{
+	struct bus_url u;
+
+	return bus_url_parse(url, &u) == 0;
+}
+
+/* ---- connection ---------------------------------------------------------- */
+
+static void
+bus_set_timer(struct event *ev, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
+/* DNS, when the host is a name, is resolved synchronously by hiredis. */
+static void
+bus_connect(struct bus *bus)
+{
+	redisAsyncContext *ac;
+
+	bus->gen++;
+	bus->why[0] = '\0';
+	if (bus->url.path[0] != '\0')
+		ac = redisAsyncConnectUnix(bus->url.path);
+	else
+		ac = redisAsyncConnect(bus->url.host, bus->url.port);
+	if (ac == NULL) {
+		bus_failed(bus, "out of memory");
+		return;
+	}
+	if (ac->err) {
+		bus_failed(bus, ac->c.errstr);
+		redisAsyncFree(ac);
+		return;
+	}
+	ac->data = bus;
+	if (redisLibeventAttach(ac, bus->base) != REDIS_OK ||
+	    redisAsyncSetConnectCallback(ac, bus_connect_cb) != REDIS_OK ||
+	    redisAsyncSetDisconnectCallback(ac, bus_disconnect_cb) !=
+	    REDIS_OK) {
+		redisAsyncFree(ac);
+		bus_failed(bus, "cannot attach to the event loop");
+		return;
+	}
+	if (bus->url.path[0] == '\0')
+		(void)redisEnableKeepAlive(&ac->c);
+	bus->ac = ac;
+	bus->state = BUS_CONNECTING;
+	bus_set_timer(bus->timeout_ev, BUS_CONNECT_TIMEOUT_MS);
+}
+
+/*
+ * An attempt failed, or a connection went: try again after the back-off.
+ * The first failure in a row is a warning, the rest are debug.
+ */
+static void
+bus_failed(struct bus *bus, const char *why)
+{
+	if (!bus->failing)
+		log_warnx("redis %s: cannot connect to %s: %s", bus->name,
+		    bus->where, why);
+	else
+		log_debug("redis %s: cannot connect to %s: %s", bus->name,
+		    bus->where, why);
+	bus->failing = 1;
+	bus->ac = NULL;
+	bus->state = BUS_IDLE;
+	evtimer_del(bus->timeout_ev);
+	bus_set_timer(bus->retry_ev, bus->backoff_ms);
+	bus->backoff_ms *= 2;
+	if (bus->backoff_ms > BUS_BACKOFF_MAX_MS)
+		bus->backoff_ms = BUS_BACKOFF_MAX_MS;
+}
+
+static void
+bus_ready(struct bus *bus)
+{
+	evtimer_del(bus->timeout_ev);
+	bus->state = BUS_READY;
+	bus->backoff_ms = BUS_BACKOFF_MIN_MS;
+	bus->failing = 0;
+	log_info("redis %s: connected to %s", bus->name, bus->where);
+	if (bus->on_connect != NULL)
+		bus->on_connect(bus, bus->arg);
+}
+
+/*
+ * Frees the context from outside hiredis' callbacks (a timer). A context
+ * that was connected reports through bus_disconnect_cb(); one that was
+ * still connecting does not, so it counts as a failed attempt here.
+ */
+static void
+bus_close(struct bus *bus)
+{
+	redisAsyncContext *ac = bus->ac;
+	int connected;
+
+	if (ac == NULL)
+		return;
+	connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+	redisAsyncFree(ac);
+	if (!connected)
+		bus_failed(bus, bus->why);
+}
+
+/* hiredis frees the context itself after a failed connect. */
+static void
+bus_connect_cb(const redisAsyncContext *cac, int status)
+{
+	struct bus *bus = cac->data;
+
+	if (status != REDIS_OK) {
+		bus_failed(bus, cac->c.errstr);
+		return;
+	}
+	if (bus->url.db < 0) {
+		bus_ready(bus);
+		return;
+	}
+	if (redisAsyncCommand(bus->ac, bus_select_cb, bus, "SELECT %d",
+	    bus->url.db) != REDIS_OK) {
+		snprintf(bus->why, sizeof(bus->why), "cannot send SELECT");
+		bus_set_timer(bus->retry_ev, 0);
+	}
+}
+
+/*
+ * Runs inside hiredis' teardown of the context, after every pending
+ * callback got NULL; hiredis frees the context when this returns.
+ */
+static void
+bus_disconnect_cb(const redisAsyncContext *cac, int status)
+{
+	struct bus *bus = cac->data;
+	int was_ready = bus->state == BUS_READY;
+
+	bus->ac = NULL;
+	bus->state = BUS_IDLE;
+	evtimer_del(bus->timeout_ev);
+	if (bus->freeing)
+		return;
+	if (!was_ready) {
+		bus_failed(bus, bus->why[0] != '\0' ? bus->why :
+		    cac->c.errstr[0] != '\0' ? cac->c.errstr : "disconnected");
+		return;
+	}
+	log_warnx("redis %s: connection to %s lost: %s", bus->name,
+	    bus->where, cac->c.errstr[0] != '\0' ? cac->c.errstr : "closed");
+	bus->failing = 1;
+	bus_set_timer(bus->retry_ev, bus->backoff_ms);
+	if (bus->on_disconnect != NULL)
+		bus->on_disconnect(bus, bus->arg);
+}
+
+/* A refused SELECT closes the context, later: not from inside hiredis. */
+static void
+bus_select_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus *bus = privdata;
+	redisReply *reply = r;
+
+	if (reply == NULL || bus->freeing)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(bus->why, sizeof(bus->why), "SELECT %d: %s",
+		    bus->url.db, reply->str);
+		bus_set_timer(bus->retry_ev, 0);
+		return;
+	}
+	bus_ready(bus);
+}
+
+/* Either the back-off is over, or a context is to be closed. */
+static void
+bus_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bus *bus = arg;
+
+	if (bus->ac != NULL)
+		bus_close(bus);
+	else
+		bus_connect(bus);
+}
+
+static void
+bus_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bus *bus = arg;
+
+	snprintf(bus->why, sizeof(bus->why), "no answer in %d ms",
+	    BUS_CONNECT_TIMEOUT_MS);
+	bus_close(bus);
+}
+
+struct bus *
+bus_new(struct event_base *base, const char *url, const char *name,
+    bus_event_cb *on_connect, bus_event_cb *on_disconnect, void *arg)
+{
+	struct bus *bus;
+
+	if ((bus = calloc(1, sizeof(*bus))) == NULL)
+		goto fail;
+	if (bus_url_parse(url, &bus->url) == -1) {
+		log_error("redis: invalid URL '%s'", url != NULL ? url : "");
+		goto fail;
+	}
+	if (bus->url.path[0] != '\0')
+		snprintf(bus->where, sizeof(bus->where), "unix:%s",
+		    bus->url.path);
+	else
+		snprintf(bus->where, sizeof(bus->where), "%s:%d",
+		    bus->url.host, bus->url.port);
+	bus->base = base;
+	bus->on_connect = on_connect;
+	bus->on_disconnect = on_disconnect;
+	bus->arg = arg;
+	bus->backoff_ms = BUS_BACKOFF_MIN_MS;
+	bus->name = strdup(name != NULL ? name : "bus");
+	bus->retry_ev = evtimer_new(base, bus_retry_cb, bus);
+	bus->timeout_ev = evtimer_new(base, bus_timeout_cb, bus);
+	if (bus->name == NULL || bus->retry_ev == NULL ||
+	    bus->timeout_ev == NULL)
+		goto fail;
+	bus_connect(bus);
+	return bus;
+fail:
+	bus_free(bus);
+	return NULL;
+}
+
+/* Pending callbacks get NULL from hiredis, inside redisAsyncFree(). */
+void
+bus_free(struct bus *bus)
+{
+	struct bus_sub *s;
+
+	if (bus == NULL)
+		return;
+	bus->freeing = 1;
+	if (bus->ac != NULL)
+		redisAsyncFree(bus->ac);
+	bus->ac = NULL;
+	if (bus->retry_ev != NULL)
+		event_free(bus->retry_ev);
+	if (bus->timeout_ev != NULL)
+		event_free(bus->timeout_ev);
+	while ((s = bus->subs) != NULL) {
+		bus->subs = s->next;
+		free(s);
+	}
+	free(bus->name);
+	free(bus);
+}
+
+int
+bus_connected(const struct bus *bus)
+{
+	return bus != NULL && bus->state == BUS_READY && !bus->freeing;
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+/*
+ * What hiredis will make of a formatted command ("*2\r\n$9\r\nSUBSCRIBE
+ * \r\n..."): the same test as its own, so our callbacks match its lists.
+ */
+static enum bus_cmd_kind
+bus_cmd_kind(const char *cmd, int len)
+{
+	const char *p, *end = cmd + len, *name;
+	long argc, n;
+
+	p = cmd + 1;
+	if (len < 4 || cmd[0] != '*' || bus_parse_num(&p, 1L << 30, &argc) ==
+	    -1 || end - p < 3 || p[0] != '\r' || p[2] != '$')
+		return BUS_CMD_PLAIN;
+	p += 3;
+	if (bus_parse_num(&p, len, &n) == -1 || end - p < 2 + n)
+		return BUS_CMD_PLAIN;
+	name = p + 2;
+	if (n > 0 && (name[0] == 'p' || name[0] == 'P')) {
+		name++;
+		n--;
+	}
+	if (n == 9 && strncasecmp(name, "subscribe", 9) == 0)
+		return argc >= 2 ? BUS_CMD_SUB : BUS_CMD_PLAIN;
+	if (n == 11 && strncasecmp(name, "unsubscribe", 11) == 0)
+		return BUS_CMD_UNSUB;
+	if (n == 7 && strncasecmp(name, "monitor", 7) == 0)
+		return BUS_CMD_MONITOR;
+	return BUS_CMD_PLAIN;
+}
+
+static struct bus_sub *
+bus_sub_get(struct bus *bus, bus_cb *cb, void *arg)
+{
+	struct bus_sub *s;
+
+	for (s = bus->subs; s != NULL; s = s->next)
+		if (s->cb == cb && s->arg == arg)
+			return s;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->bus = bus;
+	s->cb = cb;
+	s->arg = arg;
+	s->next = bus->subs;
+	bus->subs = s;
+	return s;
+}
+
+/*
+ * A connection with subscriptions takes only (P)(UN)SUBSCRIBE: hiredis 0.14
+ * can hand another command's reply to the wrong callback there.
+ */
+static int
+bus_send(struct bus *bus, bus_cb *cb, void *arg, const char *cmd, int len)
+{
+	enum bus_cmd_kind kind = bus_cmd_kind(cmd, len);
+	redisCallbackFn *fn = NULL;
+	struct bus_call *call = NULL;
+	struct bus_sub *sub;
+	void *priv = NULL;
+	int rc = -1;
+
+	if (!bus_connected(bus) || kind == BUS_CMD_MONITOR)
+		goto fail;
+	if ((bus->ac->c.flags & REDIS_SUBSCRIBED) && kind == BUS_CMD_PLAIN)
+		goto fail;
+	if (kind == BUS_CMD_SUB && cb != NULL) {
+		if ((sub = bus_sub_get(bus, cb, arg)) == NULL)
+			goto fail;
+		fn = bus_sub_cb;
+		priv = sub;
+	} else if (kind == BUS_CMD_PLAIN && cb != NULL) {
+		if ((call = malloc(sizeof(*call))) == NULL)
+			goto fail;
+		call->bus = bus;
+		call->cb = cb;
+		call->arg = arg;
+		fn = bus_call_cb;
+		priv = call;
+	}
+	if (redisAsyncFormattedCommand(bus->ac, fn, priv, cmd, len) !=
+	    REDIS_OK)
+		goto fail;
+	call = NULL;
+	rc = 0;
+fail:
+	free(call);
+	return rc;
+}
+
+int
+bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
+{
+	va_list ap;
+	char *cmd = NULL;
+	int len, rc;
+
+	if (!bus_connected(bus))
+		return -1;
+	va_start(ap, fmt);
+	len = redisvFormatCommand(&cmd, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return -1;
+	rc = bus_send(bus, cb, arg, cmd, len);
+	redisFreeCommand(cmd);
+	return rc;
+}
+
+int
+bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
+    const char **argv, const size_t *argvlen)
+{
+	char *cmd = NULL;
+	int len, rc;
+
+	if (!bus_connected(bus) || argc < 1)
+		return -1;
+	if ((len = redisFormatCommandArgv(&cmd, argc, argv, argvlen)) < 0)
+		return -1;
+	rc = bus_send(bus, cb, arg, cmd, len);
+	redisFreeCommand(cmd);
+	return rc;
+}
+
+static void
+bus_call_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus_call *call = privdata;
+
+	call->cb(call->bus, r, call->arg);
+	free(call);
+}
+
+/* hiredis gives NULL once per channel when the connection goes; the owner
+ * hears it once per connection. */
+static void
+bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus_sub *s = privdata;
+
+	if (r == NULL) {
+		if (s->lost_gen == s->bus->gen)
+			return;
+		s->lost_gen = s->bus->gen;
+	}
+	s->cb(s->bus, r, s->arg);
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+enum bus_reply_type
+bus_reply_type(const struct bus_reply *r)
+{
+	const redisReply *rr = (const redisReply *)r;
+
+	if (rr == NULL)
+		return BUS_NIL;
+	switch (rr->type) {
+	case REDIS_REPLY_STRING:
+	case REDIS_REPLY_STATUS:
+		return BUS_STRING;
+	case REDIS_REPLY_INTEGER:
+		return BUS_INTEGER;
+	case REDIS_REPLY_ARRAY:
+		return BUS_ARRAY;
+	case REDIS_REPLY_ERROR:
+		return BUS_ERROR;
+	default:
+		return BUS_NIL;
+	}
+}
+
+long long
+bus_reply_integer(const struct bus_reply *r)
+{
+	const redisReply *rr = (const redisReply *)r;
+
+	return rr != NULL && rr->type == REDIS_REPLY_INTEGER ? rr->integer : 0;
+}
+
+const char *
+bus_reply_str(const struct bus_reply *r, size_t *len)
+{
+	const redisReply *rr = (const redisReply *)r;
+	enum bus_reply_type t = bus_reply_type(r);
+
+	if (t != BUS_STRING && t != BUS_ERROR) {
+		if (len != NULL)
+			*len = 0;
+		return NULL;
+	}
+	if (len != NULL)
+		*len = rr->len;
+	return rr->str;
+}
+
+size_t
+bus_reply_elements(const struct bus_reply *r)
+{
+	const redisReply *rr = (const redisReply *)r;
+
+	return rr != NULL && rr->type == REDIS_REPLY_ARRAY ? rr->elements : 0;
+}
+
+struct bus_reply *
+bus_reply_element(const struct bus_reply *r, size_t i)
+{
+	const redisReply *rr = (const redisReply *)r;
+
+	if (i >= bus_reply_elements(r))
+		return NULL;
+	return (struct bus_reply *)rr->element[i];
+}

@@ -1,0 +1,116 @@
+/*
+ * stats: publishes a process's counters to Redis once a second with one
+ * HSET and one EXPIRE, so `redis-cli HGETALL gochat:stats:<host>:<pid>`
+ * shows any process live. Nothing is published while Redis is away.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/bus.h"
+#include "common/conf.h"
+#include "common/stats.h"
+#include "common/util.h"
+
+#define STATS_TTL_S	5
+
+struct stats_pub {
+	struct event	*timer;
+	struct bus	*bus;
+	struct stats	*s;
+	char		 key[256];
+	char		 host[128];
+};
+
+static void	stats_tick_cb(evutil_socket_t, short, void *);
+
+struct stats_pub *
+stats_pub_new(struct event_base *base, struct bus *bus,
+    const struct conf *conf, struct stats *s)
+{
+	struct timeval one = { 1, 0 };
+	struct stats_pub *p;
+
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return NULL;
+	p->bus = bus;
+	p->s = s;
+	snprintf(p->host, sizeof(p->host), "%s", conf->instance);
+	snprintf(p->key, sizeof(p->key), "%sstats:%s:%ld", conf->redis_prefix,
+	    p->host, (long)getpid());
+	p->timer = event_new(base, -1, EV_PERSIST, stats_tick_cb, p);
+	if (p->timer == NULL || event_add(p->timer, &one) == -1) {
+		stats_pub_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void
+stats_pub_free(struct stats_pub *p)
+{
+	if (p == NULL)
+		return;
+	if (p->timer != NULL)
+		event_free(p->timer);
+	free(p);
+}
+
+void
+stats_pub_remove(struct stats_pub *p)
+{
+	if (p != NULL && bus_connected(p->bus))
+		(void)!bus_command(p->bus, NULL, NULL, "DEL %s", p->key);
+}
+
+/* The hash's fields, in the order redis-cli shows them. */
+static void
+stats_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stats_pub *p = arg;
+	const struct stats *s = p->s;
+	const struct {
+		const char	*name;
+		long long	 value;
+	} nums[] = {
+		{ "id", s->id },
+		{ "pid", (long long)getpid() },
+		{ "uptime", (util_mono_ms() - s->started_ms) / 1000 },
+		{ "connections", (long long)s->connections },
+		{ "websockets", (long long)s->websockets },
+		{ "rooms", (long long)s->rooms },
+		{ "messages_in", (long long)s->msgs_in },
+		{ "messages_out", (long long)s->msgs_out },
+		{ "http_1xx", (long long)s->http[1] },
+		{ "http_2xx", (long long)s->http[2] },
+		{ "http_3xx", (long long)s->http[3] },
+		{ "http_4xx", (long long)s->http[4] },
+		{ "http_5xx", (long long)s->http[5] },
+	};
+	enum { NNUMS = sizeof(nums) / sizeof(nums[0]) };
+	char vals[NNUMS][24];
+	const char *argv[6 + 2 * NNUMS];
+	int argc = 0;
+
+	if (!bus_connected(p->bus))
+		return;
+	argv[argc++] = "HSET";
+	argv[argc++] = p->key;
+	argv[argc++] = "role";
+	argv[argc++] = s->role;
+	argv[argc++] = "host";
+	argv[argc++] = p->host;
+	for (int i = 0; i < NNUMS; i++) {
+		snprintf(vals[i], sizeof(vals[i]), "%lld", nums[i].value);
+		argv[argc++] = nums[i].name;
+		argv[argc++] = vals[i];
+	}
+	(void)!bus_commandv(p->bus, NULL, NULL, argc, argv, NULL);
+	(void)!bus_command(p->bus, NULL, NULL, "EXPIRE %s %d", p->key,
+	    STATS_TTL_S);
+}

@@ -1,0 +1,180 @@
+/*
+ * main: the one main() of gochat. Parses the command line, loads the
+ * configuration, opens the log and the listening socket, daemonizes when
+ * asked, waits for the schema, then hands over to the master loop.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "master/master.h"
+
+#ifndef GC_SYSCONFDIR
+#define GC_SYSCONFDIR "/usr/local/etc"
+#endif
+#ifndef GC_RUNSTATEDIR
+#define GC_RUNSTATEDIR "/var/run"
+#endif
+
+static void	usage(void) __attribute__((noreturn));
+static int	daemonize(void);
+static int	pidfile_write(const char *path);
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: gochat [-dtv] [-c file]\n"
+	    "  -c file  configuration file (default %s/gochat.conf)\n"
+	    "  -d       run in the background and write the pidfile\n"
+	    "  -t       check the configuration and exit\n"
+	    "  -v       print the version and exit\n",
+	    GC_SYSCONFDIR);
+	exit(GC_EXIT_FATAL);
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct conf conf;
+	const char *path = NULL;
+	char err[1024], defpath[1024];
+	int ch, dflag = 0, tflag = 0, fd, rc;
+
+	while ((ch = getopt(argc, argv, "c:dhtv")) != -1) {
+		switch (ch) {
+		case 'c':
+			/* A copy: process titles overwrite argv later. */
+			if ((path = strdup(optarg)) == NULL)
+				return GC_EXIT_FATAL;
+			break;
+		case 'd':
+			dflag = 1;
+			break;
+		case 't':
+			tflag = 1;
+			break;
+		case 'v':
+			printf("gochat %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if (path == NULL) {
+		snprintf(defpath, sizeof(defpath), "%s/gochat.conf",
+		    GC_SYSCONFDIR);
+		path = defpath;
+	}
+	if (conf_load(&conf, path, err, sizeof(err)) == -1) {
+		fprintf(stderr, "gochat: %s\n", err);
+		return tflag ? 1 : GC_EXIT_FATAL;
+	}
+	if (tflag) {
+		printf("gochat: configuration %s is valid\n", path);
+		return 0;
+	}
+	if (dflag && conf.pidfile[0] == '\0')
+		snprintf(conf.pidfile, sizeof(conf.pidfile),
+		    "%s/gochat.pid", GC_RUNSTATEDIR);
+
+	proc_title_init(argc, argv);
+	proc_title_set("gochat: master");
+	log_set_role("master");
+	log_set_level(conf.log_level);
+	if (log_open(conf.log_file) == -1) {
+		fprintf(stderr, "gochat: cannot open log file %s: %s\n",
+		    conf.log_file, strerror(errno));
+		return GC_EXIT_FATAL;
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((fd = master_listen(&conf, err, sizeof(err))) == -1) {
+		log_error("%s", err);
+		return GC_EXIT_FATAL;
+	}
+	if (dflag && daemonize() == -1) {
+		log_warn("daemonize failed");
+		return GC_EXIT_FATAL;
+	}
+	if (conf.pidfile[0] != '\0' && pidfile_write(conf.pidfile) == -1) {
+		log_warn("cannot write pidfile %s", conf.pidfile);
+		return GC_EXIT_FATAL;
+	}
+	log_info("gochat %s starting: listen %s, %d workers, instance %s",
+	    PACKAGE_VERSION, conf.listen, conf.workers, conf.instance);
+	if (master_migrate(&conf) == -1)
+		rc = GC_EXIT_ERROR;
+	else
+		rc = master_run(path, &conf, fd);
+	if (conf.pidfile[0] != '\0')
+		unlink(conf.pidfile);
+	log_info("stopped");
+	return rc;
+}
+
+/* The classic double fork: no controlling terminal, not a group leader. */
+static int
+daemonize(void)
+{
+	int fd;
+
+	switch (fork()) {
+	case -1:
+		return -1;
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (setsid() == -1)
+		return -1;
+	switch (fork()) {
+	case -1:
+		return -1;
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (chdir("/") == -1)
+		return -1;
+	if ((fd = open("/dev/null", O_RDWR)) == -1)
+		return -1;
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	if (log_fd() != STDERR_FILENO)
+		dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+	return 0;
+}
+
+static int
+pidfile_write(const char *path)
+{
+	char buf[32];
+	int fd, n;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0644)) == -1)
+		return -1;
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write(fd, buf, n) != n) {
+		close(fd);
+		return -1;
+	}
+	return close(fd);
+}

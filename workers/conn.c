@@ -1,0 +1,424 @@
+/*
+ * conn: the life of one client connection on a worker's loop. Requests are
+ * read one at a time and answered in order (pipelining); a handler may
+ * answer later from an async callback. The struct is freed only from a
+ * deferred event, never inside its own callback chain, and never while a
+ * handler still owns its request.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netdb.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/conf.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "workers/api.h"
+#include "workers/conn.h"
+#include "workers/http.h"
+#include "workers/worker.h"
+
+#define CONN_LINGER_MS		2000	/* drain input this long before close */
+#define CONN_OUTPUT_HIGH	(256 * 1024)	/* stop reading requests while
+						 * more than this waits unsent */
+
+static void	conn_read_cb(struct bufferevent *, void *);
+static void	conn_write_cb(struct bufferevent *, void *);
+static void	conn_event_cb(struct bufferevent *, short, void *);
+static void	conn_timer_cb(evutil_socket_t, short, void *);
+static void	conn_free_cb(evutil_socket_t, short, void *);
+static void	conn_process(struct conn *);
+static void	conn_arm(struct conn *, int);
+static void	conn_linger(struct conn *);
+static void	conn_schedule_free(struct conn *);
+static void	conn_verror(struct conn *, int, const char *, const char *,
+		    va_list) __attribute__((format(printf, 4, 0)));
+
+struct conn *
+conn_new(struct worker *w, int fd, const struct sockaddr *sa, int salen)
+{
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+	struct timeval wt = { w->conf->keepalive_timeout, 0 };
+	struct conn *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		goto fail;
+	c->worker = w;
+	c->id = ++w->next_conn_id;
+	c->reader = http_reader_new(w->conf->max_header_size,
+	    w->conf->max_body_size);
+	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(w->base, conn_timer_cb, c);
+	if (c->reader == NULL || c->bev == NULL || c->timer == NULL)
+		goto fail;
+	if (getnameinfo(sa, (socklen_t)salen, host, sizeof(host), serv,
+	    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(c->peer, sizeof(c->peer), "%.63s", host);
+	else
+		snprintf(c->peer, sizeof(c->peer), "unknown");
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb,
+	    c);
+	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) == -1)
+		goto fail;
+	c->state = CONN_READING;
+	conn_arm(c, w->conf->header_timeout);
+	TAILQ_INSERT_TAIL(&w->conns, c, entry);
+	w->stats.connections++;
+	log_debug("conn %llu: accepted from %s", (unsigned long long)c->id,
+	    c->peer);
+	return c;
+fail:
+	log_warnx("cannot set up a connection (out of memory?)");
+	if (c != NULL) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->timer != NULL)
+			event_free(c->timer);
+		http_reader_free(c->reader);
+		free(c);
+	} else
+		close(fd);
+	return NULL;
+}
+
+int
+conn_idle(const struct conn *c)
+{
+	return c->state == CONN_READING && !http_reader_started(c->reader) &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+void
+conn_close(struct conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	log_debug("conn %llu: closed", (unsigned long long)c->id);
+	c->state = CONN_CLOSED;
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	evtimer_del(c->timer);
+	if (c->req == NULL)
+		conn_schedule_free(c);
+}
+
+void
+conn_respond(struct conn *c, int status, const char *ctype, const void *body,
+    size_t len, const char *extra)
+{
+	struct evbuffer *buf = evbuffer_new();
+
+	if (buf != NULL && body != NULL && len > 0)
+		evbuffer_add(buf, body, len);
+	conn_respond_buffer(c, status, ctype, buf, extra);
+	if (buf != NULL)
+		evbuffer_free(buf);
+}
+
+void
+conn_respond_buffer(struct conn *c, int status, const char *ctype,
+    struct evbuffer *body, const char *extra)
+{
+	struct worker *w = c->worker;
+	struct evbuffer *out;
+	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
+	int head_only, keep;
+
+	if (status >= 100 && status < 600)
+		w->stats.http[status / 100]++;
+	head_only = c->req != NULL && c->req->method == HTTP_M_HEAD;
+	http_request_free(c->req);
+	c->req = NULL;
+	if (c->state == CONN_CLOSED) {	/* the client left meanwhile */
+		conn_schedule_free(c);
+		return;
+	}
+	keep = c->keep_alive && !c->peer_eof && !w->stopping;
+	out = bufferevent_get_output(c->bev);
+	http_write_head(out, status, ctype, len, keep, extra);
+	if (len > 0 && !head_only)
+		evbuffer_add_buffer(out, body);
+	log_debug("conn %llu: %d", (unsigned long long)c->id, status);
+	if (!keep) {
+		c->close_after_write = 1;
+		c->state = CONN_LINGERING;
+		bufferevent_disable(c->bev, EV_READ);
+		return;
+	}
+	c->state = CONN_READING;
+	conn_arm(c, w->conf->keepalive_timeout);
+	/* Pipelined requests may already be waiting in the input. */
+	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void
+conn_error(struct conn *c, int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	conn_verror(c, status, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void
+conn_error_hdr(struct conn *c, int status, const char *extra,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	conn_verror(c, status, extra, fmt, ap);
+	va_end(ap);
+}
+
+static void
+conn_verror(struct conn *c, int status, const char *extra, const char *fmt,
+    va_list ap)
+{
+	char msg[512];
+	struct evbuffer *body = evbuffer_new();
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (body != NULL) {
+		evbuffer_add(body, "{", 1);
+		json_add_key(body, "error");
+		json_add_cstr(body, msg);
+		evbuffer_add(body, "}", 1);
+	}
+	conn_json(c, status, body, extra);
+	if (body != NULL)
+		evbuffer_free(body);
+}
+
+void
+conn_json(struct conn *c, int status, struct evbuffer *body, const char *extra)
+{
+	conn_respond_buffer(c, status, "application/json", body, extra);
+}
+
+/* --- internals ---------------------------------------------------------- */
+
+static void
+conn_arm(struct conn *c, int seconds)
+{
+	struct timeval tv = { seconds, 0 };
+
+	evtimer_add(c->timer, &tv);
+}
+
+/*
+ * Feed buffered input to the reader until a request is complete, then hand
+ * it to its handler. Stops while a handler owns a request, and while too
+ * much output waits for a slow reader.
+ */
+static void
+conn_process(struct conn *c)
+{
+	struct worker *w = c->worker;
+	struct evbuffer *in, *out;
+	struct evbuffer_iovec v;
+	enum http_feed r;
+	int was_started;
+	size_t used;
+
+	while (c->state == CONN_READING) {
+		in = bufferevent_get_input(c->bev);
+		out = bufferevent_get_output(c->bev);
+		if (evbuffer_get_length(out) > CONN_OUTPUT_HIGH)
+			return;		/* conn_write_cb resumes */
+		if (evbuffer_get_length(in) == 0)
+			break;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		was_started = http_reader_started(c->reader);
+		r = http_reader_feed(c->reader, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(in, used);
+		if (!was_started && http_reader_started(c->reader)) {
+			c->req_start_ms = util_mono_ms();
+			conn_arm(c, w->conf->header_timeout);
+		}
+		if (r == HTTP_FEED_MORE)
+			continue;
+		evtimer_del(c->timer);
+		c->state = CONN_HANDLING;
+		if (r == HTTP_FEED_ERROR) {
+			int status = http_reader_status(c->reader);
+
+			c->keep_alive = 0;
+			log_debug("conn %llu: bad request (%d)",
+			    (unsigned long long)c->id, status);
+			switch (status) {
+			case 411:
+				conn_error(c, 411, "a request body needs a "
+				    "Content-Length header (chunked bodies are "
+				    "not accepted)");
+				break;
+			case 413:
+				conn_error(c, 413, "request body larger than "
+				    "%d bytes", w->conf->max_body_size);
+				break;
+			case 431:
+				conn_error(c, 431, "request line and headers "
+				    "larger than %d bytes",
+				    w->conf->max_header_size);
+				break;
+			case 505:
+				conn_error(c, 505, "only HTTP/1.0 and HTTP/1.1 "
+				    "are supported");
+				break;
+			case 501:
+				conn_error(c, 501, "method not implemented");
+				break;
+			default:
+				conn_error(c, 400, "malformed HTTP request");
+			}
+			return;
+		}
+		c->req = http_reader_take(c->reader);
+		c->keep_alive = c->req->keep_alive;
+		api_dispatch(c, c->req);
+		/* The handler may have answered (state READING again, with
+		 * the next request possibly buffered) or not yet. */
+	}
+	if (c->state == CONN_READING && c->peer_eof)
+		conn_close(c);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->state == CONN_LINGERING) {
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		return;
+	}
+	conn_process(c);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->close_after_write && c->state == CONN_LINGERING) {
+		conn_linger(c);
+		return;
+	}
+	if (c->state == CONN_READING)
+		conn_process(c);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (what & BEV_EVENT_EOF) {
+		c->peer_eof = 1;
+		/* Answer what was asked, then close. */
+		if (c->state == CONN_HANDLING)
+			return;
+		if (c->state == CONN_READING &&
+		    evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+			conn_process(c);
+			return;
+		}
+		if (c->state == CONN_LINGERING &&
+		    evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+			return;
+	}
+	conn_close(c);
+}
+
+/*
+ * Everything was written and the connection is to close. Shut our side,
+ * then read and discard what the client still sends for a moment, so that
+ * an unread request body does not turn our close into a reset that would
+ * destroy the response before the client has read it.
+ */
+static void
+conn_linger(struct conn *c)
+{
+	if (c->peer_eof) {
+		conn_close(c);
+		return;
+	}
+	shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+	c->close_after_write = 0;
+	bufferevent_enable(c->bev, EV_READ);
+	{
+		struct timeval tv = { CONN_LINGER_MS / 1000,
+		    (CONN_LINGER_MS % 1000) * 1000 };
+
+		evtimer_add(c->timer, &tv);
+	}
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	switch (c->state) {
+	case CONN_READING:
+		if (http_reader_started(c->reader)) {
+			log_debug("conn %llu: request head not complete in "
+			    "time", (unsigned long long)c->id);
+			c->state = CONN_HANDLING;
+			c->keep_alive = 0;
+			conn_error(c, 408, "request not received within %d "
+			    "seconds", c->worker->conf->header_timeout);
+		} else
+			conn_close(c);
+		break;
+	case CONN_LINGERING:
+		conn_close(c);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+conn_schedule_free(struct conn *c)
+{
+	struct timeval now = { 0, 0 };
+
+	if (event_base_once(c->worker->base, -1, EV_TIMEOUT, conn_free_cb, c,
+	    &now) == -1)
+		log_warnx("conn %llu: cannot schedule free, leaking it",
+		    (unsigned long long)c->id);
+}
+
+static void
+conn_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct worker *w = c->worker;
+
+	TAILQ_REMOVE(&w->conns, c, entry);
+	w->stats.connections--;
+	event_free(c->timer);
+	http_reader_free(c->reader);
+	http_request_free(c->req);
+	free(c);
+	worker_conn_closed(w);
+}

@@ -1,0 +1,71 @@
+/*
+ * conn: one client connection: reading requests with the http reader,
+ * answering them in order, timeouts, and lingering close. A handler owns the
+ * request until it calls one of the conn_respond functions exactly once;
+ * it may do so later from an async callback: the conn stays allocated (even
+ * if the client has hung up, in which case the response is dropped) until
+ * then.
+ */
+#ifndef GC_CONN_H
+#define GC_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+struct worker;
+struct http_request;
+struct evbuffer;
+
+enum conn_state {
+	CONN_READING,		/* waiting for (the rest of) a request */
+	CONN_HANDLING,		/* a handler owns the current request */
+	CONN_LINGERING,		/* response sent, draining input before close */
+	CONN_CLOSED		/* socket gone; freed once not busy */
+};
+
+struct conn {
+	TAILQ_ENTRY(conn)	 entry;
+	uint64_t		 id;
+	struct worker		*worker;
+	struct bufferevent	*bev;
+	struct http_reader	*reader;
+	struct http_request	*req;		/* being handled, or NULL */
+	struct event		*timer;		/* header, idle or linger */
+	enum conn_state		 state;
+	int			 keep_alive;	/* answer the current request
+						 * with keep-alive */
+	int			 close_after_write;
+	int			 peer_eof;	/* the client shut its side */
+	int64_t			 req_start_ms;	/* monotonic, for the log */
+	char			 peer[64];	/* address, for logs and limits */
+};
+
+/* Take over an accepted socket; NULL (and the socket closed) on failure. */
+struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa,
+	    int salen);
+/* Close now, wherever it is (worker stop). Frees when not busy. */
+void	conn_close(struct conn *c);
+/* 1 if the connection sits between requests (safe to close on stop). */
+int	conn_idle(const struct conn *c);
+
+/*
+ * Answer the current request. body may be NULL for none; extra is zero or
+ * more "Name: value\r\n" lines. conn_respond_buffer moves the contents of
+ * body (a JSON document, say) into the output without copying.
+ */
+void	conn_respond(struct conn *c, int status, const char *ctype,
+	    const void *body, size_t len, const char *extra);
+void	conn_respond_buffer(struct conn *c, int status, const char *ctype,
+	    struct evbuffer *body, const char *extra);
+/* JSON body helpers: {"error": "<message>"} and any JSON buffer. */
+void	conn_error(struct conn *c, int status, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+/* The same with extra header lines (405's Allow, 429's Retry-After). */
+void	conn_error_hdr(struct conn *c, int status, const char *extra,
+	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void	conn_json(struct conn *c, int status, struct evbuffer *body,
+	    const char *extra);
+
+#endif

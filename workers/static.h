@@ -1,0 +1,15 @@
+/*
+ * static: the web client's files, read once at worker start and served
+ * from memory with validators (ETag, Last-Modified).
+ */
+#ifndef GC_STATIC_H
+#define GC_STATIC_H
+
+struct static_files;
+
+/* Load every regular file of dir; never NULL (an empty set if unreadable,
+ * with a warning). */
+struct static_files *static_load(const char *dir);
+void	static_free(struct static_files *s);
+
+#endif

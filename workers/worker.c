@@ -1,0 +1,221 @@
+/*
+ * worker: the entry point of a worker process. Builds its own event loop
+ * after fork(), accepts on the listening socket it shares with its
+ * siblings, and owns everything the connections use: the PostgreSQL pool,
+ * the Redis bus, the static files and the stats. SIGTERM stops accepting,
+ * lets requests in flight finish, then exits.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "common/bus.h"
+#include "common/conf.h"
+#include "common/db.h"
+#include "common/log.h"
+#include "common/proc.h"
+#include "common/stats.h"
+#include "common/util.h"
+#include "workers/conn.h"
+#include "workers/static.h"
+#include "workers/worker.h"
+
+#define WORKER_STOP_GRACE_MS	5000	/* requests in flight get this long */
+#define WORKER_DB_TIMEOUT_MS	5000
+
+static void	worker_accept_cb(struct evconnlistener *, evutil_socket_t,
+		    struct sockaddr *, int, void *);
+static void	worker_accept_error_cb(struct evconnlistener *, void *);
+static void	worker_signal_cb(evutil_socket_t, short, void *);
+static void	worker_cron_cb(evutil_socket_t, short, void *);
+static void	worker_stop(struct worker *);
+static void	worker_free(struct worker *);
+
+int
+worker_main(const struct proc_ctx *ctx)
+{
+	static struct worker w;
+	struct timeval one = { 1, 0 };
+
+	w.id = ctx->id;
+	w.conf = ctx->conf;
+	w.parent = getppid();
+	TAILQ_INIT(&w.conns);
+	w.stats.role = "worker";
+	w.stats.id = w.id;
+	w.stats.started_ms = util_mono_ms();
+
+	if ((w.base = event_base_new()) == NULL)
+		fatalx("event_base_new() failed");
+	if ((w.db = db_pool_new(w.base, w.conf->database_url,
+	    w.conf->db_pool_size, WORKER_DB_TIMEOUT_MS)) == NULL)
+		fatalx("cannot set up the PostgreSQL pool");
+	if ((w.redis = bus_new(w.base, w.conf->redis_url, "redis", NULL, NULL,
+	    &w)) == NULL)
+		fatalx("redis_url: cannot use '%s'", w.conf->redis_url);
+	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
+	    &w.stats)) == NULL)
+		fatalx("cannot set up stats");
+	w.web = static_load(w.conf->web_dir);
+
+	w.listener = evconnlistener_new(w.base, worker_accept_cb, &w,
+	    LEV_OPT_CLOSE_ON_EXEC, -1, ctx->listen_fd);
+	if (w.listener == NULL)
+		fatal("cannot listen on the shared socket");
+	evconnlistener_set_error_cb(w.listener, worker_accept_error_cb);
+
+	w.sig_term = evsignal_new(w.base, SIGTERM, worker_signal_cb, &w);
+	w.sig_int = evsignal_new(w.base, SIGINT, worker_signal_cb, &w);
+	w.sig_usr1 = evsignal_new(w.base, SIGUSR1, worker_signal_cb, &w);
+	w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal_cb, &w);
+	w.cron = event_new(w.base, -1, EV_PERSIST, worker_cron_cb, &w);
+	if (w.sig_term == NULL || w.sig_int == NULL || w.sig_usr1 == NULL ||
+	    w.sig_hup == NULL || w.cron == NULL ||
+	    evsignal_add(w.sig_term, NULL) == -1 ||
+	    evsignal_add(w.sig_int, NULL) == -1 ||
+	    evsignal_add(w.sig_usr1, NULL) == -1 ||
+	    evsignal_add(w.sig_hup, NULL) == -1 ||
+	    event_add(w.cron, &one) == -1)
+		fatalx("cannot set up signal and timer events");
+
+	log_info("serving on %s", w.conf->listen);
+	event_base_dispatch(w.base);
+	log_info("exiting");
+	stats_pub_remove(w.stats_pub);
+	worker_free(&w);
+	return GC_EXIT_OK;
+}
+
+void
+worker_conn_closed(struct worker *w)
+{
+	if (w->stopping && TAILQ_EMPTY(&w->conns))
+		event_base_loopexit(w->base, NULL);
+}
+
+static void
+worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->stopping) {
+		close(fd);
+		return;
+	}
+	conn_new(w, fd, sa, salen);
+}
+
+/* Out of descriptors, say: pause accepting for a moment, do not spin. */
+static void
+worker_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct worker *w = arg;
+
+	log_warn("accept() failed; pausing accepts for a second");
+	evconnlistener_disable(l);
+	(void)w;		/* worker_cron_cb enables it again */
+}
+
+static void
+worker_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		worker_stop(w);
+		break;
+	case SIGUSR1:
+		log_reopen();
+		break;
+	default:
+		break;		/* HUP is the master's business */
+	}
+}
+
+/*
+ * Stop accepting, close connections that sit between requests, and let
+ * the others finish their current request (they are answered with
+ * Connection: close); exit when none is left or the grace time is over.
+ */
+static void
+worker_stop(struct worker *w)
+{
+	struct conn *c, *next;
+
+	if (w->stopping)
+		return;
+	log_info("stopping: %zu connections to finish",
+	    (size_t)w->stats.connections);
+	w->stopping = 1;
+	w->stop_deadline = util_mono_ms() + WORKER_STOP_GRACE_MS;
+	if (w->listener != NULL) {
+		evconnlistener_free(w->listener);
+		w->listener = NULL;
+	}
+	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (conn_idle(c))
+			conn_close(c);
+	}
+	if (TAILQ_EMPTY(&w->conns))
+		event_base_loopexit(w->base, NULL);
+}
+
+static void
+worker_cron_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct conn *c;
+
+	/* An orphan (the master was killed) has no one to report to. */
+	if (getppid() != w->parent) {
+		log_warnx("the master is gone; exiting");
+		worker_stop(w);
+		w->stop_deadline = util_mono_ms();
+	}
+	if (w->listener != NULL && !w->stopping)
+		evconnlistener_enable(w->listener);
+	if (w->stopping && util_mono_ms() >= w->stop_deadline) {
+		TAILQ_FOREACH(c, &w->conns, entry)
+			conn_close(c);
+		event_base_loopexit(w->base, NULL);
+	}
+}
+
+/* Free everything, so that leak reports of debug builds mean something. */
+static void
+worker_free(struct worker *w)
+{
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &w->conns, entry)
+		conn_close(c);
+	if (w->listener != NULL)
+		evconnlistener_free(w->listener);
+	stats_pub_free(w->stats_pub);
+	/* Pending queries and commands are answered with errors here... */
+	bus_free(w->redis);
+	db_pool_free(w->db);
+	/* ...and the deferred frees they and the closes scheduled run now. */
+	event_base_loop(w->base, EVLOOP_NONBLOCK);
+	static_free(w->web);
+	event_free(w->sig_term);
+	event_free(w->sig_int);
+	event_free(w->sig_usr1);
+	event_free(w->sig_hup);
+	event_free(w->cron);
+	event_base_free(w->base);
+}

@@ -1,0 +1,48 @@
+/*
+ * worker: one event loop serving HTTP and WebSocket connections. Owns the
+ * listener, the connection list, the PostgreSQL pool and the Redis bus of
+ * this process.
+ */
+#ifndef GC_WORKER_H
+#define GC_WORKER_H
+
+#include <sys/queue.h>
+
+#include "common/stats.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct conf;
+struct db_pool;
+struct bus;
+struct stats_pub;
+struct conn;
+struct static_files;
+
+TAILQ_HEAD(conn_list, conn);
+
+struct worker {
+	int			 id;
+	const struct conf	*conf;
+	struct event_base	*base;
+	struct evconnlistener	*listener;
+	struct conn_list	 conns;
+	uint64_t		 next_conn_id;
+	struct db_pool		*db;
+	struct bus		*redis;		/* commands */
+	struct stats		 stats;
+	struct stats_pub	*stats_pub;
+	struct static_files	*web;
+	struct event		*sig_term, *sig_int, *sig_usr1, *sig_hup;
+	struct event		*cron;		/* once a second */
+	int			 stopping;	/* SIGTERM: finish and exit */
+	int64_t			 stop_deadline;	/* monotonic ms */
+	pid_t			 parent;	/* the master */
+};
+
+/* Called by conn.c when a connection is gone, so a stopping worker can
+ * exit as soon as its last one is. */
+void	worker_conn_closed(struct worker *w);
+
+#endif
