@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef HAVE_SYS_PRCTL_H
 #include <sys/prctl.h>
 #endif
@@ -90,6 +91,15 @@ proc_title_set(const char *fmt, ...)
 		prctl(PR_SET_NAME, comm, 0, 0, 0);
 	}
 #endif
+}
+
+void
+proc_ready(const struct proc_ctx *ctx)
+{
+	pid_t pid = getpid();
+
+	if (ctx->ready_fd != -1)
+		(void)!write(ctx->ready_fd, &pid, sizeof(pid));
 }
 
 const char *

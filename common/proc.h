@@ -22,6 +22,7 @@ struct proc_ctx {
 	enum proc_role	 role;
 	int		 id;		/* worker number from 1; 0 for others */
 	int		 listen_fd;	/* workers: the shared listening socket */
+	int		 ready_fd;	/* write getpid() here once serving */
 	const struct conf *conf;
 };
 
@@ -38,5 +39,7 @@ const char *proc_role_name(enum proc_role role);
 int	worker_main(const struct proc_ctx *ctx);
 int	hub_main(const struct proc_ctx *ctx);
 int	migrate_main(const struct proc_ctx *ctx);
+/* Tell the master this child is serving (see master_read_ready()). */
+void	proc_ready(const struct proc_ctx *ctx);
 
 #endif

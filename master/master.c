@@ -1,14 +1,16 @@
 /*
  * master: supervises the children. Signal handlers only set flags; the loop
- * in master_run() sleeps in sigsuspend() and acts on them: reap and respawn
- * (with back-off for a child that keeps dying, never for one that exits
- * GC_EXIT_FATAL), reload by generations on HUP, reopen logs on USR1, and an
- * orderly stop on TERM/INT.
+ * in master_run() sleeps in pselect() (signals unblocked only there) and
+ * acts on them: reap and respawn (with back-off for a child that keeps
+ * dying, never for one that exits GC_EXIT_FATAL), reload by generations on
+ * HUP, reopen logs on USR1, and an orderly stop on TERM/INT. Children tell
+ * the master they are ready by writing their pid to the ready pipe.
  */
 #include "config.h"
 
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/select.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
@@ -32,6 +34,8 @@
 #define MASTER_STOP_GRACE_MS	8000	/* then SIGKILL */
 #define MASTER_QUICK_DEATH_MS	1000	/* dying sooner counts as a failure */
 #define MASTER_BACKOFF_MAX_MS	5000
+#define MASTER_READY_WAIT_MS	5000	/* a reload stops waiting for a new
+					 * worker's readiness after this */
 
 struct child {
 	pid_t		 pid;		/* 0: slot free */
@@ -39,6 +43,7 @@ struct child {
 	int		 id;		/* worker number from 1; 0 for the hub */
 	int		 generation;	/* reload generation it belongs to */
 	int		 retiring;	/* sent SIGTERM; not to be respawned */
+	int		 ready;		/* wrote to the ready pipe */
 	int64_t		 started_ms;
 };
 
@@ -57,19 +62,30 @@ struct master {
 	int		 generation;
 	struct child	 children[MASTER_MAX_CHILDREN];
 	struct pending	 slots[MASTER_MAX_CHILDREN];	/* [0] hub, [i] worker i */
+	int		 ready_pipe[2];	/* children write their pid when ready */
 	int		 stopping;
 	int64_t		 stop_deadline;
+	/* A reload in progress replaces one worker slot at a time. */
+	int		 reloading;
+	int		 reload_slot;	/* the worker number being replaced */
+	int		 reload_last;	/* highest slot, old or new */
+	int		 reload_old_gen;
+	pid_t		 reload_wait;	/* new worker whose readiness we await */
+	int64_t		 reload_deadline;
 };
 
-static volatile sig_atomic_t sig_term, sig_hup, sig_usr1, sig_chld, sig_alrm;
+static volatile sig_atomic_t sig_term, sig_hup, sig_usr1, sig_chld;
 
 static void	master_signal(int);
 static pid_t	master_spawn(struct master *, enum proc_role, int);
 static void	master_reap(struct master *);
 static void	master_reload(struct master *);
+static void	master_reload_step(struct master *);
+static void	master_retire_worker(struct master *, int, int);
+static void	master_read_ready(struct master *);
 static void	master_signal_children(struct master *, int, int);
 static int	master_live_children(const struct master *);
-static void	master_arm_timer(struct master *);
+static int64_t	master_next_deadline(const struct master *);
 static void	master_respawn_due(struct master *);
 
 int
@@ -117,7 +133,7 @@ master_listen(const struct conf *conf, char *err, size_t errlen)
 int
 master_migrate(const struct conf *conf)
 {
-	struct proc_ctx ctx = { ROLE_MIGRATE, 0, -1, conf };
+	struct proc_ctx ctx = { ROLE_MIGRATE, 0, -1, -1, conf };
 	int status;
 	pid_t pid;
 
@@ -147,13 +163,23 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 {
 	static struct master m;
 	struct sigaction sa;
+	struct timespec ts, *tsp;
 	sigset_t set, empty;
+	fd_set rfds;
+	int64_t next;
 	int i;
 
 	m.conf = *conf;
 	m.conf_path = conf_path;
 	m.listen_fd = listen_fd;
 	m.generation = 1;
+	if (pipe(m.ready_pipe) == -1) {
+		log_warn("pipe() failed");
+		return GC_EXIT_FATAL;
+	}
+	fcntl(m.ready_pipe[0], F_SETFL, O_NONBLOCK);
+	fcntl(m.ready_pipe[0], F_SETFD, FD_CLOEXEC);
+	fcntl(m.ready_pipe[1], F_SETFD, FD_CLOEXEC);
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = master_signal;
@@ -163,14 +189,12 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
 	sigaction(SIGCHLD, &sa, NULL);
-	sigaction(SIGALRM, &sa, NULL);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGALRM);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sigemptyset(&empty);
 
@@ -179,11 +203,23 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 	master_spawn(&m, ROLE_HUB, 0);
 
 	for (;;) {
-		master_arm_timer(&m);
+		/* Sleep until a signal, a ready child or the next deadline. */
+		next = master_next_deadline(&m);
+		tsp = NULL;
+		if (next != 0) {
+			int64_t ms = next - util_mono_ms();
+
+			ms = ms < 0 ? 0 : ms;
+			ts.tv_sec = ms / 1000;
+			ts.tv_nsec = (ms % 1000) * 1000000;
+			tsp = &ts;
+		}
+		FD_ZERO(&rfds);
+		FD_SET(m.ready_pipe[0], &rfds);
 		if (!sig_term && !sig_hup && !sig_usr1 && !sig_chld &&
-		    !sig_alrm)
-			sigsuspend(&empty);
-		sig_alrm = 0;
+		    pselect(m.ready_pipe[0] + 1, &rfds, NULL, NULL, tsp,
+		    &empty) > 0)
+			master_read_ready(&m);
 		if (sig_chld) {
 			sig_chld = 0;
 			master_reap(&m);
@@ -192,6 +228,7 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 			sig_term = 0;
 			log_info("stopping: asking every child to finish");
 			m.stopping = 1;
+			m.reloading = 0;
 			m.stop_deadline = util_mono_ms() + MASTER_STOP_GRACE_MS;
 			master_signal_children(&m, SIGTERM, 0);
 		}
@@ -206,10 +243,13 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 			}
 			continue;
 		}
-		if (sig_hup) {
+		/* A HUP during a reload waits for that reload to finish. */
+		if (sig_hup && !m.reloading) {
 			sig_hup = 0;
 			master_reload(&m);
 		}
+		if (m.reloading)
+			master_reload_step(&m);
 		if (sig_usr1) {
 			sig_usr1 = 0;
 			log_reopen();
@@ -239,9 +279,6 @@ master_signal(int sig)
 	case SIGCHLD:
 		sig_chld = 1;
 		break;
-	case SIGALRM:
-		sig_alrm = 1;
-		break;
 	}
 }
 
@@ -253,7 +290,8 @@ master_signal(int sig)
 static pid_t
 master_spawn(struct master *m, enum proc_role role, int id)
 {
-	struct proc_ctx ctx = { role, id, m->listen_fd, &m->conf };
+	struct proc_ctx ctx = { role, id, m->listen_fd, m->ready_pipe[1],
+	    &m->conf };
 	struct child *c = NULL;
 	sigset_t empty;
 	pid_t pid;
@@ -278,7 +316,7 @@ master_spawn(struct master *m, enum proc_role role, int id)
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGUSR1, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
-		signal(SIGALRM, SIG_DFL);
+		close(m->ready_pipe[0]);
 		sigemptyset(&empty);
 		sigprocmask(SIG_SETMASK, &empty, NULL);
 		if (role == ROLE_WORKER) {
@@ -299,6 +337,7 @@ master_spawn(struct master *m, enum proc_role role, int id)
 	c->id = id;
 	c->generation = m->generation;
 	c->retiring = 0;
+	c->ready = 0;
 	c->started_ms = util_mono_ms();
 	log_info("started %s %d (pid %ld)", proc_role_name(role), id,
 	    (long)pid);
@@ -379,15 +418,16 @@ master_respawn_due(struct master *m)
 
 /*
  * HUP: read the configuration again; if it is valid, start a new generation
- * slot by slot (new worker n, then retire old worker n; the hub last), all
- * on the same listening socket, so no connection is refused meanwhile.
+ * slot by slot: new worker n, and once it is accepting, retire old worker n;
+ * the hub last. All on the same listening socket, so no connection is ever
+ * refused, and all but one worker serve throughout.
  */
 static void
 master_reload(struct master *m)
 {
 	struct conf next;
 	char err[1024];
-	int i, old_gen = m->generation, old_workers = m->conf.workers;
+	int old_workers = m->conf.workers;
 
 	if (conf_load(&next, m->conf_path, err, sizeof(err)) == -1) {
 		log_error("reload: %s; keeping the running configuration", err);
@@ -403,25 +443,84 @@ master_reload(struct master *m)
 		log_warn("reload: cannot open log file %s", next.log_file);
 	log_set_level(next.log_level);
 	m->conf = next;
-	m->generation++;
+	m->reload_old_gen = m->generation++;
 	log_info("reload: starting generation %d with %d workers",
 	    m->generation, m->conf.workers);
 	memset(m->slots, 0, sizeof(m->slots));
-	for (i = 1; i <= m->conf.workers || i <= old_workers; i++) {
-		if (i <= m->conf.workers)
-			master_spawn(m, ROLE_WORKER, i);
-		for (int j = 0; j < MASTER_MAX_CHILDREN; j++) {
-			struct child *c = &m->children[j];
+	m->reloading = 1;
+	m->reload_slot = 0;
+	m->reload_last = m->conf.workers > old_workers ? m->conf.workers :
+	    old_workers;
+	m->reload_wait = 0;
+}
 
-			if (c->pid != 0 && c->role == ROLE_WORKER &&
-			    c->id == i && c->generation == old_gen) {
-				c->retiring = 1;
-				kill(c->pid, SIGTERM);
-			}
+/* Advance the reload as far as it can go without waiting. */
+static void
+master_reload_step(struct master *m)
+{
+	for (;;) {
+		if (m->reload_wait != 0) {
+			struct child *c = NULL;
+
+			for (int i = 0; i < MASTER_MAX_CHILDREN; i++)
+				if (m->children[i].pid == m->reload_wait)
+					c = &m->children[i];
+			if (c != NULL && !c->ready &&
+			    util_mono_ms() < m->reload_deadline)
+				return;
+			if (c == NULL || !c->ready)
+				log_warnx("reload: worker %d is not ready in "
+				    "time; going on", m->reload_slot);
+			m->reload_wait = 0;
+			master_retire_worker(m, m->reload_slot,
+			    m->reload_old_gen);
+		}
+		if (++m->reload_slot > m->reload_last)
+			break;
+		if (m->reload_slot <= m->conf.workers) {
+			m->reload_wait = master_spawn(m, ROLE_WORKER,
+			    m->reload_slot);
+			m->reload_deadline = util_mono_ms() +
+			    MASTER_READY_WAIT_MS;
+			if (m->reload_wait == -1)
+				m->reload_wait = 0;
+		} else
+			master_retire_worker(m, m->reload_slot,
+			    m->reload_old_gen);
+	}
+	/* The new hub stands by until the old one gives the lease back. */
+	master_spawn(m, ROLE_HUB, 0);
+	master_signal_children(m, SIGTERM, m->reload_old_gen);
+	m->reloading = 0;
+	log_info("reload: generation %d is running", m->generation);
+}
+
+static void
+master_retire_worker(struct master *m, int id, int gen)
+{
+	for (int j = 0; j < MASTER_MAX_CHILDREN; j++) {
+		struct child *c = &m->children[j];
+
+		if (c->pid != 0 && c->role == ROLE_WORKER && c->id == id &&
+		    c->generation == gen) {
+			c->retiring = 1;
+			kill(c->pid, SIGTERM);
 		}
 	}
-	master_spawn(m, ROLE_HUB, 0);
-	master_signal_children(m, SIGTERM, old_gen);
+}
+
+/* Children write their pid (one atomic write) when they are serving. */
+static void
+master_read_ready(struct master *m)
+{
+	pid_t pids[64];
+	ssize_t n;
+
+	while ((n = read(m->ready_pipe[0], pids, sizeof(pids))) > 0)
+		for (size_t k = 0; k < (size_t)n / sizeof(pid_t); k++)
+			for (int i = 0; i < MASTER_MAX_CHILDREN; i++)
+				if (m->children[i].pid == pids[k])
+					m->children[i].ready = 1;
 }
 
 /* Send sig to every child, or only to those of generation gen (non-zero). */
@@ -451,12 +550,11 @@ master_live_children(const struct master *m)
 	return n;
 }
 
-/* Wake sigsuspend() in time for the next back-off or stop deadline. */
-static void
-master_arm_timer(struct master *m)
+/* The earliest back-off, stop or reload deadline; 0 for none. */
+static int64_t
+master_next_deadline(const struct master *m)
 {
-	struct itimerval it;
-	int64_t now = util_mono_ms(), next = 0;
+	int64_t next = 0;
 
 	for (int i = 0; i < MASTER_MAX_CHILDREN; i++)
 		if (m->slots[i].due_ms != 0 &&
@@ -464,14 +562,8 @@ master_arm_timer(struct master *m)
 			next = m->slots[i].due_ms;
 	if (m->stopping && (next == 0 || m->stop_deadline < next))
 		next = m->stop_deadline;
-	memset(&it, 0, sizeof(it));
-	if (next != 0) {
-		int64_t ms = next - now;
-
-		if (ms < 1)
-			ms = 1;
-		it.it_value.tv_sec = ms / 1000;
-		it.it_value.tv_usec = (ms % 1000) * 1000;
-	}
-	setitimer(ITIMER_REAL, &it, NULL);
+	if (m->reloading && m->reload_wait != 0 &&
+	    (next == 0 || m->reload_deadline < next))
+		next = m->reload_deadline;
+	return next;
 }

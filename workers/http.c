@@ -46,6 +46,16 @@ struct http_reader {
 	int		 started;
 	size_t		 head_len;	/* head bytes fed so far */
 	size_t		 method_len;	/* token bytes of a refused method */
+	/*
+	 * The request line's last bytes: http-parser as Debian builds it (not
+	 * HTTP_PARSER_STRICT) takes "HTXP/1.1" for "HTTP/1.1", so the
+	 * protocol token is checked here.
+	 */
+	int		 line_done;
+	int		 line_ok;
+	size_t		 line_len;
+	int		 line_spaces;	/* fewer than 2: HTTP/0.9, a 505 */
+	char		 line_tail[9];	/* " HTTP/x.y" */
 
 	/*
 	 * The head's strings, NUL-terminated, one after the other: offsets,
@@ -75,6 +85,7 @@ struct http_reader {
 
 static int	http_hexval(int c);
 static int	http_is_tchar(unsigned char c);
+static void	http_track_line(struct http_reader *r, const char *p, size_t n);
 static void	http_reader_reset(struct http_reader *r);
 static int	http_fail(struct http_reader *r, int status);
 static int	http_buf_reserve(struct http_reader *r, size_t n);
@@ -171,6 +182,8 @@ http_reader_feed(struct http_reader *r, const char *data, size_t len,
 			}
 			if (n > r->max_head - r->head_len)
 				n = r->max_head - r->head_len;
+			if (!r->line_done)
+				http_track_line(r, data + off, n);
 		}
 		got = http_parser_execute(&r->parser, &http_settings,
 		    data + off, n);
@@ -378,6 +391,37 @@ http_is_tchar(unsigned char c)
 	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
+/*
+ * Follow the request line (blank lines before it are allowed) and, at its
+ * end, check that it ends with " HTTP/<digit>.<digit>".
+ */
+static void
+http_track_line(struct http_reader *r, const char *p, size_t n)
+{
+	const size_t tl = sizeof(r->line_tail);
+
+	for (size_t i = 0; i < n && !r->line_done; i++) {
+		if (p[i] == '\n') {
+			if (r->line_len == 0)
+				continue;
+			r->line_done = 1;
+			r->line_ok = r->line_spaces < 2 || (r->line_len > tl &&
+			    memcmp(r->line_tail, " HTTP/", 6) == 0 &&
+			    r->line_tail[6] >= '0' && r->line_tail[6] <= '9' &&
+			    r->line_tail[7] == '.' &&
+			    r->line_tail[8] >= '0' && r->line_tail[8] <= '9');
+			return;
+		}
+		if (p[i] == '\r')
+			continue;
+		if (p[i] == ' ')
+			r->line_spaces++;
+		memmove(r->line_tail, r->line_tail + 1, tl - 1);
+		r->line_tail[tl - 1] = p[i];
+		r->line_len++;
+	}
+}
+
 static void
 http_reader_reset(struct http_reader *r)
 {
@@ -388,6 +432,9 @@ http_reader_reset(struct http_reader *r)
 	r->started = 0;
 	r->head_len = 0;
 	r->method_len = 0;
+	r->line_done = r->line_ok = 0;
+	r->line_len = 0;
+	r->line_spaces = 0;
 	if (r->buf_cap > HTTP_BUF_KEEP) {
 		free(r->buf);
 		r->buf = NULL;
@@ -668,6 +715,8 @@ http_on_headers_complete(http_parser *p)
 	struct http_reader *r = p->data;
 	int	 i;
 
+	if (!r->line_ok)
+		return http_fail(r, 400);
 	if (!http_check_version(p))
 		return http_fail(r, 505);
 	if (r->too_many)

@@ -32,12 +32,15 @@
 
 #define WORKER_STOP_GRACE_MS	5000	/* requests in flight get this long */
 #define WORKER_DB_TIMEOUT_MS	5000
+#define WORKER_GATE_MS		3000	/* accept after this even if PostgreSQL
+					 * or Redis is still away (then 503) */
 
 static void	worker_accept_cb(struct evconnlistener *, evutil_socket_t,
 		    struct sockaddr *, int, void *);
 static void	worker_accept_error_cb(struct evconnlistener *, void *);
 static void	worker_signal_cb(evutil_socket_t, short, void *);
 static void	worker_cron_cb(evutil_socket_t, short, void *);
+static void	worker_gate_cb(evutil_socket_t, short, void *);
 static void	worker_stop(struct worker *);
 static void	worker_free(struct worker *);
 
@@ -48,6 +51,7 @@ worker_main(const struct proc_ctx *ctx)
 	struct timeval one = { 1, 0 };
 
 	w.id = ctx->id;
+	w.ctx = ctx;
 	w.conf = ctx->conf;
 	w.parent = getppid();
 	TAILQ_INIT(&w.conns);
@@ -69,7 +73,7 @@ worker_main(const struct proc_ctx *ctx)
 	w.web = static_load(w.conf->web_dir);
 
 	w.listener = evconnlistener_new(w.base, worker_accept_cb, &w,
-	    LEV_OPT_CLOSE_ON_EXEC, -1, ctx->listen_fd);
+	    LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, -1, ctx->listen_fd);
 	if (w.listener == NULL)
 		fatal("cannot listen on the shared socket");
 	evconnlistener_set_error_cb(w.listener, worker_accept_error_cb);
@@ -79,7 +83,10 @@ worker_main(const struct proc_ctx *ctx)
 	w.sig_usr1 = evsignal_new(w.base, SIGUSR1, worker_signal_cb, &w);
 	w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal_cb, &w);
 	w.cron = event_new(w.base, -1, EV_PERSIST, worker_cron_cb, &w);
-	if (w.sig_term == NULL || w.sig_int == NULL || w.sig_usr1 == NULL ||
+	w.gate = event_new(w.base, -1, EV_PERSIST, worker_gate_cb, &w);
+	w.gate_deadline = util_mono_ms() + WORKER_GATE_MS;
+	if (w.gate == NULL || event_add(w.gate, &(struct timeval){ 0, 10000 })
+	    == -1 || w.sig_term == NULL || w.sig_int == NULL || w.sig_usr1 == NULL ||
 	    w.sig_hup == NULL || w.cron == NULL ||
 	    evsignal_add(w.sig_term, NULL) == -1 ||
 	    evsignal_add(w.sig_int, NULL) == -1 ||
@@ -88,7 +95,6 @@ worker_main(const struct proc_ctx *ctx)
 	    event_add(w.cron, &one) == -1)
 		fatalx("cannot set up signal and timer events");
 
-	log_info("serving on %s", w.conf->listen);
 	event_base_dispatch(w.base);
 	log_info("exiting");
 	stats_pub_remove(w.stats_pub);
@@ -186,13 +192,39 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 		worker_stop(w);
 		w->stop_deadline = util_mono_ms();
 	}
-	if (w->listener != NULL && !w->stopping)
+	if (w->listener != NULL && w->ready && !w->stopping)
 		evconnlistener_enable(w->listener);
 	if (w->stopping && util_mono_ms() >= w->stop_deadline) {
 		TAILQ_FOREACH(c, &w->conns, entry)
 			conn_close(c);
 		event_base_loopexit(w->base, NULL);
 	}
+}
+
+/*
+ * Accept only once PostgreSQL and Redis are connected, so that a worker
+ * started by a reload or a respawn does not answer 503 in its first
+ * milliseconds; connections wait in the shared backlog meanwhile, or are
+ * taken by a sibling. After WORKER_GATE_MS it serves anyway: a dependency
+ * that is really down gets its 503s.
+ */
+static void
+worker_gate_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	int up = db_pool_up(w->db) && bus_connected(w->redis);
+
+	if (w->stopping || (!up && util_mono_ms() < w->gate_deadline))
+		return;
+	event_del(w->gate);
+	w->ready = 1;
+	evconnlistener_enable(w->listener);
+	proc_ready(w->ctx);
+	if (up)
+		log_info("serving on %s", w->conf->listen);
+	else
+		log_warnx("serving on %s without %s", w->conf->listen,
+		    db_pool_up(w->db) ? "Redis" : "PostgreSQL");
 }
 
 /* Free everything, so that leak reports of debug builds mean something. */
@@ -217,5 +249,6 @@ worker_free(struct worker *w)
 	event_free(w->sig_usr1);
 	event_free(w->sig_hup);
 	event_free(w->cron);
+	event_free(w->gate);
 	event_base_free(w->base);
 }

@@ -19,6 +19,7 @@ struct bus;
 struct stats_pub;
 struct conn;
 struct static_files;
+struct proc_ctx;
 
 TAILQ_HEAD(conn_list, conn);
 
@@ -36,6 +37,10 @@ struct worker {
 	struct static_files	*web;
 	struct event		*sig_term, *sig_int, *sig_usr1, *sig_hup;
 	struct event		*cron;		/* once a second */
+	struct event		*gate;		/* until ready to accept */
+	int64_t			 gate_deadline;	/* accept anyway after this */
+	int			 ready;		/* accepting */
+	const struct proc_ctx	*ctx;
 	int			 stopping;	/* SIGTERM: finish and exit */
 	int64_t			 stop_deadline;	/* monotonic ms */
 	pid_t			 parent;	/* the master */

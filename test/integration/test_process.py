@@ -1,0 +1,347 @@
+"""Running it (SPEC.md §6): the command line, process titles, supervision
+(a dead worker or hub is replaced at once), signals (HUP reloads without
+refusing a connection, TERM/INT stop everything, USR1 reopens the log),
+environment overrides, daemon mode, and what an operator sees in Redis
+(§7: stats hashes, the hub lease). Every test has a server of its own."""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import harness
+from conftest import BIN, SRCDIR, needs_own_server, wait_for
+
+pytestmark = pytest.mark.usefixtures("own_server_only")
+
+
+@pytest.fixture
+def own_server_only():
+	needs_own_server()
+
+
+class RequestLoop(threading.Thread):
+	"""GET /health over a new connection each time, as fast as it can, until
+	stopped; records every failure with the time it happened."""
+
+	def __init__(self, server):
+		super().__init__(daemon=True)
+		self.server = server
+		self.ok = 0
+		self.failures = []	# (monotonic time, what)
+		self.stopping = threading.Event()
+
+	def run(self):
+		while not self.stopping.is_set():
+			c = http.client.HTTPConnection(self.server.host, self.server.port,
+			    timeout=5)
+			try:
+				c.request("GET", "/health", headers={"Connection": "close"})
+				r = c.getresponse()
+				r.read()
+				if r.status == 200:
+					self.ok += 1
+				else:
+					self.failures.append((time.monotonic(), r.status))
+			except (OSError, http.client.HTTPException) as e:
+				self.failures.append((time.monotonic(), e))
+			finally:
+				c.close()
+
+	def __enter__(self):
+		self.start()
+		wait_for(lambda: self.ok >= 5, 5)
+		return self
+
+	def __exit__(self, *exc):
+		self.stopping.set()
+		self.join(10)
+
+	def refused(self):
+		return [f for f in self.failures
+		    if isinstance(f[1], ConnectionRefusedError)]
+
+
+def run_bin(*args, env=None, timeout=20):
+	r = subprocess.run([str(BIN)] + list(args), capture_output=True, text=True,
+	    timeout=timeout, stdin=subprocess.DEVNULL,
+	    env=harness._clean_env(env))
+	return r.returncode, r.stdout + r.stderr
+
+
+def expected_titles(n_workers):
+	return sorted(["gochat: worker %d" % i for i in range(1, n_workers + 1)]
+	    + ["gochat: hub"])
+
+
+def settled(server, n_workers=2, timeout=5):
+	"""Wait until the master's children are exactly the workers and the
+	hub (a migration child, say, has gone); returns them as (pid, title)."""
+	def check():
+		kids = server.children()
+		return kids if sorted(t for _, t in kids) == \
+		    expected_titles(n_workers) else None
+	kids = wait_for(check, timeout)
+	assert kids, "children after %d s: %r" % (timeout, server.children())
+	return kids
+
+
+# --- titles and supervision ---------------------------------------------------
+
+def test_ps_shows_master_workers_and_hub_by_title(fresh_server):
+	assert fresh_server.title() == "gochat: master"
+	kids = settled(fresh_server)
+	assert sorted(t for _, t in kids) == ["gochat: hub", "gochat: worker 1",
+	    "gochat: worker 2"]
+	out = subprocess.run(["ps", "-o", "args=", "-p",
+	    ",".join(str(p) for p, _ in kids)], capture_output=True, text=True)
+	assert sorted(line.strip() for line in out.stdout.splitlines()) == \
+	    sorted(t for _, t in kids)
+
+
+def test_killed_worker_is_replaced_within_2_s_and_requests_keep_succeeding(
+    fresh_server):
+	settled(fresh_server)
+	old = fresh_server.workers()
+	with RequestLoop(fresh_server) as loop:
+		time.sleep(0.3)
+		before = loop.ok
+		t_kill = time.monotonic()
+		os.kill(old[1], signal.SIGKILL)
+
+		def replaced():
+			w = fresh_server.workers()
+			return w if w.get(1) not in (None, old[1]) else None
+		new = wait_for(replaced, 2)
+		assert new, "worker 1 not replaced within 2 s: %r" % \
+		    fresh_server.children()
+		assert new[2] == old[2], "worker 2 should not have been touched"
+		time.sleep(1)
+	assert not loop.refused(), "connections refused: %r" % loop.refused()
+	# A request the killed worker had accepted may die with it; no other.
+	assert len(loop.failures) <= 1, loop.failures
+	assert all(abs(t - t_kill) < 0.5 for t, _ in loop.failures), loop.failures
+	assert loop.ok > before + 10, "too few requests answered meanwhile"
+	settled(fresh_server)
+
+
+def test_killed_hub_is_replaced_within_2_s(fresh_server):
+	settled(fresh_server)
+	old = fresh_server.hubs()
+	assert len(old) == 1
+	os.kill(old[0], signal.SIGKILL)
+	new = wait_for(lambda: [p for p in fresh_server.hubs() if p != old[0]], 2)
+	assert new, "hub not replaced within 2 s: %r" % fresh_server.children()
+	assert fresh_server.health()[0] == 200
+
+
+# --- signals --------------------------------------------------------------------------
+
+def test_hup_replaces_every_worker_and_the_hub_refusing_no_connection(
+    fresh_server):
+	old = settled(fresh_server)
+	old_pids = {p for p, _ in old}
+	with RequestLoop(fresh_server) as loop:
+		fresh_server.signal(signal.SIGHUP)
+
+		def replaced():
+			kids = fresh_server.children()
+			titles = sorted(t for _, t in kids)
+			fresh = not old_pids & {p for p, _ in kids}
+			return kids if titles == expected_titles(2) and fresh else None
+		new = wait_for(replaced, 15)
+		assert new, "after 15 s the children are %r (before HUP: %r)" % (
+		    fresh_server.children(), old)
+		time.sleep(0.5)
+	assert fresh_server.running(), "the master exited on HUP"
+	assert fresh_server.title() == "gochat: master"
+	assert not loop.failures, "requests failed during the reload: %r" % \
+	    loop.failures[:5]
+	assert loop.ok > 10
+	gone = wait_for(lambda: not any(harness.proc_alive(p) for p in old_pids), 5)
+	assert gone, "old processes still alive: %r" % [
+	    p for p in old_pids if harness.proc_alive(p)]
+
+
+def test_hup_rereads_the_configuration(fresh_server):
+	settled(fresh_server, 2)
+	fresh_server.conf["workers"] = 3
+	fresh_server.write_conf()
+	fresh_server.signal(signal.SIGHUP)
+	settled(fresh_server, 3, timeout=15)
+	assert fresh_server.health()[0] == 200
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+    ids=["TERM", "INT"])
+def test_term_or_int_stops_every_process_within_10_s_with_exit_code_0(
+    fresh_server, sig):
+	kids = [p for p, _ in settled(fresh_server)]
+	t0 = time.monotonic()
+	fresh_server.signal(sig)
+	try:
+		code = fresh_server.proc.wait(10)
+	except subprocess.TimeoutExpired:
+		pytest.fail("the master still runs 10 s after %s" % sig.name)
+	left = wait_for(lambda: not any(harness.proc_alive(p) for p in kids),
+	    max(0.1, 10 - (time.monotonic() - t0)))
+	assert left, "children alive 10 s after %s: %r" % (sig.name, [
+	    p for p in kids if harness.proc_alive(p)])
+	assert code == 0
+	with socket.socket() as s:
+		assert s.connect_ex((fresh_server.host, fresh_server.port)) != 0, \
+		    "the port still accepts connections"
+
+
+def test_usr1_reopens_the_log_file(make_server, workdir):
+	s = make_server(start=False)
+	log = os.path.join(s.dir, "server.log")
+	s.conf["log_file"] = log
+	s.start()
+	kids = settled(s)
+	assert wait_for(lambda: os.path.exists(log) and os.path.getsize(log) > 0,
+	    3), "nothing written to log_file"
+	os.rename(log, log + ".1")
+	s.signal(signal.SIGUSR1)
+	assert wait_for(lambda: os.path.exists(log), 3), \
+	    "log_file not recreated after USR1"
+	time.sleep(0.3)
+	assert s.running() and s.children() == kids, "USR1 killed a process"
+
+
+# --- command line ------------------------------------------------------------------
+
+def test_check_flag_accepts_a_good_configuration(make_server):
+	s = make_server(start=False)
+	code, out = run_bin("-t", "-c", s.write_conf())
+	assert code == 0, out
+
+
+def test_check_flag_rejects_an_unknown_key_and_names_it(make_server):
+	s = make_server(start=False, lisen="127.0.0.1:1")
+	code, out = run_bin("-t", "-c", s.write_conf())
+	assert code == 1, out
+	assert "lisen" in out
+
+
+def test_check_flag_rejects_a_bad_value_and_names_the_key(make_server):
+	s = make_server(start=False, workers="banana")
+	code, out = run_bin("-t", "-c", s.write_conf())
+	assert code == 1, out
+	assert "workers" in out
+
+
+def test_check_flag_rejects_a_missing_file_and_names_it(workdir):
+	path = str(workdir / "no-such.conf")
+	code, out = run_bin("-t", "-c", path)
+	assert code == 1, out
+	assert "no-such.conf" in out
+
+
+def test_version_flag_prints_the_version():
+	with open(SRCDIR / "configure.ac") as f:
+		m = re.search(r"AC_INIT\(\[gochat\],\s*\[([^\]]+)\]", f.read())
+	code, out = run_bin("-v")
+	assert code == 0, out
+	assert m.group(1) in out
+
+
+def test_environment_variables_override_the_config_file(make_server):
+	port = harness.free_port()
+	s = make_server(start=False, env={
+	    "GOCHAT_LISTEN": "127.0.0.1:%d" % port, "GOCHAT_WORKERS": "3"})
+	file_port = int(s.conf["listen"].rpartition(":")[2])
+	assert s.port == port != file_port
+	s.start()
+	settled(s, 3)
+	with socket.socket() as sock:
+		assert sock.connect_ex(("127.0.0.1", file_port)) != 0
+
+
+def test_daemon_mode_writes_a_pidfile_and_stops_on_term(make_server):
+	s = make_server(start=False)
+	pidfile = os.path.join(s.dir, "gochat.pid")
+	s.conf.update(pidfile=pidfile, log_file=os.path.join(s.dir, "server.log"))
+	with open(os.path.join(s.dir, "daemon.out"), "wb") as out:
+		r = subprocess.run([str(BIN), "-d", "-c", s.write_conf()], stdout=out,
+		    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=20,
+		    env=harness._clean_env())
+	assert r.returncode == 0
+	pid = None
+	try:
+		pid = wait_for(lambda: _read_pid(pidfile), 5)
+		assert pid, "no pid in %s" % pidfile
+		assert harness.proc_info(pid)[2] == "gochat: master"
+		assert wait_for(lambda: s.health()[0] == 200, 20)
+		os.kill(pid, signal.SIGTERM)
+		assert wait_for(lambda: not harness.proc_alive(pid), 10), \
+		    "the daemon still runs 10 s after TERM"
+		pid = None
+		assert wait_for(lambda: not os.path.exists(pidfile), 2), \
+		    "pidfile left behind"
+	finally:
+		if pid and harness.proc_alive(pid):
+			for p, _ in harness.children_of(pid):
+				os.kill(p, signal.SIGKILL)
+			os.kill(pid, signal.SIGKILL)
+
+
+def _read_pid(path):
+	try:
+		with open(path) as f:
+			return int(f.read().strip())
+	except (OSError, ValueError):
+		return None
+
+
+def test_two_instances_starting_at_once_share_one_database(make_server, pg):
+	url = pg.create_database("gochat_twins")
+	a = make_server(start=False, database_url=url)
+	b = make_server(start=False, database_url=url)
+	a.start(wait=False)
+	b.start(wait=False)
+	a.wait_ready()
+	b.wait_ready()
+
+
+# --- what an operator sees in Redis ------------------------------------------------
+
+def test_every_worker_and_the_hub_publish_a_stats_hash(fresh_server, redis):
+	kids = settled(fresh_server)
+
+	def stats():
+		keys = harness.redis_keys(redis.port, "gochat:stats:*")
+		by_pid = {}
+		for k in keys:
+			m = re.fullmatch(r"gochat:stats:(.+):(\d+)", k)
+			if m:
+				by_pid[int(m.group(2))] = k
+		return by_pid if all(p in by_pid for p, _ in kids) else None
+	by_pid = wait_for(stats, 3, 0.1)
+	assert by_pid, "stats keys after 3 s: %r" % harness.redis_keys(
+	    redis.port, "gochat:stats:*")
+	first = {}
+	for pid, title in kids:
+		h = harness.redis_hash(redis.port, by_pid[pid])
+		role = "hub" if title == "gochat: hub" else "worker"
+		assert role in h.get("role", ""), (title, h)
+		assert "uptime" in h, h
+		first[pid] = h
+	time.sleep(2.2)
+	for pid, _ in kids:
+		assert harness.redis_hash(redis.port, by_pid[pid]) != first[pid], \
+		    "stats of %d not refreshed" % pid
+
+
+def test_the_hub_holds_the_leader_lease(fresh_server, redis):
+	settled(fresh_server)
+	assert wait_for(lambda: redis.cmd("EXISTS", "gochat:hub:leader"), 3), \
+	    "no gochat:hub:leader after 3 s"
+	# A lease, not a permanent key: a standby can take over when it expires.
+	assert redis.cmd("PTTL", "gochat:hub:leader") > 0
