@@ -47,16 +47,16 @@ int
 main(int argc, char **argv)
 {
 	static struct conf conf;
-	const char *path = NULL;
-	char err[1024], defpath[1024];
+	static char path[1024];	/* a copy: process titles overwrite argv */
+	char err[1024];
 	int ch, dflag = 0, tflag = 0, fd, rc;
 
 	while ((ch = getopt(argc, argv, "c:dhtv")) != -1) {
 		switch (ch) {
 		case 'c':
-			/* A copy: process titles overwrite argv later. */
-			if ((path = strdup(optarg)) == NULL)
-				return GC_EXIT_FATAL;
+			if (strlen(optarg) >= sizeof(path))
+				usage();
+			snprintf(path, sizeof(path), "%s", optarg);
 			break;
 		case 'd':
 			dflag = 1;
@@ -73,11 +73,8 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage();
-	if (path == NULL) {
-		snprintf(defpath, sizeof(defpath), "%s/gochat.conf",
-		    GC_SYSCONFDIR);
-		path = defpath;
-	}
+	if (path[0] == '\0')
+		snprintf(path, sizeof(path), "%s/gochat.conf", GC_SYSCONFDIR);
 	if (conf_load(&conf, path, err, sizeof(err)) == -1) {
 		fprintf(stderr, "gochat: %s\n", err);
 		return tflag ? 1 : GC_EXIT_FATAL;

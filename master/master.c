@@ -137,6 +137,7 @@ master_migrate(const struct conf *conf)
 	int status;
 	pid_t pid;
 
+	fflush(NULL);
 	switch ((pid = fork())) {
 	case -1:
 		log_warn("fork() failed");
@@ -144,7 +145,7 @@ master_migrate(const struct conf *conf)
 	case 0:
 		log_set_role("migrate");
 		proc_title_set("gochat: migrate");
-		_exit(migrate_main(&ctx));
+		exit(migrate_main(&ctx));
 	}
 	while (waitpid(pid, &status, 0) == -1)
 		if (errno != EINTR) {
@@ -306,6 +307,12 @@ master_spawn(struct master *m, enum proc_role role, int id)
 		log_warnx("child table full");
 		return -1;
 	}
+	/*
+	 * Children end with exit(), not _exit(), so that sanitizer builds
+	 * report their leaks; stdio is flushed first so nothing is written
+	 * twice.
+	 */
+	fflush(NULL);
 	switch ((pid = fork())) {
 	case -1:
 		log_warn("fork() failed");
@@ -325,12 +332,12 @@ master_spawn(struct master *m, enum proc_role role, int id)
 			snprintf(name, sizeof(name), "worker %d", id);
 			log_set_role(name);
 			proc_title_set("gochat: worker %d", id);
-			_exit(worker_main(&ctx));
+			exit(worker_main(&ctx));
 		}
 		close(m->listen_fd);
 		log_set_role("hub");
 		proc_title_set("gochat: hub");
-		_exit(hub_main(&ctx));
+		exit(hub_main(&ctx));
 	}
 	c->pid = pid;
 	c->role = role;

@@ -716,6 +716,7 @@ class Server:
 		except subprocess.TimeoutExpired:
 			stuck = [self.proc.pid] + kids
 		if not stuck:
+			self.check_sanitizers()
 			return self.proc.returncode
 		kids = [pid for pid, _ in self.children()] + stuck
 		for pid in set(kids):
@@ -729,6 +730,20 @@ class Server:
 			pass
 		raise HarnessError("gochat did not stop within %d s of SIGTERM "
 		    "(killed: %s)\n%s" % (timeout, sorted(set(kids)), self.log_tail()))
+
+	SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+	    "runtime error:")
+
+	def check_sanitizers(self):
+		"""Under --enable-asan every process reports memory errors, leaks
+		and undefined behaviour to its log as it exits: any such report
+		fails the test that owned the server."""
+		text = self.log_text()
+		for mark in self.SANITIZER_MARKS:
+			i = text.find(mark)
+			if i != -1:
+				raise HarnessError("sanitizer report in the server log:\n%s"
+				    % text[max(0, i - 200):i + 3000])
 
 	def kill(self):
 		"""SIGKILL the master and every child, no questions asked."""
