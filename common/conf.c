@@ -61,6 +61,7 @@ static const struct conf_key conf_keys[] = {
 	KEY_INT(ws_ping_interval, 1, 3600),
 	KEY_INT(ws_output_limit, 4096, 256 * 1024 * 1024),
 	KEY_INT(db_pool_size, 1, 64),
+	KEY_INT(scrypt_threads, 1, 64),
 	KEY_INT(login_max_failures, 1, 1000000),
 	KEY_INT(login_window, 1, 86400),
 	{ "log_level", CONF_LOGLEVEL, offsetof(struct conf, log_level), 0,
@@ -98,6 +99,7 @@ conf_defaults(struct conf *c)
 	c->ws_ping_interval = 30;
 	c->ws_output_limit = 1048576;
 	c->db_pool_size = 4;
+	c->scrypt_threads = 1;
 	c->login_max_failures = 10;
 	c->login_window = 900;
 	c->log_level = LOG_LVL_INFO;

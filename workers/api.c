@@ -1,31 +1,63 @@
 /*
- * api: the route table of SPEC.md and the dispatch that runs a route's
- * handler, or answers 404 and 405 (with Allow) itself.
+ * api: the route table of SPEC.md, the dispatch that runs a route's
+ * handler (through auth_require() for routes that need a caller) or
+ * answers 404 and 405 itself, and the input helpers every handler uses.
  */
 #include "config.h"
 
 #include <stdio.h>
+#include <string.h>
 
+#include "common/db.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
 #include "workers/api.h"
+#include "workers/auth.h"
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/router.h"
 
+/* What a route runs: exactly one of the two. */
+struct api_endpoint {
+	api_handler		*open;	/* needs no caller */
+	api_user_handler	*user;	/* runs with the caller's user id */
+};
+
+#define OPEN(fn)	(&(const struct api_endpoint){ fn, NULL })
+#define USER(fn)	(&(const struct api_endpoint){ NULL, fn })
+
 static const struct route api_routes[] = {
-	{ HTTP_M_GET, "/", api_static },
-	{ HTTP_M_GET, "/health", api_health },
+	{ HTTP_M_GET, "/", OPEN(api_static) },
+	{ HTTP_M_GET, "/health", OPEN(api_health) },
+	{ HTTP_M_POST, "/register", OPEN(api_register) },
+	{ HTTP_M_POST, "/login", OPEN(api_login) },
+	{ HTTP_M_POST, "/logout", USER(api_logout) },
+	{ HTTP_M_DELETE, "/delete", USER(api_delete) },
+	{ HTTP_M_POST, "/follow", USER(api_follow) },
+	{ HTTP_M_POST, "/unfollow", USER(api_unfollow) },
+	{ HTTP_M_GET, "/me", USER(api_me) },
+	{ HTTP_M_GET, "/users", USER(api_user_find) },
+	{ HTTP_M_GET, "/users/{id}", USER(api_user_get) },
+	{ HTTP_M_GET, "/users/{id}/followers", USER(api_followers) },
+	{ HTTP_M_GET, "/users/{id}/following", USER(api_following) },
 	{ 0, NULL, NULL }
 };
 
 void
 api_dispatch(struct conn *c, struct http_request *req)
 {
+	const struct api_endpoint *e;
 	struct route_match m;
 	char allow[96];
 
 	switch (router_match(api_routes, req->method, req->path, &m)) {
 	case ROUTER_FOUND:
-		((api_handler *)m.route->handler)(c, req, &m);
+		e = m.route->handler;
+		if (e->user != NULL)
+			auth_require(c, req, &m, e->user);
+		else
+			e->open(c, req, &m);
 		return;
 	case ROUTER_BAD_METHOD:
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", m.allow);
@@ -36,4 +68,98 @@ api_dispatch(struct conn *c, struct http_request *req)
 		conn_error(c, 404, "no such route: %s", req->path);
 		return;
 	}
+}
+
+struct json_doc *
+api_body(struct conn *c, struct http_request *req)
+{
+	struct json_doc *doc;
+
+	if (req->body == NULL || req->body_len == 0) {
+		conn_error(c, 400, "a JSON object is required as the body");
+		return NULL;
+	}
+	if ((doc = json_parse(req->body, req->body_len)) == NULL) {
+		conn_error(c, 400, "the body is not a valid JSON object");
+		return NULL;
+	}
+	return doc;
+}
+
+int
+api_string(struct conn *c, struct json_doc *doc, const char *key,
+    const char **out, size_t *len)
+{
+	switch (json_get_string(doc, key, out, len)) {
+	case JSON_OK:
+		return 1;
+	case JSON_MISSING:
+		conn_error(c, 400, "%s is required", key);
+		return 0;
+	case JSON_WRONG_TYPE:
+		conn_error(c, 400, "%s must be a string", key);
+		return 0;
+	default:
+		conn_error(c, 400, "%s is not a valid string", key);
+		return 0;
+	}
+}
+
+int
+api_paging(struct conn *c, const struct http_request *req, long long *limit,
+    long long *before)
+{
+	char v[32];
+	int r;
+
+	*limit = 50;
+	*before = INT64_MAX;
+	if ((r = http_query_get(req->query, "limit", v, sizeof(v))) == 1) {
+		if (util_parse_int(v, 1, INT64_MAX, limit) == -1) {
+			conn_error(c, 400, "limit must be a positive integer");
+			return 0;
+		}
+		if (*limit > 200)
+			*limit = 200;
+	} else if (r == -1) {
+		conn_error(c, 400, "limit must be a positive integer");
+		return 0;
+	}
+	if ((r = http_query_get(req->query, "before", v, sizeof(v))) == 1) {
+		if (util_parse_int(v, 1, INT64_MAX, before) == -1) {
+			conn_error(c, 400, "before must be a positive integer "
+			    "(the id of the last item of the previous page)");
+			return 0;
+		}
+	} else if (r == -1) {
+		conn_error(c, 400, "before must be a positive integer");
+		return 0;
+	}
+	return 1;
+}
+
+int
+api_id(struct conn *c, const char *s, const char *what, int64_t *id)
+{
+	long long v;
+
+	if (s == NULL || util_parse_int(s, 1, INT64_MAX, &v) == -1) {
+		conn_error(c, 400, "%s must be a positive integer", what);
+		return 0;
+	}
+	*id = v;
+	return 1;
+}
+
+void
+api_db_error(struct conn *c, struct db_result *res, const char *what)
+{
+	if (res == NULL) {
+		conn_error(c, 503, "the database is unavailable; try again");
+		return;
+	}
+	log_warnx("conn %llu: %s failed: %s (SQLSTATE %s)",
+	    (unsigned long long)c->id, what, db_result_error(res),
+	    db_result_sqlstate(res));
+	conn_error(c, 500, "internal error");
 }

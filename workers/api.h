@@ -1,24 +1,77 @@
 /*
  * api: the route table and the handlers of SPEC.md, one api_*.c file per
  * group of routes. Every handler answers through conn_respond*() exactly
- * once, possibly later from an async callback.
+ * once, possibly later from an async callback. Routes that need a caller
+ * go through auth_require() first and run with the caller's user id.
  */
 #ifndef GC_API_H
 #define GC_API_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 struct conn;
+struct evbuffer;
 struct http_request;
 struct route_match;
+struct json_doc;
+struct db_result;
 
 typedef void api_handler(struct conn *c, struct http_request *req,
 	    const struct route_match *m);
+typedef void api_user_handler(struct conn *c, struct http_request *req,
+	    const struct route_match *m, int64_t uid);
 
 /* Route the request held by c and run its handler (or answer 404/405). */
 void	api_dispatch(struct conn *c, struct http_request *req);
+
+/* --- helpers for handlers (api.c) ---------------------------------------- */
+
+/*
+ * Parse the request body as a JSON object; on failure answer 400 and
+ * return NULL. The caller frees the doc.
+ */
+struct json_doc *api_body(struct conn *c, struct http_request *req);
+/*
+ * A required string member: 1 with *out set, or 0 after answering 400
+ * ("<key> is required" / "<key> must be a string").
+ */
+int	api_string(struct conn *c, struct json_doc *doc, const char *key,
+	    const char **out, size_t *len);
+/*
+ * Paging parameters of list routes: limit (default 50, 1.., above 200 is
+ * 200) and before (an id >= 1; default: no bound). 1, or 0 after 400.
+ */
+int	api_paging(struct conn *c, const struct http_request *req,
+	    long long *limit, long long *before);
+/* A positive id from a path parameter or query value: 1, or 0 after 400. */
+int	api_id(struct conn *c, const char *s, const char *what, int64_t *id);
+/*
+ * Answer for a failed query: 503 when res is NULL (PostgreSQL away or too
+ * slow), else 500 with the error logged.
+ */
+void	api_db_error(struct conn *c, struct db_result *res, const char *what);
+/* SQL that renders a timestamptz column as RFC 3339 UTC with ms. */
+#define API_SQL_TIME(col) \
+	"to_char(" col " AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* api_health.c */
 api_handler	api_health;
 /* static.c */
 api_handler	api_static;
+/* api_auth.c */
+api_handler	api_register;
+api_handler	api_login;
+api_user_handler api_logout;
+/* api_users.c */
+api_user_handler api_delete;
+api_user_handler api_follow;
+api_user_handler api_unfollow;
+api_user_handler api_me;
+api_user_handler api_user_get;
+api_user_handler api_user_find;
+api_user_handler api_followers;
+api_user_handler api_following;
 
 #endif

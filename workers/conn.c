@@ -99,7 +99,9 @@ fail:
 int
 conn_idle(const struct conn *c)
 {
-	return c->state == CONN_READING && !http_reader_started(c->reader) &&
+	return c->state == CONN_READING && c->nrequests > 0 &&
+	    !http_reader_started(c->reader) &&
+	    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
 	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
 }
 
@@ -290,6 +292,7 @@ conn_process(struct conn *c)
 			}
 			return;
 		}
+		c->nrequests++;
 		c->req = http_reader_take(c->reader);
 		c->keep_alive = c->req->keep_alive;
 		api_dispatch(c, c->req);

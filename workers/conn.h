@@ -38,6 +38,7 @@ struct conn {
 						 * with keep-alive */
 	int			 close_after_write;
 	int			 peer_eof;	/* the client shut its side */
+	uint64_t		 nrequests;	/* requests read so far */
 	int64_t			 req_start_ms;	/* monotonic, for the log */
 	char			 peer[64];	/* address, for logs and limits */
 };
@@ -47,7 +48,11 @@ struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa,
 	    int salen);
 /* Close now, wherever it is (worker stop). Frees when not busy. */
 void	conn_close(struct conn *c);
-/* 1 if the connection sits between requests (safe to close on stop). */
+/*
+ * 1 if the connection sits between requests, safe to close on stop: it has
+ * been answered at least once and nothing of a next request has arrived.
+ * A connection never read from is not idle: its request may be in flight.
+ */
 int	conn_idle(const struct conn *c);
 
 /*

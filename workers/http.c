@@ -352,7 +352,7 @@ http_write_head(struct evbuffer *out, int status, const char *ctype,
 	http_date(time(NULL), date, sizeof(date));
 	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n"
 	    "Server: gochat\r\n", status, http_status_text(status), date);
-	if (status >= 200 && status != 204)
+	if (status >= 200 && status != 204 && status != 304)
 		evbuffer_add_printf(out, "Content-Length: %zu\r\n",
 		    content_length);
 	if (status == 101)

@@ -20,6 +20,7 @@ struct stats_pub;
 struct conn;
 struct static_files;
 struct proc_ctx;
+struct auth_pool;
 
 TAILQ_HEAD(conn_list, conn);
 
@@ -32,6 +33,7 @@ struct worker {
 	uint64_t		 next_conn_id;
 	struct db_pool		*db;
 	struct bus		*redis;		/* commands */
+	struct auth_pool	*auth;		/* scrypt threads */
 	struct stats		 stats;
 	struct stats_pub	*stats_pub;
 	struct static_files	*web;

@@ -1,0 +1,543 @@
+/*
+ * api_auth: POST /register, /login and /logout (SPEC section 2). Each is a
+ * chain of async steps on the loop: PostgreSQL, the scrypt pool, Redis.
+ * Failed logins are counted in Redis per account and per client address,
+ * so every worker and every instance sees one count.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/bus.h"
+#include "common/conf.h"
+#include "common/crypto.h"
+#include "common/db.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "workers/api.h"
+#include "workers/auth.h"
+#include "workers/conn.h"
+#include "workers/http.h"
+#include "workers/worker.h"
+
+#define USERNAME_MAX	32
+#define EMAIL_MAX	254
+#define PASSWORD_MIN	8
+#define PASSWORD_MAX	1024
+
+/* One registration or login in flight. */
+struct account {
+	struct conn	*conn;
+	int64_t		 uid;
+	char		 username[USERNAME_MAX + 1];
+	char		 email[EMAIL_MAX + 1];
+	char		 password[PASSWORD_MAX + 1];	/* login only */
+	char		 token[AUTH_TOKEN_MAX + 1];
+	char		 mcf[160];			/* login: stored hash */
+	char		 fail_account[AUTH_KEY_MAX];	/* login: counters */
+	char		 fail_addr[AUTH_KEY_MAX];
+};
+
+/* -1 when neither counter has reached the limit, else the seconds left. */
+static const char login_limited_lua[] =
+    "for i = 1, 2 do "
+    "  local n = tonumber(redis.call('get', KEYS[i]) or '0') "
+    "  if n >= tonumber(ARGV[1]) then "
+    "    local t = redis.call('ttl', KEYS[i]) "
+    "    if t < 1 then t = 1 end return t end "
+    "end return -1";
+/* Count one failure on both counters; a window starts with its first. */
+static const char login_failed_lua[] =
+    "for i = 1, 2 do "
+    "  redis.call('incr', KEYS[i]) "
+    "  if redis.call('ttl', KEYS[i]) < 0 then "
+    "    redis.call('expire', KEYS[i], ARGV[1]) end "
+    "end return 1";
+
+static int	valid_username(const char *, size_t);
+static int	valid_email(const char *, size_t);
+static void	account_free(struct account *);
+static void	account_respond(struct account *, int);
+static void	register_taken_cb(struct db_result *, void *);
+static void	register_hashed_cb(const char *, void *);
+static void	register_inserted_cb(struct db_result *, void *);
+static void	register_session_cb(int, void *);
+static void	register_undo_cb(struct db_result *, void *);
+static void	login_found_cb(struct db_result *, void *);
+static void	login_limit_cb(struct bus *, struct bus_reply *, void *);
+static void	login_checked_cb(int, void *);
+static void	login_counted_cb(struct bus *, struct bus_reply *, void *);
+static void	login_session_cb(int, void *);
+static void	logout_cb(int, void *);
+
+/* --- POST /register ----------------------------------------------------- */
+
+void
+api_register(struct conn *c, struct http_request *req,
+    const struct route_match *m)
+{
+	struct worker *w = c->worker;
+	const char *username, *email, *password;
+	size_t ulen, elen, plen;
+	struct json_doc *doc;
+	struct account *a = NULL;
+	const char *params[2];
+
+	if ((doc = api_body(c, req)) == NULL)
+		return;
+	if (!api_string(c, doc, "username", &username, &ulen) ||
+	    !api_string(c, doc, "email", &email, &elen) ||
+	    !api_string(c, doc, "password", &password, &plen))
+		goto done;
+	if (!valid_username(username, ulen)) {
+		conn_error(c, 400, "username must be 1 to 32 characters from "
+		    "A-Z a-z 0-9 _ . -");
+		goto done;
+	}
+	if (!valid_email(email, elen)) {
+		conn_error(c, 400, "email must be at most 254 bytes with one @ "
+		    "and something on each side");
+		goto done;
+	}
+	if (plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
+		conn_error(c, 400, "password must be 8 to 1024 bytes");
+		goto done;
+	}
+	/* Without Redis no session can be made: refuse before any work. */
+	if (!bus_connected(w->redis)) {
+		conn_error(c, 503, "the session store is unavailable; try "
+		    "again");
+		goto done;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		conn_error(c, 500, "out of memory");
+		goto done;
+	}
+	a->conn = c;
+	memcpy(a->username, username, ulen + 1);
+	memcpy(a->email, email, elen + 1);
+	memcpy(a->password, password, plen + 1);
+	params[0] = a->username;
+	params[1] = a->email;
+	/* Name what is taken before paying for a hash; the unique indexes
+	 * still decide races (register_inserted_cb). */
+	if (db_query(w->db, "SELECT bool_or(lower(username) = lower($1)), "
+	    "bool_or(lower(email) = lower($2)) FROM users "
+	    "WHERE lower(username) = lower($1) OR lower(email) = lower($2)",
+	    2, params, register_taken_cb, a) == -1) {
+		conn_error(c, 503, "the database is unavailable; try again");
+		account_free(a);
+	}
+done:
+	json_free(doc);
+}
+
+static void
+register_taken_cb(struct db_result *res, void *arg)
+{
+	struct account *a = arg;
+	int user_taken, email_taken;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(a->conn, res, "registration check");
+		goto fail;
+	}
+	user_taken = strcmp(db_result_value(res, 0, 0), "t") == 0;
+	email_taken = strcmp(db_result_value(res, 0, 1), "t") == 0;
+	if (user_taken && email_taken) {
+		conn_error(a->conn, 409, "username and email are both taken");
+		goto fail;
+	}
+	if (user_taken || email_taken) {
+		conn_error(a->conn, 409, user_taken ? "username is taken" :
+		    "email is already registered");
+		goto fail;
+	}
+	if (auth_hash(a->conn->worker->auth, a->password, register_hashed_cb,
+	    a) == -1) {
+		conn_error(a->conn, 503, "too many sign-ups at once; try "
+		    "again");
+		goto fail;
+	}
+	return;
+fail:
+	account_free(a);
+}
+
+static void
+register_hashed_cb(const char *mcf, void *arg)
+{
+	struct account *a = arg;
+	const char *params[3] = { a->username, a->email, mcf };
+
+	if (mcf == NULL) {
+		conn_error(a->conn, 500, "password hashing failed");
+		goto fail;
+	}
+	if (db_query(a->conn->worker->db, "INSERT INTO users (username, "
+	    "email, password_hash) VALUES ($1, $2, $3) RETURNING id", 3,
+	    params, register_inserted_cb, a) == -1) {
+		conn_error(a->conn, 503, "the database is unavailable; try "
+		    "again");
+		goto fail;
+	}
+	return;
+fail:
+	account_free(a);
+}
+
+static void
+register_inserted_cb(struct db_result *res, void *arg)
+{
+	struct account *a = arg;
+	long long id;
+
+	if (res != NULL && strcmp(db_result_sqlstate(res), "23505") == 0) {
+		const char *what = db_result_constraint(res);
+
+		conn_error(a->conn, 409, strstr(what, "email") != NULL ?
+		    "email is already registered" : "username is taken");
+		goto fail;
+	}
+	if (res == NULL || !db_result_ok(res) ||
+	    util_parse_int(db_result_value(res, 0, 0), 1, INT64_MAX,
+	    &id) == -1) {
+		api_db_error(a->conn, res, "registration");
+		goto fail;
+	}
+	a->uid = id;
+	if (auth_session_create(a->conn->worker, a->uid, a->token,
+	    sizeof(a->token), register_session_cb, a) == -1)
+		register_session_cb(0, a);
+	return;
+fail:
+	account_free(a);
+}
+
+static void
+register_session_cb(int ok, void *arg)
+{
+	struct account *a = arg;
+	char id[24];
+	const char *params[1] = { id };
+
+	if (ok) {
+		account_respond(a, 201);
+		return;
+	}
+	/* A registration that cannot log in leaves no row behind. */
+	snprintf(id, sizeof(id), "%lld", (long long)a->uid);
+	if (db_query(a->conn->worker->db, "DELETE FROM users WHERE id = $1",
+	    1, params, register_undo_cb, a) == -1)
+		register_undo_cb(NULL, a);
+}
+
+static void
+register_undo_cb(struct db_result *res, void *arg)
+{
+	struct account *a = arg;
+
+	if (res == NULL || !db_result_ok(res))
+		log_warnx("registration of user %lld could not be undone",
+		    (long long)a->uid);
+	conn_error(a->conn, 503, "the session store is unavailable; try "
+	    "again");
+	account_free(a);
+}
+
+/* --- POST /login -------------------------------------------------------- */
+
+void
+api_login(struct conn *c, struct http_request *req,
+    const struct route_match *m)
+{
+	struct worker *w = c->worker;
+	const char *ident, *password, *params[1];
+	size_t ilen, plen;
+	struct json_doc *doc;
+	struct account *a = NULL;
+	int by_email;
+
+	if ((doc = api_body(c, req)) == NULL)
+		return;
+	by_email = json_has(doc, "email");
+	if (!by_email && !json_has(doc, "username")) {
+		conn_error(c, 400, "email or username is required");
+		goto done;
+	}
+	if (!api_string(c, doc, by_email ? "email" : "username", &ident,
+	    &ilen) || !api_string(c, doc, "password", &password, &plen))
+		goto done;
+	if (!bus_connected(w->redis)) {
+		conn_error(c, 503, "the session store is unavailable; try "
+		    "again");
+		goto done;
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		conn_error(c, 500, "out of memory");
+		goto done;
+	}
+	a->conn = c;
+	/* Too long to be anyone's: still a failure, counted as one. */
+	snprintf(a->email, sizeof(a->email), "%.*s", (int)(ilen > EMAIL_MAX ?
+	    EMAIL_MAX : ilen), ident);
+	snprintf(a->password, sizeof(a->password), "%.*s",
+	    (int)(plen > PASSWORD_MAX ? PASSWORD_MAX : plen), password);
+	for (char *p = a->email; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p += 'a' - 'A';
+	params[0] = a->email;
+	if (db_query(w->db, by_email ?
+	    "SELECT id, username, email, password_hash FROM users "
+	    "WHERE lower(email) = $1" :
+	    "SELECT id, username, email, password_hash FROM users "
+	    "WHERE lower(username) = $1", 1, params, login_found_cb,
+	    a) == -1) {
+		conn_error(c, 503, "the database is unavailable; try again");
+		account_free(a);
+	}
+done:
+	json_free(doc);
+}
+
+static void
+login_found_cb(struct db_result *res, void *arg)
+{
+	struct account *a = arg;
+	struct worker *w = a->conn->worker;
+	const char *prefix = w->conf->redis_prefix;
+	char hex[65], max[16];
+	long long id;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(a->conn, res, "login lookup");
+		account_free(a);
+		return;
+	}
+	/* The account's counter: by user id when it exists, else by the
+	 * name tried, so that probing unknown names is limited too. */
+	if (db_result_ntuples(res) == 1 &&
+	    util_parse_int(db_result_value(res, 0, 0), 1, INT64_MAX,
+	    &id) == 0) {
+		a->uid = id;
+		snprintf(a->username, sizeof(a->username), "%s",
+		    db_result_value(res, 0, 1));
+		snprintf(a->email, sizeof(a->email), "%s",
+		    db_result_value(res, 0, 2));
+		snprintf(a->mcf, sizeof(a->mcf), "%s",
+		    db_result_value(res, 0, 3));
+		snprintf(a->fail_account, sizeof(a->fail_account),
+		    "%slogin:fail:user:%lld", prefix, id);
+	} else {
+		crypto_sha256_hex(a->email, strlen(a->email), hex);
+		snprintf(a->fail_account, sizeof(a->fail_account),
+		    "%slogin:fail:name:%s", prefix, hex);
+	}
+	snprintf(a->fail_addr, sizeof(a->fail_addr), "%slogin:fail:addr:%s",
+	    prefix, a->conn->peer);
+	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
+	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s",
+	    login_limited_lua, a->fail_account, a->fail_addr, max) == -1) {
+		conn_error(a->conn, 503, "the session store is unavailable; "
+		    "try again");
+		account_free(a);
+	}
+}
+
+static void
+login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct account *a = arg;
+	const char *mcf = a->uid != 0 ? a->mcf : NULL;
+	char retry[48];
+	long long secs;
+
+	if (reply == NULL || bus_reply_type(reply) != BUS_INTEGER) {
+		conn_error(a->conn, 503, "the session store is unavailable; "
+		    "try again");
+		goto fail;
+	}
+	if ((secs = bus_reply_integer(reply)) > 0) {
+		snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", secs);
+		conn_error_hdr(a->conn, 429, retry, "too many failed logins; "
+		    "try again in %lld seconds", secs);
+		goto fail;
+	}
+	if (auth_check(a->conn->worker->auth, mcf, a->password,
+	    login_checked_cb, a) == -1) {
+		conn_error(a->conn, 503, "too many logins at once; try again");
+		goto fail;
+	}
+	return;
+fail:
+	account_free(a);
+}
+
+static void
+login_checked_cb(int match, void *arg)
+{
+	struct account *a = arg;
+	struct worker *w = a->conn->worker;
+	char window[16];
+	int rc;
+
+	if (match) {
+		(void)!bus_command(w->redis, NULL, NULL, "DEL %s",
+		    a->fail_account);
+		rc = auth_session_create(w, a->uid, a->token,
+		    sizeof(a->token), login_session_cb, a);
+		if (rc == -1)
+			login_session_cb(0, a);
+		return;
+	}
+	snprintf(window, sizeof(window), "%d", w->conf->login_window);
+	if (bus_command(w->redis, login_counted_cb, a, "EVAL %s 2 %s %s %s",
+	    login_failed_lua, a->fail_account, a->fail_addr, window) == -1)
+		login_counted_cb(NULL, NULL, a);
+}
+
+static void
+login_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct account *a = arg;
+
+	/* The same answer for a wrong password and an unknown account. */
+	conn_error(a->conn, 401, "wrong email, username or password");
+	account_free(a);
+}
+
+static void
+login_session_cb(int ok, void *arg)
+{
+	struct account *a = arg;
+
+	if (ok)
+		account_respond(a, 200);
+	else {
+		conn_error(a->conn, 503, "the session store is unavailable; "
+		    "try again");
+		account_free(a);
+	}
+}
+
+/* --- POST /logout ------------------------------------------------------- */
+
+struct logout {
+	struct conn	*conn;
+	int64_t		 uid;
+	char		 session[65];	/* SHA-256 hex of the token */
+};
+
+void
+api_logout(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	char token[AUTH_TOKEN_MAX + 2];
+	struct logout *l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		conn_error(c, 500, "out of memory");
+		return;
+	}
+	l->conn = c;
+	l->uid = uid;
+	/* auth_require() has just read this token. */
+	if (auth_request_token(req, token, sizeof(token)) != 1 ||
+	    auth_session_revoke(c->worker, uid, token, logout_cb, l) == -1) {
+		conn_error(c, 503, "the session store is unavailable; try "
+		    "again");
+		free(l);
+		return;
+	}
+	crypto_sha256_hex(token, strlen(token), l->session);
+}
+
+/* Revoked: sockets opened with this session close on every worker. */
+static void
+logout_cb(int ok, void *arg)
+{
+	struct logout *l = arg;
+	struct worker *w = l->conn->worker;
+	char cookie[128], channel[128], event[160];
+	static const char body[] = "{\"status\":\"logged out\"}";
+
+	if (!ok) {
+		conn_error(l->conn, 503, "the session store is unavailable; "
+		    "try again");
+		free(l);
+		return;
+	}
+	snprintf(channel, sizeof(channel), "%scontrol", w->conf->redis_prefix);
+	snprintf(event, sizeof(event), "{\"type\":\"session_revoked\","
+	    "\"userId\":%lld,\"session\":\"%s\"}", (long long)l->uid,
+	    l->session);
+	(void)!bus_command(w->redis, NULL, NULL, "PUBLISH %s %s", channel,
+	    event);
+	auth_cookie_clear(cookie, sizeof(cookie));
+	conn_respond(l->conn, 202, "application/json", body, sizeof(body) - 1,
+	    cookie);
+	free(l);
+}
+
+/* --- helpers ------------------------------------------------------------ */
+
+static int
+valid_username(const char *s, size_t len)
+{
+	return len >= 1 && len <= USERNAME_MAX &&
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789_.-") == len;
+}
+
+static int
+valid_email(const char *s, size_t len)
+{
+	const char *at = memchr(s, '@', len);
+
+	return len <= EMAIL_MAX && at != NULL && at != s &&
+	    at != s + len - 1 && memchr(at + 1, '@', len - (size_t)(at - s) -
+	    1) == NULL;
+}
+
+/* 200 or 201 with {"id","username","email","token"} and the cookie. */
+static void
+account_respond(struct account *a, int status)
+{
+	struct evbuffer *body = evbuffer_new();
+	char cookie[256];
+
+	if (body == NULL) {
+		conn_error(a->conn, 500, "out of memory");
+		account_free(a);
+		return;
+	}
+	evbuffer_add_printf(body, "{\"id\":%lld,", (long long)a->uid);
+	json_add_key(body, "username");
+	json_add_cstr(body, a->username);
+	evbuffer_add(body, ",", 1);
+	json_add_key(body, "email");
+	json_add_cstr(body, a->email);
+	evbuffer_add(body, ",", 1);
+	json_add_key(body, "token");
+	json_add_cstr(body, a->token);
+	evbuffer_add(body, "}", 1);
+	auth_cookie_set(a->conn->worker, a->token, cookie, sizeof(cookie));
+	conn_json(a->conn, status, body, cookie);
+	evbuffer_free(body);
+	account_free(a);
+}
+
+static void
+account_free(struct account *a)
+{
+	volatile char *p = (volatile char *)a;
+
+	for (size_t i = 0; i < sizeof(*a); i++)
+		p[i] = 0;
+	free(a);
+}

@@ -1,0 +1,594 @@
+/*
+ * api_users: the users and the social graph of SPEC.md §3: deleting one's
+ * account, follow and unfollow, user objects (/me, /users/{id},
+ * /users?username=) and the follower and following lists. Each handler
+ * runs one SQL statement; its state lives in a struct users_op until the
+ * answer is sent.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/bus.h"
+#include "common/conf.h"
+#include "common/db.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "workers/api.h"
+#include "workers/auth.h"
+#include "workers/conn.h"
+#include "workers/http.h"
+#include "workers/router.h"
+#include "workers/worker.h"
+
+#define USERS_NAME_MAX	32	/* SPEC.md §2: a username's longest */
+/* 401 for a valid session whose user row is gone (deleted meanwhile). */
+#define USERS_GONE	"this account no longer exists"
+
+/* Which list of a user's graph. */
+enum users_list {
+	USERS_FOLLOWERS,	/* who follows them */
+	USERS_FOLLOWING		/* whom they follow */
+};
+
+/*
+ * One request in flight: owned by the handler until it hands it to a
+ * callback, freed by whoever answers. Holds copies of everything the
+ * continuation needs (the route match is gone by then).
+ */
+struct users_op {
+	struct conn	*conn;
+	int64_t		 uid;		/* the caller */
+	int64_t		 id;		/* the other user (follow, lists) */
+	int		 with_email;	/* user object of the caller (/me) */
+	int		 gone;		/* delete: the caller's row was gone */
+};
+
+static struct users_op *users_op_new(struct conn *, int64_t, int64_t);
+static void	users_query(struct users_op *, const char *, int,
+		    const char *const *, db_cb *);
+static int	users_target(struct conn *, struct http_request *,
+		    const char *, int64_t, int64_t *);
+static void	users_follow_answer(struct users_op *);
+static void	users_profile(struct conn *, int64_t, const char *,
+		    const char *, int);
+static void	users_list(struct conn *, struct http_request *,
+		    const struct route_match *, enum users_list);
+static void	users_add_int(struct evbuffer *, const char *, const char *);
+static void	users_publish_deleted(struct worker *, int64_t);
+
+static void	users_delete_cb(struct db_result *, void *);
+static void	users_revoked_cb(int, void *);
+static void	users_published_cb(struct bus *, struct bus_reply *, void *);
+static void	users_follow_cb(struct db_result *, void *);
+static void	users_unfollow_cb(struct db_result *, void *);
+static void	users_profile_cb(struct db_result *, void *);
+static void	users_list_cb(struct db_result *, void *);
+
+/*
+ * A user object: the counts come from count(*) over the indexes of
+ * user_followers (both directions) and posts. $1 is an id or a username;
+ * see users_profile().
+ */
+#define USERS_PROFILE_SELECT \
+	"SELECT u.id, u.username, u.email," \
+	" (SELECT count(*) FROM user_followers f" \
+	"  WHERE f.following_id = u.id)," \
+	" (SELECT count(*) FROM user_followers f" \
+	"  WHERE f.follower_id = u.id)," \
+	" (SELECT count(*) FROM posts p WHERE p.user_id = u.id), " \
+	API_SQL_TIME("u.created_at") " FROM users u "
+
+static const char users_profile_by_id[] =
+    USERS_PROFILE_SELECT "WHERE u.id = $1";
+/* lower() on both sides uses the unique index users_username_lower. */
+static const char users_profile_by_name[] =
+    USERS_PROFILE_SELECT "WHERE lower(u.username) = lower($1)";
+
+/*
+ * The lists: $1 the user, $2 before (ids below it), $3 limit. Zero rows
+ * means no such user; one row of NULLs, a user with an empty list. The
+ * keyset on the other user's id makes pages stable under inserts: a new
+ * row lands either on a page not yet read or above the ones already read.
+ */
+static const char *const users_list_sql[] = {
+	[USERS_FOLLOWERS] =
+	    "SELECT l.id, l.username FROM users t LEFT JOIN LATERAL ("
+	    "SELECT u.id, u.username FROM user_followers f"
+	    " JOIN users u ON u.id = f.follower_id"
+	    " WHERE f.following_id = t.id AND f.follower_id < $2"
+	    " ORDER BY f.follower_id DESC LIMIT $3) l ON true"
+	    " WHERE t.id = $1 ORDER BY l.id DESC",
+	[USERS_FOLLOWING] =
+	    "SELECT l.id, l.username FROM users t LEFT JOIN LATERAL ("
+	    "SELECT u.id, u.username FROM user_followers f"
+	    " JOIN users u ON u.id = f.following_id"
+	    " WHERE f.follower_id = t.id AND f.following_id < $2"
+	    " ORDER BY f.following_id DESC LIMIT $3) l ON true"
+	    " WHERE t.id = $1 ORDER BY l.id DESC",
+};
+
+/* --- DELETE /delete ------------------------------------------------------ */
+
+/*
+ * The row goes first, in one statement: the foreign keys cascade to both
+ * directions of the follows and to the posts, so the deletion is atomic.
+ * Then every session is revoked and the workers are told (on
+ * <prefix>control) to close the user's WebSockets. Redis is checked first
+ * so that a deletion refused for want of Redis changes nothing.
+ */
+void
+api_delete(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct users_op *op;
+	char id[24];
+	const char *params[1] = { id };
+
+	if (!bus_connected(c->worker->redis)) {
+		conn_error(c, 503, "Redis is unavailable, so sessions cannot "
+		    "be revoked; nothing was deleted: try again");
+		return;
+	}
+	if ((op = users_op_new(c, uid, 0)) == NULL)
+		return;
+	snprintf(id, sizeof(id), "%" PRId64, uid);
+	users_query(op, "DELETE FROM users WHERE id = $1 RETURNING id", 1,
+	    params, users_delete_cb);
+}
+
+static void
+users_delete_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+	struct worker *w = op->conn->worker;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->conn, res, "deleting a user");
+		goto done;
+	}
+	/*
+	 * Already gone: a session that outlived its user (an earlier
+	 * deletion that could not reach Redis). Revoke what is left all the
+	 * same, then answer 401.
+	 */
+	op->gone = db_result_ntuples(res) == 0;
+	if (auth_session_revoke_all(w, op->uid, users_revoked_cb, op) == 0)
+		return;
+	if (op->gone)
+		conn_error(op->conn, 401, USERS_GONE);
+	else
+		conn_error(op->conn, 503, "the account was deleted but Redis "
+		    "became unavailable before its sessions were revoked: "
+		    "repeat the request to revoke them");
+done:
+	free(op);
+}
+
+static void
+users_revoked_cb(int ok, void *arg)
+{
+	struct users_op *op = arg;
+	struct worker *w = op->conn->worker;
+
+	if (ok)
+		users_publish_deleted(w, op->uid);
+	if (op->gone)
+		conn_error(op->conn, 401, USERS_GONE);
+	else if (!ok)
+		conn_error(op->conn, 503, "the account was deleted but its "
+		    "sessions could not be revoked (Redis is unavailable): "
+		    "repeat the request to revoke them");
+	else
+		conn_respond(op->conn, 204, NULL, NULL, 0, NULL);
+	free(op);
+}
+
+/*
+ * Tell every worker (every host) to close uid's WebSockets. Best effort,
+ * after the fact: the account and its sessions are gone whatever happens
+ * here, so a failure is logged, not answered.
+ */
+static void
+users_publish_deleted(struct worker *w, int64_t uid)
+{
+	char channel[sizeof(w->conf->redis_prefix) + 16], payload[80];
+
+	snprintf(channel, sizeof(channel), "%scontrol", w->conf->redis_prefix);
+	snprintf(payload, sizeof(payload),
+	    "{\"type\":\"user_deleted\",\"userId\":%" PRId64 "}", uid);
+	if (bus_command(w->redis, users_published_cb, NULL, "PUBLISH %s %s",
+	    channel, payload) == -1)
+		log_warnx("PUBLISH %s %s failed: Redis is unavailable", channel,
+		    payload);
+}
+
+static void
+users_published_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	if (reply == NULL)
+		log_warnx("PUBLISH user_deleted: lost the Redis connection");
+	else if (bus_reply_type(reply) == BUS_ERROR)
+		log_warnx("PUBLISH user_deleted failed: %s",
+		    bus_reply_str(reply, NULL));
+}
+
+/* --- POST /follow, POST /unfollow ---------------------------------------- */
+
+void
+api_follow(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct users_op *op;
+	char me[24], id[24];
+	const char *params[2] = { me, id };
+	int64_t target;
+
+	if (!users_target(c, req, "toFollowId", uid, &target))
+		return;
+	if ((op = users_op_new(c, uid, target)) == NULL)
+		return;
+	snprintf(me, sizeof(me), "%" PRId64, uid);
+	snprintf(id, sizeof(id), "%" PRId64, target);
+	/* An unknown id fails the foreign key (23503): see the callback. */
+	users_query(op, "INSERT INTO user_followers (follower_id, following_id)"
+	    " VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, params,
+	    users_follow_cb);
+}
+
+static void
+users_follow_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+
+	if (res != NULL && !db_result_ok(res) &&
+	    strcmp(db_result_sqlstate(res), "23503") == 0) {
+		/* Which key failed tells whose row is missing. */
+		if (strstr(db_result_constraint(res), "follower_id") != NULL)
+			conn_error(op->conn, 401, USERS_GONE);
+		else
+			conn_error(op->conn, 404, "no user with id %" PRId64,
+			    op->id);
+	} else if (res == NULL || !db_result_ok(res))
+		api_db_error(op->conn, res, "following a user");
+	else
+		users_follow_answer(op);
+	free(op);
+}
+
+void
+api_unfollow(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct users_op *op;
+	char me[24], id[24];
+	const char *params[2] = { me, id };
+	int64_t target;
+
+	if (!users_target(c, req, "toUnfollowId", uid, &target))
+		return;
+	if ((op = users_op_new(c, uid, target)) == NULL)
+		return;
+	snprintf(me, sizeof(me), "%" PRId64, uid);
+	snprintf(id, sizeof(id), "%" PRId64, target);
+	/*
+	 * The DELETE in the CTE runs whatever the main query reads; the main
+	 * query says whether the user exists (no row: 404).
+	 */
+	users_query(op, "WITH d AS (DELETE FROM user_followers"
+	    " WHERE follower_id = $1 AND following_id = $2)"
+	    " SELECT id FROM users WHERE id = $2", 2, params,
+	    users_unfollow_cb);
+}
+
+static void
+users_unfollow_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+
+	if (res == NULL || !db_result_ok(res))
+		api_db_error(op->conn, res, "unfollowing a user");
+	else if (db_result_ntuples(res) == 0)
+		conn_error(op->conn, 404, "no user with id %" PRId64, op->id);
+	else
+		users_follow_answer(op);
+	free(op);
+}
+
+/*
+ * The user id of follow and unfollow, from the query parameter name or
+ * from "id" (the original program's). 1 with *id set, or 0 once answered:
+ * 400 for a missing or non-integer id or the caller's own, 404 for an
+ * integer that cannot be a user id.
+ */
+static int
+users_target(struct conn *c, struct http_request *req, const char *name,
+    int64_t uid, int64_t *id)
+{
+	const char *used = name;
+	char v[32];
+	long long n;
+	int r;
+
+	if ((r = http_query_get(req->query, name, v, sizeof(v))) == 0) {
+		used = "id";
+		r = http_query_get(req->query, "id", v, sizeof(v));
+	}
+	if (r == 0) {
+		conn_error(c, 400, "%s is required: the id of the user", name);
+		return 0;
+	}
+	if (r == -1 || util_parse_int(v, INT64_MIN, INT64_MAX, &n) == -1) {
+		conn_error(c, 400, "%s must be an integer (a user id)", used);
+		return 0;
+	}
+	if (n == uid) {
+		conn_error(c, 400, "%s is your own id: you cannot %s yourself",
+		    used, strcmp(name, "toFollowId") == 0 ? "follow" :
+		    "unfollow");
+		return 0;
+	}
+	if (n <= 0) {
+		conn_error(c, 404, "no user with id %lld", n);
+		return 0;
+	}
+	*id = n;
+	return 1;
+}
+
+static void
+users_follow_answer(struct users_op *op)
+{
+	struct evbuffer *body;
+
+	if ((body = evbuffer_new()) == NULL) {
+		conn_error(op->conn, 500, "out of memory");
+		return;
+	}
+	evbuffer_add_printf(body, "{\"follower_id\":%" PRId64
+	    ",\"following_id\":%" PRId64 "}", op->uid, op->id);
+	conn_json(op->conn, 200, body, NULL);
+	evbuffer_free(body);
+}
+
+/* --- user objects ------------------------------------------------------- */
+
+void
+api_me(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	char id[24];
+
+	snprintf(id, sizeof(id), "%" PRId64, uid);
+	users_profile(c, uid, users_profile_by_id, id, 1);
+}
+
+void
+api_user_get(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	char id[24];
+	int64_t n;
+
+	if (!api_id(c, router_param(m, "id"), "the user id", &n))
+		return;
+	snprintf(id, sizeof(id), "%" PRId64, n);
+	users_profile(c, uid, users_profile_by_id, id, 0);
+}
+
+void
+api_user_find(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	char name[USERS_NAME_MAX + 1];
+	size_t len;
+	int r;
+
+	r = http_query_get(req->query, "username", name, sizeof(name));
+	if (r == 0 || (r == 1 && name[0] == '\0')) {
+		conn_error(c, 400, "username is required "
+		    "(/users?username=<name>)");
+		return;
+	}
+	/* Checked here so that odd bytes never reach PostgreSQL (invalid
+	 * UTF-8 would be an SQL error, not a 404). */
+	len = r == 1 ? strlen(name) : 0;
+	if (r == -1 || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789_.-") != len) {
+		conn_error(c, 400, "username must be 1 to %d characters from "
+		    "A-Z a-z 0-9 _ . -", USERS_NAME_MAX);
+		return;
+	}
+	users_profile(c, uid, users_profile_by_name, name, 0);
+}
+
+/* Look a user up with sql and its one parameter; /me (with_email) answers
+ * 401 when the caller's row is gone, the others 404. */
+static void
+users_profile(struct conn *c, int64_t uid, const char *sql, const char *param,
+    int with_email)
+{
+	struct users_op *op;
+	const char *params[1] = { param };
+
+	if ((op = users_op_new(c, uid, 0)) == NULL)
+		return;
+	op->with_email = with_email;
+	users_query(op, sql, 1, params, users_profile_cb);
+}
+
+static void
+users_profile_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+	struct evbuffer *body = NULL;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->conn, res, "reading a user");
+		goto done;
+	}
+	if (db_result_ntuples(res) == 0) {
+		if (op->with_email)
+			conn_error(op->conn, 401, USERS_GONE);
+		else
+			conn_error(op->conn, 404, "no such user");
+		goto done;
+	}
+	if ((body = evbuffer_new()) == NULL) {
+		conn_error(op->conn, 500, "out of memory");
+		goto done;
+	}
+	evbuffer_add(body, "{", 1);
+	users_add_int(body, "id", db_result_value(res, 0, 0));
+	evbuffer_add(body, ",", 1);
+	json_add_key(body, "username");
+	json_add_cstr(body, db_result_value(res, 0, 1));
+	if (op->with_email) {
+		evbuffer_add(body, ",", 1);
+		json_add_key(body, "email");
+		json_add_cstr(body, db_result_value(res, 0, 2));
+	}
+	evbuffer_add(body, ",", 1);
+	users_add_int(body, "followers", db_result_value(res, 0, 3));
+	evbuffer_add(body, ",", 1);
+	users_add_int(body, "following", db_result_value(res, 0, 4));
+	evbuffer_add(body, ",", 1);
+	users_add_int(body, "posts", db_result_value(res, 0, 5));
+	evbuffer_add(body, ",", 1);
+	json_add_key(body, "created_at");
+	json_add_cstr(body, db_result_value(res, 0, 6));
+	evbuffer_add(body, "}", 1);
+	conn_json(op->conn, 200, body, NULL);
+done:
+	if (body != NULL)
+		evbuffer_free(body);
+	free(op);
+}
+
+/* --- GET /users/{id}/followers, /users/{id}/following ------------------- */
+
+void
+api_followers(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	users_list(c, req, m, USERS_FOLLOWERS);
+}
+
+void
+api_following(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	users_list(c, req, m, USERS_FOLLOWING);
+}
+
+static void
+users_list(struct conn *c, struct http_request *req,
+    const struct route_match *m, enum users_list which)
+{
+	struct users_op *op;
+	char id[24], before[24], limit[24];
+	const char *params[3] = { id, before, limit };
+	long long lim, bef;
+	int64_t n;
+
+	if (!api_id(c, router_param(m, "id"), "the user id", &n) ||
+	    !api_paging(c, req, &lim, &bef))
+		return;
+	if ((op = users_op_new(c, 0, n)) == NULL)
+		return;
+	snprintf(id, sizeof(id), "%" PRId64, n);
+	snprintf(before, sizeof(before), "%lld", bef);
+	snprintf(limit, sizeof(limit), "%lld", lim);
+	users_query(op, users_list_sql[which], 3, params, users_list_cb);
+}
+
+static void
+users_list_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+	struct evbuffer *body = NULL;
+	int i, n, first = 1;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->conn, res, "listing users");
+		goto done;
+	}
+	if ((n = db_result_ntuples(res)) == 0) {
+		conn_error(op->conn, 404, "no user with id %" PRId64, op->id);
+		goto done;
+	}
+	if ((body = evbuffer_new()) == NULL) {
+		conn_error(op->conn, 500, "out of memory");
+		goto done;
+	}
+	evbuffer_add(body, "[", 1);
+	for (i = 0; i < n; i++) {
+		if (db_result_isnull(res, i, 0))	/* the empty list */
+			continue;
+		evbuffer_add_printf(body, "%s{", first ? "" : ",");
+		first = 0;
+		users_add_int(body, "id", db_result_value(res, i, 0));
+		evbuffer_add(body, ",", 1);
+		json_add_key(body, "username");
+		json_add_cstr(body, db_result_value(res, i, 1));
+		evbuffer_add(body, "}", 1);
+	}
+	evbuffer_add(body, "]", 1);
+	conn_json(op->conn, 200, body, NULL);
+done:
+	if (body != NULL)
+		evbuffer_free(body);
+	free(op);
+}
+
+/* --- helpers ------------------------------------------------------------ */
+
+/* NULL after answering 500. */
+static struct users_op *
+users_op_new(struct conn *c, int64_t uid, int64_t id)
+{
+	struct users_op *op;
+
+	if ((op = calloc(1, sizeof(*op))) == NULL) {
+		conn_error(c, 500, "out of memory");
+		return NULL;
+	}
+	op->conn = c;
+	op->uid = uid;
+	op->id = id;
+	return op;
+}
+
+/* Run one statement for op; cb answers and frees op. If it cannot be
+ * queued, answer 503 and free op here. */
+static void
+users_query(struct users_op *op, const char *sql, int nparams,
+    const char *const *params, db_cb *cb)
+{
+	if (db_query(op->conn->worker->db, sql, nparams, params, cb, op) == 0)
+		return;
+	api_db_error(op->conn, NULL, sql);
+	free(op);
+}
+
+/* "key":<n> for an integer column (count(*), an id): PostgreSQL's text
+ * form of a bigint is already a JSON number; anything else would be a bug,
+ * so it is written as 0 rather than as broken JSON. */
+static void
+users_add_int(struct evbuffer *out, const char *key, const char *v)
+{
+	long long n;
+
+	json_add_key(out, key);
+	if (util_parse_int(v, INT64_MIN, INT64_MAX, &n) == -1) {
+		log_warnx("%s: %s is not an integer", key, v);
+		n = 0;
+	}
+	evbuffer_add_printf(out, "%lld", n);
+}
