@@ -216,6 +216,59 @@ json_has(struct json_doc *doc, const char *key)
 
 /* --- writing ------------------------------------------------------------ */
 
+/* The index of the token after t[i] and everything inside it. */
+static int
+json_skip(const jsmntok_t *t, int n, int i)
+{
+	int k = i + 1;
+
+	while (k < n && t[k].start < t[i].end)
+		k++;
+	return k;
+}
+
+int
+json_array_each(const char *buf, size_t len, const char *key,
+    json_raw_cb *fn, void *arg)
+{
+	jsmn_parser p;
+	jsmntok_t *t = NULL;
+	size_t klen = strlen(key);
+	int n, i, j, e, count = -1;
+
+	if (len > INT_MAX)
+		return -1;
+	jsmn_init(&p);
+	if ((n = jsmn_parse(&p, buf, len, NULL, 0)) < 1 || n > 1000000 ||
+	    (t = calloc((size_t)n, sizeof(*t))) == NULL)
+		goto done;
+	jsmn_init(&p);
+	if (jsmn_parse(&p, buf, len, t, (unsigned int)n) != n ||
+	    t[0].type != JSMN_OBJECT)
+		goto done;
+	for (i = 1; i < n; i = json_skip(t, n, i + 1)) {
+		if (i + 1 >= n)
+			break;
+		if (t[i].type != JSMN_STRING ||
+		    (size_t)(t[i].end - t[i].start) != klen ||
+		    memcmp(buf + t[i].start, key, klen) != 0)
+			continue;
+		if (t[i + 1].type != JSMN_ARRAY)
+			break;
+		count = 0;
+		for (j = i + 2, e = 0; e < t[i + 1].size && j < n; e++) {
+			fn(buf + t[j].start, (size_t)(t[j].end - t[j].start),
+			    arg);
+			count++;
+			j = json_skip(t, n, j);
+		}
+		break;
+	}
+done:
+	free(t);
+	return count;
+}
+
 void
 json_add_string(struct evbuffer *out, const char *s, size_t len)
 {

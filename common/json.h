@@ -38,6 +38,17 @@ int	json_get_int(struct json_doc *doc, const char *key, int64_t *out);
 /* 1 if the key is present (any type, including null). */
 int	json_has(struct json_doc *doc, const char *key);
 
+/*
+ * Call fn with the raw text of each element of the top-level member key of
+ * the object in buf, which must be an array (used for the hub's history
+ * message, whose elements are forwarded to clients as they are). Returns
+ * the number of elements, or -1 if buf is not an object with that array.
+ * Only the structure is checked: the elements come from the hub.
+ */
+typedef void json_raw_cb(const char *elem, size_t len, void *arg);
+int	json_array_each(const char *buf, size_t len, const char *key,
+	    json_raw_cb *fn, void *arg);
+
 /* --- writing ------------------------------------------------------------ */
 
 /* Append s as a JSON string with quotes; escapes control characters, ", \,

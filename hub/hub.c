@@ -1,65 +1,227 @@
 /*
- * hub: entry point of the hub process. It takes the leader lease
- * <prefix>hub:leader (SET NX PX, renewed every second by a compare-and-
- * extend script) so that only one hub among all instances acts; the others
- * stand by and take over within HUB_LEASE_MS when the leader disappears.
+ * hub: entry point of the hub process, its loop, the leader lease and the
+ * inbox. Only the holder of the lease <p>hub:leader acts: it reads
+ * <p>hub:inbox with the consumer group "hub" in batches, has each batch's
+ * rooms loaded and its messages stored (store.c), then publishes every
+ * event, writes presence (rooms.c) and acknowledges the entries in one
+ * Redis transaction. Other hubs stand by and take over within HUB_LEASE_MS
+ * (at once, when the holder was this instance's hub and is dead).
  */
 #include "config.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "common/bus.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/msg.h"
 #include "common/proc.h"
 #include "common/stats.h"
 #include "common/util.h"
 #include "hub/hub.h"
+#include "hub/rooms.h"
+#include "hub/store.h"
 
-#define HUB_LEASE_MS	5000	/* a silent leader loses the lease this soon */
+#define HUB_LEASE_MS		5000	/* a silent leader loses the lease
+					 * after */
+#define HUB_LEASE_MARGIN_MS	1000	/* stop acting this long before the
+					 * lease may have expired */
+#define HUB_GROUP		"hub"	/* consumer group, and its only
+					 * consumer: a new leader finds the
+					 * entries its predecessor left */
+#define HUB_BATCH		256	/* entries per XREADGROUP */
+#define HUB_BLOCK_MS		1000	/* a live read waits at most */
+#define HUB_RETRY_MS		500	/* PostgreSQL away: try again */
+#define HUB_SQL_RETRY_MS	100	/* a refused batch: reload, retry */
+#define HUB_READ_RETRY_MS	500	/* an XREADGROUP error */
+#define HUB_STOP_MS		1000	/* SIGTERM: time for the batch in
+					 * flight, then for the lease release */
+#define HUB_WORKER_GRACE_MS	2000	/* a worker never seen alive has
+					 * this long to set its heartbeat */
+#define HUB_TRIM_MS		1000	/* at most one XTRIM per */
+#define HUB_INBOX_KEEP_MS	600000	/* acknowledged entries kept, for
+					 * operators (XRANGE) */
+#define HUB_ROOM_IDLE_MS	600000	/* an empty room is forgotten */
+#define HUB_GC_MS		10000
+#define HUB_BAD_LOG_MAX		20	/* bad entries logged a second */
+#define HUB_SCAN_COUNT		"1000"
+#define HUB_FIELDS_MAX		32	/* fields + values of an entry */
+#define HUB_WID_MAX		128	/* bytes of a worker id */
 
 /* Extend the lease only if we still hold it; 1 extended, 0 lost. */
 static const char hub_renew_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+/* Take the lease if free, or keep it if ours: 1; else the holder. */
+static const char hub_acquire_lua[] =
+    "local v = redis.call('get', KEYS[1]) "
+    "if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) "
+    "return 1 end "
+    "if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "return 1 end "
+    "return v";
+/* Replace a dead holder, if it still holds the lease: 1 taken, 0 not. */
+static const char hub_takeover_lua[] =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3]) return 1 "
+    "else return 0 end";
 /* Give the lease back only if we hold it. */
 static const char hub_release_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('del', KEYS[1]) else return 0 end";
 
+/* One inbox entry of a batch; the strings live in buf. */
+struct hub_entry {
+	char		 id[48];	/* the stream entry id */
+	int		 bad;		/* acknowledged, nothing else */
+	enum msg_op	 op;
+	struct room	*room;		/* register, broadcast */
+	char		*buf;
+	const char	*room_id;
+	const char	*worker;	/* NULL for an operator's broadcast */
+	const char	*username;
+	const char	*content;
+	size_t		 content_len;
+	uint64_t	 conn;
+	int64_t		 user;
+	int		 msg;		/* index in msgs, or -1 */
+	int64_t		 below;		/* register: history below it */
+};
+
+/*
+ * The entries of one XREADGROUP, from the read until their EXEC is sent.
+ * A batch whose store call is in flight when leading stops is abandoned:
+ * the call's callback frees it, touching nothing else.
+ */
+struct hub_batch {
+	struct hub	*h;
+	struct hub_entry *e;
+	size_t		 n;
+	struct store_msg *msgs;		/* the broadcasts, in order */
+	size_t		 nmsgs;
+	struct room	**load;		/* rooms asked for */
+	size_t		 nload;
+	int		 busy;		/* a store call in flight */
+	int		 abandoned;
+	int		 sql_errors;	/* refusals; from 2: isolate */
+	int		 live;		/* read as new: may trim */
+	int		 replay;	/* read as pending entries */
+	int		 built;		/* msgs are filled in */
+	int		 found;		/* replay: stored ones are known */
+	int64_t		 retry_at;	/* monotonic ms, if waiting */
+};
+
+/* The context of a reply that may come after leading stopped. */
+struct hub_scan {
+	struct hub	*h;
+	unsigned	 epoch;
+};
+
+/* A heartbeat check: the workers asked about, in MGET's order. */
+struct hub_sweep {
+	struct hub	*h;
+	unsigned	 epoch;
+	size_t		 n, cap;
+	char		**wids;
+	int64_t		*added;
+	int		*alive;
+};
+
 static void	hub_signal_cb(evutil_socket_t, short, void *);
 static void	hub_cron_cb(evutil_socket_t, short, void *);
+static void	hub_kick_cb(evutil_socket_t, short, void *);
+static void	hub_stop_cb(evutil_socket_t, short, void *);
+static void	hub_kick(struct hub *, int);
 static void	hub_lease(struct hub *);
-static void	hub_lease_cb(struct bus *, struct bus_reply *, void *);
+static int	hub_holder_gone(struct hub *, const char *);
+static void	hub_set_leader(struct hub *, int);
+static int	hub_leading(struct hub *);
+static void	hub_on_lease(struct bus *, struct bus_reply *, void *);
+static void	hub_on_takeover(struct bus *, struct bus_reply *, void *);
+static void	hub_on_connect(struct bus *, void *);
 static void	hub_on_disconnect(struct bus *, void *);
+static void	hub_on_inbox_connect(struct bus *, void *);
+static void	hub_group_create(struct hub *);
+static void	hub_on_group(struct bus *, struct bus_reply *, void *);
+static void	hub_advance(struct hub *);
+static void	hub_lead(struct hub *);
+static int	hub_scan(struct hub *, const char *);
+static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
+static void	hub_reset(struct hub *);
+static void	hub_read(struct hub *);
+static void	hub_on_read(struct bus *, struct bus_reply *, void *);
+static void	hub_bad(struct hub *, struct hub_entry *, const char *, ...)
+		    GC_PRINTF(3, 4);
+static int	hub_entry_parse(struct hub *, struct hub_entry *,
+		    struct bus_reply *);
+static struct hub_batch *hub_batch_new(struct hub *, struct bus_reply *);
+static void	hub_batch_free(struct hub_batch *);
+static void	hub_batch_run(struct hub *);
+static void	hub_batch_retry(struct hub *, int);
+static void	hub_on_loaded(enum store_status, const struct store_row *,
+		    size_t, void *);
+static void	hub_batch_mark(struct hub_batch *);
+static void	hub_batch_store(struct hub *);
+static void	hub_on_found(enum store_status, void *);
+static void	hub_on_stored(enum store_status, void *);
+static void	hub_batch_commit(struct hub *);
+static void	hub_on_broadcast(struct hub *, struct hub_entry *,
+		    const struct store_msg *);
+static void	hub_on_register(struct hub *, struct hub_entry *, int64_t);
+static void	hub_on_unregister(struct hub *, struct hub_entry *, int64_t);
+static int	hub_exec_check(struct hub *, struct bus_reply *,
+		    const char *);
+static void	hub_on_exec(struct bus *, struct bus_reply *, void *);
+static void	hub_sweep(struct hub *);
+static void	hub_sweep_add(const char *, int64_t, int, void *);
+static void	hub_sweep_free(struct hub_sweep *);
+static void	hub_on_alive(struct bus *, struct bus_reply *, void *);
+static void	hub_on_sweep_exec(struct bus *, struct bus_reply *, void *);
 static void	hub_stop(struct hub *);
+static void	hub_finish(struct hub *);
+static void	hub_on_released(struct bus *, struct bus_reply *, void *);
 
 int
 hub_main(const struct proc_ctx *ctx)
 {
 	static struct hub h;
 	struct timeval one = { 1, 0 };
+	const char *p;
 
 	h.conf = ctx->conf;
+	p = h.conf->redis_prefix;
 	h.parent = getppid();
 	h.stats.role = "hub";
 	h.stats.started_ms = util_mono_ms();
-	snprintf(h.lease_key, sizeof(h.lease_key), "%shub:leader",
-	    h.conf->redis_prefix);
+	snprintf(h.lease_key, sizeof(h.lease_key), "%shub:leader", p);
 	snprintf(h.lease_value, sizeof(h.lease_value), "%s:%ld",
 	    h.conf->instance, (long)getpid());
+	snprintf(h.inbox_key, sizeof(h.inbox_key), "%shub:inbox", p);
+	snprintf(h.presence_key, sizeof(h.presence_key), "%shub:presence", p);
+	snprintf(h.worker_prefix, sizeof(h.worker_prefix), "%sworker:", p);
+	snprintf(h.pending_from, sizeof(h.pending_from), "0-0");
 
 	if ((h.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
-	if ((h.redis = bus_new(h.base, h.conf->redis_url, "redis", NULL,
-	    hub_on_disconnect, &h)) == NULL)
+	if ((h.redis = bus_new(h.base, h.conf->redis_url, "redis",
+	    hub_on_connect, hub_on_disconnect, &h)) == NULL ||
+	    (h.inbox = bus_new(h.base, h.conf->redis_url, "redis inbox",
+	    hub_on_inbox_connect, NULL, &h)) == NULL)
 		fatalx("redis_url: cannot use '%s'", h.conf->redis_url);
+	if ((h.store = store_new(h.base, h.conf)) == NULL)
+		fatalx("database_url: cannot use it");
+	if ((h.rooms = rooms_new(&h)) == NULL)
+		fatalx("out of memory");
 	if ((h.stats_pub = stats_pub_new(h.base, h.redis, h.conf,
 	    &h.stats)) == NULL)
 		fatalx("cannot set up stats");
@@ -68,8 +230,11 @@ hub_main(const struct proc_ctx *ctx)
 	h.sig_usr1 = evsignal_new(h.base, SIGUSR1, hub_signal_cb, &h);
 	h.sig_hup = evsignal_new(h.base, SIGHUP, hub_signal_cb, &h);
 	h.cron = event_new(h.base, -1, EV_PERSIST, hub_cron_cb, &h);
+	h.kick = evtimer_new(h.base, hub_kick_cb, &h);
+	h.stop_timer = evtimer_new(h.base, hub_stop_cb, &h);
 	if (h.sig_term == NULL || h.sig_int == NULL || h.sig_usr1 == NULL ||
-	    h.sig_hup == NULL || h.cron == NULL ||
+	    h.sig_hup == NULL || h.cron == NULL || h.kick == NULL ||
+	    h.stop_timer == NULL ||
 	    evsignal_add(h.sig_term, NULL) == -1 ||
 	    evsignal_add(h.sig_int, NULL) == -1 ||
 	    evsignal_add(h.sig_usr1, NULL) == -1 ||
@@ -81,16 +246,28 @@ hub_main(const struct proc_ctx *ctx)
 	event_base_dispatch(h.base);
 	log_info("exiting");
 
+	/* Callbacks run from here on (with NULL) only free what they own. */
+	h.exiting = 1;
 	stats_pub_free(h.stats_pub);
+	store_free(h.store);
+	if (h.batch != NULL)
+		hub_batch_free(h.batch);
+	h.batch = NULL;
+	bus_free(h.inbox);
 	bus_free(h.redis);
+	rooms_free(h.rooms);
 	event_free(h.sig_term);
 	event_free(h.sig_int);
 	event_free(h.sig_usr1);
 	event_free(h.sig_hup);
 	event_free(h.cron);
+	event_free(h.kick);
+	event_free(h.stop_timer);
 	event_base_free(h.base);
 	return GC_EXIT_OK;
 }
+
+/* ---- the loop ------------------------------------------------------------ */
 
 static void
 hub_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -114,54 +291,204 @@ static void
 hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct hub *h = arg;
+	int64_t now = util_mono_ms();
 
 	if (getppid() != h->parent) {
 		log_warnx("the master is gone; exiting");
 		hub_stop(h);
 		return;
 	}
+	if (h->bad_hidden > 0)
+		log_warnx("inbox: %d more bad entries acknowledged and dropped",
+		    h->bad_hidden);
+	h->bad_logged = h->bad_hidden = 0;
+	if (h->stopping)
+		return;
 	hub_lease(h);
+	hub_sweep(h);
+	if (h->batch == NULL && now - h->gc_ms >= HUB_GC_MS) {
+		rooms_gc(h->rooms, now, HUB_ROOM_IDLE_MS);
+		h->gc_ms = now;
+	}
+	h->stats.rooms = rooms_active(h->rooms);
+	hub_advance(h);
 }
 
-/* Take the lease if it is free, or extend it if it is ours. */
+static void
+hub_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	hub_advance(arg);
+}
+
+/* Call hub_advance() in ms (a retry), not sooner than asked before. */
+static void
+hub_kick(struct hub *h, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(h->kick, &tv);
+}
+
+/*
+ * Do the next thing the leader has to do, if nothing is under way: start
+ * leading, retry the batch, or read the next one. Called after every step
+ * and by the cron, so a lost wake-up costs a second at most.
+ */
+static void
+hub_advance(struct hub *h)
+{
+	if (h->exiting || h->stopping || !hub_leading(h))
+		return;
+	switch (h->phase) {
+	case HUB_STANDBY:
+		hub_lead(h);
+		break;
+	case HUB_REBUILD:
+		break;
+	case HUB_PENDING:
+	case HUB_LIVE:
+		if (h->batch != NULL) {
+			if (!h->batch->busy &&
+			    util_mono_ms() >= h->batch->retry_at)
+				hub_batch_run(h);
+		} else if (!h->exec_pending)
+			hub_read(h);
+		break;
+	}
+}
+
+/* ---- the leader lease ---------------------------------------------------- */
+
+/* Take the lease if it is free (or its holder is dead), or extend it. */
 static void
 hub_lease(struct hub *h)
 {
 	char ttl[16];
 	int rc;
 
-	if (h->lease_pending || !bus_connected(h->redis))
+	if (h->lease_pending || h->finishing || !bus_connected(h->redis))
 		return;
 	snprintf(ttl, sizeof(ttl), "%d", HUB_LEASE_MS);
-	if (h->leader)
-		rc = bus_command(h->redis, hub_lease_cb, h, "EVAL %s 1 %s %s %s",
-		    hub_renew_lua, h->lease_key, h->lease_value, ttl);
-	else
-		rc = bus_command(h->redis, hub_lease_cb, h,
-		    "SET %s %s NX PX %s", h->lease_key, h->lease_value, ttl);
-	if (rc == 0)
+	rc = bus_command(h->redis, hub_on_lease, h, "EVAL %s 1 %s %s %s",
+	    h->leader ? hub_renew_lua : hub_acquire_lua, h->lease_key,
+	    h->lease_value, ttl);
+	if (rc == 0) {
 		h->lease_pending = 1;
+		h->lease_sent = util_mono_ms();
+	}
+}
+
+/*
+ * 1 if holder ("<instance>:<pid>") was a hub of this instance that is no
+ * more: a hub restarted after a crash need not wait for the lease of its
+ * dead predecessor to expire. (Instance names must differ between hosts,
+ * as they must for the stats keys.)
+ */
+static int
+hub_holder_gone(struct hub *h, const char *holder)
+{
+	const char *colon = strrchr(holder, ':');
+	size_t ilen = strlen(h->conf->instance);
+	long long pid;
+
+	if (colon == NULL || (size_t)(colon - holder) != ilen ||
+	    strncmp(holder, h->conf->instance, ilen) != 0 ||
+	    util_parse_int(colon + 1, 1, INT_MAX, &pid) == -1 ||
+	    pid == (long long)getpid())
+		return 0;
+	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+/*
+ * held: the lease command sent at lease_sent says we hold the lease, so
+ * no other hub can have it before lease_sent + HUB_LEASE_MS.
+ */
+static void
+hub_set_leader(struct hub *h, int held)
+{
+	if (held)
+		h->lease_until = h->lease_sent + HUB_LEASE_MS -
+		    HUB_LEASE_MARGIN_MS;
+	if (held && !h->leader) {
+		log_info("leader lease taken: this hub is active");
+		h->leader = 1;
+		hub_advance(h);
+	} else if (!held && h->leader) {
+		log_warnx("leader lease lost: standing by");
+		h->leader = 0;
+		hub_reset(h);
+	}
+}
+
+/*
+ * Whether to act as leader now. A hub that was frozen (SIGSTOP, a stalled
+ * machine) may wake up with replies queued before the one that says its
+ * lease is gone: by our own clock, the lease may have expired, and another
+ * hub may lead; so stop before publishing anything.
+ */
+static int
+hub_leading(struct hub *h)
+{
+	if (h->leader && util_mono_ms() >= h->lease_until) {
+		log_warnx("leader lease not renewed in time: standing by");
+		h->leader = 0;
+		hub_reset(h);
+	}
+	return h->leader;
 }
 
 static void
-hub_lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_on_lease(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
-	int held;
+	const char *holder;
+	char ttl[16];
 
 	h->lease_pending = 0;
-	if (reply == NULL)
-		return;		/* disconnected: hub_on_disconnect decides */
-	if (h->leader)
-		held = bus_reply_type(reply) == BUS_INTEGER &&
-		    bus_reply_integer(reply) == 1;
-	else
-		held = bus_reply_type(reply) == BUS_STRING;
-	if (held && !h->leader)
-		log_info("leader lease taken: this hub is active");
-	else if (!held && h->leader)
-		log_warnx("leader lease lost: standing by");
-	h->leader = held;
+	if (h->exiting || h->finishing || reply == NULL)
+		return;	/* disconnected: hub_on_disconnect() decides */
+	if (!h->leader && bus_reply_type(reply) == BUS_STRING &&
+	    (holder = bus_reply_str(reply, NULL)) != NULL &&
+	    hub_holder_gone(h, holder)) {
+		log_info("the lease holder %s was a hub of this instance and "
+		    "is gone: taking over", holder);
+		snprintf(ttl, sizeof(ttl), "%d", HUB_LEASE_MS);
+		if (bus_command(h->redis, hub_on_takeover, h,
+		    "EVAL %s 1 %s %s %s %s", hub_takeover_lua, h->lease_key,
+		    holder, h->lease_value, ttl) == 0) {
+			h->lease_pending = 1;
+			h->lease_sent = util_mono_ms();
+		}
+		return;
+	}
+	hub_set_leader(h, bus_reply_type(reply) == BUS_INTEGER &&
+	    bus_reply_integer(reply) == 1);
+}
+
+static void
+hub_on_takeover(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+
+	h->lease_pending = 0;
+	if (h->exiting || h->finishing || reply == NULL)
+		return;
+	hub_set_leader(h, bus_reply_type(reply) == BUS_INTEGER &&
+	    bus_reply_integer(reply) == 1);
+}
+
+/*
+ * The command connection is (back) up. Redis may have restarted empty, so
+ * the group is made again: from the stream's start ("0"), not "$", since
+ * workers may have added entries since the restart, before us.
+ */
+static void
+hub_on_connect(struct bus *bus, void *arg)
+{
+	struct hub *h = arg;
+
+	hub_group_create(h);
+	hub_lease(h);
 }
 
 /*
@@ -174,24 +501,1130 @@ hub_on_disconnect(struct bus *bus, void *arg)
 	struct hub *h = arg;
 
 	if (h->leader)
-		log_warnx("Redis connection lost: standing by until it is back");
+		log_warnx("Redis connection lost: standing by until it is "
+		    "back");
 	h->leader = 0;
 	h->lease_pending = 0;
+	h->exec_pending = 0;
+	h->sweep_pending = 0;
+	hub_reset(h);
+}
+
+/* A read reply lost with a connection may have delivered entries we never
+ * saw: they are pending now, so read those first. */
+static void
+hub_on_inbox_connect(struct bus *bus, void *arg)
+{
+	struct hub *h = arg;
+
+	if (h->phase == HUB_LIVE || h->phase == HUB_PENDING) {
+		h->phase = HUB_PENDING;
+		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
+	}
+	hub_advance(h);
 }
 
 static void
+hub_group_create(struct hub *h)
+{
+	(void)!bus_command(h->redis, hub_on_group, h,
+	    "XGROUP CREATE %s " HUB_GROUP " 0 MKSTREAM", h->inbox_key);
+}
+
+static void
+hub_on_group(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+	const char *err;
+
+	if (h->exiting || reply == NULL)
+		return;
+	if (bus_reply_type(reply) == BUS_ERROR &&
+	    (err = bus_reply_str(reply, NULL)) != NULL &&
+	    strncmp(err, "BUSYGROUP", 9) != 0)
+		log_warnx("XGROUP CREATE %s: %s", h->inbox_key, err);
+}
+
+/* ---- leading ------------------------------------------------------------- */
+
+/* The lease is ours: rebuild presence, then replay, then read. */
+static void
+hub_lead(struct hub *h)
+{
+	if (!bus_connected(h->redis))
+		return;
+	rooms_reset(h->rooms);
+	if (hub_scan(h, "0") == -1)
+		return;		/* the cron tries again */
+	h->phase = HUB_REBUILD;
+	log_info("leading: rebuilding presence from %s", h->presence_key);
+}
+
+static int
+hub_scan(struct hub *h, const char *cursor)
+{
+	struct hub_scan *sc;
+
+	if ((sc = malloc(sizeof(*sc))) == NULL)
+		return -1;
+	sc->h = h;
+	sc->epoch = h->epoch;
+	if (bus_command(h->redis, hub_on_presence, sc,
+	    "HSCAN %s %s COUNT " HUB_SCAN_COUNT, h->presence_key, cursor) ==
+	    -1) {
+		free(sc);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub_scan *sc = arg;
+	struct hub *h = sc->h;
+	unsigned epoch = sc->epoch;
+	struct bus_reply *kv;
+	const char *cursor, *field, *value;
+	size_t n;
+	int bad = 0;
+
+	free(sc);
+	if (h->exiting || reply == NULL || epoch != h->epoch ||
+	    h->phase != HUB_REBUILD)
+		return;
+	if (bus_reply_type(reply) != BUS_ARRAY ||
+	    bus_reply_elements(reply) != 2 ||
+	    (cursor = bus_reply_str(bus_reply_element(reply, 0), NULL)) ==
+	    NULL) {
+		log_warnx("HSCAN %s: unexpected reply%s%s", h->presence_key,
+		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
+		    bus_reply_type(reply) == BUS_ERROR ?
+		    bus_reply_str(reply, NULL) : "");
+		hub_reset(h);
+		return;
+	}
+	kv = bus_reply_element(reply, 1);
+	n = bus_reply_elements(kv);
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		field = bus_reply_str(bus_reply_element(kv, i), NULL);
+		value = bus_reply_str(bus_reply_element(kv, i + 1), NULL);
+		if (field == NULL || value == NULL ||
+		    rooms_restore(h->rooms, field, value) == -1)
+			bad++;
+	}
+	if (bad > 0)
+		log_warnx("%s: %d unreadable fields ignored", h->presence_key,
+		    bad);
+	if (strcmp(cursor, "0") != 0) {
+		if (hub_scan(h, cursor) == -1)
+			hub_reset(h);
+		return;
+	}
+	log_info("presence rebuilt: %zu connections in %zu rooms; replaying "
+	    "unacknowledged entries", rooms_connections(h->rooms),
+	    rooms_active(h->rooms));
+	h->phase = HUB_PENDING;
+	snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
+	hub_advance(h);
+}
+
+/*
+ * Leading stopped (or what we hold in memory can no longer be trusted):
+ * forget rooms and presence; replies of before are recognised as stale by
+ * the epoch. The entries in flight stay pending in Redis for whoever leads
+ * next, this hub included.
+ */
+static void
+hub_reset(struct hub *h)
+{
+	struct hub_batch *b = h->batch;
+
+	h->epoch++;
+	h->phase = HUB_STANDBY;
+	h->batch = NULL;
+	if (b != NULL) {
+		if (b->busy)
+			b->abandoned = 1;
+		else
+			hub_batch_free(b);
+	}
+	rooms_reset(h->rooms);
+	evtimer_del(h->kick);
+}
+
+/* ---- the inbox ----------------------------------------------------------- */
+
+static void
+hub_read(struct hub *h)
+{
+	int rc;
+
+	if (h->reading || !bus_connected(h->inbox))
+		return;
+	if (h->phase == HUB_PENDING)
+		rc = bus_command(h->inbox, hub_on_read, h,
+		    "XREADGROUP GROUP " HUB_GROUP " " HUB_GROUP " COUNT %d "
+		    "STREAMS %s %s", HUB_BATCH, h->inbox_key, h->pending_from);
+	else
+		rc = bus_command(h->inbox, hub_on_read, h,
+		    "XREADGROUP GROUP " HUB_GROUP " " HUB_GROUP " COUNT %d "
+		    "BLOCK %d STREAMS %s >", HUB_BATCH, HUB_BLOCK_MS,
+		    h->inbox_key);
+	if (rc == 0) {
+		h->reading = 1;
+		h->read_epoch = h->epoch;
+	}
+}
+
+/*
+ * A batch, or nothing (nil: BLOCK timed out). A reply that comes after
+ * leading stopped is dropped: its entries are pending, and the next leader
+ * replays them.
+ */
+static void
+hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+	struct hub_batch *b;
+	const char *err;
+
+	h->reading = 0;
+	if (h->exiting || reply == NULL)
+		return;		/* hub_on_inbox_connect() goes on */
+	if (h->read_epoch != h->epoch || h->stopping || !hub_leading(h) ||
+	    (h->phase != HUB_PENDING && h->phase != HUB_LIVE)) {
+		hub_advance(h);
+		return;
+	}
+	if (bus_reply_type(reply) == BUS_ERROR) {
+		err = bus_reply_str(reply, NULL);
+		if (h->read_errors++ == 0)
+			log_warnx("XREADGROUP %s: %s", h->inbox_key, err);
+		if (strncmp(err, "NOGROUP", 7) == 0)
+			hub_group_create(h);
+		hub_kick(h, HUB_READ_RETRY_MS);
+		return;
+	}
+	h->read_errors = 0;
+	if (bus_reply_type(reply) != BUS_ARRAY) {
+		hub_advance(h);
+		return;
+	}
+	if ((b = hub_batch_new(h, reply)) == NULL) {
+		log_warnx("inbox: out of memory for a batch; reading it again");
+		h->phase = HUB_PENDING;
+		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
+		hub_kick(h, HUB_READ_RETRY_MS);
+		return;
+	}
+	if (b->n == 0) {
+		hub_batch_free(b);
+		if (h->phase == HUB_PENDING) {
+			log_info("inbox: no entry left to replay; reading new "
+			    "ones");
+			h->phase = HUB_LIVE;
+		}
+		hub_advance(h);
+		return;
+	}
+	if (h->phase == HUB_PENDING) {
+		log_info("inbox: replaying %zu unacknowledged entries from %s",
+		    b->n, b->e[0].id);
+		snprintf(h->pending_from, sizeof(h->pending_from), "%s",
+		    b->e[b->n - 1].id);
+	}
+	b->live = h->phase == HUB_LIVE;
+	b->replay = h->phase == HUB_PENDING;
+	h->batch = b;
+	hub_batch_run(h);
+}
+
+/* Rate-limited: hostile entries must not flood the log. */
+static void
+hub_bad(struct hub *h, struct hub_entry *e, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+
+	e->bad = 1;
+	if (h->bad_logged >= HUB_BAD_LOG_MAX) {
+		h->bad_hidden++;
+		return;
+	}
+	h->bad_logged++;
+	va_start(ap, fmt);
+	(void)vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	log_warnx("inbox entry %s: %s; acknowledged and dropped", e->id, why);
+}
+
+/*
+ * fields: the entry's [field, value, ...], or nil for an entry deleted
+ * while pending. What the hub keeps is copied: the reply goes when the
+ * callback returns.
+ */
+static int
+hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
+{
+	const char *argv[HUB_FIELDS_MAX];
+	size_t lens[HUB_FIELDS_MAX], n, wlen = 0, rlen, ulen, need;
+	struct msg_entry me;
+	char err[128], *p;
+
+	if (bus_reply_type(fields) != BUS_ARRAY) {
+		hub_bad(h, e, "deleted from the stream");
+		return 0;
+	}
+	if ((n = bus_reply_elements(fields)) > HUB_FIELDS_MAX) {
+		hub_bad(h, e, "%zu fields, more than %d", n, HUB_FIELDS_MAX);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((argv[i] = bus_reply_str(bus_reply_element(fields, i),
+		    &lens[i])) == NULL) {
+			hub_bad(h, e, "a field is not a string");
+			return 0;
+		}
+	if (msg_entry_parse(&me, argv, lens, n,
+	    (size_t)h->conf->max_ws_message, err, sizeof(err)) == -1) {
+		hub_bad(h, e, "%s", err);
+		return 0;
+	}
+	/* PostgreSQL text cannot hold NUL; a worker id goes into keys. */
+	if (me.op == MSG_BROADCAST &&
+	    memchr(me.content, '\0', me.content_len) != NULL) {
+		hub_bad(h, e, "content contains a NUL character");
+		return 0;
+	}
+	if (me.worker != NULL) {
+		wlen = strlen(me.worker);
+		if (wlen == 0 || wlen > HUB_WID_MAX ||
+		    strpbrk(me.worker, " \t\r\n") != NULL) {
+			hub_bad(h, e, "invalid worker id");
+			return 0;
+		}
+	}
+	rlen = strlen(me.room);
+	ulen = strlen(me.username);
+	need = rlen + 1 + ulen + 1 + (me.worker != NULL ? wlen + 1 : 0) +
+	    (me.op == MSG_BROADCAST ? me.content_len + 1 : 0);
+	if ((e->buf = p = malloc(need)) == NULL)
+		return -1;
+	e->op = me.op;
+	e->conn = me.conn;
+	e->user = me.user;
+	e->room_id = memcpy(p, me.room, rlen + 1);
+	p += rlen + 1;
+	e->username = memcpy(p, me.username, ulen + 1);
+	p += ulen + 1;
+	if (me.worker != NULL) {
+		e->worker = memcpy(p, me.worker, wlen + 1);
+		p += wlen + 1;
+	}
+	if (me.op == MSG_BROADCAST) {
+		memcpy(p, me.content, me.content_len);
+		p[me.content_len] = '\0';
+		e->content = p;
+		e->content_len = me.content_len;
+	}
+	return 0;
+}
+
+/* reply: [[stream, [[id, fields], ...]]]; NULL if out of memory. */
+static struct hub_batch *
+hub_batch_new(struct hub *h, struct bus_reply *reply)
+{
+	struct bus_reply *stream, *entries, *ent;
+	struct hub_batch *b;
+	const char *id;
+	size_t n = 0, k = 0, idlen;
+
+	for (size_t s = 0; s < bus_reply_elements(reply); s++)
+		n += bus_reply_elements(bus_reply_element(
+		    bus_reply_element(reply, s), 1));
+	if ((b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	b->h = h;
+	if (n > 0 && ((b->e = calloc(n, sizeof(*b->e))) == NULL ||
+	    (b->msgs = calloc(n, sizeof(*b->msgs))) == NULL ||
+	    (b->load = calloc(n, sizeof(*b->load))) == NULL))
+		goto fail;
+	for (size_t s = 0; s < bus_reply_elements(reply); s++) {
+		stream = bus_reply_element(reply, s);
+		entries = bus_reply_element(stream, 1);
+		for (size_t i = 0; i < bus_reply_elements(entries); i++) {
+			struct hub_entry *e = &b->e[k];
+
+			ent = bus_reply_element(entries, i);
+			id = bus_reply_str(bus_reply_element(ent, 0), &idlen);
+			/* An id not from Redis could not be acknowledged. */
+			if (id == NULL || idlen == 0 ||
+			    idlen >= sizeof(e->id) ||
+			    strspn(id, "0123456789-") != idlen)
+				continue;
+			memcpy(e->id, id, idlen + 1);
+			e->msg = -1;
+			k++;
+			if (hub_entry_parse(h, e, bus_reply_element(ent, 1)) ==
+			    -1)
+				goto fail;
+		}
+	}
+	b->n = k;
+	return b;
+fail:
+	b->n = k;
+	hub_batch_free(b);
+	return NULL;
+}
+
+static void
+hub_batch_free(struct hub_batch *b)
+{
+	if (b == NULL)
+		return;
+	for (size_t i = 0; i < b->n; i++)
+		free(b->e[i].buf);
+	free(b->e);
+	free(b->msgs);
+	free(b->load);
+	free(b);
+}
+
+/* ---- a batch: load, store, commit ---------------------------------------- */
+
+/*
+ * From the start, every time (a retry too): ask PostgreSQL for the rooms
+ * this batch needs that are not in memory. Unregistering needs no room:
+ * only the presence it undoes.
+ */
+static void
+hub_batch_run(struct hub *h)
+{
+	struct hub_batch *b = h->batch;
+	struct hub_entry *e;
+	const char **ids;
+	int rc;
+
+	b->retry_at = 0;
+	b->nload = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		e = &b->e[i];
+		if (e->bad || e->op == MSG_UNREGISTER)
+			continue;
+		if (e->room == NULL &&
+		    (e->room = rooms_get(h->rooms, e->room_id, 1)) == NULL) {
+			hub_batch_retry(h, HUB_RETRY_MS);
+			return;
+		}
+		if (e->room->state == ROOM_LOADED ||
+		    e->room->state == ROOM_LOADING)
+			continue;
+		e->room->state = ROOM_LOADING;
+		b->load[b->nload++] = e->room;
+	}
+	if (b->nload == 0) {
+		hub_batch_store(h);
+		return;
+	}
+	if ((ids = calloc(b->nload, sizeof(*ids))) == NULL)
+		rc = -1;
+	else {
+		for (size_t i = 0; i < b->nload; i++)
+			ids[i] = b->load[i]->id;
+		rc = store_load(h->store, ids, b->nload,
+		    h->conf->history_on_join, hub_on_loaded, b);
+		free(ids);
+	}
+	if (rc == -1) {
+		for (size_t i = 0; i < b->nload; i++)
+			b->load[i]->state = ROOM_UNKNOWN;
+		hub_batch_retry(h, HUB_RETRY_MS);
+		return;
+	}
+	b->busy = 1;
+}
+
+/*
+ * PostgreSQL is away (or refused): nothing of the batch was applied, and
+ * nothing is acknowledged; it runs again in ms. Its entries wait in the
+ * stream meanwhile, and so do those behind them: order is kept, nothing is
+ * lost. Stopping, the batch is left to the next hub.
+ */
+static void
+hub_batch_retry(struct hub *h, int ms)
+{
+	if (h->stopping) {
+		hub_finish(h);
+		return;
+	}
+	h->batch->retry_at = util_mono_ms() + ms;
+	hub_kick(h, ms);
+}
+
+static void
+hub_on_loaded(enum store_status st, const struct store_row *rows, size_t n,
+    void *arg)
+{
+	struct hub_batch *b = arg;
+	struct hub *h = b->h;
+	struct room *r;
+
+	b->busy = 0;
+	if (b->abandoned || h->exiting) {
+		if (h->batch == b)
+			h->batch = NULL;
+		hub_batch_free(b);
+		return;
+	}
+	if (st != STORE_OK) {
+		for (size_t i = 0; i < b->nload; i++)
+			b->load[i]->state = ROOM_UNKNOWN;
+		hub_batch_retry(h, st == STORE_AWAY ? HUB_RETRY_MS :
+		    HUB_RETRY_MS * 2);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((r = rooms_get(h->rooms, rows[i].room, 0)) == NULL)
+			continue;
+		if (r->state == ROOM_LOADING)
+			rooms_loaded(h->rooms, r, rows[i].last_id);
+		if (rows[i].id > 0 && r->state == ROOM_LOADED)
+			rooms_history_add(h->rooms, r, rows[i].id,
+			    rows[i].user, rows[i].username, rows[i].content,
+			    rows[i].content_len, rows[i].ts_ms);
+	}
+	for (size_t i = 0; i < b->nload; i++)
+		if (b->load[i]->state == ROOM_LOADING)
+			b->load[i]->state = ROOM_MISSING;
+	hub_batch_store(h);
+}
+
+/*
+ * Give each broadcast not stored yet its room's next id, in entry order,
+ * and store them all in one statement. An entry for a room that does not
+ * exist is dropped: an operator's typo must not block the stream. Replayed
+ * entries are first looked up: those an earlier hub stored keep the id it
+ * gave them, and the others get the ids that follow, without a gap.
+ */
+static void
+hub_batch_store(struct hub *h)
+{
+	struct hub_batch *b = h->batch;
+	struct hub_entry *e;
+	struct store_msg *m;
+	int64_t now = util_now_ms();
+	size_t npending = 0;
+
+	if (!b->built) {
+		for (size_t i = 0; i < b->n; i++) {
+			e = &b->e[i];
+			if (e->bad || e->op != MSG_BROADCAST ||
+			    e->room->state != ROOM_LOADED)
+				continue;
+			e->msg = (int)b->nmsgs;
+			m = &b->msgs[b->nmsgs++];
+			m->inbox_id = e->id;
+			m->room = e->room_id;
+			m->username = e->username;
+			m->content = e->content;
+			m->content_len = e->content_len;
+			m->user = e->user;
+			m->result = STORE_PENDING;
+		}
+		b->built = 1;
+	}
+	if (b->replay && !b->found && b->nmsgs > 0) {
+		if (store_find(h->store, b->msgs, b->nmsgs, hub_on_found, b) ==
+		    -1)
+			hub_batch_retry(h, HUB_RETRY_MS);
+		else
+			b->busy = 1;
+		return;
+	}
+	h->pass++;
+	for (size_t i = 0; i < b->n; i++) {
+		e = &b->e[i];
+		if (e->bad || e->op == MSG_UNREGISTER)
+			continue;
+		m = e->msg >= 0 ? &b->msgs[e->msg] : NULL;
+		if (e->room->state != ROOM_LOADED) {
+			hub_bad(h, e, "no room '%s'", e->room_id);
+			if (m != NULL)
+				m->result = STORE_BAD;
+			continue;
+		}
+		if (m == NULL || m->result == STORE_DUP ||
+		    m->result == STORE_BAD)
+			continue;
+		if (e->room->mark != h->pass) {
+			e->room->mark = h->pass;
+			e->room->next_id = e->room->last_id + 1;
+		}
+		m->id = e->room->next_id++;
+		m->ts_ms = now;
+		m->result = STORE_PENDING;
+		npending++;
+	}
+	if (npending == 0) {
+		hub_batch_commit(h);
+		return;
+	}
+	if (store_write(h->store, b->msgs, b->nmsgs, b->sql_errors >= 2,
+	    hub_on_stored, b) == -1) {
+		hub_batch_retry(h, HUB_RETRY_MS);
+		return;
+	}
+	b->busy = 1;
+}
+
+static void
+hub_on_found(enum store_status st, void *arg)
+{
+	struct hub_batch *b = arg;
+	struct hub *h = b->h;
+
+	b->busy = 0;
+	if (b->abandoned || h->exiting) {
+		if (h->batch == b)
+			h->batch = NULL;
+		hub_batch_free(b);
+		return;
+	}
+	if (st != STORE_OK) {
+		hub_batch_retry(h, HUB_RETRY_MS);
+		return;
+	}
+	b->found = 1;
+	hub_batch_mark(b);
+	hub_batch_store(h);
+}
+
+/*
+ * Mark the entries the store refused as bad (they are acknowledged, not
+ * published), and say how many an earlier hub had stored already.
+ */
+static void
+hub_batch_mark(struct hub_batch *b)
+{
+	size_t dups = 0;
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct hub_entry *e = &b->e[i];
+
+		if (e->msg < 0)
+			continue;
+		if (b->msgs[e->msg].result == STORE_BAD)
+			e->bad = 1;
+		else if (b->msgs[e->msg].result == STORE_DUP)
+			dups++;
+	}
+	if (dups > 0)
+		log_info("inbox: %zu messages were stored by an earlier hub: "
+		    "published with the ids they were given then", dups);
+}
+
+static void
+hub_on_stored(enum store_status st, void *arg)
+{
+	struct hub_batch *b = arg;
+	struct hub *h = b->h;
+
+	b->busy = 0;
+	if (b->abandoned || h->exiting) {
+		if (h->batch == b)
+			h->batch = NULL;
+		hub_batch_free(b);
+		return;
+	}
+	switch (st) {
+	case STORE_AWAY:
+		hub_batch_retry(h, HUB_RETRY_MS);
+		return;
+	case STORE_ERROR:
+		/*
+		 * Most likely our last id of a room is behind (another hub
+		 * wrote meanwhile) or a room was deleted: load the rooms
+		 * again. Refused twice, the messages go one by one, so that
+		 * only the one PostgreSQL cannot take is dropped.
+		 */
+		b->sql_errors++;
+		log_warnx("inbox: batch of %zu messages refused (%d); %s",
+		    b->nmsgs, b->sql_errors, b->sql_errors >= 2 ?
+		    "storing them one by one" : "reloading its rooms");
+		for (size_t i = 0; i < b->n; i++)
+			if (b->e[i].msg >= 0)
+				rooms_unload(h->rooms, b->e[i].room);
+		hub_batch_retry(h, HUB_SQL_RETRY_MS);
+		return;
+	case STORE_OK:
+		break;
+	}
+	hub_batch_mark(b);
+	hub_batch_commit(h);
+}
+
+/*
+ * Everything the batch changes, in entry order, then its acknowledgement,
+ * in one MULTI/EXEC: Redis applies all of it or nothing. The next read
+ * waits for EXEC's reply, so it never sees these entries again.
+ */
+static void
+hub_batch_commit(struct hub *h)
+{
+	struct hub_batch *b = h->batch;
+	int64_t now = util_now_ms(), mono = util_mono_ms();
+	const char **argv;
+	char minid[32];
+	long long ms;
+	int rc;
+
+	if (!hub_leading(h))
+		return;		/* hub_reset() took the batch */
+	h->batch = NULL;
+	/*
+	 * A joiner's history stops below the messages that an earlier hub
+	 * stored and that this batch publishes after its register: they
+	 * come live, above its upto, so the worker delivers them to the
+	 * room's other members too.
+	 */
+	for (size_t i = 0; i < b->n; i++)
+		if (!b->e[i].bad && b->e[i].op != MSG_UNREGISTER)
+			b->e[i].room->hold = INT64_MAX;
+	for (size_t i = b->n; i-- > 0;) {
+		struct hub_entry *e = &b->e[i];
+
+		if (e->bad || e->op == MSG_UNREGISTER)
+			continue;
+		if (e->op == MSG_REGISTER)
+			e->below = e->room->hold;
+		else if (e->msg >= 0 && b->msgs[e->msg].result == STORE_DUP &&
+		    b->msgs[e->msg].id < e->room->hold)
+			e->room->hold = b->msgs[e->msg].id;
+	}
+	hub_tx_begin(h);
+	for (size_t i = 0; i < b->n; i++) {
+		struct hub_entry *e = &b->e[i];
+
+		if (e->bad)
+			continue;
+		switch (e->op) {
+		case MSG_BROADCAST:
+			if (e->msg >= 0)
+				hub_on_broadcast(h, e, &b->msgs[e->msg]);
+			break;
+		case MSG_REGISTER:
+			hub_on_register(h, e, now);
+			break;
+		case MSG_UNREGISTER:
+			hub_on_unregister(h, e, now);
+			break;
+		}
+	}
+	if ((argv = calloc(b->n + 3, sizeof(*argv))) == NULL)
+		h->tx_failed = 1;
+	else {
+		argv[0] = "XACK";
+		argv[1] = h->inbox_key;
+		argv[2] = HUB_GROUP;
+		for (size_t i = 0; i < b->n; i++)
+			argv[3 + i] = b->e[i].id;
+		hub_tx_command(h, (int)b->n + 3, argv, NULL);
+		free(argv);
+	}
+	/* Entries before those are all acknowledged (replay is over). */
+	if (b->live && mono - h->trimmed_ms >= HUB_TRIM_MS &&
+	    sscanf(b->e[b->n - 1].id, "%lld", &ms) == 1 &&
+	    ms > HUB_INBOX_KEEP_MS) {
+		const char *targv[5] = { "XTRIM", h->inbox_key, "MINID", "~",
+		    minid };
+
+		snprintf(minid, sizeof(minid), "%lld", ms - HUB_INBOX_KEEP_MS);
+		hub_tx_command(h, 5, targv, NULL);
+		h->trimmed_ms = mono;
+	}
+	rc = hub_tx_commit(h, hub_on_exec, h);
+	hub_batch_free(b);
+	if (rc == -1) {
+		log_warnx("inbox: cannot send a batch's transaction to Redis; "
+		    "starting over");
+		hub_reset(h);
+		return;
+	}
+	h->exec_pending = rc == 0;
+	if (h->stopping) {
+		hub_finish(h);
+		return;
+	}
+	hub_advance(h);
+}
+
+static void
+hub_on_broadcast(struct hub *h, struct hub_entry *e, const struct store_msg *m)
+{
+	rooms_message(h->rooms, e->room, m->id, e->user, e->username,
+	    e->content, e->content_len, m->ts_ms);
+	h->stats.msgs_in++;
+}
+
+static void
+hub_on_register(struct hub *h, struct hub_entry *e, int64_t now)
+{
+	switch (rooms_register(h->rooms, e->room, e->worker, e->conn, e->user,
+	    e->username, now, e->below)) {
+	case -1:
+		h->tx_failed = 1;	/* out of memory: start over */
+		break;
+	case 1:
+		log_debug("inbox entry %s: connection %s %llu is in room %s "
+		    "already", e->id, e->worker, (unsigned long long)e->conn,
+		    e->room_id);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+hub_on_unregister(struct hub *h, struct hub_entry *e, int64_t now)
+{
+	if (rooms_unregister(h->rooms, e->room_id, e->worker, e->conn, now) ==
+	    1)
+		log_debug("inbox entry %s: connection %s %llu is not in room "
+		    "%s", e->id, e->worker, (unsigned long long)e->conn,
+		    e->room_id);
+}
+
+/*
+ * EXEC's reply: -1 if the transaction was not applied (then memory is
+ * ahead of Redis, and must be rebuilt). A command refused inside it (say
+ * WRONGTYPE, a key an operator overwrote) does not undo the others.
+ */
+static int
+hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
+{
+	struct bus_reply *r;
+	const char *first = NULL;
+	size_t bad = 0;
+
+	if (bus_reply_type(reply) != BUS_ARRAY) {
+		log_error("%s: EXEC failed: %s", what,
+		    bus_reply_type(reply) == BUS_ERROR ?
+		    bus_reply_str(reply, NULL) : "transaction aborted");
+		return -1;
+	}
+	for (size_t i = 0; i < bus_reply_elements(reply); i++) {
+		r = bus_reply_element(reply, i);
+		if (bus_reply_type(r) != BUS_ERROR)
+			continue;
+		if (bad++ == 0)
+			first = bus_reply_str(r, NULL);
+	}
+	if (bad > 0)
+		log_warnx("%s: Redis refused %zu commands: %s", what, bad,
+		    first != NULL ? first : "?");
+	return 0;
+}
+
+static void
+hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+
+	h->exec_pending = 0;
+	if (h->exiting || reply == NULL)
+		return;
+	if (hub_exec_check(h, reply, "inbox batch") == -1) {
+		hub_reset(h);
+		return;
+	}
+	hub_advance(h);
+}
+
+/* ---- the Redis transaction ----------------------------------------------- */
+
+void
+hub_tx_begin(struct hub *h)
+{
+	h->tx_open = 1;
+	h->tx_failed = 0;
+	h->tx_count = 0;
+}
+
+void
+hub_tx_command(struct hub *h, int argc, const char **argv, const size_t *lens)
+{
+	if (!h->tx_open || h->tx_failed)
+		return;
+	if (h->tx_count == 0 &&
+	    bus_command(h->redis, NULL, NULL, "MULTI") == -1) {
+		h->tx_failed = 1;
+		return;
+	}
+	h->tx_count++;
+	if (bus_commandv(h->redis, NULL, NULL, argc, argv, lens) == -1)
+		h->tx_failed = 1;
+}
+
+void
+hub_tx_publish(struct hub *h, const char *channel, struct evbuffer *payload)
+{
+	const char *argv[3];
+	size_t lens[3];
+
+	argv[0] = "PUBLISH";
+	lens[0] = 7;
+	argv[1] = channel;
+	lens[1] = strlen(channel);
+	lens[2] = evbuffer_get_length(payload);
+	if ((argv[2] = (const char *)evbuffer_pullup(payload, -1)) == NULL) {
+		h->tx_failed = 1;
+		return;
+	}
+	hub_tx_command(h, 3, argv, lens);
+	h->stats.msgs_out++;
+}
+
+int
+hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
+{
+	int rc;
+
+	if (h->tx_failed) {
+		/* MULTI went if tx_count says so: undo what was queued. */
+		if (h->tx_count > 0)
+			(void)!bus_command(h->redis, NULL, NULL, "DISCARD");
+		rc = -1;
+	} else if (h->tx_count == 0)
+		rc = 1;
+	else if (bus_command(h->redis, cb, arg, "EXEC") == -1) {
+		(void)!bus_command(h->redis, NULL, NULL, "DISCARD");
+		rc = -1;
+	} else
+		rc = 0;
+	h->tx_open = 0;
+	h->tx_failed = 0;
+	h->tx_count = 0;
+	return rc;
+}
+
+/* ---- dead workers -------------------------------------------------------- */
+
+/*
+ * Every second: is the heartbeat key of each worker with connections
+ * still there? One MGET for all. A worker whose key is gone (or never came
+ * within HUB_WORKER_GRACE_MS) has crashed: its connections leave.
+ */
+static void
+hub_sweep(struct hub *h)
+{
+	struct hub_sweep *sw;
+	const char **argv = NULL;
+	char **keys = NULL;
+	size_t n;
+
+	if (!hub_leading(h) || (h->phase != HUB_PENDING &&
+	    h->phase != HUB_LIVE) || h->sweep_pending ||
+	    !bus_connected(h->redis))
+		return;
+	if ((sw = calloc(1, sizeof(*sw))) == NULL)
+		return;
+	sw->h = h;
+	sw->epoch = h->epoch;
+	rooms_workers(h->rooms, hub_sweep_add, sw);
+	if ((n = sw->n) == 0)
+		goto done;
+	if ((argv = calloc(n + 1, sizeof(*argv))) == NULL ||
+	    (keys = calloc(n, sizeof(*keys))) == NULL)
+		goto done;
+	argv[0] = "MGET";
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(h->worker_prefix) + strlen(sw->wids[i]) + 7;
+
+		if ((keys[i] = malloc(len)) == NULL)
+			goto done;
+		snprintf(keys[i], len, "%s%s:alive", h->worker_prefix,
+		    sw->wids[i]);
+		argv[i + 1] = keys[i];
+	}
+	if (bus_commandv(h->redis, hub_on_alive, sw, (int)n + 1, argv, NULL) ==
+	    0) {
+		h->sweep_pending = 1;
+		sw = NULL;
+	}
+done:
+	for (size_t i = 0; keys != NULL && i < n; i++)
+		free(keys[i]);
+	free(keys);
+	free(argv);
+	hub_sweep_free(sw);
+}
+
+static void
+hub_sweep_add(const char *wid, int64_t added, int alive, void *arg)
+{
+	struct hub_sweep *sw = arg;
+	size_t cap;
+	void *p;
+
+	if (sw->n == sw->cap) {
+		cap = sw->cap > 0 ? sw->cap * 2 : 16;
+		if ((p = realloc(sw->wids, cap * sizeof(*sw->wids))) == NULL)
+			return;
+		sw->wids = p;
+		if ((p = realloc(sw->added, cap * sizeof(*sw->added))) == NULL)
+			return;
+		sw->added = p;
+		if ((p = realloc(sw->alive, cap * sizeof(*sw->alive))) == NULL)
+			return;
+		sw->alive = p;
+		sw->cap = cap;
+	}
+	if ((sw->wids[sw->n] = strdup(wid)) == NULL)
+		return;
+	sw->added[sw->n] = added;
+	sw->alive[sw->n] = alive;
+	sw->n++;
+}
+
+static void
+hub_sweep_free(struct hub_sweep *sw)
+{
+	if (sw == NULL)
+		return;
+	for (size_t i = 0; i < sw->n; i++)
+		free(sw->wids[i]);
+	free(sw->wids);
+	free(sw->added);
+	free(sw->alive);
+	free(sw);
+}
+
+static void
+hub_on_alive(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub_sweep *sw = arg;
+	struct hub *h = sw->h;
+	int64_t mono = util_mono_ms(), now = util_now_ms();
+	size_t gone;
+	int rc;
+
+	h->sweep_pending = 0;
+	if (h->exiting || reply == NULL || sw->epoch != h->epoch ||
+	    h->stopping || !hub_leading(h) ||
+	    bus_reply_type(reply) != BUS_ARRAY ||
+	    bus_reply_elements(reply) != sw->n)
+		goto done;
+	hub_tx_begin(h);
+	for (size_t i = 0; i < sw->n; i++) {
+		if (bus_reply_type(bus_reply_element(reply, i)) != BUS_NIL) {
+			rooms_worker_alive(h->rooms, sw->wids[i]);
+			continue;
+		}
+		if (!sw->alive[i] && mono - sw->added[i] < HUB_WORKER_GRACE_MS)
+			continue;
+		gone = rooms_worker_gone(h->rooms, sw->wids[i], now);
+		if (gone > 0)
+			log_warnx("worker %s: no heartbeat %s; its %zu "
+			    "connections leave", sw->wids[i], sw->alive[i] ?
+			    "any more" : "ever", gone);
+	}
+	if ((rc = hub_tx_commit(h, hub_on_sweep_exec, h)) == -1) {
+		log_warnx("cannot send the leaves of dead workers to Redis; "
+		    "starting over");
+		hub_reset(h);
+	}
+done:
+	hub_sweep_free(sw);
+}
+
+static void
+hub_on_sweep_exec(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+
+	if (h->exiting || reply == NULL)
+		return;
+	if (hub_exec_check(h, reply, "dead workers") == -1)
+		hub_reset(h);
+}
+
+/* ---- stopping ------------------------------------------------------------ */
+
+/*
+ * SIGTERM: read nothing more; let the batch in flight finish if it does
+ * within HUB_STOP_MS (else its entries stay pending for the next hub),
+ * give the lease back, exit.
+ */
+static void
 hub_stop(struct hub *h)
 {
+	struct timeval tv = { HUB_STOP_MS / 1000, (HUB_STOP_MS % 1000) * 1000 };
+
+	if (h->stopping)
+		return;
+	h->stopping = 1;
 	log_info("stopping");
 	stats_pub_remove(h->stats_pub);
-	if (h->leader && bus_connected(h->redis))
-		(void)!bus_command(h->redis, NULL, NULL, "EVAL %s 1 %s %s",
-		    hub_release_lua, h->lease_key, h->lease_value);
-	h->leader = 0;
-	/* Let the release and the stats DEL reach Redis before exiting. */
-	{
-		struct timeval tv = { 0, 200000 };
-
-		event_base_loopexit(h->base, &tv);
+	evtimer_del(h->kick);
+	if (h->batch != NULL && h->leader) {
+		evtimer_add(h->stop_timer, &tv);
+		return;
 	}
+	hub_finish(h);
+}
+
+static void
+hub_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hub *h = arg;
+
+	if (!h->finishing)
+		hub_finish(h);
+	else
+		event_base_loopbreak(h->base);
+}
+
+/* Give the lease back and exit once Redis has answered (or after
+ * HUB_STOP_MS): the release follows our last EXEC on that connection. */
+static void
+hub_finish(struct hub *h)
+{
+	struct timeval tv = { HUB_STOP_MS / 1000, (HUB_STOP_MS % 1000) * 1000 };
+	struct timeval quick = { 0, 200000 };
+	struct hub_batch *b = h->batch;
+
+	if (h->finishing)
+		return;
+	h->finishing = 1;
+	h->batch = NULL;
+	if (b != NULL) {
+		log_info("stopping with a batch of %zu entries unfinished: "
+		    "they stay pending for the next hub", b->n);
+		if (b->busy)
+			b->abandoned = 1;
+		else
+			hub_batch_free(b);
+	}
+	evtimer_del(h->stop_timer);
+	if (h->leader && bus_connected(h->redis) && bus_command(h->redis,
+	    hub_on_released, h, "EVAL %s 1 %s %s", hub_release_lua,
+	    h->lease_key, h->lease_value) == 0)
+		evtimer_add(h->stop_timer, &tv);
+	else	/* let the stats DEL reach Redis */
+		evtimer_add(h->stop_timer, &quick);
+	h->leader = 0;
+}
+
+static void
+hub_on_released(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+
+	if (h->exiting)
+		return;
+	if (reply != NULL)
+		log_info("leader lease released");
+	event_base_loopbreak(h->base);
 }

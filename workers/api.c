@@ -41,6 +41,11 @@ static const struct route api_routes[] = {
 	{ HTTP_M_GET, "/users/{id}", USER(api_user_get) },
 	{ HTTP_M_GET, "/users/{id}/followers", USER(api_followers) },
 	{ HTTP_M_GET, "/users/{id}/following", USER(api_following) },
+	{ HTTP_M_POST, "/ws/createRoom", USER(api_create_room) },
+	{ HTTP_M_GET, "/ws/getRooms", USER(api_get_rooms) },
+	{ HTTP_M_GET, "/ws/getClients/{roomId}", USER(api_get_clients) },
+	{ HTTP_M_GET, "/ws/joinRoom/{roomId}", USER(api_join_room) },
+	{ HTTP_M_GET, "/ws/history/{roomId}", USER(api_history) },
 	{ 0, NULL, NULL }
 };
 

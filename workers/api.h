@@ -73,5 +73,11 @@ api_user_handler api_user_get;
 api_user_handler api_user_find;
 api_user_handler api_followers;
 api_user_handler api_following;
+/* api_rooms.c */
+api_user_handler api_create_room;
+api_user_handler api_get_rooms;
+api_user_handler api_get_clients;
+api_user_handler api_join_room;
+api_user_handler api_history;
 
 #endif

@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "workers/api.h"
+#include "workers/chat.h"
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/worker.h"
@@ -43,6 +44,7 @@ static void	conn_process(struct conn *);
 static void	conn_arm(struct conn *, int);
 static void	conn_linger(struct conn *);
 static void	conn_schedule_free(struct conn *);
+static void	conn_shut(struct conn *);
 static void	conn_verror(struct conn *, int, const char *, const char *,
 		    va_list) __attribute__((format(printf, 4, 0)));
 
@@ -111,12 +113,72 @@ conn_close(struct conn *c)
 	if (c->state == CONN_CLOSED)
 		return;
 	log_debug("conn %llu: closed", (unsigned long long)c->id);
+	if (c->member != NULL)
+		chat_on_close(c);
 	c->state = CONN_CLOSED;
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	evtimer_del(c->timer);
-	if (c->req == NULL)
+	if (c->req == NULL && c->holds == 0)
 		conn_schedule_free(c);
+}
+
+void
+conn_hold(struct conn *c)
+{
+	c->holds++;
+}
+
+void
+conn_release(struct conn *c)
+{
+	if (--c->holds == 0 && c->state == CONN_CLOSED && c->req == NULL)
+		conn_schedule_free(c);
+}
+
+void
+conn_upgrade(struct conn *c, const char *extra)
+{
+	struct worker *w = c->worker;
+
+	http_write_head(bufferevent_get_output(c->bev), 101, NULL, 0, 1,
+	    extra);
+	w->stats.http[1]++;
+	http_request_free(c->req);
+	c->req = NULL;
+	c->state = CONN_WEBSOCKET;
+	evtimer_del(c->timer);
+	bufferevent_enable(c->bev, EV_READ);
+}
+
+void
+conn_close_when_drained(struct conn *c, int grace_ms)
+{
+	struct timeval tv = { grace_ms / 1000, (grace_ms % 1000) * 1000 };
+
+	if (c->state == CONN_CLOSED)
+		return;
+	c->close_after_write = 1;
+	evtimer_add(c->timer, &tv);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_shut(c);
+}
+
+/*
+ * Everything for a closing WebSocket is written: shut our side and keep
+ * reading (the session discards it) until the client closes or the grace
+ * timer fires. Closing with unread input would send a reset, and a reset
+ * can destroy the close frame before the client reads it.
+ */
+static void
+conn_shut(struct conn *c)
+{
+	if (!c->shut) {
+		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+		c->shut = 1;
+	}
+	if (c->peer_eof)
+		conn_close(c);
 }
 
 void
@@ -147,7 +209,8 @@ conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	http_request_free(c->req);
 	c->req = NULL;
 	if (c->state == CONN_CLOSED) {	/* the client left meanwhile */
-		conn_schedule_free(c);
+		if (c->holds == 0)
+			conn_schedule_free(c);
 		return;
 	}
 	keep = c->keep_alive && !c->peer_eof && !w->stopping;
@@ -308,6 +371,10 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->state == CONN_WEBSOCKET) {
+		chat_on_read(c);
+		return;
+	}
 	if (c->state == CONN_LINGERING) {
 		evbuffer_drain(bufferevent_get_input(bev),
 		    evbuffer_get_length(bufferevent_get_input(bev)));
@@ -321,6 +388,11 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->state == CONN_WEBSOCKET) {
+		if (c->close_after_write)
+			conn_shut(c);
+		return;
+	}
 	if (c->close_after_write && c->state == CONN_LINGERING) {
 		conn_linger(c);
 		return;
@@ -334,6 +406,10 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->state == CONN_WEBSOCKET) {
+		conn_close(c);
+		return;
+	}
 	if (what & BEV_EVENT_EOF) {
 		c->peer_eof = 1;
 		/* Answer what was asked, then close. */
@@ -393,6 +469,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 			conn_close(c);
 		break;
 	case CONN_LINGERING:
+	case CONN_WEBSOCKET:		/* conn_close_when_drained's grace */
 		conn_close(c);
 		break;
 	default:
@@ -419,6 +496,7 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 
 	TAILQ_REMOVE(&w->conns, c, entry);
 	w->stats.connections--;
+	chat_member_free(c->member);
 	event_free(c->timer);
 	http_reader_free(c->reader);
 	http_request_free(c->req);

@@ -17,11 +17,13 @@
 struct worker;
 struct http_request;
 struct evbuffer;
+struct chat_member;
 
 enum conn_state {
 	CONN_READING,		/* waiting for (the rest of) a request */
 	CONN_HANDLING,		/* a handler owns the current request */
 	CONN_LINGERING,		/* response sent, draining input before close */
+	CONN_WEBSOCKET,		/* upgraded: chat.c's member reads and writes */
 	CONN_CLOSED		/* socket gone; freed once not busy */
 };
 
@@ -32,6 +34,9 @@ struct conn {
 	struct bufferevent	*bev;
 	struct http_reader	*reader;
 	struct http_request	*req;		/* being handled, or NULL */
+	struct chat_member	*member;	/* after an upgrade, or NULL */
+	int			 holds;		/* async work still to call back
+						 * (conn_hold); freed at 0 */
 	struct event		*timer;		/* header, idle or linger */
 	enum conn_state		 state;
 	int			 keep_alive;	/* answer the current request
@@ -39,6 +44,7 @@ struct conn {
 	int			 close_after_write;
 	int			 peer_eof;	/* the client shut its side */
 	uint64_t		 nrequests;	/* requests read so far */
+	int			 shut;		/* our side is shut (closing) */
 	int64_t			 req_start_ms;	/* monotonic, for the log */
 	char			 peer[64];	/* address, for logs and limits */
 };
@@ -64,6 +70,20 @@ void	conn_respond(struct conn *c, int status, const char *ctype,
 	    const void *body, size_t len, const char *extra);
 void	conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	    struct evbuffer *body, const char *extra);
+/*
+ * Keep c allocated across an async call that will come back with it
+ * (a Redis command for a WebSocket member, say), and let it go.
+ */
+void	conn_hold(struct conn *c);
+void	conn_release(struct conn *c);
+/*
+ * Answer the current request with 101 and the handshake's header lines;
+ * from now on the connection belongs to its chat member.
+ */
+void	conn_upgrade(struct conn *c, const char *extra);
+/* Close once the output has been written, or after grace_ms anyway. */
+void	conn_close_when_drained(struct conn *c, int grace_ms);
+
 /* JSON body helpers: {"error": "<message>"} and any JSON buffer. */
 void	conn_error(struct conn *c, int status, const char *fmt, ...)
 	    __attribute__((format(printf, 3, 4)));

@@ -27,6 +27,7 @@
 #include "common/stats.h"
 #include "common/util.h"
 #include "workers/auth.h"
+#include "workers/chat.h"
 #include "workers/conn.h"
 #include "workers/static.h"
 #include "workers/worker.h"
@@ -42,6 +43,7 @@ static void	worker_accept_error_cb(struct evconnlistener *, void *);
 static void	worker_signal_cb(evutil_socket_t, short, void *);
 static void	worker_cron_cb(evutil_socket_t, short, void *);
 static void	worker_gate_cb(evutil_socket_t, short, void *);
+static void	worker_redis_up(struct bus *, void *);
 static void	worker_stop(struct worker *);
 static void	worker_free(struct worker *);
 
@@ -65,7 +67,7 @@ worker_main(const struct proc_ctx *ctx)
 	if ((w.db = db_pool_new(w.base, w.conf->database_url,
 	    w.conf->db_pool_size, WORKER_DB_TIMEOUT_MS)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
-	if ((w.redis = bus_new(w.base, w.conf->redis_url, "redis", NULL, NULL,
+	if ((w.redis = bus_new(w.base, w.conf->redis_url, "commands", worker_redis_up, NULL,
 	    &w)) == NULL)
 		fatalx("redis_url: cannot use '%s'", w.conf->redis_url);
 	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
@@ -73,6 +75,8 @@ worker_main(const struct proc_ctx *ctx)
 		fatalx("cannot set up stats");
 	if ((w.auth = auth_pool_new(w.base, w.conf->scrypt_threads)) == NULL)
 		fatalx("cannot start the password hashing threads");
+	if ((w.chat = chat_new(&w)) == NULL)
+		fatalx("cannot set up chat");
 	w.web = static_load(w.conf->web_dir);
 
 	w.listener = evconnlistener_new(w.base, worker_accept_cb, &w,
@@ -179,6 +183,7 @@ worker_stop(struct worker *w)
 		if (conn_idle(c))
 			conn_close(c);
 	}
+	chat_stop(w->chat);
 	if (TAILQ_EMPTY(&w->conns))
 		event_base_loopexit(w->base, NULL);
 }
@@ -202,6 +207,16 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 			conn_close(c);
 		event_base_loopexit(w->base, NULL);
 	}
+}
+
+/* On every connection to Redis: tell the hub at once this worker lives. */
+static void
+worker_redis_up(struct bus *bus, void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->chat != NULL)
+		chat_heartbeat(w->chat);
 }
 
 /*
@@ -241,6 +256,7 @@ worker_free(struct worker *w)
 	if (w->listener != NULL)
 		evconnlistener_free(w->listener);
 	stats_pub_free(w->stats_pub);
+	chat_free(w->chat);
 	/* Pending queries and commands are answered with errors here... */
 	bus_free(w->redis);
 	db_pool_free(w->db);

@@ -21,6 +21,7 @@ struct conn;
 struct static_files;
 struct proc_ctx;
 struct auth_pool;
+struct chat;
 
 TAILQ_HEAD(conn_list, conn);
 
@@ -34,6 +35,7 @@ struct worker {
 	struct db_pool		*db;
 	struct bus		*redis;		/* commands */
 	struct auth_pool	*auth;		/* scrypt threads */
+	struct chat		*chat;		/* WebSocket members */
 	struct stats		 stats;
 	struct stats_pub	*stats_pub;
 	struct static_files	*web;

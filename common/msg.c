@@ -1,0 +1,177 @@
+/*
+ * msg: validation and parsing of the inbox entries workers (and operators
+ * with redis-cli) add for the hub. Hostile input is expected here: an
+ * entry comes from anyone who can reach Redis.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/json.h"
+#include "common/msg.h"
+#include "common/utf8.h"
+#include "common/util.h"
+
+static const char msg_room_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+int
+msg_room_id_valid(const char *s, size_t len)
+{
+	if (len < 1 || len > MSG_ROOM_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (s[i] == '\0' || strchr(msg_room_chars, s[i]) == NULL)
+			return 0;
+	return 1;
+}
+
+int
+msg_entry_parse(struct msg_entry *e, const char *const *argv,
+    const size_t *lens, size_t n, size_t max_content, char *err,
+    size_t errlen)
+{
+	const char *op = NULL, *user = NULL, *conn = NULL;
+	size_t room_len = 0, name_len = 0;
+	long long v;
+
+	memset(e, 0, sizeof(*e));
+	if (n % 2 != 0) {
+		snprintf(err, errlen, "odd number of fields");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i += 2) {
+		const char *k = argv[i], *val = argv[i + 1];
+
+		/* Values are C strings: an embedded NUL is refused. */
+		if (strlen(val) != lens[i + 1] && strcmp(k, "content") != 0) {
+			snprintf(err, errlen, "field %s contains NUL", k);
+			return -1;
+		}
+		if (strcmp(k, "op") == 0)
+			op = val;
+		else if (strcmp(k, "room") == 0) {
+			e->room = val;
+			room_len = lens[i + 1];
+		} else if (strcmp(k, "worker") == 0)
+			e->worker = val;
+		else if (strcmp(k, "conn") == 0)
+			conn = val;
+		else if (strcmp(k, "user") == 0)
+			user = val;
+		else if (strcmp(k, "username") == 0) {
+			e->username = val;
+			name_len = lens[i + 1];
+		} else if (strcmp(k, "content") == 0) {
+			e->content = val;
+			e->content_len = lens[i + 1];
+		}
+	}
+	if (op == NULL) {
+		snprintf(err, errlen, "no op field");
+		return -1;
+	}
+	if (strcmp(op, "register") == 0)
+		e->op = MSG_REGISTER;
+	else if (strcmp(op, "unregister") == 0)
+		e->op = MSG_UNREGISTER;
+	else if (strcmp(op, "broadcast") == 0)
+		e->op = MSG_BROADCAST;
+	else {
+		snprintf(err, errlen, "unknown op '%.32s'", op);
+		return -1;
+	}
+	if (e->room == NULL || !msg_room_id_valid(e->room, room_len)) {
+		snprintf(err, errlen, "missing or invalid room");
+		return -1;
+	}
+	if (e->username == NULL || name_len < 1 || name_len >
+	    MSG_USERNAME_MAX || !utf8_valid(e->username, name_len)) {
+		snprintf(err, errlen, "missing or invalid username");
+		return -1;
+	}
+	if (user != NULL) {
+		if (util_parse_int(user, 0, INT64_MAX, &v) == -1) {
+			snprintf(err, errlen, "invalid user");
+			return -1;
+		}
+		e->user = v;
+	}
+	if (conn != NULL) {
+		if (util_parse_int(conn, 0, INT64_MAX, &v) == -1) {
+			snprintf(err, errlen, "invalid conn");
+			return -1;
+		}
+		e->conn = (uint64_t)v;
+	}
+	switch (e->op) {
+	case MSG_REGISTER:
+	case MSG_UNREGISTER:
+		if (e->worker == NULL || conn == NULL || user == NULL) {
+			snprintf(err, errlen, "%s needs worker, conn and user",
+			    op);
+			return -1;
+		}
+		break;
+	case MSG_BROADCAST:
+		if (e->content == NULL || e->content_len == 0 ||
+		    e->content_len > max_content ||
+		    !utf8_valid(e->content, e->content_len)) {
+			snprintf(err, errlen, "missing, oversized or invalid "
+			    "content");
+			return -1;
+		}
+		break;
+	}
+	return 0;
+}
+
+void
+msg_write_message(struct evbuffer *out, int64_t id, const char *room,
+    int64_t user, const char *username, const char *content,
+    size_t content_len, const char *ts, int history)
+{
+	(void)evbuffer_add_printf(out, "{\"type\":\"message\",\"id\":%lld,"
+	    "\"roomId\":", (long long)id);
+	json_add_cstr(out, room);
+	(void)evbuffer_add_printf(out, ",\"userId\":%lld,\"username\":",
+	    (long long)user);
+	json_add_cstr(out, username);
+	(void)evbuffer_add(out, ",\"content\":", 11);
+	json_add_string(out, content, content_len);
+	(void)evbuffer_add(out, ",\"ts\":", 6);
+	json_add_cstr(out, ts);
+	if (history)
+		(void)evbuffer_add(out, ",\"history\":true", 15);
+	(void)evbuffer_add(out, "}", 1);
+}
+
+void
+msg_write_presence(struct evbuffer *out, const char *type, const char *room,
+    int64_t user, const char *username, const char *ts)
+{
+	(void)evbuffer_add(out, "{\"type\":", 8);
+	json_add_cstr(out, type);
+	(void)evbuffer_add(out, ",\"roomId\":", 10);
+	json_add_cstr(out, room);
+	(void)evbuffer_add_printf(out, ",\"userId\":%lld,\"username\":",
+	    (long long)user);
+	json_add_cstr(out, username);
+	(void)evbuffer_add(out, ",\"ts\":", 6);
+	json_add_cstr(out, ts);
+	(void)evbuffer_add(out, "}", 1);
+}
+
+void
+msg_write_history_head(struct evbuffer *out, uint64_t conn, const char *room,
+    int64_t upto)
+{
+	(void)evbuffer_add_printf(out, "{\"type\":\"history\",\"conn\":%llu,"
+	    "\"roomId\":", (unsigned long long)conn);
+	json_add_cstr(out, room);
+	(void)evbuffer_add_printf(out, ",\"upto\":%lld,\"messages\":[",
+	    (long long)upto);
+}

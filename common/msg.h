@@ -1,0 +1,108 @@
+/*
+ * msg: the vocabulary between workers and the hub, over Redis. Names of
+ * keys and channels, the fields of inbox entries, and the events the hub
+ * publishes. Both sides use these functions so the two never disagree.
+ *
+ * Keys and channels (prefix = redis_prefix, "gochat:" by default):
+ *   <p>hub:inbox                stream, workers XADD, the hub reads it with
+ *                               the consumer group "hub" (consumer "hub")
+ *   <p>hub:leader               the hub leader lease
+ *   <p>room:<id>                channel: every event of room <id>, exactly
+ *                               as clients receive it (JSON text)
+ *   <p>room:<id>:clients        hash: user id -> username of the users
+ *                               connected to room <id> now (HLEN = count)
+ *   <p>worker:<wid>             channel: the hub's messages to one worker
+ *                               (history for a joining connection)
+ *   <p>worker:<wid>:alive       key with a short TTL: the worker's heartbeat
+ *   <p>control                  channel: account events every worker hears
+ *   <p>hub:presence             hash kept by the hub: "<room> <wid> <conn>"
+ *                               -> "<user id> <username>", one field per
+ *                               registered connection, so that a hub that
+ *                               takes over rebuilds presence from it
+ *   <wid> is "<instance>:<pid>", unique across instances.
+ *
+ * Inbox entries are flat field/value lists; every entry has "op":
+ *   op register    room, worker, conn, user, username
+ *   op unregister  room, worker, conn, user, username
+ *   op broadcast   room, user, username, content [, worker, conn]
+ *                  (an operator's XADD has only room, username, content:
+ *                  user defaults to 0)
+ * Entries that do not parse are acknowledged and logged, never retried.
+ *
+ * Events on <p>room:<id> (one JSON object each, as sent to clients):
+ *   {"type":"message","id":N,"roomId":..,"userId":..,"username":..,
+ *    "content":..,"ts":"RFC 3339"}
+ *   {"type":"join"|"leave","roomId":..,"userId":..,"username":..,"ts":..}
+ * Messages on <p>worker:<wid>:
+ *   {"type":"history","conn":C,"roomId":..,"upto":N,"messages":[message
+ *    events with "history":true, oldest first]}
+ *   where upto is the id of the room's last message when the joiner was
+ *   registered: live events with an id above it follow on the room channel.
+ * Messages on <p>control:
+ *   {"type":"user_deleted","userId":N}
+ *   {"type":"session_revoked","userId":N,"session":"<sha256 hex>"}
+ */
+#ifndef GC_MSG_H
+#define GC_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSG_ROOM_ID_MAX		64
+#define MSG_ROOM_NAME_MAX	100	/* characters */
+#define MSG_USERNAME_MAX	64	/* operators may use longer names than
+					 * accounts (32) */
+
+enum msg_op {
+	MSG_REGISTER,
+	MSG_UNREGISTER,
+	MSG_BROADCAST
+};
+
+/* One parsed inbox entry; strings point into the entry's reply. */
+struct msg_entry {
+	enum msg_op	 op;
+	const char	*room;
+	const char	*worker;	/* may be NULL for an operator */
+	uint64_t	 conn;
+	int64_t		 user;
+	const char	*username;
+	const char	*content;
+	size_t		 content_len;
+};
+
+/* 1 if s (len bytes) is a valid room id: 1-64 of A-Z a-z 0-9 _ -. */
+int	msg_room_id_valid(const char *s, size_t len);
+
+/*
+ * Parse an entry's field/value pairs (argv[0..n), n even) into e.
+ * Returns 0, or -1 with a reason in err (unknown op, missing field,
+ * invalid room id, content not valid UTF-8 or over max_content bytes).
+ */
+int	msg_entry_parse(struct msg_entry *e, const char *const *argv,
+	    const size_t *lens, size_t n, size_t max_content, char *err,
+	    size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Writers of the hub's events, exactly as shown above (ts is RFC 3339 with
+ * milliseconds, UTC), appended to out. history adds "history":true, for
+ * the elements of a history message.
+ */
+struct evbuffer;
+
+void	msg_write_message(struct evbuffer *out, int64_t id,
+	    const char *room, int64_t user, const char *username,
+	    const char *content, size_t content_len, const char *ts,
+	    int history);
+/* type is "join" or "leave". */
+void	msg_write_presence(struct evbuffer *out, const char *type,
+	    const char *room, int64_t user, const char *username,
+	    const char *ts);
+/*
+ * The head of a history message, up to and including "messages":[ ; the
+ * caller appends the elements, separated by commas, then "]}".
+ */
+void	msg_write_history_head(struct evbuffer *out, uint64_t conn,
+	    const char *room, int64_t upto);
+
+#endif

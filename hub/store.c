@@ -1,0 +1,521 @@
+/*
+ * store: the hub's reads and writes of rooms and messages in PostgreSQL,
+ * through a small pool of its own. Owns the pool and one operation record
+ * per call in flight. A batch of broadcasts is one INSERT; the entries it
+ * did not insert were stored by an earlier hub, and one SELECT finds the
+ * ids and times they were given then.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/conf.h"
+#include "common/db.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "hub/store.h"
+
+#define STORE_POOL_SIZE		2
+#define STORE_TIMEOUT_MS	10000	/* a query queued plus running */
+
+/* created_at in ms since the epoch: exact, since the hub stores ms. */
+#define STORE_TS_MS(col) \
+	"floor(extract(epoch FROM " col ") * 1000)::bigint"
+
+/*
+ * $1 text[] of room ids, $2 how many messages each. A room that exists
+ * gives its last messages oldest first, or one row of NULLs when it has
+ * none; max(id) comes from the primary key's index.
+ */
+static const char store_load_sql[] =
+    "SELECT r.id, coalesce((SELECT max(m.id) FROM messages m "
+    "WHERE m.room_id = r.id), 0), h.id, h.user_id, h.username, h.content, "
+    STORE_TS_MS("h.created_at") " "
+    "FROM rooms r LEFT JOIN LATERAL (SELECT m.id, m.user_id, m.username, "
+    "m.content, m.created_at FROM messages m WHERE m.room_id = r.id "
+    "ORDER BY m.id DESC LIMIT $2::int) h ON true "
+    "WHERE r.id = ANY ($1::text[]) ORDER BY r.id, h.id";
+
+/*
+ * $1 a JSON array of message objects. Only a conflict on inbox_id is
+ * expected (an entry stored by an earlier hub); one on (room_id, id) means
+ * our idea of the room's last id is wrong, and must fail loudly.
+ */
+static const char store_insert_sql[] =
+    "INSERT INTO messages (room_id, id, user_id, username, content, "
+    "inbox_id, created_at) SELECT room_id, id, user_id, username, content, "
+    "inbox_id, created_at FROM json_populate_recordset(NULL::messages, "
+    "$1::json) ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id";
+
+/* $1 text[] of inbox ids. */
+static const char store_fetch_sql[] =
+    "SELECT inbox_id, room_id, id, user_id, content, "
+    STORE_TS_MS("created_at") " FROM messages "
+    "WHERE inbox_id = ANY ($1::text[])";
+
+struct store {
+	struct db_pool	*db;
+};
+
+/* One store_load() or store_write() in flight. */
+struct store_op {
+	struct store	*s;
+	store_cb	*cb;
+	store_load_cb	*lcb;
+	void		*arg;
+	struct store_msg *msgs;
+	size_t		 n;
+	struct store_msg **sorted;	/* msgs by inbox id, for lookups */
+	size_t		 next;		/* isolate: message written */
+	int		 isolate;
+	int		 find;		/* store_find(): not found is ok */
+};
+
+static void	store_array(struct evbuffer *, const char *);
+static char	*store_param(struct evbuffer *);
+static struct store_op *store_op_new(struct store *, struct store_msg *,
+		    size_t, store_cb *, void *);
+static int	store_cmp(const void *, const void *);
+static size_t	store_next(struct store_op *, size_t);
+static struct store_msg *store_lookup(struct store_op *, const char *);
+static int	store_insert(struct store_op *);
+static int	store_fetch(struct store_op *);
+static void	store_done(struct store_op *, enum store_status);
+static void	store_op_free(struct store_op *);
+static int	store_int(const struct db_result *, int, int, int64_t *);
+static void	store_loaded_cb(struct db_result *, void *);
+static void	store_inserted_cb(struct db_result *, void *);
+static void	store_fetched_cb(struct db_result *, void *);
+
+struct store *
+store_new(struct event_base *base, const struct conf *conf)
+{
+	struct store *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->db = db_pool_new(base, conf->database_url, STORE_POOL_SIZE,
+	    STORE_TIMEOUT_MS);
+	if (s->db == NULL) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+store_free(struct store *s)
+{
+	if (s == NULL)
+		return;
+	db_pool_free(s->db);
+	free(s);
+}
+
+int
+store_load(struct store *s, const char *const *rooms, size_t n, int history,
+    store_load_cb *cb, void *arg)
+{
+	struct store_op *op;
+	struct evbuffer *b;
+	const char *params[2];
+	char limit[16], *ids = NULL;
+	int rc = -1;
+
+	if ((op = calloc(1, sizeof(*op))) == NULL)
+		return -1;
+	op->s = s;
+	op->lcb = cb;
+	op->arg = arg;
+	if ((b = evbuffer_new()) == NULL)
+		goto done;
+	(void)evbuffer_add(b, "{", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			(void)evbuffer_add(b, ",", 1);
+		store_array(b, rooms[i]);
+	}
+	(void)evbuffer_add(b, "}", 1);
+	if ((ids = store_param(b)) == NULL)
+		goto done;
+	snprintf(limit, sizeof(limit), "%d", history);
+	params[0] = ids;
+	params[1] = limit;
+	rc = db_query(s->db, store_load_sql, 2, params, store_loaded_cb, op);
+done:
+	if (b != NULL)
+		evbuffer_free(b);
+	free(ids);
+	if (rc == -1)
+		store_op_free(op);
+	return rc;
+}
+
+int
+store_write(struct store *s, struct store_msg *msgs, size_t n, int isolate,
+    store_cb *cb, void *arg)
+{
+	struct store_op *op;
+
+	if ((op = store_op_new(s, msgs, n, cb, arg)) == NULL)
+		return -1;
+	op->isolate = isolate;
+	if ((op->next = store_next(op, 0)) == n || store_insert(op) == -1) {
+		store_op_free(op);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_find(struct store *s, struct store_msg *msgs, size_t n, store_cb *cb,
+    void *arg)
+{
+	struct store_op *op;
+
+	if ((op = store_op_new(s, msgs, n, cb, arg)) == NULL)
+		return -1;
+	op->find = 1;
+	if (store_next(op, 0) == n || store_fetch(op) == -1) {
+		store_op_free(op);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- internals ----------------------------------------------------------- */
+
+static struct store_op *
+store_op_new(struct store *s, struct store_msg *msgs, size_t n, store_cb *cb,
+    void *arg)
+{
+	struct store_op *op;
+
+	if (n == 0 || (op = calloc(1, sizeof(*op))) == NULL)
+		return NULL;
+	op->s = s;
+	op->cb = cb;
+	op->arg = arg;
+	op->msgs = msgs;
+	op->n = n;
+	if ((op->sorted = calloc(n, sizeof(*op->sorted))) == NULL) {
+		store_op_free(op);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		op->sorted[i] = &msgs[i];
+	qsort(op->sorted, n, sizeof(*op->sorted), store_cmp);
+	return op;
+}
+
+/* The first message from i on still to be written, or n. */
+static size_t
+store_next(struct store_op *op, size_t i)
+{
+	while (i < op->n && op->msgs[i].result != STORE_PENDING)
+		i++;
+	return i;
+}
+
+/* One element of a text[] literal, always quoted ("NULL" is a room id). */
+static void
+store_array(struct evbuffer *b, const char *s)
+{
+	(void)evbuffer_add(b, "\"", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			(void)evbuffer_add(b, "\\", 1);
+		(void)evbuffer_add(b, s, 1);
+	}
+	(void)evbuffer_add(b, "\"", 1);
+}
+
+/* The buffer as a C string of the caller's (free()). */
+static char *
+store_param(struct evbuffer *b)
+{
+	size_t len = evbuffer_get_length(b);
+	char *p;
+
+	if ((p = malloc(len + 1)) == NULL)
+		return NULL;
+	if (evbuffer_copyout(b, p, len) != (ev_ssize_t)len) {
+		free(p);
+		return NULL;
+	}
+	p[len] = '\0';
+	return p;
+}
+
+static int
+store_cmp(const void *a, const void *b)
+{
+	const struct store_msg *const *x = a, *const *y = b;
+
+	return strcmp((*x)->inbox_id, (*y)->inbox_id);
+}
+
+static struct store_msg *
+store_lookup(struct store_op *op, const char *inbox_id)
+{
+	struct store_msg key = { .inbox_id = inbox_id }, *kp = &key, **found;
+
+	found = bsearch(&kp, op->sorted, op->n, sizeof(*op->sorted),
+	    store_cmp);
+	return found != NULL ? *found : NULL;
+}
+
+/* The INSERT of every pending message, or in isolation of msgs[next]. */
+static int
+store_insert(struct store_op *op)
+{
+	size_t from = op->isolate ? op->next : 0;
+	size_t to = op->isolate ? op->next + 1 : op->n;
+	struct evbuffer *b;
+	char ts[32], *json;
+	int rc, first = 1;
+
+	if ((b = evbuffer_new()) == NULL)
+		return -1;
+	(void)evbuffer_add(b, "[", 1);
+	for (size_t i = from; i < to; i++) {
+		const struct store_msg *m = &op->msgs[i];
+
+		if (m->result != STORE_PENDING)
+			continue;
+		util_rfc3339(m->ts_ms, ts, sizeof(ts));
+		(void)evbuffer_add(b, first ? "{" : ",{", first ? 1 : 2);
+		first = 0;
+		json_add_key(b, "room_id");
+		json_add_cstr(b, m->room);
+		(void)evbuffer_add_printf(b, ",\"id\":%lld,\"user_id\":%lld,",
+		    (long long)m->id, (long long)m->user);
+		json_add_key(b, "username");
+		json_add_cstr(b, m->username);
+		(void)evbuffer_add(b, ",", 1);
+		json_add_key(b, "content");
+		json_add_string(b, m->content, m->content_len);
+		(void)evbuffer_add(b, ",", 1);
+		json_add_key(b, "inbox_id");
+		json_add_cstr(b, m->inbox_id);
+		(void)evbuffer_add(b, ",", 1);
+		json_add_key(b, "created_at");
+		json_add_cstr(b, ts);
+		(void)evbuffer_add(b, "}", 1);
+	}
+	(void)evbuffer_add(b, "]", 1);
+	json = store_param(b);
+	evbuffer_free(b);
+	if (json == NULL)
+		return -1;
+	rc = db_query(op->s->db, store_insert_sql, 1, (const char **)&json,
+	    store_inserted_cb, op);
+	free(json);
+	return rc;
+}
+
+/* Look up the messages the INSERT skipped: stored before. */
+static int
+store_fetch(struct store_op *op)
+{
+	struct evbuffer *b;
+	char *ids;
+	size_t n = 0;
+	int rc;
+
+	if ((b = evbuffer_new()) == NULL)
+		return -1;
+	(void)evbuffer_add(b, "{", 1);
+	for (size_t i = 0; i < op->n; i++) {
+		if (op->msgs[i].result != STORE_PENDING)
+			continue;
+		if (n++ > 0)
+			(void)evbuffer_add(b, ",", 1);
+		store_array(b, op->msgs[i].inbox_id);
+	}
+	(void)evbuffer_add(b, "}", 1);
+	ids = store_param(b);
+	evbuffer_free(b);
+	if (ids == NULL)
+		return -1;
+	if (n == 0) {
+		free(ids);
+		store_done(op, STORE_OK);
+		return 0;
+	}
+	rc = db_query(op->s->db, store_fetch_sql, 1, (const char **)&ids,
+	    store_fetched_cb, op);
+	free(ids);
+	return rc;
+}
+
+static void
+store_done(struct store_op *op, enum store_status st)
+{
+	op->cb(st, op->arg);
+	store_op_free(op);
+}
+
+static void
+store_op_free(struct store_op *op)
+{
+	if (op == NULL)
+		return;
+	free(op->sorted);
+	free(op);
+}
+
+static int
+store_int(const struct db_result *res, int row, int col, int64_t *out)
+{
+	long long v;
+
+	if (db_result_isnull(res, row, col) ||
+	    util_parse_int(db_result_value(res, row, col), INT64_MIN,
+	    INT64_MAX, &v) == -1)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static void
+store_loaded_cb(struct db_result *res, void *arg)
+{
+	struct store_op *op = arg;
+	struct store_row *rows = NULL;
+	size_t n = 0, nt;
+
+	if (res == NULL) {
+		op->lcb(STORE_AWAY, NULL, 0, op->arg);
+		goto done;
+	}
+	if (!db_result_ok(res)) {
+		log_warnx("store: cannot load rooms: %s (SQLSTATE %s)",
+		    db_result_error(res), db_result_sqlstate(res));
+		op->lcb(STORE_ERROR, NULL, 0, op->arg);
+		goto done;
+	}
+	nt = (size_t)db_result_ntuples(res);
+	if (nt > 0 && (rows = calloc(nt, sizeof(*rows))) == NULL) {
+		op->lcb(STORE_AWAY, NULL, 0, op->arg);
+		goto done;
+	}
+	for (size_t i = 0; i < nt; i++) {
+		struct store_row *r = &rows[n];
+		int row = (int)i;
+
+		r->room = db_result_value(res, row, 0);
+		if (store_int(res, row, 1, &r->last_id) == -1)
+			continue;
+		if (!db_result_isnull(res, row, 2) &&
+		    (store_int(res, row, 2, &r->id) == -1 ||
+		    store_int(res, row, 3, &r->user) == -1 ||
+		    store_int(res, row, 6, &r->ts_ms) == -1))
+			continue;
+		r->username = db_result_value(res, row, 4);
+		r->content = db_result_value(res, row, 5);
+		r->content_len = strlen(r->content);
+		n++;
+	}
+	op->lcb(STORE_OK, rows, n, op->arg);
+done:
+	free(rows);
+	store_op_free(op);
+}
+
+static void
+store_inserted_cb(struct db_result *res, void *arg)
+{
+	struct store_op *op = arg;
+	struct store_msg *m;
+
+	if (res == NULL) {
+		store_done(op, STORE_AWAY);
+		return;
+	}
+	if (!db_result_ok(res)) {
+		if (!op->isolate) {
+			log_warnx("store: PostgreSQL refused a batch of %zu "
+			    "messages: %s (SQLSTATE %s%s%s)", op->n,
+			    db_result_error(res), db_result_sqlstate(res),
+			    *db_result_constraint(res) ? ", " : "",
+			    db_result_constraint(res));
+			store_done(op, STORE_ERROR);
+			return;
+		}
+		m = &op->msgs[op->next];
+		log_warnx("inbox entry %s: PostgreSQL refused the message to "
+		    "room %s: %s (SQLSTATE %s); dropped", m->inbox_id, m->room,
+		    db_result_error(res), db_result_sqlstate(res));
+		m->result = STORE_BAD;
+	} else
+		for (int i = 0; i < db_result_ntuples(res); i++)
+			if ((m = store_lookup(op,
+			    db_result_value(res, i, 0))) != NULL)
+				m->result = STORE_NEW;
+	if (op->isolate && (op->next = store_next(op, op->next + 1)) < op->n) {
+		if (store_insert(op) == -1)
+			store_done(op, STORE_AWAY);
+		return;
+	}
+	if (store_fetch(op) == -1)
+		store_done(op, STORE_AWAY);
+}
+
+/*
+ * A stored row is this entry's message only if it says the same thing;
+ * anything else under the same inbox id (a stream that restarted with ids
+ * already used, say) must not be published in its place.
+ */
+static void
+store_fetched_cb(struct db_result *res, void *arg)
+{
+	struct store_op *op = arg;
+	struct store_msg *m;
+	const char *content;
+	int64_t id, user, ts;
+
+	if (res == NULL) {
+		store_done(op, STORE_AWAY);
+		return;
+	}
+	if (!db_result_ok(res)) {
+		log_warnx("store: cannot read stored messages: %s (SQLSTATE "
+		    "%s)", db_result_error(res), db_result_sqlstate(res));
+		store_done(op, STORE_ERROR);
+		return;
+	}
+	for (int i = 0; i < db_result_ntuples(res); i++) {
+		m = store_lookup(op, db_result_value(res, i, 0));
+		if (m == NULL || m->result != STORE_PENDING)
+			continue;
+		content = db_result_value(res, i, 4);
+		if (store_int(res, i, 2, &id) == -1 ||
+		    store_int(res, i, 3, &user) == -1 ||
+		    store_int(res, i, 5, &ts) == -1 ||
+		    strcmp(db_result_value(res, i, 1), m->room) != 0 ||
+		    user != m->user || strlen(content) != m->content_len ||
+		    memcmp(content, m->content, m->content_len) != 0) {
+			log_warnx("inbox entry %s: another message is stored "
+			    "under this id; dropped", m->inbox_id);
+			m->result = STORE_BAD;
+			continue;
+		}
+		m->id = id;
+		m->ts_ms = ts;
+		m->result = STORE_DUP;
+	}
+	for (size_t i = 0; i < op->n && !op->find; i++)
+		if (op->msgs[i].result == STORE_PENDING) {
+			log_warnx("inbox entry %s: neither stored nor found "
+			    "(room %s deleted?); dropped", op->msgs[i].inbox_id,
+			    op->msgs[i].room);
+			op->msgs[i].result = STORE_BAD;
+		}
+	store_done(op, STORE_OK);
+}

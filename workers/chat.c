@@ -1,0 +1,747 @@
+/*
+ * chat: the worker's WebSocket members and their rooms. Owns the Redis
+ * subscription connection (one for all rooms), the per-room member lists
+ * and delivery state, and the worker's heartbeat key. The hub alone orders
+ * a room; this file delivers what the hub publishes, once per event:
+ *	room event -> parse type and id once -> drop if not newer than what
+ *	this worker delivered -> frame once -> reference the frame from every
+ *	joined member's output buffer.
+ */
+#include "config.h"
+
+#include <sys/queue.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/bus.h"
+#include "common/conf.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/msg.h"
+#include "common/util.h"
+#include "workers/auth.h"
+#include "workers/chat.h"
+#include "workers/conn.h"
+#include "workers/http.h"
+#include "workers/worker.h"
+#include "workers/ws.h"
+
+#define CHAT_BUCKETS		1024	/* rooms hash table */
+#define CHAT_ALIVE_TTL_S	3	/* heartbeat key lifetime */
+#define CHAT_CLOSE_GRACE_MS	2000	/* then a closing socket is cut */
+
+enum member_state {
+	MEMBER_SUBSCRIBING,	/* waiting for the room's SUBSCRIBE */
+	MEMBER_REGISTERING,	/* registered, waiting for its history */
+	MEMBER_JOINED,		/* receives the room's events */
+	MEMBER_CLOSING		/* close started; unregistered */
+};
+
+struct chat_room;
+
+struct chat_member {
+	TAILQ_ENTRY(chat_member) entry;		/* in room->members */
+	struct conn	*conn;
+	struct chat_room *room;
+	struct ws	*ws;
+	enum member_state state;
+	int		 registered;	/* the hub was told of it */
+	int64_t		 uid;
+	char		 username[MSG_USERNAME_MAX + 1];
+	char		 session[AUTH_KEY_MAX];
+	int64_t		 last_seen_ms;	/* monotonic: last frame from it */
+	int		 ping_sent;
+};
+
+TAILQ_HEAD(member_list, chat_member);
+
+enum room_sub {
+	ROOM_UNSUBSCRIBED,
+	ROOM_SUBSCRIBING,
+	ROOM_SUBSCRIBED
+};
+
+struct chat_room {
+	struct chat_room *next;		/* hash chain */
+	char		 id[MSG_ROOM_ID_MAX + 1];
+	char		 channel[MSG_ROOM_ID_MAX + 80];
+	struct member_list members;
+	size_t		 nmembers;
+	enum room_sub	 sub;
+	int64_t		 last_id;	/* newest message delivered here */
+};
+
+struct chat {
+	struct worker	*w;
+	struct bus	*sub;		/* SUBSCRIBE only */
+	char		 wid[96];	/* <instance>:<pid> */
+	char		 worker_channel[192];
+	char		 control_channel[128];
+	char		 alive_key[192];
+	char		 inbox[128];
+	struct chat_room *buckets[CHAT_BUCKETS];
+	uint64_t	 nmembers;
+	uint64_t	 nrooms;
+	struct event	*cron;		/* heartbeat, pings: every second */
+	int		 stopping;
+};
+
+static struct chat_room *chat_room_get(struct chat *, const char *, int);
+static void	chat_rooms_collect(struct chat *);
+static void	chat_subscribe(struct chat *, struct chat_room *);
+static void	chat_register(struct chat *, struct chat_member *);
+static int	chat_inbox_op(struct chat *, struct chat_member *,
+		    const char *, const char *, size_t);
+static void	chat_sub_connected(struct bus *, void *);
+static void	chat_sub_lost(struct bus *, void *);
+static void	chat_sub_cb(struct bus *, struct bus_reply *, void *);
+static void	chat_on_room_event(struct chat *, struct chat_room *,
+		    const char *, size_t);
+static void	chat_on_history(struct chat *, const char *, size_t);
+static void	chat_on_control(struct chat *, const char *, size_t);
+static void	chat_cron_cb(evutil_socket_t, short, void *);
+static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
+static void	chat_close_member(struct chat_member *, int, const char *);
+static void	member_on_text(void *, const char *, size_t);
+static void	member_on_activity(void *);
+static void	member_on_closed(void *, int);
+
+static const struct ws_handlers chat_ws_handlers = {
+	member_on_text,
+	member_on_activity,
+	member_on_closed
+};
+
+/* --- the worker's chat state -------------------------------------------- */
+
+struct chat *
+chat_new(struct worker *w)
+{
+	struct timeval one = { 1, 0 };
+	const char *p = w->conf->redis_prefix;
+	struct chat *chat;
+
+	if ((chat = calloc(1, sizeof(*chat))) == NULL)
+		return NULL;
+	chat->w = w;
+	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
+	    (long)getpid());
+	snprintf(chat->worker_channel, sizeof(chat->worker_channel),
+	    "%sworker:%s", p, chat->wid);
+	snprintf(chat->control_channel, sizeof(chat->control_channel),
+	    "%scontrol", p);
+	snprintf(chat->alive_key, sizeof(chat->alive_key), "%sworker:%s:alive",
+	    p, chat->wid);
+	snprintf(chat->inbox, sizeof(chat->inbox), "%shub:inbox", p);
+	chat->sub = bus_new(w->base, w->conf->redis_url, "subscriptions",
+	    chat_sub_connected, chat_sub_lost, chat);
+	chat->cron = event_new(w->base, -1, EV_PERSIST, chat_cron_cb, chat);
+	if (chat->sub == NULL || chat->cron == NULL ||
+	    event_add(chat->cron, &one) == -1) {
+		chat_free(chat);
+		return NULL;
+	}
+	return chat;
+}
+
+void
+chat_free(struct chat *chat)
+{
+	struct chat_room *r, *next;
+
+	if (chat == NULL)
+		return;
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = next) {
+			next = r->next;
+			free(r);
+		}
+	if (chat->cron != NULL)
+		event_free(chat->cron);
+	bus_free(chat->sub);
+	free(chat);
+}
+
+uint64_t
+chat_members(const struct chat *chat)
+{
+	return chat->nmembers;
+}
+
+void
+chat_stop(struct chat *chat)
+{
+	struct chat_room *r;
+	struct chat_member *m, *next;
+
+	chat->stopping = 1;
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = r->next)
+			for (m = TAILQ_FIRST(&r->members); m != NULL;
+			    m = next) {
+				next = TAILQ_NEXT(m, entry);
+				chat_close_member(m, WS_CLOSE_GOING_AWAY,
+				    "server going down");
+			}
+}
+
+/* --- members ------------------------------------------------------------ */
+
+void
+chat_upgrade(struct conn *c, const char *extra, const char *room,
+    int64_t uid, const char *username, const char *session)
+{
+	struct worker *w = c->worker;
+	struct chat *chat = w->chat;
+	struct chat_member *m;
+
+	if (chat->stopping) {
+		conn_error(c, 503, "the server is going down");
+		return;
+	}
+	if ((m = calloc(1, sizeof(*m))) == NULL) {
+		conn_error(c, 500, "out of memory");
+		return;
+	}
+	m->conn = c;
+	m->uid = uid;
+	snprintf(m->username, sizeof(m->username), "%s", username);
+	snprintf(m->session, sizeof(m->session), "%s", session);
+	m->last_seen_ms = util_mono_ms();
+	if ((m->room = chat_room_get(chat, room, 1)) == NULL) {
+		free(m);
+		conn_error(c, 500, "out of memory");
+		return;
+	}
+	conn_upgrade(c, extra);
+	m->ws = ws_new(c->bev, (size_t)w->conf->max_ws_message,
+	    (size_t)w->conf->ws_output_limit, &chat_ws_handlers, m);
+	if (m->ws == NULL) {
+		free(m);
+		conn_close(c);
+		return;
+	}
+	c->member = m;
+	chat->nmembers++;
+	w->stats.websockets++;
+	TAILQ_INSERT_TAIL(&m->room->members, m, entry);
+	m->room->nmembers++;
+	log_debug("conn %llu: user %lld joins room %s",
+	    (unsigned long long)c->id, (long long)uid, room);
+	if (m->room->sub == ROOM_SUBSCRIBED)
+		chat_register(chat, m);
+	else {
+		m->state = MEMBER_SUBSCRIBING;
+		chat_subscribe(chat, m->room);
+	}
+	/* Frames the client sent right behind its handshake. */
+	chat_on_read(c);
+}
+
+void
+chat_on_read(struct conn *c)
+{
+	if (c->member != NULL && c->member->ws != NULL)
+		ws_read(c->member->ws);
+}
+
+/*
+ * The connection is going away (closed by either side, or cut): leave the
+ * room now, so that the hub announces it; the member itself is freed
+ * later, with the conn, outside any of its callbacks.
+ */
+void
+chat_on_close(struct conn *c)
+{
+	struct chat_member *m = c->member;
+	struct chat *chat = c->worker->chat;
+
+	if (m == NULL || m->room == NULL)
+		return;
+	if (m->registered)
+		(void)chat_inbox_op(chat, m, "unregister", NULL, 0);
+	m->state = MEMBER_CLOSING;
+	TAILQ_REMOVE(&m->room->members, m, entry);
+	m->room->nmembers--;		/* chat_rooms_collect() frees it */
+	m->room = NULL;
+	chat->nmembers--;
+	c->worker->stats.websockets--;
+}
+
+void
+chat_member_free(struct chat_member *m)
+{
+	if (m == NULL)
+		return;
+	if (m->ws != NULL)
+		ws_free(m->ws);
+	free(m);
+}
+
+/* Tell the hub about a member whose room channel is subscribed. */
+static void
+chat_register(struct chat *chat, struct chat_member *m)
+{
+	m->state = MEMBER_REGISTERING;
+	if (chat_inbox_op(chat, m, "register", NULL, 0) == 0)
+		m->registered = 1;
+}
+
+/*
+ * XADD one entry for m to the inbox; -1 if Redis is away. A broadcast's
+ * answer comes to chat_broadcast_cb with the conn, which the caller holds.
+ */
+static int
+chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
+    const char *content, size_t len)
+{
+	char user[24], conn[24];
+	const char *argv[17];
+	size_t lens[17];
+	int argc = 0;
+
+#define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
+	snprintf(user, sizeof(user), "%lld", (long long)m->uid);
+	snprintf(conn, sizeof(conn), "%llu", (unsigned long long)m->conn->id);
+	ARG("XADD", 4);
+	ARG(chat->inbox, strlen(chat->inbox));
+	ARG("*", 1);
+	ARG("op", 2);
+	ARG(op, strlen(op));
+	ARG("room", 4);
+	ARG(m->room->id, strlen(m->room->id));
+	ARG("worker", 6);
+	ARG(chat->wid, strlen(chat->wid));
+	ARG("conn", 4);
+	ARG(conn, strlen(conn));
+	ARG("user", 4);
+	ARG(user, strlen(user));
+	ARG("username", 8);
+	ARG(m->username, strlen(m->username));
+	if (content != NULL) {
+		ARG("content", 7);
+		ARG(content, len);
+	}
+#undef ARG
+	if (bus_commandv(chat->w->redis, content != NULL ? chat_broadcast_cb :
+	    NULL, content != NULL ? m->conn : NULL, argc, argv, lens) == -1) {
+		log_warnx("conn %llu: cannot %s: Redis is away",
+		    (unsigned long long)m->conn->id, op);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The XADD of a member's message was answered. member_on_text() holds the
+ * conn until this runs, so it is still allocated even if it closed.
+ */
+static void
+chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct conn *c = arg;
+
+	if ((reply == NULL || bus_reply_type(reply) == BUS_ERROR) &&
+	    c->member != NULL && c->member->room != NULL)
+		chat_close_member(c->member, WS_CLOSE_ERROR, "message not "
+		    "accepted; try again");
+	conn_release(c);
+}
+
+static void
+member_on_text(void *arg, const char *msg, size_t len)
+{
+	struct chat_member *m = arg;
+	struct chat *chat = m->conn->worker->chat;
+
+	if (m->state == MEMBER_CLOSING || m->room == NULL || len == 0)
+		return;			/* an empty frame carries no message */
+	/* Valid UTF-8, but no database text can hold it. */
+	if (memchr(msg, '\0', len) != NULL) {
+		chat_close_member(m, WS_CLOSE_BAD_DATA, "messages cannot "
+		    "contain NUL characters");
+		return;
+	}
+	m->conn->worker->stats.msgs_in++;
+	conn_hold(m->conn);
+	if (chat_inbox_op(chat, m, "broadcast", msg, len) == -1) {
+		/* Not accepted: 1011 tells the client to try again. */
+		conn_release(m->conn);
+		chat_close_member(m, WS_CLOSE_ERROR, "message not accepted; "
+		    "try again");
+	}
+}
+
+static void
+member_on_activity(void *arg)
+{
+	struct chat_member *m = arg;
+
+	m->last_seen_ms = util_mono_ms();
+	m->ping_sent = 0;
+}
+
+/* The WebSocket session is over: close the connection once drained. */
+static void
+member_on_closed(void *arg, int code)
+{
+	struct chat_member *m = arg;
+
+	log_debug("conn %llu: websocket closed (%d)",
+	    (unsigned long long)m->conn->id, code);
+	if (m->room != NULL)
+		chat_on_close(m->conn);
+	conn_close_when_drained(m->conn, CHAT_CLOSE_GRACE_MS);
+}
+
+static void
+chat_close_member(struct chat_member *m, int code, const char *reason)
+{
+	if (m->ws != NULL && !ws_closing(m->ws))
+		ws_close(m->ws, code, reason);
+}
+
+/* --- rooms -------------------------------------------------------------- */
+
+static unsigned
+chat_hash(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % CHAT_BUCKETS;
+}
+
+static struct chat_room *
+chat_room_get(struct chat *chat, const char *id, int create)
+{
+	unsigned h = chat_hash(id);
+	struct chat_room *r;
+
+	for (r = chat->buckets[h]; r != NULL; r = r->next)
+		if (strcmp(r->id, id) == 0)
+			return r;
+	if (!create || (r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	snprintf(r->channel, sizeof(r->channel), "%sroom:%s",
+	    chat->w->conf->redis_prefix, id);
+	TAILQ_INIT(&r->members);
+	r->next = chat->buckets[h];
+	chat->buckets[h] = r;
+	chat->nrooms++;
+	chat->w->stats.rooms = chat->nrooms;
+	return r;
+}
+
+/*
+ * Rooms without members are unsubscribed and forgotten here, from the
+ * cron, never while a member is leaving: a leave can happen inside loops
+ * that walk the rooms (a close started from such a loop may finish at
+ * once).
+ */
+static void
+chat_rooms_collect(struct chat *chat)
+{
+	struct chat_room **pp, *r;
+
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (pp = &chat->buckets[i]; (r = *pp) != NULL;) {
+			if (r->nmembers > 0) {
+				pp = &r->next;
+				continue;
+			}
+			if (r->sub != ROOM_UNSUBSCRIBED &&
+			    bus_connected(chat->sub))
+				(void)!bus_command(chat->sub, NULL, NULL,
+				    "UNSUBSCRIBE %s", r->channel);
+			*pp = r->next;
+			free(r);
+			chat->nrooms--;
+		}
+	chat->w->stats.rooms = chat->nrooms;
+}
+
+static void
+chat_subscribe(struct chat *chat, struct chat_room *r)
+{
+	if (r->sub != ROOM_UNSUBSCRIBED)
+		return;
+	if (bus_command(chat->sub, chat_sub_cb, chat, "SUBSCRIBE %s",
+	    r->channel) == 0)
+		r->sub = ROOM_SUBSCRIBING;
+	/* Else Redis is away: chat_sub_lost closes the members. */
+}
+
+/* --- the subscription connection ---------------------------------------- */
+
+static void
+chat_sub_connected(struct bus *bus, void *arg)
+{
+	struct chat *chat = arg;
+
+	if (bus_command(bus, chat_sub_cb, chat, "SUBSCRIBE %s %s",
+	    chat->worker_channel, chat->control_channel) == -1)
+		log_warnx("cannot subscribe to %s", chat->worker_channel);
+}
+
+/*
+ * Redis went away: the subscriptions, the inbox and the hub's presence may
+ * all be gone with it. Close every member with 1011; clients reconnect and
+ * rejoin once Redis is back, which rebuilds everything consistently.
+ */
+static void
+chat_sub_lost(struct bus *bus, void *arg)
+{
+	struct chat *chat = arg;
+	struct chat_room *r;
+	struct chat_member *m, *next;
+
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = r->next) {
+			r->sub = ROOM_UNSUBSCRIBED;
+			for (m = TAILQ_FIRST(&r->members); m != NULL;
+			    m = next) {
+				next = TAILQ_NEXT(m, entry);
+				/* Still unregistered on close, through the
+				 * command connection, in case only this one
+				 * broke and the hub's presence survives. */
+				chat_close_member(m, WS_CLOSE_ERROR,
+				    "chat service restarting; reconnect");
+			}
+		}
+}
+
+/*
+ * Everything the subscription connection receives: confirmations
+ * ["subscribe", channel, n] and messages ["message", channel, payload].
+ */
+static void
+chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat *chat = arg;
+	const char *kind, *channel, *payload, *id;
+	size_t plen, prefix = strlen(chat->w->conf->redis_prefix);
+	struct chat_room *r;
+	struct chat_member *m, *next;
+
+	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY ||
+	    bus_reply_elements(reply) != 3)
+		return;
+	kind = bus_reply_str(bus_reply_element(reply, 0), NULL);
+	channel = bus_reply_str(bus_reply_element(reply, 1), NULL);
+	if (kind == NULL || channel == NULL)
+		return;
+	id = strncmp(channel, chat->w->conf->redis_prefix, prefix) == 0 &&
+	    strncmp(channel + prefix, "room:", 5) == 0 ?
+	    channel + prefix + 5 : NULL;
+	if (strcmp(kind, "subscribe") == 0) {
+		if (id == NULL || (r = chat_room_get(chat, id, 0)) == NULL ||
+		    r->sub != ROOM_SUBSCRIBING)
+			return;
+		r->sub = ROOM_SUBSCRIBED;
+		for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+			next = TAILQ_NEXT(m, entry);
+			if (m->state == MEMBER_SUBSCRIBING)
+				chat_register(chat, m);
+		}
+		return;
+	}
+	if (strcmp(kind, "message") != 0)
+		return;
+	payload = bus_reply_str(bus_reply_element(reply, 2), &plen);
+	if (payload == NULL)
+		return;
+	if (id != NULL) {
+		if ((r = chat_room_get(chat, id, 0)) != NULL &&
+		    r->sub == ROOM_SUBSCRIBED)
+			chat_on_room_event(chat, r, payload, plen);
+	} else if (strcmp(channel, chat->worker_channel) == 0)
+		chat_on_history(chat, payload, plen);
+	else if (strcmp(channel, chat->control_channel) == 0)
+		chat_on_control(chat, payload, plen);
+}
+
+/*
+ * One event of a room, as the hub published it. Messages not newer than
+ * the last one delivered here are a hub's replay: dropped. The payload is
+ * framed once; each joined member's output references that frame.
+ */
+static void
+chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
+    size_t len)
+{
+	struct json_doc *doc;
+	struct ws_frame *f;
+	struct chat_member *m, *next;
+	const char *type;
+	int64_t id;
+
+	if ((doc = json_parse(payload, len)) == NULL) {
+		log_warnx("room %s: unreadable event dropped", r->id);
+		return;
+	}
+	if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
+		goto done;
+	if (strcmp(type, "message") == 0) {
+		if (json_get_int(doc, "id", &id) != JSON_OK ||
+		    id <= r->last_id)
+			goto done;
+		r->last_id = id;
+	}
+	if ((f = ws_frame_text(payload, len)) == NULL)
+		goto done;
+	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, entry);
+		if (m->state == MEMBER_JOINED && ws_send(m->ws, f) == 0)
+			chat->w->stats.msgs_out++;
+	}
+	ws_frame_unref(f);
+done:
+	json_free(doc);
+}
+
+struct history_ctx {
+	struct chat		*chat;
+	struct chat_member	*member;
+};
+
+static void
+chat_history_elem(const char *elem, size_t len, void *arg)
+{
+	struct history_ctx *h = arg;
+	struct ws_frame *f;
+
+	if ((f = ws_frame_text(elem, len)) == NULL)
+		return;
+	if (ws_send(h->member->ws, f) == 0)
+		h->chat->w->stats.msgs_out++;
+	ws_frame_unref(f);
+}
+
+/*
+ * A joining member's history, on this worker's channel: send it, then let
+ * the member see the room's live events, which the hub publishes after.
+ */
+static void
+chat_on_history(struct chat *chat, const char *payload, size_t len)
+{
+	struct history_ctx h = { chat, NULL };
+	struct json_doc *doc;
+	struct chat_room *r;
+	struct chat_member *m;
+	const char *type, *room;
+	int64_t conn, upto;
+
+	if ((doc = json_parse(payload, len)) == NULL)
+		return;
+	if (json_get_string(doc, "type", &type, NULL) != JSON_OK ||
+	    strcmp(type, "history") != 0 ||
+	    json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	    json_get_int(doc, "conn", &conn) != JSON_OK ||
+	    json_get_int(doc, "upto", &upto) != JSON_OK ||
+	    (r = chat_room_get(chat, room, 0)) == NULL)
+		goto done;
+	TAILQ_FOREACH(m, &r->members, entry)
+		if (m->conn->id == (uint64_t)conn)
+			break;
+	if (m == NULL || m->state != MEMBER_REGISTERING)
+		goto done;
+	h.member = m;
+	json_array_each(payload, len, "messages", chat_history_elem, &h);
+	m->state = MEMBER_JOINED;
+	if (upto > r->last_id)
+		r->last_id = upto;
+done:
+	json_free(doc);
+}
+
+/* Account events: close the sockets of a deleted user or a revoked
+ * session. */
+static void
+chat_on_control(struct chat *chat, const char *payload, size_t len)
+{
+	struct json_doc *doc;
+	struct chat_room *r;
+	struct chat_member *m, *next;
+	const char *type, *session = NULL;
+	char key[AUTH_KEY_MAX];
+	int64_t uid;
+	int deleted;
+
+	if ((doc = json_parse(payload, len)) == NULL)
+		return;
+	if (json_get_string(doc, "type", &type, NULL) != JSON_OK ||
+	    json_get_int(doc, "userId", &uid) != JSON_OK)
+		goto done;
+	deleted = strcmp(type, "user_deleted") == 0;
+	if (!deleted && (strcmp(type, "session_revoked") != 0 ||
+	    json_get_string(doc, "session", &session, NULL) != JSON_OK))
+		goto done;
+	if (session != NULL)
+		snprintf(key, sizeof(key), "%ssession:%s",
+		    chat->w->conf->redis_prefix, session);
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = r->next)
+			for (m = TAILQ_FIRST(&r->members); m != NULL;
+			    m = next) {
+				next = TAILQ_NEXT(m, entry);
+				if (m->uid != uid || (!deleted &&
+				    strcmp(m->session, key) != 0))
+					continue;
+				chat_close_member(m, WS_CLOSE_POLICY, deleted ?
+				    "account deleted" : "logged out");
+			}
+done:
+	json_free(doc);
+}
+
+/* The heartbeat the hub watches: a worker without it has died. */
+void
+chat_heartbeat(struct chat *chat)
+{
+	if (bus_connected(chat->w->redis))
+		(void)!bus_command(chat->w->redis, NULL, NULL,
+		    "SET %s 1 EX %d", chat->alive_key, CHAT_ALIVE_TTL_S);
+}
+
+/*
+ * Every second: the heartbeat, and pings. A member silent
+ * for ws_ping_interval is pinged; one still silent a second interval later
+ * is closed.
+ */
+static void
+chat_cron_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct chat *chat = arg;
+	int64_t now = util_mono_ms();
+	int64_t interval = (int64_t)chat->w->conf->ws_ping_interval * 1000;
+	struct chat_room *r;
+	struct chat_member *m, *next;
+
+	chat_heartbeat(chat);
+	chat_rooms_collect(chat);
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = r->next)
+			for (m = TAILQ_FIRST(&r->members); m != NULL;
+			    m = next) {
+				next = TAILQ_NEXT(m, entry);
+				if (now - m->last_seen_ms < interval)
+					continue;
+				if (!m->ping_sent) {
+					ws_ping(m->ws);
+					m->ping_sent = 1;
+				} else if (now - m->last_seen_ms >=
+				    2 * interval)
+					chat_close_member(m, WS_CLOSE_GOING_AWAY,
+					    "no answer to ping");
+			}
+}

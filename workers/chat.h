@@ -1,0 +1,44 @@
+/*
+ * chat: the worker's side of chat. Owns the WebSocket members of this
+ * worker, the Redis subscription connection (room channels, this worker's
+ * channel, the control channel), and the heartbeat. A member joins by
+ * subscribing to its room's channel, then registering with the hub through
+ * the inbox; it sees nothing of the room until its history has arrived.
+ * Every room event is framed once and the same frame is referenced by
+ * every local member's output.
+ */
+#ifndef GC_CHAT_H
+#define GC_CHAT_H
+
+#include <stdint.h>
+
+struct conn;
+struct worker;
+struct chat;
+struct chat_member;
+
+struct chat *chat_new(struct worker *w);
+void	chat_free(struct chat *chat);
+/* Worker stopping: every member gets close 1001. */
+void	chat_stop(struct chat *chat);
+/* Refresh this worker's heartbeat key now (also every second). */
+void	chat_heartbeat(struct chat *chat);
+/* Number of members (for the worker's stats). */
+uint64_t chat_members(const struct chat *chat);
+
+/*
+ * Answer the upgrade (101 with the handshake's extra headers) and make c a
+ * member of room for user uid. session is the Redis key of the session the
+ * socket was opened with ("" if none), so a logout can close it.
+ */
+void	chat_upgrade(struct conn *c, const char *extra, const char *room,
+	    int64_t uid, const char *username, const char *session);
+
+/* From conn.c: input arrived on a member's connection. */
+void	chat_on_read(struct conn *c);
+/* From conn.c: the member's connection is closing (unregister it). */
+void	chat_on_close(struct conn *c);
+/* From conn.c's deferred free: release the member. */
+void	chat_member_free(struct chat_member *m);
+
+#endif
