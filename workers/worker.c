@@ -230,9 +230,12 @@ static void
 worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	int up = db_pool_up(w->db) && bus_connected(w->redis);
+	int up;
 
-	if (w->stopping || (!up && util_mono_ms() < w->gate_deadline))
+	if (w->stopping)
+		return;
+	up = db_pool_up(w->db) && bus_connected(w->redis);
+	if (!up && util_mono_ms() < w->gate_deadline)
 		return;
 	event_del(w->gate);
 	w->ready = 1;
@@ -251,6 +254,9 @@ worker_free(struct worker *w)
 {
 	struct conn *c;
 
+	/* No timer may run into what is freed below. */
+	event_del(w->gate);
+	event_del(w->cron);
 	TAILQ_FOREACH(c, &w->conns, entry)
 		conn_close(c);
 	if (w->listener != NULL)
