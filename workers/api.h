@@ -73,6 +73,12 @@ api_user_handler api_user_get;
 api_user_handler api_user_find;
 api_user_handler api_followers;
 api_user_handler api_following;
+/* api_posts.c */
+api_user_handler api_post_create;
+api_user_handler api_post_get;
+api_user_handler api_post_delete;
+api_user_handler api_user_posts;
+api_user_handler api_feed;
 /* api_rooms.c */
 api_user_handler api_create_room;
 api_user_handler api_get_rooms;

@@ -1,0 +1,438 @@
+/*
+ * api_posts: the posts and the feed of SPEC.md §4: creating, reading and
+ * deleting a post, a user's posts and the caller's feed (own posts plus
+ * those of everyone followed). Each handler runs one SQL statement; its
+ * state lives in a struct posts_op until the answer is sent.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "common/db.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/utf8.h"
+#include "common/util.h"
+#include "workers/api.h"
+#include "workers/conn.h"
+#include "workers/http.h"
+#include "workers/router.h"
+#include "workers/worker.h"
+
+#define POSTS_CONTENT_MAX	1000	/* SPEC.md §4, in code points */
+/* 401 for a valid session whose user row is gone (deleted meanwhile). */
+#define POSTS_GONE		"this account no longer exists"
+
+/*
+ * One request in flight: owned by the handler until it hands it to a
+ * callback, freed by whoever answers.
+ */
+struct posts_op {
+	struct conn	*conn;
+	int64_t		 uid;		/* the caller */
+	int64_t		 id;		/* the post, or a list's user */
+};
+
+static struct posts_op *posts_op_new(struct conn *, int64_t, int64_t);
+static void	posts_query(struct posts_op *, const char *, int,
+		    const char *const *, db_cb *);
+static void	posts_list(struct conn *, struct http_request *, int64_t,
+		    int64_t, const char *, db_cb *);
+static void	posts_answer_list(struct posts_op *, struct db_result *);
+static void	posts_add_post(struct evbuffer *, struct db_result *, int);
+static void	posts_add_int(struct evbuffer *, const char *, const char *);
+
+static void	posts_create_cb(struct db_result *, void *);
+static void	posts_get_cb(struct db_result *, void *);
+static void	posts_delete_cb(struct db_result *, void *);
+static void	posts_user_list_cb(struct db_result *, void *);
+static void	posts_feed_cb(struct db_result *, void *);
+
+/* The columns of a post object, in the order posts_add_post() reads. */
+#define POSTS_COLUMNS \
+	"p.id, p.user_id, u.username, p.content, " \
+	API_SQL_TIME("p.created_at")
+
+/* $1 the author, $2 the content. */
+static const char posts_create_sql[] =
+    "WITH p AS (INSERT INTO posts (user_id, content) VALUES ($1, $2)"
+    " RETURNING *) SELECT " POSTS_COLUMNS
+    " FROM p JOIN users u ON u.id = p.user_id";
+
+static const char posts_get_sql[] =
+    "SELECT " POSTS_COLUMNS " FROM posts p JOIN users u ON u.id = p.user_id"
+    " WHERE p.id = $1";
+
+/*
+ * $1 the post, $2 the caller. No row: no such post. Otherwise the author
+ * and whether this statement deleted it (only the author's own can go).
+ * Both CTEs see the same snapshot, so a post deleted concurrently shows
+ * its author but deleted = false: see posts_delete_cb().
+ */
+static const char posts_delete_sql[] =
+    "WITH d AS (DELETE FROM posts WHERE id = $1 AND user_id = $2"
+    " RETURNING id)"
+    " SELECT p.user_id, EXISTS (SELECT 1 FROM d) FROM posts p"
+    " WHERE p.id = $1";
+
+/*
+ * A user's posts: $1 the user, $2 before (ids below it), $3 limit. Zero
+ * rows means no such user; one row of NULLs, a user without posts. The
+ * LATERAL reads posts_user_id (user_id, id DESC) from $2 down, at most $3
+ * rows. The keyset on the post id keeps pages stable under inserts: a new
+ * post has a higher id than every one already read.
+ */
+static const char posts_user_list_sql[] =
+    "SELECT " POSTS_COLUMNS " FROM users u LEFT JOIN LATERAL ("
+    "SELECT * FROM posts WHERE user_id = u.id AND id < $2"
+    " ORDER BY id DESC LIMIT $3) p ON true"
+    " WHERE u.id = $1 ORDER BY p.id DESC";
+
+/*
+ * The feed: $1 the caller, $2 before, $3 limit. Its shape is chosen so
+ * that it stays fast for a reader following thousands of authors and for
+ * authors with many followers: for each author (everyone followed, via
+ * user_followers' primary key on (follower_id, following_id), plus the
+ * caller) one probe of posts_user_id (user_id, id DESC) reads at most $3
+ * rows below $2; the outer ORDER BY ... LIMIT is then a top-N merge of at
+ * most authors * $3 rows. The cost grows with the number of authors
+ * followed, never with the number of posts, and there is no OFFSET: the
+ * keyset on the post id makes pages stable under concurrent inserts. A
+ * plain join of posts with user_followers ordered by id would instead walk
+ * posts by id across everyone and filter (or sort all followed posts).
+ * Keep this one string: it is the statement measured with EXPLAIN.
+ */
+static const char posts_feed_sql[] =
+    "SELECT " POSTS_COLUMNS " FROM ("
+    "SELECT following_id AS uid FROM user_followers WHERE follower_id = $1"
+    " UNION ALL SELECT $1::bigint) a"
+    " CROSS JOIN LATERAL (SELECT * FROM posts WHERE user_id = a.uid"
+    " AND id < $2 ORDER BY id DESC LIMIT $3) p"
+    " JOIN users u ON u.id = p.user_id"
+    " ORDER BY p.id DESC LIMIT $3";
+
+/* --- POST /posts --------------------------------------------------------- */
+
+void
+api_post_create(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct json_doc *doc;
+	struct posts_op *op;
+	const char *s, *params[2];
+	char me[24];
+	size_t len;
+
+	if ((doc = api_body(c, req)) == NULL)
+		return;
+	if (!api_string(c, doc, "content", &s, &len))
+		goto done;
+	/* json_get_string() has checked that s is valid UTF-8 without NUL. */
+	if (len == 0 || utf8_count(s, len) > POSTS_CONTENT_MAX ||
+	    utf8_blank(s, len)) {
+		conn_error(c, 400, "content must be 1 to %d characters, not "
+		    "only white space", POSTS_CONTENT_MAX);
+		goto done;
+	}
+	if ((op = posts_op_new(c, uid, 0)) == NULL)
+		goto done;
+	snprintf(me, sizeof(me), "%" PRId64, uid);
+	params[0] = me;
+	params[1] = s;	/* copied by db_query() */
+	posts_query(op, posts_create_sql, 2, params, posts_create_cb);
+done:
+	json_free(doc);
+}
+
+static void
+posts_create_cb(struct db_result *res, void *arg)
+{
+	struct posts_op *op = arg;
+	struct evbuffer *body = NULL;
+
+	/* The only foreign key is the author's: the caller's row is gone. */
+	if (res != NULL && !db_result_ok(res) &&
+	    strcmp(db_result_sqlstate(res), "23503") == 0) {
+		conn_error(op->conn, 401, POSTS_GONE);
+		goto done;
+	}
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->conn, res, "creating a post");
+		goto done;
+	}
+	if (db_result_ntuples(res) != 1) {
+		/* The user was deleted between the insert and the join. */
+		conn_error(op->conn, 401, POSTS_GONE);
+		goto done;
+	}
+	if ((body = evbuffer_new()) == NULL) {
+		conn_error(op->conn, 500, "out of memory");
+		goto done;
+	}
+	posts_add_post(body, res, 0);
+	conn_json(op->conn, 201, body, NULL);
+done:
+	if (body != NULL)
+		evbuffer_free(body);
+	free(op);
+}
+
+/* --- GET /posts/{id} ----------------------------------------------------- */
+
+void
+api_post_get(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct posts_op *op;
+	char id[24];
+	const char *params[1] = { id };
+	int64_t n;
+
+	if (!api_id(c, router_param(m, "id"), "the post id", &n))
+		return;
+	if ((op = posts_op_new(c, uid, n)) == NULL)
+		return;
+	snprintf(id, sizeof(id), "%" PRId64, n);
+	posts_query(op, posts_get_sql, 1, params, posts_get_cb);
+}
+
+static void
+posts_get_cb(struct db_result *res, void *arg)
+{
+	struct posts_op *op = arg;
+	struct evbuffer *body = NULL;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->conn, res, "reading a post");
+		goto done;
+	}
+	if (db_result_ntuples(res) == 0) {
+		conn_error(op->conn, 404, "no post with id %" PRId64, op->id);
+		goto done;
+	}
+	if ((body = evbuffer_new()) == NULL) {
+		conn_error(op->conn, 500, "out of memory");
+		goto done;
+	}
+	posts_add_post(body, res, 0);
+	conn_json(op->conn, 200, body, NULL);
+done:
+	if (body != NULL)
+		evbuffer_free(body);
+	free(op);
+}
+
+/* --- DELETE /posts/{id} -------------------------------------------------- */
+
+void
+api_post_delete(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct posts_op *op;
+	char id[24], me[24];
+	const char *params[2] = { id, me };
+	int64_t n;
+
+	if (!api_id(c, router_param(m, "id"), "the post id", &n))
+		return;
+	if ((op = posts_op_new(c, uid, n)) == NULL)
+		return;
+	snprintf(id, sizeof(id), "%" PRId64, n);
+	snprintf(me, sizeof(me), "%" PRId64, uid);
+	posts_query(op, posts_delete_sql, 2, params, posts_delete_cb);
+}
+
+static void
+posts_delete_cb(struct db_result *res, void *arg)
+{
+	struct posts_op *op = arg;
+	long long author;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->conn, res, "deleting a post");
+		goto done;
+	}
+	if (db_result_ntuples(res) == 0) {
+		conn_error(op->conn, 404, "no post with id %" PRId64, op->id);
+		goto done;
+	}
+	if (strcmp(db_result_value(res, 0, 1), "t") == 0) {
+		conn_respond(op->conn, 204, NULL, NULL, 0, NULL);
+		goto done;
+	}
+	if (util_parse_int(db_result_value(res, 0, 0), INT64_MIN, INT64_MAX,
+	    &author) == -1) {
+		log_warnx("delete post: bad author %s",
+		    db_result_value(res, 0, 0));
+		conn_error(op->conn, 500, "internal error");
+	} else if (author == op->uid)	/* deleted concurrently */
+		conn_error(op->conn, 404, "no post with id %" PRId64, op->id);
+	else
+		conn_error(op->conn, 403, "post %" PRId64 " is not yours: only "
+		    "its author can delete it", op->id);
+done:
+	free(op);
+}
+
+/* --- GET /users/{id}/posts, GET /feed ------------------------------------ */
+
+void
+api_user_posts(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	int64_t n;
+
+	if (!api_id(c, router_param(m, "id"), "the user id", &n))
+		return;
+	posts_list(c, req, uid, n, posts_user_list_sql, posts_user_list_cb);
+}
+
+void
+api_feed(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	posts_list(c, req, uid, uid, posts_feed_sql, posts_feed_cb);
+}
+
+/* Run a list statement with $1 id, $2 before, $3 limit from the query. */
+static void
+posts_list(struct conn *c, struct http_request *req, int64_t uid, int64_t id,
+    const char *sql, db_cb *cb)
+{
+	struct posts_op *op;
+	char idbuf[24], before[24], limit[24];
+	const char *params[3] = { idbuf, before, limit };
+	long long lim, bef;
+
+	if (!api_paging(c, req, &lim, &bef))
+		return;
+	if ((op = posts_op_new(c, uid, id)) == NULL)
+		return;
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
+	snprintf(before, sizeof(before), "%lld", bef);
+	snprintf(limit, sizeof(limit), "%lld", lim);
+	posts_query(op, sql, 3, params, cb);
+}
+
+/* Answer 200 with the rows of res as an array, skipping a row of NULLs
+ * (the LEFT JOIN of a user without posts). */
+static void
+posts_answer_list(struct posts_op *op, struct db_result *res)
+{
+	struct evbuffer *body;
+	int i, n, first = 1;
+
+	if ((body = evbuffer_new()) == NULL) {
+		conn_error(op->conn, 500, "out of memory");
+		return;
+	}
+	n = db_result_ntuples(res);
+	evbuffer_add(body, "[", 1);
+	for (i = 0; i < n; i++) {
+		if (db_result_isnull(res, i, 0))
+			continue;
+		if (!first)
+			evbuffer_add(body, ",", 1);
+		first = 0;
+		posts_add_post(body, res, i);
+	}
+	evbuffer_add(body, "]", 1);
+	conn_json(op->conn, 200, body, NULL);
+	evbuffer_free(body);
+}
+
+static void
+posts_user_list_cb(struct db_result *res, void *arg)
+{
+	struct posts_op *op = arg;
+
+	if (res == NULL || !db_result_ok(res))
+		api_db_error(op->conn, res, "listing a user's posts");
+	else if (db_result_ntuples(res) == 0)
+		conn_error(op->conn, 404, "no user with id %" PRId64, op->id);
+	else
+		posts_answer_list(op, res);
+	free(op);
+}
+
+static void
+posts_feed_cb(struct db_result *res, void *arg)
+{
+	struct posts_op *op = arg;
+
+	if (res == NULL || !db_result_ok(res))
+		api_db_error(op->conn, res, "reading the feed");
+	else
+		posts_answer_list(op, res);
+	free(op);
+}
+
+/* --- helpers ------------------------------------------------------------ */
+
+/* NULL after answering 500. */
+static struct posts_op *
+posts_op_new(struct conn *c, int64_t uid, int64_t id)
+{
+	struct posts_op *op;
+
+	if ((op = calloc(1, sizeof(*op))) == NULL) {
+		conn_error(c, 500, "out of memory");
+		return NULL;
+	}
+	op->conn = c;
+	op->uid = uid;
+	op->id = id;
+	return op;
+}
+
+/* Run one statement for op; cb answers and frees op. If it cannot be
+ * queued, answer 503 and free op here. */
+static void
+posts_query(struct posts_op *op, const char *sql, int nparams,
+    const char *const *params, db_cb *cb)
+{
+	if (db_query(op->conn->worker->db, sql, nparams, params, cb, op) == 0)
+		return;
+	api_db_error(op->conn, NULL, sql);
+	free(op);
+}
+
+/* The post object of row (columns as in POSTS_COLUMNS). */
+static void
+posts_add_post(struct evbuffer *out, struct db_result *res, int row)
+{
+	evbuffer_add(out, "{", 1);
+	posts_add_int(out, "id", db_result_value(res, row, 0));
+	evbuffer_add(out, ",", 1);
+	posts_add_int(out, "user_id", db_result_value(res, row, 1));
+	evbuffer_add(out, ",", 1);
+	json_add_key(out, "username");
+	json_add_cstr(out, db_result_value(res, row, 2));
+	evbuffer_add(out, ",", 1);
+	json_add_key(out, "content");
+	json_add_cstr(out, db_result_value(res, row, 3));
+	evbuffer_add(out, ",", 1);
+	json_add_key(out, "created_at");
+	json_add_cstr(out, db_result_value(res, row, 4));
+	evbuffer_add(out, "}", 1);
+}
+
+/* "key":<n> for a bigint column: its text form is already a JSON number;
+ * anything else would be a bug, written as 0 rather than broken JSON. */
+static void
+posts_add_int(struct evbuffer *out, const char *key, const char *v)
+{
+	long long n;
+
+	json_add_key(out, key);
+	if (util_parse_int(v, INT64_MIN, INT64_MAX, &n) == -1) {
+		log_warnx("%s: %s is not an integer", key, v);
+		n = 0;
+	}
+	evbuffer_add_printf(out, "%lld", n);
+}
