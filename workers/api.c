@@ -6,7 +6,10 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <event2/buffer.h>
 
 #include "common/db.h"
 #include "common/json.h"
@@ -17,6 +20,7 @@
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/router.h"
+#include "workers/worker.h"
 
 /* What a route runs: exactly one of the two. */
 struct api_endpoint {
@@ -159,6 +163,29 @@ api_id(struct conn *c, const char *s, const char *what, int64_t *id)
 	}
 	*id = v;
 	return 1;
+}
+
+void
+api_query(struct conn *c, void *op, const char *sql, int nparams,
+    const char *const *params, void (*cb)(struct db_result *, void *))
+{
+	if (db_query(c->worker->db, sql, nparams, params, cb, op) == 0)
+		return;
+	api_db_error(c, NULL, sql);
+	free(op);
+}
+
+void
+api_add_int(struct evbuffer *out, const char *key, const char *v)
+{
+	long long n;
+
+	json_add_key(out, key);
+	if (util_parse_int(v, INT64_MIN, INT64_MAX, &n) == -1) {
+		log_warnx("%s: %s is not an integer", key, v);
+		n = 0;
+	}
+	evbuffer_add_printf(out, "%lld", n);
 }
 
 void

@@ -51,6 +51,18 @@ int	api_id(struct conn *c, const char *s, const char *what, int64_t *id);
  * slow), else 500 with the error logged.
  */
 void	api_db_error(struct conn *c, struct db_result *res, const char *what);
+/*
+ * Queue one statement for a handler's op (any malloc'd state); cb answers
+ * and frees op. If it cannot be queued, answer 503 and free op here.
+ */
+void	api_query(struct conn *c, void *op, const char *sql, int nparams,
+	    const char *const *params, void (*cb)(struct db_result *, void *));
+/*
+ * Append "key":<n> for an integer column (a count, an id): the text form
+ * of a bigint is already a JSON number; anything else would be a bug, and
+ * is written as 0 rather than as broken JSON.
+ */
+void	api_add_int(struct evbuffer *out, const char *key, const char *v);
 /* SQL that renders a timestamptz column as RFC 3339 UTC with ms. */
 #define API_SQL_TIME(col) \
 	"to_char(" col " AT TIME ZONE 'UTC', " \

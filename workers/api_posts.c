@@ -39,13 +39,10 @@ struct posts_op {
 };
 
 static struct posts_op *posts_op_new(struct conn *, int64_t, int64_t);
-static void	posts_query(struct posts_op *, const char *, int,
-		    const char *const *, db_cb *);
 static void	posts_list(struct conn *, struct http_request *, int64_t,
 		    int64_t, const char *, db_cb *);
 static void	posts_answer_list(struct posts_op *, struct db_result *);
 static void	posts_add_post(struct evbuffer *, struct db_result *, int);
-static void	posts_add_int(struct evbuffer *, const char *, const char *);
 
 static void	posts_create_cb(struct db_result *, void *);
 static void	posts_get_cb(struct db_result *, void *);
@@ -148,7 +145,7 @@ api_post_create(struct conn *c, struct http_request *req,
 	snprintf(me, sizeof(me), "%" PRId64, uid);
 	params[0] = me;
 	params[1] = s;	/* copied by db_query() */
-	posts_query(op, posts_create_sql, 2, params, posts_create_cb);
+	api_query(op->conn, op, posts_create_sql, 2, params, posts_create_cb);
 done:
 	json_free(doc);
 }
@@ -202,7 +199,7 @@ api_post_get(struct conn *c, struct http_request *req,
 	if ((op = posts_op_new(c, uid, n)) == NULL)
 		return;
 	snprintf(id, sizeof(id), "%" PRId64, n);
-	posts_query(op, posts_get_sql, 1, params, posts_get_cb);
+	api_query(op->conn, op, posts_get_sql, 1, params, posts_get_cb);
 }
 
 static void
@@ -248,7 +245,7 @@ api_post_delete(struct conn *c, struct http_request *req,
 		return;
 	snprintf(id, sizeof(id), "%" PRId64, n);
 	snprintf(me, sizeof(me), "%" PRId64, uid);
-	posts_query(op, posts_delete_sql, 2, params, posts_delete_cb);
+	api_query(op->conn, op, posts_delete_sql, 2, params, posts_delete_cb);
 }
 
 static void
@@ -320,7 +317,7 @@ posts_list(struct conn *c, struct http_request *req, int64_t uid, int64_t id,
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
 	snprintf(before, sizeof(before), "%lld", bef);
 	snprintf(limit, sizeof(limit), "%lld", lim);
-	posts_query(op, sql, 3, params, cb);
+	api_query(op->conn, op, sql, 3, params, cb);
 }
 
 /* Answer 200 with the rows of res as an array, skipping a row of NULLs
@@ -394,26 +391,14 @@ posts_op_new(struct conn *c, int64_t uid, int64_t id)
 	return op;
 }
 
-/* Run one statement for op; cb answers and frees op. If it cannot be
- * queued, answer 503 and free op here. */
-static void
-posts_query(struct posts_op *op, const char *sql, int nparams,
-    const char *const *params, db_cb *cb)
-{
-	if (db_query(op->conn->worker->db, sql, nparams, params, cb, op) == 0)
-		return;
-	api_db_error(op->conn, NULL, sql);
-	free(op);
-}
-
 /* The post object of row (columns as in POSTS_COLUMNS). */
 static void
 posts_add_post(struct evbuffer *out, struct db_result *res, int row)
 {
 	evbuffer_add(out, "{", 1);
-	posts_add_int(out, "id", db_result_value(res, row, 0));
+	api_add_int(out, "id", db_result_value(res, row, 0));
 	evbuffer_add(out, ",", 1);
-	posts_add_int(out, "user_id", db_result_value(res, row, 1));
+	api_add_int(out, "user_id", db_result_value(res, row, 1));
 	evbuffer_add(out, ",", 1);
 	json_add_key(out, "username");
 	json_add_cstr(out, db_result_value(res, row, 2));
@@ -426,17 +411,3 @@ posts_add_post(struct evbuffer *out, struct db_result *res, int row)
 	evbuffer_add(out, "}", 1);
 }
 
-/* "key":<n> for a bigint column: its text form is already a JSON number;
- * anything else would be a bug, written as 0 rather than broken JSON. */
-static void
-posts_add_int(struct evbuffer *out, const char *key, const char *v)
-{
-	long long n;
-
-	json_add_key(out, key);
-	if (util_parse_int(v, INT64_MIN, INT64_MAX, &n) == -1) {
-		log_warnx("%s: %s is not an integer", key, v);
-		n = 0;
-	}
-	evbuffer_add_printf(out, "%lld", n);
-}

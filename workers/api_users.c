@@ -51,8 +51,6 @@ struct users_op {
 };
 
 static struct users_op *users_op_new(struct conn *, int64_t, int64_t);
-static void	users_query(struct users_op *, const char *, int,
-		    const char *const *, db_cb *);
 static int	users_target(struct conn *, struct http_request *,
 		    const char *, int64_t, int64_t *);
 static void	users_follow_answer(struct users_op *);
@@ -60,7 +58,6 @@ static void	users_profile(struct conn *, int64_t, const char *,
 		    const char *, int);
 static void	users_list(struct conn *, struct http_request *,
 		    const struct route_match *, enum users_list);
-static void	users_add_int(struct evbuffer *, const char *, const char *);
 static void	users_publish_deleted(struct worker *, int64_t);
 
 static void	users_delete_cb(struct db_result *, void *);
@@ -139,7 +136,7 @@ api_delete(struct conn *c, struct http_request *req,
 	if ((op = users_op_new(c, uid, 0)) == NULL)
 		return;
 	snprintf(id, sizeof(id), "%" PRId64, uid);
-	users_query(op, "DELETE FROM users WHERE id = $1 RETURNING id", 1,
+	api_query(op->conn, op, "DELETE FROM users WHERE id = $1 RETURNING id", 1,
 	    params, users_delete_cb);
 }
 
@@ -237,7 +234,7 @@ api_follow(struct conn *c, struct http_request *req,
 	snprintf(me, sizeof(me), "%" PRId64, uid);
 	snprintf(id, sizeof(id), "%" PRId64, target);
 	/* An unknown id fails the foreign key (23503): see the callback. */
-	users_query(op, "INSERT INTO user_followers (follower_id, following_id)"
+	api_query(op->conn, op, "INSERT INTO user_followers (follower_id, following_id)"
 	    " VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, params,
 	    users_follow_cb);
 }
@@ -281,7 +278,7 @@ api_unfollow(struct conn *c, struct http_request *req,
 	 * The DELETE in the CTE runs whatever the main query reads; the main
 	 * query says whether the user exists (no row: 404).
 	 */
-	users_query(op, "WITH d AS (DELETE FROM user_followers"
+	api_query(op->conn, op, "WITH d AS (DELETE FROM user_followers"
 	    " WHERE follower_id = $1 AND following_id = $2)"
 	    " SELECT id FROM users WHERE id = $2", 2, params,
 	    users_unfollow_cb);
@@ -420,7 +417,7 @@ users_profile(struct conn *c, int64_t uid, const char *sql, const char *param,
 	if ((op = users_op_new(c, uid, 0)) == NULL)
 		return;
 	op->with_email = with_email;
-	users_query(op, sql, 1, params, users_profile_cb);
+	api_query(op->conn, op, sql, 1, params, users_profile_cb);
 }
 
 static void
@@ -445,7 +442,7 @@ users_profile_cb(struct db_result *res, void *arg)
 		goto done;
 	}
 	evbuffer_add(body, "{", 1);
-	users_add_int(body, "id", db_result_value(res, 0, 0));
+	api_add_int(body, "id", db_result_value(res, 0, 0));
 	evbuffer_add(body, ",", 1);
 	json_add_key(body, "username");
 	json_add_cstr(body, db_result_value(res, 0, 1));
@@ -455,11 +452,11 @@ users_profile_cb(struct db_result *res, void *arg)
 		json_add_cstr(body, db_result_value(res, 0, 2));
 	}
 	evbuffer_add(body, ",", 1);
-	users_add_int(body, "followers", db_result_value(res, 0, 3));
+	api_add_int(body, "followers", db_result_value(res, 0, 3));
 	evbuffer_add(body, ",", 1);
-	users_add_int(body, "following", db_result_value(res, 0, 4));
+	api_add_int(body, "following", db_result_value(res, 0, 4));
 	evbuffer_add(body, ",", 1);
-	users_add_int(body, "posts", db_result_value(res, 0, 5));
+	api_add_int(body, "posts", db_result_value(res, 0, 5));
 	evbuffer_add(body, ",", 1);
 	json_add_key(body, "created_at");
 	json_add_cstr(body, db_result_value(res, 0, 6));
@@ -505,7 +502,7 @@ users_list(struct conn *c, struct http_request *req,
 	snprintf(id, sizeof(id), "%" PRId64, n);
 	snprintf(before, sizeof(before), "%lld", bef);
 	snprintf(limit, sizeof(limit), "%lld", lim);
-	users_query(op, users_list_sql[which], 3, params, users_list_cb);
+	api_query(op->conn, op, users_list_sql[which], 3, params, users_list_cb);
 }
 
 static void
@@ -533,7 +530,7 @@ users_list_cb(struct db_result *res, void *arg)
 			continue;
 		evbuffer_add_printf(body, "%s{", first ? "" : ",");
 		first = 0;
-		users_add_int(body, "id", db_result_value(res, i, 0));
+		api_add_int(body, "id", db_result_value(res, i, 0));
 		evbuffer_add(body, ",", 1);
 		json_add_key(body, "username");
 		json_add_cstr(body, db_result_value(res, i, 1));
@@ -565,30 +562,3 @@ users_op_new(struct conn *c, int64_t uid, int64_t id)
 	return op;
 }
 
-/* Run one statement for op; cb answers and frees op. If it cannot be
- * queued, answer 503 and free op here. */
-static void
-users_query(struct users_op *op, const char *sql, int nparams,
-    const char *const *params, db_cb *cb)
-{
-	if (db_query(op->conn->worker->db, sql, nparams, params, cb, op) == 0)
-		return;
-	api_db_error(op->conn, NULL, sql);
-	free(op);
-}
-
-/* "key":<n> for an integer column (count(*), an id): PostgreSQL's text
- * form of a bigint is already a JSON number; anything else would be a bug,
- * so it is written as 0 rather than as broken JSON. */
-static void
-users_add_int(struct evbuffer *out, const char *key, const char *v)
-{
-	long long n;
-
-	json_add_key(out, key);
-	if (util_parse_int(v, INT64_MIN, INT64_MAX, &n) == -1) {
-		log_warnx("%s: %s is not an integer", key, v);
-		n = 0;
-	}
-	evbuffer_add_printf(out, "%lld", n);
-}
