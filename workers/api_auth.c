@@ -29,6 +29,7 @@
 #define EMAIL_MAX	254
 #define PASSWORD_MIN	8
 #define PASSWORD_MAX	1024
+#define AUTH_AWAY	"the session store is unavailable; try again"
 
 /* One registration or login in flight. */
 struct account {
@@ -110,8 +111,7 @@ api_register(struct conn *c, struct http_request *req,
 	}
 	/* Without Redis no session can be made: refuse before any work. */
 	if (!bus_connected(w->redis)) {
-		conn_error(c, 503, "the session store is unavailable; try "
-		    "again");
+		conn_error(c, 503, AUTH_AWAY);
 		goto done;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
@@ -245,8 +245,7 @@ register_undo_cb(struct db_result *res, void *arg)
 	if (res == NULL || !db_result_ok(res))
 		log_warnx("registration of user %lld could not be undone",
 		    (long long)a->uid);
-	conn_error(a->conn, 503, "the session store is unavailable; try "
-	    "again");
+	conn_error(a->conn, 503, AUTH_AWAY);
 	account_free(a);
 }
 
@@ -274,8 +273,7 @@ api_login(struct conn *c, struct http_request *req,
 	    &ilen) || !api_string(c, doc, "password", &password, &plen))
 		goto done;
 	if (!bus_connected(w->redis)) {
-		conn_error(c, 503, "the session store is unavailable; try "
-		    "again");
+		conn_error(c, 503, AUTH_AWAY);
 		goto done;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
@@ -343,8 +341,7 @@ login_found_cb(struct db_result *res, void *arg)
 	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
 	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s",
 	    login_limited_lua, a->fail_account, a->fail_addr, max) == -1) {
-		conn_error(a->conn, 503, "the session store is unavailable; "
-		    "try again");
+		conn_error(a->conn, 503, AUTH_AWAY);
 		account_free(a);
 	}
 }
@@ -358,8 +355,7 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	long long secs;
 
 	if (reply == NULL || bus_reply_type(reply) != BUS_INTEGER) {
-		conn_error(a->conn, 503, "the session store is unavailable; "
-		    "try again");
+		conn_error(a->conn, 503, AUTH_AWAY);
 		goto fail;
 	}
 	if ((secs = bus_reply_integer(reply)) > 0) {
@@ -419,8 +415,7 @@ login_session_cb(int ok, void *arg)
 	if (ok)
 		account_respond(a, 200);
 	else {
-		conn_error(a->conn, 503, "the session store is unavailable; "
-		    "try again");
+		conn_error(a->conn, 503, AUTH_AWAY);
 		account_free(a);
 	}
 }
@@ -449,8 +444,7 @@ api_logout(struct conn *c, struct http_request *req,
 	/* auth_require() has just read this token. */
 	if (auth_request_token(req, token, sizeof(token)) != 1 ||
 	    auth_session_revoke(c->worker, uid, token, logout_cb, l) == -1) {
-		conn_error(c, 503, "the session store is unavailable; try "
-		    "again");
+		conn_error(c, 503, AUTH_AWAY);
 		free(l);
 		return;
 	}
@@ -467,8 +461,7 @@ logout_cb(int ok, void *arg)
 	static const char body[] = "{\"status\":\"logged out\"}";
 
 	if (!ok) {
-		conn_error(l->conn, 503, "the session store is unavailable; "
-		    "try again");
+		conn_error(l->conn, 503, AUTH_AWAY);
 		free(l);
 		return;
 	}

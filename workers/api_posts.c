@@ -43,6 +43,7 @@ static void	posts_list(struct conn *, struct http_request *, int64_t,
 		    int64_t, const char *, db_cb *);
 static void	posts_answer_list(struct posts_op *, struct db_result *);
 static void	posts_add_post(struct evbuffer *, struct db_result *, int);
+static void	posts_answer_post(struct posts_op *, struct db_result *, int);
 
 static void	posts_create_cb(struct db_result *, void *);
 static void	posts_get_cb(struct db_result *, void *);
@@ -154,7 +155,6 @@ static void
 posts_create_cb(struct db_result *res, void *arg)
 {
 	struct posts_op *op = arg;
-	struct evbuffer *body = NULL;
 
 	/* The only foreign key is the author's: the caller's row is gone. */
 	if (res != NULL && !db_result_ok(res) &&
@@ -171,15 +171,9 @@ posts_create_cb(struct db_result *res, void *arg)
 		conn_error(op->conn, 401, POSTS_GONE);
 		goto done;
 	}
-	if ((body = evbuffer_new()) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
-		goto done;
-	}
-	posts_add_post(body, res, 0);
-	conn_json(op->conn, 201, body, NULL);
+	posts_answer_post(op, res, 201);
+	return;
 done:
-	if (body != NULL)
-		evbuffer_free(body);
 	free(op);
 }
 
@@ -206,7 +200,6 @@ static void
 posts_get_cb(struct db_result *res, void *arg)
 {
 	struct posts_op *op = arg;
-	struct evbuffer *body = NULL;
 
 	if (res == NULL || !db_result_ok(res)) {
 		api_db_error(op->conn, res, "reading a post");
@@ -216,15 +209,9 @@ posts_get_cb(struct db_result *res, void *arg)
 		conn_error(op->conn, 404, "no post with id %" PRId64, op->id);
 		goto done;
 	}
-	if ((body = evbuffer_new()) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
-		goto done;
-	}
-	posts_add_post(body, res, 0);
-	conn_json(op->conn, 200, body, NULL);
+	posts_answer_post(op, res, 200);
+	return;
 done:
-	if (body != NULL)
-		evbuffer_free(body);
 	free(op);
 }
 
@@ -389,6 +376,22 @@ posts_op_new(struct conn *c, int64_t uid, int64_t id)
 	op->uid = uid;
 	op->id = id;
 	return op;
+}
+
+/* Answer status with the post of res's first row, and free op. */
+static void
+posts_answer_post(struct posts_op *op, struct db_result *res, int status)
+{
+	struct evbuffer *body = evbuffer_new();
+
+	if (body == NULL)
+		conn_error(op->conn, 500, "out of memory");
+	else {
+		posts_add_post(body, res, 0);
+		conn_json(op->conn, status, body, NULL);
+		evbuffer_free(body);
+	}
+	free(op);
 }
 
 /* The post object of row (columns as in POSTS_COLUMNS). */
