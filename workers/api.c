@@ -20,6 +20,7 @@
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/router.h"
+#include "workers/static.h"
 #include "workers/worker.h"
 
 /* What a route runs: exactly one of the two. */
@@ -79,6 +80,8 @@ api_dispatch(struct conn *c, struct http_request *req)
 		    " use %s", req->method_name, req->path, m.allow);
 		return;
 	case ROUTER_NOT_FOUND:
+		if (static_serve(c, req, req->path))
+			return;
 		conn_error(c, 404, "no such route: %s", req->path);
 		return;
 	}

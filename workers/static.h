@@ -12,4 +12,12 @@ struct static_files;
 struct static_files *static_load(const char *dir);
 void	static_free(struct static_files *s);
 
+struct conn;
+struct http_request;
+/* Answer a request for path ("/app.js") if it names a loaded file (GET and
+ * HEAD, with 304 for a matching validator; 405 otherwise): 1 if answered,
+ * 0 if no file has that name. */
+int	static_serve(struct conn *c, struct http_request *req,
+	    const char *path);
+
 #endif
