@@ -7,10 +7,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +31,7 @@
 static void	usage(void) __attribute__((noreturn));
 static int	daemonize(void);
 static int	pidfile_write(const char *path);
+static long	raise_nofile(void);
 
 static void
 usage(void)
@@ -110,8 +113,9 @@ main(int argc, char **argv)
 		log_warn("cannot write pidfile %s", conf.pidfile);
 		return GC_EXIT_FATAL;
 	}
-	log_info("gochat %s starting: listen %s, %d workers, instance %s",
-	    PACKAGE_VERSION, conf.listen, conf.workers, conf.instance);
+	log_info("gochat %s starting: listen %s, %d workers, instance %s, "
+	    "%ld open files per process", PACKAGE_VERSION, conf.listen,
+	    conf.workers, conf.instance, raise_nofile());
 	if (master_migrate(&conf) == -1)
 		rc = GC_EXIT_ERROR;
 	else
@@ -120,6 +124,35 @@ main(int argc, char **argv)
 		unlink(conf.pidfile);
 	log_info("stopped");
 	return rc;
+}
+
+/*
+ * Every WebSocket is a descriptor: raise the soft limit on open files to
+ * the hard one (children inherit it). Returns the limit now in force.
+ */
+static long
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return -1;
+	if (rl.rlim_cur != rl.rlim_max) {
+		struct rlimit want = rl;
+
+		want.rlim_cur = rl.rlim_max;
+#ifdef OPEN_MAX
+		/* macOS refuses RLIM_INFINITY; its real ceiling is OPEN_MAX. */
+		if (want.rlim_cur == RLIM_INFINITY)
+			want.rlim_cur = OPEN_MAX;
+#endif
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+		else
+			log_warn("cannot raise the open files limit to %lld",
+			    (long long)want.rlim_cur);
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
 }
 
 /* The classic double fork: no controlling terminal, not a group leader. */
