@@ -10,6 +10,9 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -121,11 +124,17 @@ worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg)
 {
 	struct worker *w = arg;
+	int one = 1;
 
 	if (w->stopping) {
 		close(fd);
 		return;
 	}
+	/*
+	 * Responses and frames are written whole; Nagle would hold back a
+	 * small one until the peer's delayed ACK (up to 40 ms a message).
+	 */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_new(w, fd, sa, salen);
 }
 
