@@ -53,6 +53,7 @@ describe('accounts', () => {
 	test('API errors are shown as a person can read them', async () => {
 		const a = await register(await newPerson(), unique('dup'));
 		await tid(a.page, 'nav-logout').click();
+		await tid(a.page, 'login-form').waitFor();
 		// The same username again: 409, and the page says what is taken.
 		await a.page.goto(BASE + '/#/register');
 		await tid(a.page, 'register-username').fill(a.username);
