@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <pwd.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -27,7 +28,8 @@ enum conf_type {
 	CONF_INT,
 	CONF_STR,
 	CONF_WORKERS,		/* a number or "auto" */
-	CONF_LOGLEVEL
+	CONF_LOGLEVEL,
+	CONF_BOOL
 };
 
 struct conf_key {
@@ -71,6 +73,9 @@ static const struct conf_key conf_keys[] = {
 	KEY_STR(sql_dir),
 	KEY_STR(web_dir),
 	KEY_STR(instance),
+	KEY_STR(user),
+	{ "allow_root", CONF_BOOL, offsetof(struct conf, allow_root), 0, 0, 1 },
+	KEY_STR(access_log),
 };
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
 
@@ -103,6 +108,7 @@ conf_defaults(struct conf *c)
 	c->login_max_failures = 10;
 	c->login_window = 900;
 	c->log_level = LOG_LVL_INFO;
+	c->user_uid = c->user_gid = -1;
 	snprintf(c->sql_dir, sizeof(c->sql_dir), "%s/sql", GC_PKGDATADIR);
 	snprintf(c->web_dir, sizeof(c->web_dir), "%s/web", GC_PKGDATADIR);
 }
@@ -229,6 +235,21 @@ conf_set(struct conf *c, const char *key, const char *val, char *err,
 		}
 		*(int *)(void *)dst = (int)n;
 		return 0;
+	case CONF_BOOL:
+		if (strcasecmp(val, "yes") == 0 || strcasecmp(val, "on") == 0 ||
+		    strcasecmp(val, "true") == 0 || strcmp(val, "1") == 0)
+			n = 1;
+		else if (strcasecmp(val, "no") == 0 ||
+		    strcasecmp(val, "off") == 0 ||
+		    strcasecmp(val, "false") == 0 || strcmp(val, "0") == 0)
+			n = 0;
+		else {
+			snprintf(err, errlen, "%s: expected yes or no, got "
+			    "'%s'", key, val);
+			return -1;
+		}
+		*(int *)(void *)dst = (int)n;
+		return 0;
 	case CONF_LOGLEVEL:
 		if ((n = log_level_parse(val)) == -1) {
 			snprintf(err, errlen, "log_level: expected error, warn,"
@@ -271,6 +292,19 @@ conf_check(struct conf *c, char *err, size_t errlen)
 	if (c->instance[0] == '\0')
 		snprintf(c->instance, sizeof(c->instance), "%.63s",
 		    util_hostname());
+	c->user_uid = c->user_gid = -1;
+	if (c->user[0] != '\0') {
+		struct passwd *pw;
+
+		/* The master only: a blocking lookup is fine here. */
+		if ((pw = getpwnam(c->user)) == NULL) {
+			snprintf(err, errlen, "user: no such user '%s'",
+			    c->user);
+			return -1;
+		}
+		c->user_uid = (long)pw->pw_uid;
+		c->user_gid = (long)pw->pw_gid;
+	}
 	return 0;
 }
 

@@ -36,6 +36,12 @@ struct conf {
 	char	sql_dir[CONF_STR_MAX];	/* migrations */
 	char	web_dir[CONF_STR_MAX];	/* static web client */
 	char	instance[64];		/* name in logs and stats; default hostname */
+	char	user[64];		/* run workers and hub as this user */
+	int	allow_root;		/* let them run as root without a user */
+	char	access_log[CONF_STR_MAX];	/* path, "syslog", or empty: off */
+	/* Resolved from user at load time (-1 when user is empty). */
+	long	user_uid;
+	long	user_gid;
 };
 
 /* Fill c with the built-in defaults. */

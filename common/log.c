@@ -1,6 +1,6 @@
 /*
- * log: one line per event, "2026-11-25T16:20:01.123Z [info] worker 1[4242]:
- * text", to stderr or to log_file. Owns the log file descriptor; every
+ * log: one line per event, "2026-11-25T16:20:01.123Z [info] web1 worker
+ * 1[4242]: text" (instance, role, pid), to stderr or to log_file. Owns the log file descriptor; every
  * process inherits it across fork() and reopens it itself on SIGUSR1.
  */
 #include "config.h"
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -20,9 +21,16 @@ static void	log_vline(enum log_level, int, const char *, va_list)
 		    GC_PRINTF(3, 0);
 
 static char		log_role[32] = "gochat";
+static char		log_instance[72];	/* "name " or empty */
 static enum log_level	log_level = LOG_LVL_INFO;
 static int		log_fdesc = STDERR_FILENO;
 static char		log_path[1024];
+static long		log_uid = -1, log_gid = -1;
+static int		alog_fdesc = -1;
+static int		alog_syslog;
+static char		alog_path[1024];
+
+static int	log_create(const char *);
 
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
 
@@ -30,6 +38,13 @@ void
 log_set_role(const char *role)
 {
 	snprintf(log_role, sizeof(log_role), "%s", role);
+}
+
+void
+log_set_instance(const char *name)
+{
+	snprintf(log_instance, sizeof(log_instance), "%s%s", name,
+	    *name != '\0' ? " " : "");
 }
 
 void
@@ -47,6 +62,25 @@ log_level_parse(const char *name)
 	return -1;
 }
 
+void
+log_set_owner(long uid, long gid)
+{
+	log_uid = uid;
+	log_gid = gid;
+}
+
+/* Open path for appending, creating it for the configured owner. */
+static int
+log_create(const char *path)
+{
+	int fd;
+
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd != -1 && log_uid != -1 && geteuid() == 0)
+		(void)fchown(fd, (uid_t)log_uid, (gid_t)log_gid);
+	return fd;
+}
+
 int
 log_open(const char *path)
 {
@@ -59,8 +93,7 @@ log_open(const char *path)
 		log_path[0] = '\0';
 		return 0;
 	}
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (fd == -1)
+	if ((fd = log_create(path)) == -1)
 		return -1;
 	if (log_fdesc != STDERR_FILENO)
 		close(log_fdesc);
@@ -87,6 +120,69 @@ log_fd(void)
 	return log_fdesc;
 }
 
+int
+alog_open(const char *path)
+{
+	int fd = -1;
+
+	if (path != NULL && strcmp(path, "syslog") == 0) {
+		openlog("gochat", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		alog_syslog = 1;
+	} else if (path != NULL && *path != '\0') {
+		if ((fd = log_create(path)) == -1)
+			return -1;
+		alog_syslog = 0;
+	} else
+		alog_syslog = 0;
+	if (alog_fdesc != -1)
+		close(alog_fdesc);
+	alog_fdesc = fd;
+	snprintf(alog_path, sizeof(alog_path), "%s", path != NULL &&
+	    !alog_syslog ? path : "");
+	return 0;
+}
+
+void
+alog_reopen(void)
+{
+	char path[sizeof(alog_path)];
+
+	if (alog_path[0] == '\0')
+		return;
+	memcpy(path, alog_path, sizeof(path));
+	if (alog_open(path) == -1)
+		log_warn("cannot reopen access log %s, keeping the old one",
+		    path);
+}
+
+int
+alog_enabled(void)
+{
+	return alog_fdesc != -1 || alog_syslog;
+}
+
+/*
+ * One write(2) per line on an O_APPEND descriptor: lines of several
+ * processes never interleave within a line.
+ */
+void
+alog_write(const char *line, size_t len)
+{
+	char buf[2048];
+
+	if (alog_syslog) {
+		syslog(LOG_INFO, "%.*s", (int)len, line);
+		return;
+	}
+	if (alog_fdesc == -1)
+		return;
+	if (len > sizeof(buf) - 1)
+		len = sizeof(buf) - 1;
+	memcpy(buf, line, len);
+	buf[len++] = '\n';
+	(void)write(alog_fdesc, buf, len);
+}
+
 /*
  * Format the whole line first and write it with one write(2), so lines of
  * several processes appending to one file never interleave.
@@ -100,8 +196,8 @@ log_vline(enum log_level level, int with_errno, const char *fmt, va_list ap)
 	if (level > log_level)
 		return;
 	util_rfc3339(util_now_ms(), ts, sizeof(ts));
-	n = snprintf(line, sizeof(line), "%s [%s] %s[%ld]: ", ts,
-	    log_names[level], log_role, (long)getpid());
+	n = snprintf(line, sizeof(line), "%s [%s] %s%s[%ld]: ", ts,
+	    log_names[level], log_instance, log_role, (long)getpid());
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);

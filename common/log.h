@@ -21,6 +21,8 @@ enum log_level {
 
 /* Set the role name shown in each line ("master", "worker 1", "hub"). */
 void	log_set_role(const char *role);
+/* The instance name shown before the role (conf's instance). */
+void	log_set_instance(const char *name);
 void	log_set_level(enum log_level level);
 /* Parse "error|warn|info|debug"; -1 if unknown. */
 int	log_level_parse(const char *name);
@@ -29,6 +31,22 @@ int	log_open(const char *path) GC_MUSTCHECK;
 /* Reopen the current file after rotation; keeps the old one on failure. */
 void	log_reopen(void);
 int	log_fd(void);
+/*
+ * Files this process creates from now on (log and access log) are given
+ * to uid/gid (-1: left alone), so that children running as conf's user can
+ * reopen them after the master rotated them. Effective only as root.
+ */
+void	log_set_owner(long uid, long gid);
+
+/*
+ * The access log: path, "syslog" (LOG_DAEMON, info) or NULL/"" for none.
+ * alog_reopen() follows a rotation; alog_enabled() tells whether lines
+ * are wanted; alog_write() writes one line (no newline needed).
+ */
+int	alog_open(const char *path) GC_MUSTCHECK;
+void	alog_reopen(void);
+int	alog_enabled(void);
+void	alog_write(const char *line, size_t len);
 
 void	log_warn(const char *fmt, ...) GC_PRINTF(1, 2);	/* adds strerror(errno) */
 void	log_warnx(const char *fmt, ...) GC_PRINTF(1, 2);

@@ -6,6 +6,10 @@
  */
 #include "config.h"
 
+#include <sys/types.h>
+
+#include <errno.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,7 @@
 #include <sys/prctl.h>
 #endif
 
+#include "common/conf.h"
 #include "common/proc.h"
 
 #ifndef HAVE_SETPROCTITLE
@@ -116,4 +121,53 @@ proc_role_name(enum proc_role role)
 		return "migrate";
 	}
 	return "?";
+}
+
+int
+proc_check_user(const struct conf *c, uid_t euid, char *err, size_t errlen)
+{
+	if (c->user[0] == '\0') {
+		if (euid == 0 && !c->allow_root) {
+			snprintf(err, errlen, "refusing to run the workers and "
+			    "the hub as root: set user = <an unprivileged "
+			    "user> (or allow_root = yes)");
+			return -1;
+		}
+		return 0;
+	}
+	if (euid != 0 && (long)euid != c->user_uid) {
+		snprintf(err, errlen, "user = %s: gochat must be started as "
+		    "root (or as %s) to run its children as %s", c->user,
+		    c->user, c->user);
+		return -1;
+	}
+	if (c->user_uid == 0 && !c->allow_root) {
+		snprintf(err, errlen, "user = %s is root: set allow_root = yes "
+		    "if that is really meant", c->user);
+		return -1;
+	}
+	return 0;
+}
+
+int
+proc_drop_privileges(const struct conf *c, char *err, size_t errlen)
+{
+	gid_t gid = (gid_t)c->user_gid;
+	uid_t uid = (uid_t)c->user_uid;
+
+	if (c->user[0] == '\0' || geteuid() != 0)
+		return 0;
+	/* Groups first: once the uid is gone, they cannot change. */
+	if (setgroups(1, &gid) == -1 || setgid(gid) == -1 ||
+	    setuid(uid) == -1) {
+		snprintf(err, errlen, "cannot become user %s (uid %ld, gid %ld):"
+		    " %s", c->user, c->user_uid, c->user_gid, strerror(errno));
+		return -1;
+	}
+	if (uid != 0 && (setuid(0) != -1 || seteuid(0) != -1)) {
+		snprintf(err, errlen, "could regain root after becoming %s",
+		    c->user);
+		return -1;
+	}
+	return 0;
 }

@@ -34,6 +34,18 @@ void	proc_title_init(int argc, char **argv);
 /* Set the ps(1) command line, e.g. "gochat: worker 1". */
 void	proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *proc_role_name(enum proc_role role);
+/*
+ * The privilege rules of conf->user and allow_root for a master running
+ * with effective uid euid: 0, or -1 with the reason in err.
+ */
+int	proc_check_user(const struct conf *c, uid_t euid, char *err,
+	    size_t errlen);
+/*
+ * In a child, before it touches anything else: become conf->user when
+ * running as root. 0, or -1 with the reason in err (then exit
+ * GC_EXIT_FATAL: retrying cannot help).
+ */
+int	proc_drop_privileges(const struct conf *c, char *err, size_t errlen);
 
 /* Entry points: each returns the process exit code (see log.h). */
 int	worker_main(const struct proc_ctx *ctx);

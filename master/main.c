@@ -78,7 +78,8 @@ main(int argc, char **argv)
 		usage();
 	if (path[0] == '\0')
 		snprintf(path, sizeof(path), "%s/gochat.conf", GC_SYSCONFDIR);
-	if (conf_load(&conf, path, err, sizeof(err)) == -1) {
+	if (conf_load(&conf, path, err, sizeof(err)) == -1 ||
+	    proc_check_user(&conf, geteuid(), err, sizeof(err)) == -1) {
 		fprintf(stderr, "gochat: %s\n", err);
 		return tflag ? 1 : GC_EXIT_FATAL;
 	}
@@ -94,9 +95,16 @@ main(int argc, char **argv)
 	proc_title_set("gochat: master");
 	log_set_role("master");
 	log_set_level(conf.log_level);
+	log_set_instance(conf.instance);
+	log_set_owner(conf.user_uid, conf.user_gid);
 	if (log_open(conf.log_file) == -1) {
 		fprintf(stderr, "gochat: cannot open log file %s: %s\n",
 		    conf.log_file, strerror(errno));
+		return GC_EXIT_FATAL;
+	}
+	if (alog_open(conf.access_log) == -1) {
+		fprintf(stderr, "gochat: cannot open access log %s: %s\n",
+		    conf.access_log, strerror(errno));
 		return GC_EXIT_FATAL;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -116,6 +124,9 @@ main(int argc, char **argv)
 	log_info("gochat %s starting: listen %s, %d workers, instance %s, "
 	    "%ld open files per process", PACKAGE_VERSION, conf.listen,
 	    conf.workers, conf.instance, raise_nofile());
+	if (conf.user[0] != '\0')
+		log_info("workers and hub run as %s (uid %ld)", conf.user,
+		    conf.user_uid);
 	if (master_migrate(&conf) == -1)
 		rc = GC_EXIT_ERROR;
 	else

@@ -87,6 +87,7 @@ static void	master_signal_children(struct master *, int, int);
 static int	master_live_children(const struct master *);
 static int64_t	master_next_deadline(const struct master *);
 static void	master_respawn_due(struct master *);
+static void	master_child_drop(const struct conf *);
 
 int
 master_listen(const struct conf *conf, char *err, size_t errlen)
@@ -130,6 +131,16 @@ master_listen(const struct conf *conf, char *err, size_t errlen)
 	return fd;
 }
 
+/* In a new child: become conf->user, or end it for good. */
+static void
+master_child_drop(const struct conf *conf)
+{
+	char err[256];
+
+	if (proc_drop_privileges(conf, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+}
+
 int
 master_migrate(const struct conf *conf)
 {
@@ -145,6 +156,7 @@ master_migrate(const struct conf *conf)
 	case 0:
 		log_set_role("migrate");
 		proc_title_set("gochat: migrate");
+		master_child_drop(conf);
 		exit(migrate_main(&ctx));
 	}
 	while (waitpid(pid, &status, 0) == -1)
@@ -254,6 +266,7 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 		if (sig_usr1) {
 			sig_usr1 = 0;
 			log_reopen();
+			alog_reopen();
 			log_info("log file reopened");
 			master_signal_children(&m, SIGUSR1, 0);
 		}
@@ -332,11 +345,13 @@ master_spawn(struct master *m, enum proc_role role, int id)
 			snprintf(name, sizeof(name), "worker %d", id);
 			log_set_role(name);
 			proc_title_set("gochat: worker %d", id);
+			master_child_drop(&m->conf);
 			exit(worker_main(&ctx));
 		}
 		close(m->listen_fd);
 		log_set_role("hub");
 		proc_title_set("gochat: hub");
+		master_child_drop(&m->conf);
 		exit(hub_main(&ctx));
 	}
 	c->pid = pid;
@@ -436,7 +451,8 @@ master_reload(struct master *m)
 	char err[1024];
 	int old_workers = m->conf.workers;
 
-	if (conf_load(&next, m->conf_path, err, sizeof(err)) == -1) {
+	if (conf_load(&next, m->conf_path, err, sizeof(err)) == -1 ||
+	    proc_check_user(&next, geteuid(), err, sizeof(err)) == -1) {
 		log_error("reload: %s; keeping the running configuration", err);
 		return;
 	}
@@ -445,9 +461,13 @@ master_reload(struct master *m)
 		    "keeping %s", next.listen, m->conf.listen);
 		memcpy(next.listen, m->conf.listen, sizeof(next.listen));
 	}
+	log_set_owner(next.user_uid, next.user_gid);
 	if (strcmp(next.log_file, m->conf.log_file) != 0 &&
 	    log_open(next.log_file) == -1)
 		log_warn("reload: cannot open log file %s", next.log_file);
+	if (strcmp(next.access_log, m->conf.access_log) != 0 &&
+	    alog_open(next.access_log) == -1)
+		log_warn("reload: cannot open access log %s", next.access_log);
 	log_set_level(next.log_level);
 	m->conf = next;
 	m->reload_old_gen = m->generation++;

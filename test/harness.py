@@ -566,12 +566,17 @@ class Server:
 	must hold listen. env adds environment variables (GOCHAT_<KEY>
 	overrides); the caller's own GOCHAT_* variables are never passed on.
 	stdout and stderr go to DIR/gochat.log, or to the terminal when console
-	is true (make run)."""
+	is true (make run). Run as root (CI, containers), allow_root = yes is
+	added unless conf names a user or allow_root itself: the tests' files
+	live in root's temporary directories."""
 
 	def __init__(self, bin, conf, dir, env=None, console=False,
 	    conf_name="gochat.conf"):
 		self.bin = os.path.abspath(str(bin))
 		self.conf = dict(conf)
+		if os.geteuid() == 0 and "user" not in self.conf and \
+		    "allow_root" not in self.conf:
+			self.conf["allow_root"] = "yes"
 		self.dir = os.path.abspath(str(dir))
 		self.env = dict(env or {})
 		self.console = console

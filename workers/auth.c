@@ -430,8 +430,10 @@ auth_lookup_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	    &uid) == -1)
 		conn_error(a->conn, 401, "the session has expired or was "
 		    "revoked; log in again");
-	else
+	else {
+		a->conn->user_id = uid;
 		a->handler(a->conn, a->req, &a->m, uid);
+	}
 	free(a);
 }
 

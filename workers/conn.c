@@ -136,6 +136,50 @@ conn_release(struct conn *c)
 		conn_schedule_free(c);
 }
 
+/*
+ * The access log line of the request being answered:
+ *   2026-11-25T16:20:01.123Z 127.0.0.1 42 "GET /me" 200 85 3
+ * (time, client address, user id or "-", method and target with anything
+ * unprintable escaped, status, body bytes, milliseconds since the request
+ * began).
+ */
+static void
+conn_access_log(struct conn *c, int status, size_t bytes)
+{
+	const struct http_request *req = c->req;
+	char line[1500], target[1030], user[24], ts[32];
+	const char *t;
+	size_t n = 0;
+	int len;
+
+	if (!alog_enabled())
+		return;
+	t = req != NULL && req->target != NULL ? req->target : "-";
+	for (; *t != '\0' && n + 5 < sizeof(target) - 4; t++) {
+		unsigned char ch = (unsigned char)*t;
+
+		if (ch < 0x21 || ch >= 0x7f || ch == '"' || ch == '\\')
+			n += (size_t)snprintf(target + n, sizeof(target) - n,
+			    "\\x%02x", ch);
+		else
+			target[n++] = (char)ch;
+	}
+	if (*t != '\0')
+		n += (size_t)snprintf(target + n, sizeof(target) - n, "...");
+	target[n] = '\0';
+	if (c->user_id > 0)
+		snprintf(user, sizeof(user), "%lld", (long long)c->user_id);
+	else
+		snprintf(user, sizeof(user), "-");
+	util_rfc3339(util_now_ms(), ts, sizeof(ts));
+	len = snprintf(line, sizeof(line), "%s %s %s \"%s %s\" %d %zu %lld",
+	    ts, c->peer, user, req != NULL ? req->method_name : "-", target,
+	    status, bytes, (long long)(util_mono_ms() - c->req_start_ms));
+	if (len > 0)
+		alog_write(line, (size_t)len < sizeof(line) ? (size_t)len :
+		    sizeof(line) - 1);
+}
+
 void
 conn_upgrade(struct conn *c, const char *extra)
 {
@@ -144,6 +188,7 @@ conn_upgrade(struct conn *c, const char *extra)
 	http_write_head(bufferevent_get_output(c->bev), 101, NULL, 0, 1,
 	    extra);
 	w->stats.http[1]++;
+	conn_access_log(c, 101, 0);
 	http_request_free(c->req);
 	c->req = NULL;
 	c->state = CONN_WEBSOCKET;
@@ -206,6 +251,7 @@ conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	if (status >= 100 && status < 600)
 		w->stats.http[status / 100]++;
 	head_only = c->req != NULL && c->req->method == HTTP_M_HEAD;
+	conn_access_log(c, status, head_only ? 0 : len);
 	http_request_free(c->req);
 	c->req = NULL;
 	if (c->state == CONN_CLOSED) {	/* the client left meanwhile */
@@ -316,6 +362,7 @@ conn_process(struct conn *c)
 		evbuffer_drain(in, used);
 		if (!was_started && http_reader_started(c->reader)) {
 			c->req_start_ms = util_mono_ms();
+			c->user_id = 0;
 			conn_arm(c, w->conf->header_timeout);
 		}
 		if (r == HTTP_FEED_MORE)

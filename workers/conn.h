@@ -46,6 +46,7 @@ struct conn {
 	uint64_t		 nrequests;	/* requests read so far */
 	int			 shut;		/* our side is shut (closing) */
 	int64_t			 req_start_ms;	/* monotonic, for the log */
+	int64_t			 user_id;	/* the request's caller, or 0 */
 	char			 peer[64];	/* address, for logs and limits */
 };
 

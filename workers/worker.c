@@ -161,6 +161,7 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 		break;
 	case SIGUSR1:
 		log_reopen();
+		alog_reopen();
 		break;
 	default:
 		break;		/* HUP is the master's business */
