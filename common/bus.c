@@ -19,6 +19,7 @@
 
 #include "common/bus.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #define BUS_BACKOFF_MIN_MS	100
 #define BUS_BACKOFF_MAX_MS	2000
@@ -45,11 +46,16 @@ struct bus_url {
 	int	db;		/* -1: no SELECT */
 };
 
-/* A command's callback, from bus_command() to its one reply. */
+/*
+ * A command, from bus_command() to its one reply: the caller's callback
+ * (or none), and when it went, for the latency metrics.
+ */
 struct bus_call {
 	struct bus	*bus;
-	bus_cb		*cb;
+	bus_cb		*cb;		/* NULL: no one wants the reply */
 	void		*arg;
+	int64_t		 sent_us;	/* monotonic */
+	int		 blocking;	/* waits by design: not timed */
 };
 
 /*
@@ -98,6 +104,10 @@ static void	bus_select_cb(redisAsyncContext *, void *, void *);
 static void	bus_retry_cb(evutil_socket_t, short, void *);
 static void	bus_timeout_cb(evutil_socket_t, short, void *);
 static enum bus_cmd_kind bus_cmd_kind(const char *, int);
+static int	bus_cmd_arg(const char **, const char *, const char **,
+		    long *);
+static int	bus_cmd_blocking(const char *, int);
+static void	bus_refused(void);
 static int	bus_send(struct bus *, bus_cb *, void *, const char *, int);
 static struct bus_sub *bus_sub_get(struct bus *, bus_cb *, void *);
 static void	bus_call_cb(redisAsyncContext *, void *, void *);
@@ -479,6 +489,66 @@ bus_cmd_kind(const char *cmd, int len)
 	return BUS_CMD_PLAIN;
 }
 
+/* The next argument of a formatted command ("$<n>\r\n<n bytes>\r\n"):
+ * 0 with *arg and *len set and *pp past it, -1 at the end or if garbled. */
+static int
+bus_cmd_arg(const char **pp, const char *end, const char **arg, long *len)
+{
+	const char *p = *pp;
+
+	if (end - p < 4 || *p++ != '$' || bus_parse_num(&p, end - p, len) ==
+	    -1 || end - p < *len + 4 || p[0] != '\r' || p[1] != '\n')
+		return -1;
+	*arg = p + 2;
+	*pp = p + 2 + *len + 2;
+	return 0;
+}
+
+/*
+ * 1 for a command that waits on the server by design (XREAD(GROUP) with
+ * BLOCK, BLPOP and friends): its reply time is no latency, so it is
+ * counted but not timed.
+ */
+static int
+bus_cmd_blocking(const char *cmd, int len)
+{
+	static const char *const bnames[] = { "BLPOP", "BRPOP", "BRPOPLPUSH",
+	    "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT" };
+	const char *p, *end = cmd + len, *arg;
+	long argc, n;
+
+	p = cmd + 1;
+	if (len < 4 || cmd[0] != '*' || bus_parse_num(&p, 1L << 30, &argc) ==
+	    -1 || end - p < 2 || p[0] != '\r' || p[1] != '\n')
+		return 0;
+	p += 2;
+	if (bus_cmd_arg(&p, end, &arg, &n) == -1)
+		return 0;
+	for (size_t i = 0; i < sizeof(bnames) / sizeof(bnames[0]); i++)
+		if ((size_t)n == strlen(bnames[i]) &&
+		    strncasecmp(arg, bnames[i], n) == 0)
+			return 1;
+	if (!((n == 5 && strncasecmp(arg, "XREAD", 5) == 0) ||
+	    (n == 10 && strncasecmp(arg, "XREADGROUP", 10) == 0)))
+		return 0;
+	/* Options come before STREAMS; keys and ids after it. */
+	while (--argc > 0 && bus_cmd_arg(&p, end, &arg, &n) == 0) {
+		if (n == 7 && strncasecmp(arg, "STREAMS", 7) == 0)
+			return 0;
+		if (n == 5 && strncasecmp(arg, "BLOCK", 5) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* A command that could not be sent: Redis is away. */
+static void
+bus_refused(void)
+{
+	metrics_count(MC_REDIS_COMMANDS, 1);
+	metrics_count(MC_REDIS_UNAVAILABLE, 1);
+}
+
 static struct bus_sub *
 bus_sub_get(struct bus *bus, bus_cb *cb, void *arg)
 {
@@ -520,21 +590,28 @@ bus_send(struct bus *bus, bus_cb *cb, void *arg, const char *cmd, int len)
 			goto fail;
 		fn = bus_sub_cb;
 		priv = sub;
-	} else if (kind == BUS_CMD_PLAIN && cb != NULL) {
+	} else if (kind == BUS_CMD_PLAIN) {
+		/* Even without cb: its reply is counted and timed. */
 		if ((call = malloc(sizeof(*call))) == NULL)
 			goto fail;
 		call->bus = bus;
 		call->cb = cb;
 		call->arg = arg;
+		call->sent_us = metrics_clock_us();
+		call->blocking = bus_cmd_blocking(cmd, len);
 		fn = bus_call_cb;
 		priv = call;
 	}
 	if (redisAsyncFormattedCommand(bus->ac, fn, priv, cmd, len) !=
 	    REDIS_OK)
 		goto fail;
+	if (kind == BUS_CMD_PLAIN)
+		metrics_count(MC_REDIS_COMMANDS, 1);
 	call = NULL;
 	rc = 0;
 fail:
+	if (rc == -1 && kind == BUS_CMD_PLAIN)
+		bus_refused();
 	free(call);
 	return rc;
 }
@@ -546,8 +623,10 @@ bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
 	char *cmd = NULL;
 	int len, rc;
 
-	if (!bus_connected(bus))
+	if (!bus_connected(bus)) {
+		bus_refused();
 		return -1;
+	}
 	va_start(ap, fmt);
 	len = redisvFormatCommand(&cmd, fmt, ap);
 	va_end(ap);
@@ -565,8 +644,10 @@ bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 	char *cmd = NULL;
 	int len, rc;
 
-	if (!bus_connected(bus) || argc < 1)
+	if (!bus_connected(bus) || argc < 1) {
+		bus_refused();
 		return -1;
+	}
 	if ((len = redisFormatCommandArgv(&cmd, argc, argv, argvlen)) < 0)
 		return -1;
 	rc = bus_send(bus, cb, arg, cmd, len);
@@ -574,12 +655,24 @@ bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 	return rc;
 }
 
+/* r is NULL when the connection went before the reply came. */
 static void
 bus_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
 	struct bus_call *call = privdata;
+	const redisReply *reply = r;
 
-	call->cb(call->bus, r, call->arg);
+	if (reply == NULL)
+		metrics_count(MC_REDIS_UNAVAILABLE, 1);
+	else {
+		if (reply->type == REDIS_REPLY_ERROR)
+			metrics_count(MC_REDIS_ERROR_REPLIES, 1);
+		if (!call->blocking)
+			metrics_redis_observe(metrics_clock_us() -
+			    call->sent_us);
+	}
+	if (call->cb != NULL)
+		call->cb(call->bus, r, call->arg);
 	free(call);
 }
 

@@ -20,6 +20,7 @@
 
 #include "common/db.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 
 #define DB_QUEUE_MAX		10000	/* queued queries per pool */
@@ -45,6 +46,7 @@ struct db_job {
 	db_cb		*cb;
 	void		*arg;
 	int64_t		 deadline;	/* monotonic ms; 0: none */
+	int64_t		 start_us;	/* db_query(), for metrics */
 	int		 nparams;
 	const char	**params;	/* all in the job's own allocation */
 	const char	*sql;
@@ -192,6 +194,7 @@ db_job_new(const char *sql, int nparams, const char *const *params, db_cb *cb,
 	job->cb = cb;
 	job->arg = arg;
 	job->deadline = deadline;
+	job->start_us = metrics_clock_us();
 	job->nparams = nparams;
 	job->params = (const char **)(job + 1);
 	p = (char *)(job->params + nparams);
@@ -210,12 +213,22 @@ db_job_new(const char *sql, int nparams, const char *const *params, db_cb *cb,
 	return job;
 }
 
-/* Calls back once, with res or NULL, and frees both. */
+/*
+ * Calls back once, with res or NULL, and frees both. Every query ends
+ * here, so here it is counted and timed (queue wait included: the time
+ * its caller waited).
+ */
 static void
 db_job_finish(struct db_job *job, PGresult *res)
 {
 	struct db_result r = { res };
 
+	metrics_count(MC_DB_QUERIES, 1);
+	if (res == NULL)
+		metrics_count(MC_DB_UNAVAILABLE, 1);
+	else if (!db_result_ok(&r))
+		metrics_count(MC_DB_SQL_ERRORS, 1);
+	metrics_db_observe(metrics_clock_us() - job->start_us);
 	job->cb(res != NULL ? &r : NULL, job->arg);
 	PQclear(res);
 	free(job);
@@ -856,16 +869,21 @@ db_query(struct db_pool *pool, const char *sql, int nparams,
 	    (nparams > 0 && params == NULL))
 		return -1;
 	if (pool->queued >= DB_QUEUE_MAX || db_pool_is_down(pool))
-		return -1;
+		goto refused;
 	if (pool->timeout_ms > 0)
 		deadline = util_mono_ms() + pool->timeout_ms;
 	if ((job = db_job_new(sql, nparams, params, cb, arg, deadline)) == NULL)
-		return -1;
+		goto refused;
 	TAILQ_INSERT_TAIL(&pool->queue, job, entry);
 	pool->queued++;
 	db_pool_arm(pool);
 	event_active(pool->kick, EV_TIMEOUT, 1);
 	return 0;
+refused:
+	/* Its caller answers 503: a query that could not run. */
+	metrics_count(MC_DB_QUERIES, 1);
+	metrics_count(MC_DB_UNAVAILABLE, 1);
+	return -1;
 }
 
 /* ---- results ------------------------------------------------------------- */

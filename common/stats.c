@@ -1,7 +1,8 @@
 /*
- * stats: publishes a process's counters to Redis once a second with one
- * HSET and one EXPIRE, so `redis-cli HGETALL gochat:stats:<host>:<pid>`
- * shows any process live. Nothing is published while Redis is away.
+ * stats: publishes a process's counters (its metrics slot) to Redis once a
+ * second with one HSET and one EXPIRE, so `redis-cli HGETALL
+ * gochat:stats:<host>:<pid>` shows any process live. Nothing is published
+ * while Redis is away. The same tick is the slot's heartbeat.
  */
 #include "config.h"
 
@@ -14,6 +15,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/metrics.h"
 #include "common/stats.h"
 #include "common/util.h"
 
@@ -81,22 +83,32 @@ stats_tick_cb(evutil_socket_t fd, short what, void *arg)
 		{ "id", s->id },
 		{ "pid", (long long)getpid() },
 		{ "uptime", (util_mono_ms() - s->started_ms) / 1000 },
-		{ "connections", (long long)s->connections },
-		{ "websockets", (long long)s->websockets },
-		{ "rooms", (long long)s->rooms },
-		{ "messages_in", (long long)s->msgs_in },
-		{ "messages_out", (long long)s->msgs_out },
-		{ "http_1xx", (long long)s->http[1] },
-		{ "http_2xx", (long long)s->http[2] },
-		{ "http_3xx", (long long)s->http[3] },
-		{ "http_4xx", (long long)s->http[4] },
-		{ "http_5xx", (long long)s->http[5] },
+		{ "connections", metrics_own_gauge(MG_CONNECTIONS) },
+		{ "websockets", metrics_own_gauge(MG_WEBSOCKETS) },
+		{ "rooms", metrics_own_gauge(MG_ROOMS) },
+		{ "messages_in", (long long)metrics_own_counter(MC_MSGS_IN) },
+		{ "messages_out", (long long)metrics_own_counter(MC_MSGS_OUT) },
+		{ "http_1xx", (long long)metrics_own_http_class(0) },
+		{ "http_2xx", (long long)metrics_own_http_class(1) },
+		{ "http_3xx", (long long)metrics_own_http_class(2) },
+		{ "http_4xx", (long long)metrics_own_http_class(3) },
+		{ "http_5xx", (long long)metrics_own_http_class(4) },
+		{ "db_queries", (long long)metrics_own_counter(MC_DB_QUERIES) },
+		{ "db_errors", (long long)(metrics_own_counter(
+		    MC_DB_UNAVAILABLE) + metrics_own_counter(
+		    MC_DB_SQL_ERRORS)) },
+		{ "redis_commands", (long long)metrics_own_counter(
+		    MC_REDIS_COMMANDS) },
+		{ "redis_errors", (long long)(metrics_own_counter(
+		    MC_REDIS_UNAVAILABLE) + metrics_own_counter(
+		    MC_REDIS_ERROR_REPLIES)) },
 	};
 	enum { NNUMS = sizeof(nums) / sizeof(nums[0]) };
 	char vals[NNUMS][24];
 	const char *argv[6 + 2 * NNUMS];
 	int argc = 0;
 
+	metrics_beat();
 	if (!bus_connected(p->bus))
 		return;
 	argv[argc++] = "HSET";

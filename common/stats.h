@@ -1,7 +1,9 @@
 /*
  * stats: the counters of one process, published every second as the Redis
  * hash <prefix>stats:<host>:<pid> (with a short TTL, so a dead process's
- * hash disappears by itself). The owner bumps the fields directly.
+ * hash disappears by itself). The figures are those of the process's
+ * metrics slot (common/metrics.h), the ones GET /metrics sums, so
+ * redis-cli and /metrics agree.
  */
 #ifndef GC_STATS_H
 #define GC_STATS_H
@@ -12,16 +14,13 @@ struct event_base;
 struct bus;
 struct conf;
 
+/* Who the process is; what it counted lives in its metrics slot. */
 struct stats {
 	const char	*role;		/* "worker", "hub" */
 	int		 id;		/* worker number, 0 for the hub */
 	int64_t		 started_ms;	/* monotonic */
-	uint64_t	 connections;	/* open client connections now */
-	uint64_t	 websockets;	/* of which WebSockets */
-	uint64_t	 rooms;		/* rooms with a local member now */
-	uint64_t	 msgs_in;	/* chat messages received */
-	uint64_t	 msgs_out;	/* chat frames delivered */
-	uint64_t	 http[6];	/* responses by status class; [0] unused */
+	uint64_t	 connections;	/* open, counted by conn.c;
+					 * worker.c copies it to the slot */
 };
 
 struct stats_pub;

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 #include "common/bus.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/msg.h"
 #include "common/proc.h"
 #include "common/stats.h"
@@ -119,6 +121,8 @@ struct hub_batch {
 	int		 built;		/* msgs are filled in */
 	int		 found;		/* replay: stored ones are known */
 	int64_t		 retry_at;	/* monotonic ms, if waiting */
+	int64_t		 oldest_ms;	/* the first entry's id: ms
+					 * (the inbox lag) */
 };
 
 /* The context of a reply that may come after leading stopped. */
@@ -142,6 +146,7 @@ static void	hub_cron_cb(evutil_socket_t, short, void *);
 static void	hub_kick_cb(evutil_socket_t, short, void *);
 static void	hub_stop_cb(evutil_socket_t, short, void *);
 static void	hub_kick(struct hub *, int);
+static void	hub_gauges(struct hub *);
 static void	hub_lease(struct hub *);
 static int	hub_holder_gone(struct hub *, const char *);
 static void	hub_set_leader(struct hub *, int);
@@ -201,6 +206,8 @@ hub_main(const struct proc_ctx *ctx)
 	h.conf = ctx->conf;
 	p = h.conf->redis_prefix;
 	h.parent = getppid();
+	if (metrics_attach(METRICS_HUB, 0) == -1)
+		log_warnx("no metrics slot free: /metrics will miss the hub");
 	h.stats.role = "hub";
 	h.stats.started_ms = util_mono_ms();
 	snprintf(h.lease_key, sizeof(h.lease_key), "%shub:leader", p);
@@ -264,6 +271,7 @@ hub_main(const struct proc_ctx *ctx)
 	event_free(h.kick);
 	event_free(h.stop_timer);
 	event_base_free(h.base);
+	metrics_detach();
 	return GC_EXIT_OK;
 }
 
@@ -310,7 +318,7 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 		rooms_gc(h->rooms, now, HUB_ROOM_IDLE_MS);
 		h->gc_ms = now;
 	}
-	h->stats.rooms = rooms_active(h->rooms);
+	hub_gauges(h);
 	hub_advance(h);
 }
 
@@ -318,6 +326,16 @@ static void
 hub_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	hub_advance(arg);
+}
+
+/* The hub's gauges in its metrics slot (the counters go as they move). */
+static void
+hub_gauges(struct hub *h)
+{
+	metrics_set(MG_ROOMS, (int64_t)rooms_active(h->rooms));
+	metrics_set(MG_LEADER, h->leader);
+	metrics_set(MG_INBOX_OLDEST_MS, h->batch != NULL ?
+	    h->batch->oldest_ms : 0);
 }
 
 /* Call hub_advance() in ms (a retry), not sooner than asked before. */
@@ -337,6 +355,8 @@ hub_kick(struct hub *h, int ms)
 static void
 hub_advance(struct hub *h)
 {
+	if (!h->exiting)
+		hub_gauges(h);
 	if (h->exiting || h->stopping || !hub_leading(h))
 		return;
 	switch (h->phase) {
@@ -651,6 +671,7 @@ hub_reset(struct hub *h)
 	}
 	rooms_reset(h->rooms);
 	evtimer_del(h->kick);
+	hub_gauges(h);
 }
 
 /* ---- the inbox ----------------------------------------------------------- */
@@ -736,7 +757,9 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	b->live = h->phase == HUB_LIVE;
 	b->replay = h->phase == HUB_PENDING;
+	metrics_count(MC_INBOX_ENTRIES, b->n);
 	h->batch = b;
+	hub_gauges(h);
 	hub_batch_run(h);
 }
 
@@ -872,6 +895,9 @@ hub_batch_new(struct hub *h, struct bus_reply *reply)
 		}
 	}
 	b->n = k;
+	/* Redis' ids are <ms>-<seq>: the first is the oldest. */
+	if (k > 0 && sscanf(b->e[0].id, "%" SCNd64, &b->oldest_ms) != 1)
+		b->oldest_ms = 0;
 	return b;
 fail:
 	b->n = k;
@@ -1265,7 +1291,7 @@ hub_on_broadcast(struct hub *h, struct hub_entry *e, const struct store_msg *m)
 {
 	rooms_message(h->rooms, e->room, m->id, e->user, e->username,
 	    e->content, e->content_len, m->ts_ms);
-	h->stats.msgs_in++;
+	metrics_count(MC_MSGS_IN, 1);
 }
 
 static void
@@ -1383,7 +1409,7 @@ hub_tx_publish(struct hub *h, const char *channel, struct evbuffer *payload)
 		return;
 	}
 	hub_tx_command(h, 3, argv, lens);
-	h->stats.msgs_out++;
+	metrics_count(MC_MSGS_OUT, 1);
 }
 
 int

@@ -18,6 +18,7 @@
 
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "master/master.h"
 
@@ -117,6 +118,8 @@ main(int argc, char **argv)
 		log_warn("daemonize failed");
 		return GC_EXIT_FATAL;
 	}
+	if (metrics_init(METRICS_SLOTS) == -1)	/* before any child */
+		fatal("cannot map the shared memory of /metrics");
 	if (conf.pidfile[0] != '\0' && pidfile_write(conf.pidfile) == -1) {
 		log_warn("cannot write pidfile %s", conf.pidfile);
 		return GC_EXIT_FATAL;

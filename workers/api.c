@@ -14,6 +14,7 @@
 #include "common/db.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "workers/api.h"
 #include "workers/auth.h"
@@ -35,6 +36,7 @@ struct api_endpoint {
 static const struct route api_routes[] = {
 	{ HTTP_M_GET, "/", OPEN(api_static) },
 	{ HTTP_M_GET, "/health", OPEN(api_health) },
+	{ HTTP_M_GET, "/metrics", OPEN(api_metrics) },
 	{ HTTP_M_POST, "/register", OPEN(api_register) },
 	{ HTTP_M_POST, "/login", OPEN(api_login) },
 	{ HTTP_M_POST, "/logout", USER(api_logout) },
@@ -58,6 +60,16 @@ static const struct route api_routes[] = {
 	{ HTTP_M_GET, "/ws/history/{roomId}", USER(api_history) },
 	{ 0, NULL, NULL }
 };
+
+/* Route indexes for the metrics: these two, then api_routes[i] at
+ * API_ROUTE_TABLE + i. */
+#define API_ROUTE_NONE		0	/* no route: 404, unreadable */
+#define API_ROUTE_STATIC	1	/* a file of web/ */
+#define API_ROUTE_TABLE		2
+#define API_NROUTES	(sizeof(api_routes) / sizeof(api_routes[0]) - 1)
+
+_Static_assert(API_ROUTE_TABLE + API_NROUTES <= METRICS_ROUTES,
+    "more routes than METRICS_ROUTES can count");
 
 void
 api_dispatch(struct conn *c, struct http_request *req)
@@ -85,6 +97,67 @@ api_dispatch(struct conn *c, struct http_request *req)
 		conn_error(c, 404, "no such route: %s", req->path);
 		return;
 	}
+}
+
+/*
+ * The route a response is counted under: the table entry the request
+ * matched (405 included), the first with the same pattern (so GET and
+ * DELETE /posts/{id} are one route), or static / none.
+ */
+int
+api_route_index(const struct http_request *req, int status)
+{
+	static const enum http_method_id methods[] = { HTTP_M_GET,
+	    HTTP_M_POST, HTTP_M_DELETE, HTTP_M_PUT, HTTP_M_PATCH };
+	struct route_match m;
+	size_t i;
+
+	if (req == NULL || req->path == NULL)
+		return API_ROUTE_NONE;
+	switch (router_match(api_routes, req->method, req->path, &m)) {
+	case ROUTER_FOUND:
+		break;
+	case ROUTER_NOT_FOUND:
+		return status == 404 ? API_ROUTE_NONE : API_ROUTE_STATIC;
+	case ROUTER_BAD_METHOD:
+		/* A 405: the path's route under a method it has. */
+		for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+			if (router_match(api_routes, methods[i], req->path,
+			    &m) == ROUTER_FOUND)
+				break;
+		break;
+	}
+	if (m.route == NULL)
+		return API_ROUTE_NONE;
+	for (i = 0; i < API_NROUTES; i++)
+		if (strcmp(api_routes[i].pattern, m.route->pattern) == 0)
+			break;
+	return API_ROUTE_TABLE + (int)i;
+}
+
+void
+api_count(const struct http_request *req, int status)
+{
+	metrics_http(api_route_index(req, status), status);
+}
+
+const char *
+api_route_label(int route)
+{
+	size_t i;
+
+	if (route == API_ROUTE_NONE)
+		return "none";
+	if (route == API_ROUTE_STATIC)
+		return "static";
+	if (route < API_ROUTE_TABLE ||
+	    (i = (size_t)(route - API_ROUTE_TABLE)) >= API_NROUTES)
+		return NULL;
+	/* A pattern listed before under another method has that index. */
+	for (size_t j = 0; j < i; j++)
+		if (strcmp(api_routes[j].pattern, api_routes[i].pattern) == 0)
+			return "";
+	return api_routes[i].pattern;
 }
 
 struct json_doc *

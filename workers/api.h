@@ -24,6 +24,21 @@ typedef void api_user_handler(struct conn *c, struct http_request *req,
 
 /* Route the request held by c and run its handler (or answer 404/405). */
 void	api_dispatch(struct conn *c, struct http_request *req);
+/*
+ * The metrics route index (0 .. METRICS_ROUTES-1) of a response to req
+ * (NULL: a request that could not be read) with status: its route
+ * pattern, "static" for web/ files, "none" for everything else.
+ */
+int	api_route_index(const struct http_request *req, int status);
+/* Count a response to req (NULL: unreadable) under its route and class:
+ * conn.c calls it for every response, chat.c for a 101. */
+void	api_count(const struct http_request *req, int status);
+/*
+ * The label of a route index: the route pattern ("/users/{id}"),
+ * "static" or "none"; "" for an index that shares an earlier index's
+ * pattern (never counted); NULL past the last one.
+ */
+const char *api_route_label(int route);
 
 /* --- helpers for handlers (api.c) ---------------------------------------- */
 
@@ -70,6 +85,8 @@ void	api_add_int(struct evbuffer *out, const char *key, const char *v);
 
 /* api_health.c */
 api_handler	api_health;
+/* api_metrics.c */
+api_handler	api_metrics;
 /* static.c */
 api_handler	api_static;
 /* api_auth.c */

@@ -24,8 +24,10 @@
 #include "common/conf.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/msg.h"
 #include "common/util.h"
+#include "workers/api.h"
 #include "workers/auth.h"
 #include "workers/chat.h"
 #include "workers/conn.h"
@@ -220,6 +222,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		conn_error(c, 500, "out of memory");
 		return;
 	}
+	api_count(c->req, 101);
 	conn_upgrade(c, extra);
 	m->ws = ws_new(c->bev, (size_t)w->conf->max_ws_message,
 	    (size_t)w->conf->ws_output_limit, &chat_ws_handlers, m);
@@ -230,7 +233,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	}
 	c->member = m;
 	chat->nmembers++;
-	w->stats.websockets++;
+	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 	TAILQ_INSERT_TAIL(&m->room->members, m, entry);
 	m->room->nmembers++;
 	log_debug("conn %llu: user %lld joins room %s",
@@ -272,7 +275,7 @@ chat_on_close(struct conn *c)
 	m->room->nmembers--;		/* chat_rooms_collect() frees it */
 	m->room = NULL;
 	chat->nmembers--;
-	c->worker->stats.websockets--;
+	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 }
 
 void
@@ -369,7 +372,7 @@ member_on_text(void *arg, const char *msg, size_t len)
 		    "contain NUL characters");
 		return;
 	}
-	m->conn->worker->stats.msgs_in++;
+	metrics_count(MC_MSGS_IN, 1);
 	conn_hold(m->conn);
 	if (chat_inbox_op(chat, m, "broadcast", msg, len) == -1) {
 		/* Not accepted: 1011 tells the client to try again. */
@@ -438,7 +441,7 @@ chat_room_get(struct chat *chat, const char *id, int create)
 	r->next = chat->buckets[h];
 	chat->buckets[h] = r;
 	chat->nrooms++;
-	chat->w->stats.rooms = chat->nrooms;
+	metrics_set(MG_ROOMS, (int64_t)chat->nrooms);
 	return r;
 }
 
@@ -467,7 +470,7 @@ chat_rooms_collect(struct chat *chat)
 			free(r);
 			chat->nrooms--;
 		}
-	chat->w->stats.rooms = chat->nrooms;
+	metrics_set(MG_ROOMS, (int64_t)chat->nrooms);
 }
 
 static void
@@ -602,7 +605,7 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
 		next = TAILQ_NEXT(m, entry);
 		if (m->state == MEMBER_JOINED && ws_send(m->ws, f) == 0)
-			chat->w->stats.msgs_out++;
+			metrics_count(MC_MSGS_OUT, 1);
 	}
 	ws_frame_unref(f);
 done:
@@ -623,7 +626,7 @@ chat_history_elem(const char *elem, size_t len, void *arg)
 	if ((f = ws_frame_text(elem, len)) == NULL)
 		return;
 	if (ws_send(h->member->ws, f) == 0)
-		h->chat->w->stats.msgs_out++;
+		metrics_count(MC_MSGS_OUT, 1);
 	ws_frame_unref(f);
 }
 

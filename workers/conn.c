@@ -183,11 +183,8 @@ conn_access_log(struct conn *c, int status, size_t bytes)
 void
 conn_upgrade(struct conn *c, const char *extra)
 {
-	struct worker *w = c->worker;
-
 	http_write_head(bufferevent_get_output(c->bev), 101, NULL, 0, 1,
 	    extra);
-	w->stats.http[1]++;
 	conn_access_log(c, 101, 0);
 	http_request_free(c->req);
 	c->req = NULL;
@@ -248,8 +245,7 @@ conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
 	int head_only, keep;
 
-	if (status >= 100 && status < 600)
-		w->stats.http[status / 100]++;
+	api_count(c->req, status);	/* the metrics, by route */
 	head_only = c->req != NULL && c->req->method == HTTP_M_HEAD;
 	conn_access_log(c, status, head_only ? 0 : len);
 	http_request_free(c->req);

@@ -26,6 +26,7 @@
 #include "common/conf.h"
 #include "common/db.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/proc.h"
 #include "common/stats.h"
 #include "common/util.h"
@@ -64,6 +65,9 @@ worker_main(const struct proc_ctx *ctx)
 	w.stats.role = "worker";
 	w.stats.id = w.id;
 	w.stats.started_ms = util_mono_ms();
+	if (metrics_attach(METRICS_WORKER, w.id) == -1)
+		log_warnx("no metrics slot free: /metrics will miss this "
+		    "worker");
 
 	if ((w.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
@@ -109,12 +113,14 @@ worker_main(const struct proc_ctx *ctx)
 	log_info("exiting");
 	stats_pub_remove(w.stats_pub);
 	worker_free(&w);
+	metrics_detach();
 	return GC_EXIT_OK;
 }
 
 void
 worker_conn_closed(struct worker *w)
 {
+	metrics_set(MG_CONNECTIONS, (int64_t)w->stats.connections);
 	if (w->stopping && TAILQ_EMPTY(&w->conns))
 		event_base_loopexit(w->base, NULL);
 }
@@ -136,6 +142,8 @@ worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	 */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_new(w, fd, sa, salen);
+	/* conn.c counts connections; the metrics slot shows the count. */
+	metrics_set(MG_CONNECTIONS, (int64_t)w->stats.connections);
 }
 
 /* Out of descriptors, say: pause accepting for a moment, do not spin. */
