@@ -10,6 +10,9 @@ import {
 	person, register, say, shot, tid, unique, workerPids,
 } from './lib.mjs';
 
+// A test that hangs fails on its own instead of holding the whole run.
+const LIMIT = { timeout: 90000 };
+
 let browser;
 const people = [];
 
@@ -19,15 +22,15 @@ async function newPerson(viewport) {
 	return p;
 }
 
-before(async () => { browser = await launch(); });
+before(async () => { browser = await launch(); }, LIMIT);
 after(async () => {
 	for (const p of people)
 		assert.deepEqual(p.problems, [], `errors in ${p.username}'s page`);
 	await browser?.close();
-});
+}, LIMIT);
 
 describe('accounts', () => {
-	test('a visitor sees the login screen and can switch to register',
+	test('a visitor sees the login screen and can switch to register', LIMIT,
 	    async () => {
 		const v = await newPerson();
 		await tid(v.page, 'auth-view').waitFor();
@@ -38,7 +41,7 @@ describe('accounts', () => {
 		await v.context.close();
 	});
 
-	test('register, log out, log in again', async () => {
+	test('register, log out, log in again', LIMIT, async () => {
 		const a = await register(await newPerson(), unique('ann'));
 		await tid(a.page, 'nav-logout').click();
 		await tid(a.page, 'login-form').waitFor();
@@ -50,7 +53,7 @@ describe('accounts', () => {
 		await a.context.close();
 	});
 
-	test('API errors are shown as a person can read them', async () => {
+	test('API errors are shown as a person can read them', LIMIT, async () => {
 		const a = await register(await newPerson(), unique('dup'));
 		await tid(a.page, 'nav-logout').click();
 		await tid(a.page, 'login-form').waitFor();
@@ -69,7 +72,7 @@ describe('accounts', () => {
 		await a.context.close();
 	});
 
-	test('deleting the account asks first, then removes it', async () => {
+	test('deleting the account asks first, then removes it', LIMIT, async () => {
 		const a = await register(await newPerson(), unique('del'));
 		await tid(a.page, 'current-user').click();
 		await tid(a.page, 'delete-account').click();
@@ -96,9 +99,9 @@ describe('chat', () => {
 	before(async () => {
 		alice = await register(await newPerson(), unique('alice'));
 		bob = await register(await newPerson(), unique('bob'));
-	});
+	}, LIMIT);
 
-	test('two people create and join a room and talk', async () => {
+	test('two people create and join a room and talk', LIMIT, async () => {
 		await createRoom(alice, room, 'Coffee corner');
 		await joinRoom(alice, room);
 		await joinRoom(bob, room);
@@ -129,7 +132,7 @@ describe('chat', () => {
 		await phone.context.close();
 	});
 
-	test('the room list shows live client counts', async () => {
+	test('the room list shows live client counts', LIMIT, async () => {
 		const c = await register(await newPerson(), unique('carol'));
 		await tid(c.page, 'nav-rooms').click();
 		const count = c.page.locator(`[data-testid="room-item"]` +
@@ -143,7 +146,7 @@ describe('chat', () => {
 		await c.context.close();
 	});
 
-	test('leaving is announced', async () => {
+	test('leaving is announced', LIMIT, async () => {
 		const d = await register(await newPerson(), unique('dave'));
 		await joinRoom(d, room);
 		await tid(alice.page, 'chat-notice').filter({
@@ -155,7 +158,7 @@ describe('chat', () => {
 		    `[data-user-id="${d.id}"]`).waitFor({ state: 'detached' });
 	});
 
-	test('an HTML payload is shown as text, never run', async () => {
+	test('an HTML payload is shown as text, never run', LIMIT, async () => {
 		const evil = '<img src=x onerror="window.pwned=1"><b>bold</b>' +
 		    '<script>window.pwned=2</script>';
 		await say(bob, evil);
@@ -172,7 +175,7 @@ describe('chat', () => {
 		}
 	});
 
-	test('history is shown on joining, and older pages on demand',
+	test('history is shown on joining, and older pages on demand', LIMIT,
 	    async () => {
 		const e = await register(await newPerson(), unique('erin'));
 		await joinRoom(e, room);
@@ -185,7 +188,7 @@ describe('chat', () => {
 		await e.context.close();
 	});
 
-	test('the page reconnects by itself when a worker dies', async () => {
+	test('the page reconnects by itself when a worker dies', LIMIT, async () => {
 		const pids = workerPids();
 		assert.ok(pids.length >= 1, 'no worker found');
 		for (const pid of pids)
@@ -207,7 +210,7 @@ describe('chat', () => {
 });
 
 describe('social', () => {
-	test('a follow and a post appear in the follower\'s feed', async () => {
+	test('a follow and a post appear in the follower\'s feed', LIMIT, async () => {
 		const ann = await register(await newPerson(), unique('ann'));
 		const ben = await register(await newPerson(), unique('ben'));
 		// Ben finds Ann by name and follows her.
@@ -265,7 +268,7 @@ describe('social', () => {
 		    .waitFor({ state: 'detached' });
 	});
 
-	test('writing an empty or too long post is refused with a reason',
+	test('writing an empty or too long post is refused with a reason', LIMIT,
 	    async () => {
 		const p = await register(await newPerson(), unique('max'));
 		await tid(p.page, 'nav-feed').click();
