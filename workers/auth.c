@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,17 @@ auth_thread(void *arg)
 	struct auth_pool *p = arg;
 	struct auth_job *j;
 	char mcf[SCRYPT_MCF_LEN + 1];
+#ifdef SCHED_IDLE
+	struct sched_param sp = { 0 };
+
+	/*
+	 * Hashing only gets the CPU the event loops leave: a storm of logins
+	 * slows logins, not chat. (Linux; elsewhere the threads run at the
+	 * loops' priority.)
+	 */
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+		log_warnx("scrypt thread: cannot lower its priority");
+#endif
 
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
