@@ -1,41 +1,69 @@
 #!/usr/bin/python3
-"""make bench: GoChat's posts and feed under load, next to PostgreSQL alone.
+"""make bench: GoChat under load, each figure next to a reference run in
+the same run on the same machine.
 
 Standard library only. Starts a private PostgreSQL, Redis and gochat (one
 worker per core) with test/harness.py in a temporary directory, registers
 one user through the API (for a real scrypt hash), seeds a data set with
-test/bench/seed.py, logs the bench users in, then runs each scenario twice
-at the same concurrency:
+test/bench/seed.py, adds the load users lg0..lgN-1 (rows inserted straight
+into PostgreSQL with that hash) and writes every session into Redis the way
+workers/auth.c does (no scrypt per user), then runs:
 
-  feed   wrk GET /feed (test/bench/feed.lua, the next user's token on each
-         request) | pgbench running the same feed SQL (test/bench/feed.sql)
-         for a random bench user
-  posts  wrk POST /posts (test/bench/posts.lua) | pgbench running the same
-         INSERT ... RETURNING (test/bench/posts.sql)
+  feed    wrk GET /feed (feed.lua)            | pgbench feed.sql
+  posts   wrk POST /posts (posts.lua)         | pgbench posts.sql
+  tiny    loadgen http GET / (the web client from memory), 64 connections
+                                              | nginx serving the same file
+                                                (nginx.conf.in), same workers
+  api     loadgen http GET /me, 64 connections | pgbench me.sql, -c 64
+          (and redis-benchmark GET of a session key: the session lookup)
+          loadgen http POST /follow + /unfollow | pgbench follow.sql +
+                                                unfollow.sql, -c 64
+  chat    loadgen chat: rooms of 100 and 1,000 clients, 10 senders, closed
+          loop (deliveries/s), then open loop at fixed rates into the
+          1,000-client room (latency percentiles; plot.gp draws
+          OUT/chat-latency.png) | redis-benchmark PUBLISH (the Redis hop's
+          ceiling)
+  login   loadgen chat, 100 clients at 200 messages/s, alone and during a
+          storm of POST /login (loadgen http): chat p99 with / without
+  idle    loadgen idle: 10,000 and 100,000 joined WebSockets in rooms of
+          ~30, a small chat flowing; server memory per connection (sum of
+          PSS of every gochat process, after - before, / N). 100,000 needs
+          more file descriptors than 2 workers have (20,000 each here):
+          the server is restarted with enough workers for it.
 
-Prints a table and writes OUT/results.json (figures, reference figures,
-their ratio and the exact commands). Everything it started is stopped at
-the end, on errors and on Ctrl-C.
+Prints a table (with the targets, met or missed) and writes
+OUT/results.json: one object per measured comparison with the figures, the
+reference figures, their ratio, the target and the exact commands.
+Everything it started is stopped at the end, on errors and on Ctrl-C.
 
 Usage:
-  bench.py --bin ./gochat --srcdir . --out ./bench [--size small|medium|large]
-           [--duration 15] [--connections 16] [--threads 2] [--keep]
-Needs wrk (Debian package wrk) and pgbench (postgresql-client); exits 2
-when one is missing.
+  bench.py --bin ./gochat --srcdir . --out ./bench [--loadgen PATH]
+           [--only tiny,api,chat,idle,login,feed,posts] [--quick]
+           [--size small|medium|large] [--duration 8] [--keep]
+--quick: 3 s runs, small data set, three open-loop rates, 10,000 idle only.
+Needs wrk, pgbench, redis-benchmark, nginx and gnuplot (the plot is skipped
+without it) and test/bench/loadgen (make test/bench/loadgen); exits 2 when
+one that a chosen scenario needs is missing.
 """
 
 import argparse
 import concurrent.futures
 import glob
+import hashlib
 import http.client
 import json
+import math
 import os
 import re
+import secrets
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,8 +78,21 @@ SIZES = {
 	    "--heavy-follows", "2000"]),
 	"large": (200000, 1000000, []),
 }
+ALL = ("feed", "posts", "tiny", "api", "chat", "login", "idle")
 BENCH_USERS = 64
 PASSWORD = "bench-password-1234"
+SESSION_TTL = 86400
+PREFIX = "gochat:"
+FD_LIMIT_HEADROOM = 0.75	# use at most this share of a process's fds
+
+# Targets of the issue: reported as met or missed, never asserted.
+T_TINY = 0.9		# GET / req/s >= 0.9 x nginx
+T_DB = 0.8		# DB-bound API req/s >= 0.8 x pgbench on the same SQL
+T_DELIV = 1000000	# 1,000-client room, closed loop: deliveries/s
+T_RATE = 200		# messages/s into the 1,000-client room ...
+T_P99, T_P999 = 10.0, 25.0	# ... p99 and p99.9 (ms) at that rate
+T_IDLE_B = 4096		# server bytes per idle WebSocket
+T_LOGIN = 1.2		# chat p99 during a login storm / alone
 
 
 class Stop(Exception):
@@ -96,16 +137,25 @@ def api(base_host, port, method, path, body=None, token=None, timeout=30):
 		c.close()
 
 
-def run(cmd, what, timeout=None, **kw):
-	"""Run cmd, return its stdout; fail with its stderr."""
+def cmdline(cmd):
+	return " ".join(shlex.quote(c) for c in cmd)
+
+
+def run(cmd, what, timeout=None, ok=(0,), **kw):
+	"""Run cmd, return (stdout, seconds, stderr); fail with its stderr."""
 	t = time.monotonic()
-	r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-	    text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
-	if r.returncode != 0:
+	try:
+		r = subprocess.run(cmd, stdout=subprocess.PIPE,
+		    stderr=subprocess.PIPE, text=True, timeout=timeout,
+		    stdin=subprocess.DEVNULL, **kw)
+	except subprocess.TimeoutExpired as e:
+		raise harness.HarnessError("%s took more than %s s: %s" % (what,
+		    timeout, cmdline(cmd)))
+	if r.returncode not in ok:
 		raise harness.HarnessError("%s failed (exit %d): %s\n%s%s" % (
-		    what, r.returncode, " ".join(cmd), r.stdout[-3000:],
+		    what, r.returncode, cmdline(cmd), r.stdout[-3000:],
 		    r.stderr[-3000:]))
-	return r.stdout, time.monotonic() - t
+	return r.stdout, time.monotonic() - t, r.stderr
 
 
 def parse_wrk(out):
@@ -172,161 +222,979 @@ def parse_pgbench(out, logprefix):
 	return res
 
 
-def main(argv=None):
-	ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-	ap.add_argument("--bin", required=True, help="the gochat binary")
-	ap.add_argument("--srcdir", required=True, help="the source tree")
-	ap.add_argument("--out", required=True, help="where results.json goes")
-	ap.add_argument("--size", choices=sorted(SIZES), default="medium",
-	    help="data set: small 2k users/20k posts, medium 50k/250k "
-	    "(default), large 200k/1M")
-	ap.add_argument("--duration", type=int, default=15,
-	    help="seconds per run (default 15)")
-	ap.add_argument("--connections", type=int, default=16)
-	ap.add_argument("--threads", type=int, default=2)
-	ap.add_argument("--warmup", type=int, default=3,
-	    help="seconds of unrecorded wrk load before each scenario")
-	ap.add_argument("--scenarios", default="feed,posts",
-	    help="comma-separated subset of feed,posts")
-	ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-	ap.add_argument("--keep", action="store_true",
-	    help="keep the temporary directory (logs, data)")
-	a = ap.parse_args(argv)
+def parse_redis_benchmark(out):
+	"""redis-benchmark --csv: a header line and one line per test."""
+	rows = [l for l in out.splitlines() if l.startswith('"')]
+	if len(rows) < 2:
+		raise harness.HarnessError("no CSV from redis-benchmark:\n" + out)
+	keys = [k.strip('"') for k in rows[0].split('","')]
+	vals = [v.strip('"') for v in rows[1].split('","')]
+	d = dict(zip(keys, vals))
+	return {
+		"test": d.get("test"),
+		"req_per_s": float(d["rps"]),
+		"latency_ms": {"mean": float(d["avg_latency_ms"]),
+		    "p50": float(d["p50_latency_ms"]),
+		    "p95": float(d["p95_latency_ms"]),
+		    "p99": float(d["p99_latency_ms"]),
+		    "max": float(d["max_latency_ms"])},
+	}
 
-	wrk = shutil.which("wrk")
-	if not wrk:
-		print("bench: wrk not found: apt-get install wrk", file=sys.stderr)
-		return 2
-	pgbench = pgbench_path()
-	if not pgbench:
-		print("bench: pgbench not found: apt-get install postgresql-client",
-		    file=sys.stderr)
-		return 2
-	scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-	for s in scenarios:
-		if s not in ("feed", "posts"):
-			ap.error("unknown scenario %r" % s)
-	bin = os.path.abspath(a.bin)
-	srcdir = os.path.abspath(a.srcdir)
-	out = os.path.abspath(a.out)
-	os.makedirs(out, exist_ok=True)
 
-	signal.signal(signal.SIGINT, on_signal)
-	signal.signal(signal.SIGTERM, on_signal)
-	signal.signal(signal.SIGHUP, on_signal)
+# --- processes and measurements ----------------------------------------------
 
-	tmp = tempfile.mkdtemp(prefix="gochat-bench-")
-	os.chmod(tmp, 0o711)	# PostgreSQL runs as 'postgres' under root
-	pg = harness.Postgres(os.path.join(tmp, "pg"), harness.free_port())
-	redis = harness.Redis(os.path.join(tmp, "redis"), harness.free_port())
-	server = None
-	rc = 0
-	t_start = time.monotonic()
+def descendants(root):
+	"""root and every live process below it."""
+	parent = {}
+	for name in os.listdir("/proc"):
+		if name.isdigit():
+			info = harness.proc_info(int(name))
+			if info and info[1] not in ("Z", "X"):
+				parent[int(name)] = info[0]
+	out, todo = [], [root]
+	while todo:
+		p = todo.pop()
+		if p in parent or p == root:
+			out.append(p)
+			todo.extend(c for c, pp in parent.items() if pp == p)
+	return sorted(set(out))
+
+
+def smaps_kb(pid, field="Pss"):
 	try:
-		log("temporary directory %s" % tmp)
-		pg.start()
-		redis.start()
-		port = harness.free_port()
-		conf = {
-			"listen": "127.0.0.1:%d" % port,
-			"workers": str(a.workers),
-			"database_url": pg.url,
-			"redis_url": redis.url,
-			"sql_dir": os.path.join(srcdir, "sql"),
-			"web_dir": os.path.join(srcdir, "web"),
-			"log_level": "warn",
-			"log_file": os.path.join(tmp, "gochat-run.log"),
-		}
-		server = harness.Server(bin, conf, os.path.join(tmp, "gochat"))
-		server.start(timeout=60)
-		log("PostgreSQL :%d, Redis :%d, gochat :%d (%d workers)" % (
-		    pg.port, redis.port, port, a.workers))
+		with open("/proc/%d/smaps_rollup" % pid) as f:
+			for line in f:
+				if line.startswith(field + ":"):
+					return int(line.split()[1])
+	except OSError:
+		return 0
+	return 0
 
-		# A real scrypt hash for the bench users: register one user.
-		st, body = api("127.0.0.1", port, "POST", "/register",
+
+def server_memory(server):
+	"""Sum of PSS and of RSS (kB) of the master and all its descendants."""
+	pids = descendants(server.master_pid)
+	procs = []
+	for p in pids:
+		info = harness.proc_info(p)
+		procs.append({"pid": p, "title": info[2] if info else "?",
+		    "pss_kb": smaps_kb(p, "Pss"), "rss_kb": smaps_kb(p, "Rss")})
+	return {"pss_kb": sum(p["pss_kb"] for p in procs),
+	    "rss_kb": sum(p["rss_kb"] for p in procs), "processes": procs}
+
+
+def worker_stats(redis):
+	"""{pid: stats hash} of every gochat process that published stats."""
+	out = {}
+	try:
+		for key in harness.redis_keys(redis.port, PREFIX + "stats:*"):
+			h = harness.redis_hash(redis.port, key)
+			if h.get("pid"):
+				out[int(h["pid"])] = h
+	except (OSError, ConnectionError, harness.RedisError):
+		pass
+	return out
+
+
+class Sampler:
+	"""Polls the workers' stats hashes while a load runs: the most
+	WebSockets each worker held (how the clients spread over workers)."""
+
+	def __init__(self, redis, period=0.5, timeline=False):
+		self.redis, self.period = redis, period
+		self.max_ws = {}
+		self.timeline = [] if timeline else None	# (time, websockets)
+		self._stop = threading.Event()
+		self._t = threading.Thread(target=self._loop, daemon=True)
+
+	def _loop(self):
+		while not self._stop.wait(self.period):
+			total = 0
+			for pid, h in worker_stats(self.redis).items():
+				if h.get("role") != "worker":
+					continue
+				n = int(h.get("websockets", 0) or 0)
+				total += n
+				if n > self.max_ws.get(pid, 0):
+					self.max_ws[pid] = n
+			if self.timeline is not None:
+				self.timeline.append((time.monotonic(), total))
+
+	def __enter__(self):
+		self._t.start()
+		return self
+
+	def __exit__(self, *exc):
+		self._stop.set()
+		self._t.join(5)
+
+	def spread(self):
+		return [self.max_ws[p] for p in sorted(self.max_ws)]
+
+
+def rate_between(timeline, f0, f1):
+	"""Joins/s while the held count went from f0 to f1 of its last value."""
+	if len(timeline) < 2 or not timeline[-1][1]:
+		return None
+	top = timeline[-1][1]
+	pts = [p for p in timeline if f0 * top <= p[1] <= f1 * top]
+	if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+		return None
+	return round((pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]))
+
+
+def cpu_snapshot():
+	"""(machine busy seconds, seconds used by this process's tree, loadavg):
+	the difference of two tells how much CPU other processes on the machine
+	took meanwhile (a noisy neighbour makes every figure worse)."""
+	hz = os.sysconf("SC_CLK_TCK")
+	with open("/proc/stat") as f:
+		v = [int(x) for x in f.readline().split()[1:]]
+	busy = (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / hz
+	ours = 0
+	for pid in descendants(os.getpid()):
+		try:
+			with open("/proc/%d/stat" % pid) as f:
+				st = f.read()
+		except OSError:
+			continue
+		fl = st[st.rfind(")") + 2:].split()
+		ours += sum(int(x) for x in fl[11:15])	# utime stime cutime cstime
+	with open("/proc/loadavg") as f:
+		la = float(f.read().split()[0])
+	return busy, ours / hz, la
+
+
+def cpu_others(c0, c1, wall):
+	"""Share of the machine's CPU that processes outside the bench used."""
+	ncpu = os.cpu_count() or 1
+	other = max(0.0, (c1[0] - c0[0]) - (c1[1] - c0[1]))
+	return {"other_cpu_share": round(other / (wall * ncpu), 3) if wall > 0
+	    else None, "loadavg_end": c1[2]}
+
+
+def fmt_int(x):
+	return "{:,}".format(int(round(x))) if x is not None else "-"
+
+
+def fmt_ratio(x):
+	return "%.2f" % x if x is not None else "-"
+
+
+def ratio(a, b):
+	return round(a / b, 3) if a is not None and b else None
+
+
+def judge(desc, met):
+	return {"target": desc, "met": bool(met) if met is not None else None}
+
+
+# --- the bench ---------------------------------------------------------------
+
+class Bench:
+	def __init__(self, a):
+		self.a = a
+		self.tmp = None
+		self.pg = self.redis = self.server = None
+		self.bg = []		# background Popen objects to stop at the end
+		self.results = []
+		self.notes = []
+
+	# -- lifecycle ------------------------------------------------------------
+
+	def server_conf(self, port, workers):
+		return {
+			"listen": "127.0.0.1:%d" % port,
+			"workers": str(workers),
+			"database_url": self.pg.url,
+			"redis_url": self.redis.url,
+			"sql_dir": os.path.join(self.a.srcdir, "sql"),
+			"web_dir": os.path.join(self.a.srcdir, "web"),
+			"log_level": "warn",
+			"log_file": os.path.join(self.tmp, "gochat-run.log"),
+		}
+
+	def start_server(self, workers):
+		if self.server is not None:
+			self.server.stop(timeout=60)
+			self.server = None
+		self.port = harness.free_port()
+		self.workers = workers
+		d = os.path.join(self.tmp, "gochat-%dw" % workers)
+		self.server = harness.Server(self.a.bin, self.server_conf(self.port,
+		    workers), d)
+		self.server.start(timeout=60)
+		# every worker accepting (the gate waits for PostgreSQL)
+		harness.wait_for(lambda: len(self.server.workers()) >= workers, 30)
+		log("gochat :%d, %d workers (pid %d)" % (self.port, workers,
+		    self.server.master_pid))
+
+	def popen_bg(self, cmd, **kw):
+		p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+		    start_new_session=True, preexec_fn=harness._pdeathsig(), **kw)
+		self.bg.append(p)
+		return p
+
+	def stop_bg(self):
+		for p in self.bg:
+			if p.poll() is None:
+				try:
+					os.killpg(p.pid, signal.SIGTERM)
+				except ProcessLookupError:
+					pass
+		for p in self.bg:
+			try:
+				p.wait(10)
+			except subprocess.TimeoutExpired:
+				try:
+					os.killpg(p.pid, signal.SIGKILL)
+				except ProcessLookupError:
+					pass
+				p.wait(5)
+		self.bg = []
+
+	def psql(self, sql, capture=True):
+		r = subprocess.run([os.path.join(self.pg.bindir, "psql"), "-X", "-q",
+		    "-At", "-v", "ON_ERROR_STOP=1", "-d", self.pg.url], input=sql,
+		    capture_output=True, text=True, timeout=600)
+		if r.returncode != 0:
+			raise harness.HarnessError("psql: %s\n%s" % (r.stderr, sql[:500]))
+		return r.stdout.strip()
+
+	# -- data -----------------------------------------------------------------
+
+	def seed(self):
+		a = self.a
+		st, body = api("127.0.0.1", self.port, "POST", "/register",
 		    {"username": "benchsrc", "email": "benchsrc@example.test",
 		     "password": PASSWORD})
 		if st != 201:
 			raise harness.HarnessError("POST /register: %s %r" % (st, body))
-
 		users, posts, extra = SIZES[a.size]
-		seed_cmd = ["/usr/bin/python3", os.path.join(HERE, "seed.py"),
-		    "--dsn", pg.url, "--psql", os.path.join(pg.bindir, "psql"),
-		    "--reset", "--users", str(users), "--posts", str(posts),
+		self.seed_cmd = ["/usr/bin/python3", os.path.join(HERE, "seed.py"),
+		    "--dsn", self.pg.url, "--psql", os.path.join(self.pg.bindir,
+		    "psql"), "--reset", "--users", str(users), "--posts", str(posts),
 		    "--bench-users", str(BENCH_USERS),
 		    "--hash-from-user", "benchsrc"] + extra
-		log("seeding (%s): %s" % (a.size, " ".join(seed_cmd)))
-		seed_out, seed_secs = run(seed_cmd, "seed.py", timeout=1800)
-		sys.stderr.write(seed_out)
-		log("seeded in %.1f s" % seed_secs)
-		lo, hi = users + 1, users + BENCH_USERS
+		log("seeding (%s): %s" % (a.size, cmdline(self.seed_cmd)))
+		out, self.seed_secs, _ = run(self.seed_cmd, "seed.py", timeout=1800)
+		sys.stderr.write(out)
+		self.users, self.posts = users, posts
+		self.lo, self.hi = users + 1, users + BENCH_USERS
 
-		# Log the bench users in, concurrently (scrypt: ~80 ms each).
-		def login(i):
-			st, body = api("127.0.0.1", port, "POST", "/login",
-			    {"username": "bench%d" % i, "password": PASSWORD})
-			if st != 200 or "token" not in body:
-				raise harness.HarnessError("POST /login bench%d: %s %r"
-				    % (i, st, body))
-			return body["token"]
+		# Load users lg0..lgN-1 (ids hi+1..): the bench users' real hash,
+		# no follows, no posts; rooms come later, per scenario.
 		t = time.monotonic()
-		with concurrent.futures.ThreadPoolExecutor(8) as ex:
-			tokens = list(ex.map(login, range(1, BENCH_USERS + 1)))
-		log("%d logins in %.1f s" % (len(tokens), time.monotonic() - t))
-		tokfile = os.path.join(tmp, "tokens.txt")
-		with open(tokfile, "w") as f:
-			f.write("\n".join(tokens) + "\n")
+		n = self.nload
+		self.load_base = self.hi + 1
+		h = self.psql("SELECT password_hash FROM users WHERE id = %d"
+		    % self.lo)
+		self.psql("""SET synchronous_commit = off;
+INSERT INTO users (id, username, email, password_hash) OVERRIDING SYSTEM VALUE
+SELECT %d + i, 'lg' || i, 'lg' || i || '@example.test', '%s'
+FROM generate_series(0, %d) i;
+SELECT setval(pg_get_serial_sequence('users', 'id'), %d) \\g /dev/null
+ANALYZE users;
+""" % (self.load_base, h.replace("'", "''"), n - 1, self.load_base + n - 1))
 
-		# Sanity: both endpoints answer as expected before measuring.
-		st, body = api("127.0.0.1", port, "GET", "/feed", token=tokens[0])
-		if st != 200 or not isinstance(body, list) or not body:
-			raise harness.HarnessError("GET /feed: %s %r" % (st, body))
-		check_feed_sql(pg, lo, [p["id"] for p in body])
+		# Sessions, written as auth_session_create() does (SET key uid EX
+		# ttl, SADD the user's index, EXPIRE it), pipelined.
+		ids = list(range(self.lo, self.hi + 1)) + list(range(self.load_base,
+		    self.load_base + n))
+		toks = [secrets.token_urlsafe(32) for _ in ids]
+		self.write_sessions(list(zip(toks, ids)))
+		self.bench_tokens = os.path.join(self.tmp, "tokens-bench.txt")
+		with open(self.bench_tokens, "w") as f:
+			for tok, uid in zip(toks[:BENCH_USERS], ids[:BENCH_USERS]):
+				f.write("%s %d\n" % (tok, uid))
+		self.load_tokens = os.path.join(self.tmp, "tokens-load.txt")
+		with open(self.load_tokens, "w") as f:
+			for tok, uid in zip(toks[BENCH_USERS:], ids[BENCH_USERS:]):
+				f.write("%s %d\n" % (tok, uid))
+		# wrk's lua scripts want bare tokens
+		self.bench_tokens_bare = os.path.join(self.tmp, "tokens.txt")
+		with open(self.bench_tokens_bare, "w") as f:
+			f.write("\n".join(toks[:BENCH_USERS]) + "\n")
+		self.token0 = toks[0]
+		self.session_key0 = PREFIX + "session:" + hashlib.sha256(
+		    toks[0].encode()).hexdigest()
+		self.load_secs = time.monotonic() - t
+		log("%d load users and %d sessions in %.1f s" % (n, len(ids),
+		    self.load_secs))
 
-		results = []
-		for name in scenarios:
-			results.append(scenario(a, name, wrk, pgbench, port, pg, tokfile,
-			    lo, hi, tmp))
+		# The sessions work: GET /me as the first bench user and a load user.
+		for tok, uid in ((toks[0], ids[0]), (toks[-1], ids[-1])):
+			st, body = api("127.0.0.1", self.port, "GET", "/me", token=tok)
+			if st != 200 or body.get("id") != uid:
+				raise harness.HarnessError("GET /me with a written session: "
+				    "%s %r (want id %d)" % (st, body, uid))
 
-		doc = {
-			"size": a.size, "users": users, "posts": posts,
-			"bench_users": BENCH_USERS, "workers": a.workers,
-			"cores": os.cpu_count(), "seed_seconds": round(seed_secs, 1),
-			"seed_command": " ".join(seed_cmd),
-			"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-			"scenarios": results,
+	def write_sessions(self, pairs):
+		with socket.create_connection(("127.0.0.1", self.redis.port),
+		    timeout=60) as s:
+			f = s.makefile("rb")
+			for i in range(0, len(pairs), 5000):
+				chunk = pairs[i:i + 5000]
+				buf = []
+				for tok, uid in chunk:
+					key = PREFIX + "session:" + hashlib.sha256(
+					    tok.encode()).hexdigest()
+					idx = "%suser:%d:sessions" % (PREFIX, uid)
+					buf.append(harness._resp_encode(["SET", key, uid, "EX",
+					    SESSION_TTL]))
+					buf.append(harness._resp_encode(["SADD", idx, key]))
+					buf.append(harness._resp_encode(["EXPIRE", idx,
+					    SESSION_TTL]))
+				s.sendall(b"".join(buf))
+				for _ in range(3 * len(chunk)):
+					harness._resp_read(f)
+
+	def create_rooms(self, names=(), prefix=None, count=0):
+		sql = "SET synchronous_commit = off;\n"
+		if names:
+			sql += "INSERT INTO rooms (id, name) VALUES %s ON CONFLICT DO " \
+			    "NOTHING;\n" % ", ".join("('%s', '%s')" % (n, n) for n in names)
+		if prefix:
+			sql += ("INSERT INTO rooms (id, name) SELECT '%s' || i, '%s' || i "
+			    "FROM generate_series(0, %d) i ON CONFLICT DO NOTHING;\n"
+			    % (prefix, prefix, count - 1))
+		self.psql(sql)
+
+	# -- tools ------------------------------------------------------------------
+
+	def target(self, port=None):
+		return "127.0.0.1:%d" % (port or self.port)
+
+	def loadgen(self, mode, args, timeout, port=None):
+		"""Run loadgen; (its JSON, command line, stderr)."""
+		cmd = [self.a.loadgen, mode] + [str(x) for x in args] + [
+		    self.target(port)]
+		log("  " + cmdline(cmd))
+		out, secs, err = run(cmd, "loadgen " + mode, timeout=timeout,
+		    ok=(0, 1))
+		lines = [l for l in out.splitlines() if l.startswith("{")]
+		if not lines:
+			raise harness.HarnessError("no JSON from loadgen:\n%s\n%s" % (
+			    out[-2000:], err[-2000:]))
+		d = json.loads(lines[-1])
+		return d, cmdline(cmd), err
+
+	def pgbench(self, name, scripts, clients, threads, duration, mode,
+	    defs):
+		logprefix = os.path.join(self.tmp, "pgbench_" + name)
+		cmd = [self.pgbench_bin, "-n", "-M", mode, "-c", str(clients), "-j",
+		    str(threads), "-T", str(duration)]
+		for k, v in defs.items():
+			cmd += ["-D", "%s=%s" % (k, v)]
+		for s in scripts:
+			cmd += ["-f", s]
+		cmd += ["-l", "--log-prefix", logprefix, self.pg.url]
+		log("  " + cmdline(cmd))
+		out, _, err = run(cmd, "pgbench", timeout=duration + 60)
+		return parse_pgbench(out, logprefix), cmdline(cmd), out
+
+	def redis_benchmark(self, clients, n, *command):
+		cmd = [self.redis_bench, "-h", "127.0.0.1", "-p",
+		    str(self.redis.port), "-c", str(clients), "-n", str(n), "--csv"] \
+		    + list(command)
+		log("  " + cmdline(cmd))
+		out, _, _ = run(cmd, "redis-benchmark", timeout=120)
+		return parse_redis_benchmark(out), cmdline(cmd)
+
+	def http_figures(self, d):
+		return {
+			"req_per_s": d["req_per_s"],
+			"requests": d["requests"],
+			"seconds": d["duration_s"],
+			"latency_ms": d["latency_ms"],
+			"status": d["status"],
+			"status_codes": d["status_codes"],
+			"errors": d["errors"],
+			"non_2xx": d["requests"] - d["status"]["2xx"],
 		}
-		with open(os.path.join(out, "results.json"), "w") as f:
-			json.dump(doc, f, indent=2)
-			f.write("\n")
-		print_table(results)
-		print("\nresults: %s (total %.0f s)" % (os.path.join(out,
-		    "results.json"), time.monotonic() - t_start))
-	except Stop as e:
-		log("interrupted (%s): stopping" % e)
-		rc = 130
-	except (harness.HarnessError, OSError, subprocess.SubprocessError) as e:
-		log("error: %s" % e)
-		rc = 1
-	finally:
-		for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-			signal.signal(s, signal.SIG_IGN)
-		for what, stop in (("gochat", server.stop if server else None),
-		    ("Redis", redis.stop), ("PostgreSQL", pg.stop)):
-			if stop is None:
-				continue
+
+	def wait_quiet(self, timeout=30):
+		"""Until no worker holds a WebSocket (the previous run's clients
+		have left), so runs do not overlap."""
+		def quiet():
+			st = worker_stats(self.redis)
+			return all(int(h.get("websockets", 0) or 0) == 0
+			    for h in st.values() if h.get("role") == "worker")
+		time.sleep(1.2)		# stats are published once a second
+		harness.wait_for(quiet, timeout, interval=0.5)
+
+	# -- scenarios ------------------------------------------------------------------
+
+	def sc_feed(self):
+		return [self.wrk_vs_pgbench("feed")]
+
+	def sc_posts(self):
+		return [self.wrk_vs_pgbench("posts")]
+
+	def wrk_vs_pgbench(self, name):
+		a = self.a
+		path = {"feed": "/feed", "posts": "/posts"}[name]
+		lua = os.path.join(HERE, name + ".lua")
+		sql = os.path.join(HERE, name + ".sql")
+		url = "http://127.0.0.1:%d%s" % (self.port, path)
+		c, t = str(a.connections), str(a.threads)
+		if a.warmup > 0:
+			run([self.wrk, "-t", t, "-c", c, "-d", "%ds" % a.warmup, "-s", lua,
+			    url, "--", self.bench_tokens_bare], "wrk warm-up",
+			    timeout=a.warmup + 60)
+		wrk_cmd = [self.wrk, "-t", t, "-c", c, "-d", "%ds" % a.duration,
+		    "--latency", "-s", lua, url, "--", self.bench_tokens_bare]
+		log("  " + cmdline(wrk_cmd))
+		wout, _, _ = run(wrk_cmd, "wrk", timeout=a.duration + 60)
+		g = parse_wrk(wout)
+		r, pcmd, pout = self.pgbench(name, [sql], a.connections, a.threads,
+		    a.duration, "extended", {"lo": self.lo, "hi": self.hi})
+		rt = ratio(g["req_per_s"], r["tps"])
+		return {
+			"scenario": name,
+			"what": "%s %s, wrk %s connections" % ("GET" if name == "feed"
+			    else "POST", path, c),
+			"gochat": g,
+			"reference": dict(r, tool="pgbench -M extended",
+			    req_per_s=r["tps"]),
+			"ratio": rt,
+			"unit": "req/s",
+			"judge": judge(">= %.1f x pgbench on the same SQL" % T_DB,
+			    rt is not None and rt >= T_DB),
+			"commands": {"gochat": cmdline(wrk_cmd), "reference": pcmd},
+			"output": {"gochat": wout, "reference": pout},
+		}
+
+	def sc_tiny(self):
+		a = self.a
+		ndir = os.path.join(self.tmp, "nginx")
+		os.makedirs(ndir, exist_ok=True)
+		nport = harness.free_port()
+		with open(os.path.join(HERE, "nginx.conf.in")) as f:
+			conf = f.read()
+		for k, v in (("@WORKERS@", str(self.workers)), ("@PORT@", str(nport)),
+		    ("@ROOT@", os.path.join(a.srcdir, "web")), ("@DIR@", ndir)):
+			conf = conf.replace(k, v)
+		confpath = os.path.join(ndir, "nginx.conf")
+		with open(confpath, "w") as f:
+			f.write(conf)
+		ncmd = [self.nginx, "-p", ndir, "-c", confpath, "-e",
+		    os.path.join(ndir, "error.log")]
+		log("  " + cmdline(ncmd))
+		nlog = open(os.path.join(ndir, "nginx.out"), "ab")
+		np_ = self.popen_bg(ncmd, stdout=nlog, stderr=subprocess.STDOUT)
+		nlog.close()
+		try:
+			harness.wait_for(lambda: np_.poll() is not None or
+			    harness.port_in_use(nport), 15, what="nginx on :%d" % nport)
+			if np_.poll() is not None:
+				raise harness.HarnessError("nginx exited: %s" % harness.tail(
+				    os.path.join(ndir, "error.log"), 20))
+			# Same bytes from both.
+			bodies = []
+			for p in (self.port, nport):
+				c = http.client.HTTPConnection("127.0.0.1", p, timeout=10)
+				c.request("GET", "/")
+				r = c.getresponse()
+				bodies.append((r.status, r.read()))
+				c.close()
+			if bodies[0] != bodies[1] or bodies[0][0] != 200:
+				raise harness.HarnessError("GET / differs: gochat %s %d bytes, "
+				    "nginx %s %d bytes" % (bodies[0][0], len(bodies[0][1]),
+				    bodies[1][0], len(bodies[1][1])))
+			args = ["-c", 64, "-t", a.lg_threads, "-q", "-u", "/"]
+			figs = {}
+			for who, port in (("gochat", self.port), ("nginx", nport)):
+				if a.warmup > 0:
+					self.loadgen("http", args + ["-d", a.warmup],
+					    a.warmup + 60, port)
+				d, cmd, err = self.loadgen("http", args + ["-d", a.duration],
+				    a.duration + 60, port)
+				figs[who] = (self.http_figures(d), cmd, err)
+		finally:
+			np_.send_signal(signal.SIGQUIT)	# graceful
 			try:
-				stop()
-			except (harness.HarnessError, OSError,
-			    subprocess.SubprocessError) as e:
-				log("stopping %s: %s" % (what, e))
-				rc = rc or 1
-		if a.keep or rc not in (0, 130):
-			log("kept %s (logs: gochat/gochat.log, gochat-run.log, "
-			    "pg/postgres.log)" % tmp)
-		else:
-			shutil.rmtree(tmp, ignore_errors=True)
-	return rc
+				np_.wait(10)
+			except subprocess.TimeoutExpired:
+				np_.kill()
+				np_.wait(5)
+		g, r = figs["gochat"][0], figs["nginx"][0]
+		rt = ratio(g["req_per_s"], r["req_per_s"])
+		return [{
+			"scenario": "tiny",
+			"what": "GET / (%d-byte web client), 64 connections, closed loop"
+			    % len(bodies[0][1]),
+			"gochat": g,
+			"reference": dict(r, tool="nginx %d workers" % self.workers),
+			"ratio": rt,
+			"unit": "req/s",
+			"judge": judge(">= %.1f x nginx" % T_TINY,
+			    rt is not None and rt >= T_TINY),
+			"commands": {"gochat": figs["gochat"][1],
+			    "reference": figs["nginx"][1], "nginx": cmdline(ncmd),
+			    "nginx_conf": confpath},
+			"output": {"gochat": figs["gochat"][2],
+			    "reference": figs["nginx"][2]},
+		}]
+
+	def sc_api(self):
+		a = self.a
+		out = []
+		c = 64
+		base = ["-c", c, "-t", a.lg_threads, "-q", "-T", self.bench_tokens]
+		# GET /me
+		if a.warmup > 0:
+			self.loadgen("http", base + ["-d", a.warmup, "-u", "/me"],
+			    a.warmup + 60)
+		d, gcmd, gerr = self.loadgen("http", base + ["-d", a.duration, "-u",
+		    "/me"], a.duration + 60)
+		g = self.http_figures(d)
+		r, pcmd, pout = self.pgbench("me", [os.path.join(HERE, "me.sql")],
+		    c, 2, a.duration, a.pg_mode, {"lo": self.lo, "hi": self.hi})
+		# gochat sends unnamed statements (PQsendQueryParams): the same
+		# protocol in pgbench is -M extended, parsed and planned each time.
+		rx, xcmd, _ = self.pgbench("me_x", [os.path.join(HERE, "me.sql")],
+		    c, 2, a.duration, "extended", {"lo": self.lo, "hi": self.hi}) \
+		    if a.pg_mode != "extended" else (None, None, None)
+		rb, rcmd = self.redis_benchmark(c, a.redis_n, "GET",
+		    self.session_key0)
+		rt = ratio(g["req_per_s"], r["tps"])
+		out.append({
+			"scenario": "api_me",
+			"what": "GET /me, 64 connections (a Redis GET, then one SELECT)",
+			"gochat": g,
+			"reference": dict(r, tool="pgbench -M " + a.pg_mode,
+			    req_per_s=r["tps"]),
+			"reference_redis": dict(rb, tool="redis-benchmark"),
+			"reference_extended": dict(rx, tool="pgbench -M extended",
+			    req_per_s=rx["tps"]) if rx else None,
+			"ratio": rt,
+			"ratio_redis": ratio(g["req_per_s"], rb["req_per_s"]),
+			"ratio_extended": ratio(g["req_per_s"], rx["tps"]) if rx
+			    else None,
+			"unit": "req/s",
+			"judge": judge(">= %.1f x pgbench on the same SQL" % T_DB,
+			    rt is not None and rt >= T_DB),
+			"commands": {"gochat": gcmd, "reference": pcmd,
+			    "reference_redis": rcmd, "reference_extended": xcmd},
+			"output": {"gochat": gerr, "reference": pout},
+		})
+		# POST /follow, /unfollow of the next bench user, alternately
+		fargs = base + ["-r", "POST /follow?toFollowId=%PEER%", "-r",
+		    "POST /unfollow?toUnfollowId=%PEER%"]
+		if a.warmup > 0:
+			self.loadgen("http", fargs + ["-d", a.warmup], a.warmup + 60)
+		d, gcmd, gerr = self.loadgen("http", fargs + ["-d", a.duration],
+		    a.duration + 60)
+		g = self.http_figures(d)
+		r, pcmd, pout = self.pgbench("follow", [os.path.join(HERE,
+		    "follow.sql"), os.path.join(HERE, "unfollow.sql")], c, 2,
+		    a.duration, a.pg_mode, {"lo": self.lo, "n": BENCH_USERS})
+		rt = ratio(g["req_per_s"], r["tps"])
+		out.append({
+			"scenario": "api_follow",
+			"what": "POST /follow and /unfollow alternately, 64 connections",
+			"gochat": g,
+			"reference": dict(r, tool="pgbench -M " + a.pg_mode,
+			    req_per_s=r["tps"]),
+			"ratio": rt,
+			"unit": "req/s",
+			"judge": judge(">= %.1f x pgbench on the same SQL" % T_DB,
+			    rt is not None and rt >= T_DB),
+			"commands": {"gochat": gcmd, "reference": pcmd},
+			"output": {"gochat": gerr, "reference": pout},
+		})
+		return out
+
+	def chat_run(self, room, clients, duration, rate=0, senders=10,
+	    threads=None, extra=()):
+		self.create_rooms([room])
+		args = ["-c", clients, "-s", senders, "-d", duration, "-T",
+		    self.load_tokens, "-r", room, "-t", threads or self.a.lg_threads,
+		    "--join-timeout", 60, "-q"]
+		if rate:
+			args += ["-R", rate]
+		args += list(extra)
+		with Sampler(self.redis) as smp:
+			d, cmd, err = self.loadgen("chat", args, duration + 120)
+		self.wait_quiet()
+		d["workers_websockets_max"] = smp.spread()
+		return d, cmd, err
+
+	def chat_figures(self, d):
+		keys = ("joined", "join_s", "sent", "sent_per_s", "deliveries",
+		    "deliveries_per_s", "latency_ms", "losses", "duplicates",
+		    "order_violations", "unacked", "receivers_checked", "disconnects",
+		    "duration_s", "rate", "loop", "workers_websockets_max",
+		    "send_blocked", "send_skipped", "echo_timeouts", "close_codes")
+		return {k: d.get(k) for k in keys}
+
+	def sc_chat(self):
+		a = self.a
+		out = []
+		payload = "x" * 64
+		rb, rcmd = self.redis_benchmark(10, a.redis_n, "PUBLISH",
+		    PREFIX + "room:bench-ceiling", payload)
+		ref = dict(rb, tool="redis-benchmark PUBLISH (no subscribers)")
+		run_tag = secrets.token_hex(3)
+		for n in a.chat_sizes:
+			room = "c%d-%s" % (n, run_tag)
+			d, cmd, err = self.chat_run(room, n, a.duration)
+			g = self.chat_figures(d)
+			rt = ratio(d["sent_per_s"], rb["req_per_s"])
+			ent = {
+				"scenario": "chat_closed_%d" % n,
+				"what": "room of %d, 10 senders, closed loop: messages/s x "
+				    "receivers" % n,
+				"gochat": g,
+				"reference": ref,
+				"ratio": rt,
+				"ratio_note": "messages/s accepted and fanned out / "
+				    "PUBLISH/s through the same Redis",
+				"unit": "deliveries/s",
+				"commands": {"gochat": cmd, "reference": rcmd},
+				"output": {"gochat": err},
+			}
+			if n == 1000:
+				ent["judge"] = judge(">= %s deliveries/s" % fmt_int(T_DELIV),
+				    d["deliveries_per_s"] >= T_DELIV)
+			out.append(ent)
+		# Open loop into a 1,000-client room: latency against offered load.
+		n = max(a.chat_sizes)
+		series, cmds = [], []
+		for rate in a.rates:
+			room = "o%d-%d-%s" % (n, rate, run_tag)
+			d, cmd, err = self.chat_run(room, n, a.ol_duration, rate=rate)
+			lat = d["latency_ms"]
+			series.append({"rate": rate, "offered_deliveries_per_s":
+			    rate * n, "deliveries_per_s": d["deliveries_per_s"],
+			    "sent_per_s": d["sent_per_s"], "latency_ms": lat,
+			    "losses": d["losses"], "joined": d["joined"],
+			    "send_blocked": d.get("send_blocked"),
+			    "workers_websockets_max": d["workers_websockets_max"]})
+			cmds.append(cmd)
+			log("    %d msg/s: %s deliveries/s, p50 %.2f p99 %.2f p99.9 %.2f ms"
+			    % (rate, fmt_int(d["deliveries_per_s"]), lat["p50"],
+			    lat["p99"], lat["p99.9"]))
+		at = [s for s in series if s["rate"] == T_RATE]
+		met = None
+		if at:
+			met = (at[0]["latency_ms"]["p99"] <= T_P99 and
+			    at[0]["latency_ms"]["p99.9"] <= T_P999)
+		plot = self.plot(series, n)
+		out.append({
+			"scenario": "chat_open_%d" % n,
+			"what": "room of %d, 10 senders, open loop at %s messages/s"
+			    % (n, ",".join(map(str, a.rates))),
+			"gochat": {"series": series},
+			"reference": ref,
+			"ratio": None,
+			"unit": "ms",
+			"judge": judge("at %d msg/s: p99 <= %g ms, p99.9 <= %g ms" % (
+			    T_RATE, T_P99, T_P999), met),
+			"plot": plot,
+			"commands": {"gochat": cmds, "reference": rcmd},
+		})
+		return out
+
+	def plot(self, series, n):
+		if not series:
+			return None
+		data = os.path.join(self.a.out, "chat-latency.dat")
+		png = os.path.join(self.a.out, "chat-latency.png")
+		with open(data, "w") as f:
+			f.write("# rate offered_deliveries/s deliveries/s p50 p90 p99 "
+			    "p99.9 max (ms)\n")
+			for s in series:
+				l = s["latency_ms"]
+				f.write("%d %d %.1f %.3f %.3f %.3f %.3f %.3f\n" % (s["rate"],
+				    s["offered_deliveries_per_s"], s["deliveries_per_s"],
+				    max(l["p50"], 0.001), max(l["p90"], 0.001),
+				    max(l["p99"], 0.001), max(l["p99.9"], 0.001),
+				    max(l["max"], 0.001)))
+		if not self.gnuplot:
+			self.notes.append("gnuplot not found: no chat-latency.png")
+			return {"data": data, "png": None}
+		term = "pngcairo" if "pngcairo" in self.gnuplot_terms else "png"
+		sub = "room of %d clients, 10 senders, %d workers on %d cores, " \
+		    "load generator on the same machine" % (n, self.workers,
+		    os.cpu_count() or 1)
+		cmd = [self.gnuplot, "-e", "data='%s'; out='%s'; term='%s'; "
+		    "subtitle='%s'; mark=%d" % (data, png, term, sub, T_RATE * n),
+		    os.path.join(HERE, "plot.gp")]
+		try:
+			run(cmd, "gnuplot", timeout=60)
+		except harness.HarnessError as e:
+			self.notes.append("gnuplot failed: %s" % e)
+			return {"data": data, "png": None, "command": cmdline(cmd)}
+		return {"data": data, "png": png, "command": cmdline(cmd)}
+
+	def sc_login(self):
+		a = self.a
+		tag = secrets.token_hex(3)
+		clients, rate = 100, 200
+		alone, cmd1, err1 = self.chat_run("la-" + tag, clients, a.duration,
+		    rate=rate)
+		# The storm: POST /login as lg<N>, with the right password, from
+		# 64 connections, for longer than the chat lasts.
+		body = '{"username":"lg%%N%%","password":"%s"}' % PASSWORD
+		storm_d = a.duration + 25
+		scmd = [self.a.loadgen, "http", "-c", "64", "-t", "1", "-d",
+		    str(storm_d), "--timeout", "30", "-q", "-r",
+		    "POST /login " + body, self.target()]
+		log("  " + cmdline(scmd) + " &")
+		sp = self.popen_bg(scmd, stdout=subprocess.PIPE,
+		    stderr=subprocess.PIPE, text=True)
+		time.sleep(3)		# the scrypt queues fill up
+		try:
+			storm, cmd2, err2 = self.chat_run("lb-" + tag, clients,
+			    a.duration, rate=rate)
+		finally:
+			try:
+				os.killpg(sp.pid, signal.SIGINT)	# report now
+			except ProcessLookupError:
+				pass
+			sout, serr = sp.communicate(timeout=60)
+		sj = [l for l in sout.splitlines() if l.startswith("{")]
+		sd = json.loads(sj[-1]) if sj else {}
+		p99a, p99s = alone["latency_ms"]["p99"], storm["latency_ms"]["p99"]
+		rt = ratio(p99s, p99a)
+		return [{
+			"scenario": "login",
+			"what": "chat p99, %d clients at %d msg/s, with / without a storm "
+			    "of POST /login (64 connections)" % (clients, rate),
+			"gochat": dict(self.chat_figures(storm), storm={
+			    "logins_per_s": sd.get("req_per_s"),
+			    "status": sd.get("status"),
+			    "latency_ms": sd.get("latency_ms"),
+			    "errors": sd.get("errors")}),
+			"reference": dict(self.chat_figures(alone),
+			    tool="the same chat without the storm"),
+			"ratio": rt,
+			"ratio_note": "chat p99 with the storm / without",
+			"unit": "ms p99",
+			"judge": judge("p99 with the storm <= %.1f x without" % T_LOGIN,
+			    rt is not None and rt <= T_LOGIN),
+			"commands": {"gochat": cmd2, "reference": cmd1,
+			    "storm": cmdline(scmd)},
+			"output": {"gochat": err2, "reference": err1, "storm": serr},
+		}]
+
+	def sc_idle(self):
+		out = []
+		for n in self.a.idle_counts:
+			out.append(self.idle_one(n))
+		return out
+
+	def idle_one(self, n):
+		a = self.a
+		room_size, chat_k, senders, rate = 30, 100, 10, 100
+		# File descriptors: 20,000 a process here (the hard limit).
+		soft, hard = __import__("resource").getrlimit(
+		    __import__("resource").RLIMIT_NOFILE)
+		per = int(hard * FD_LIMIT_HEADROOM) if hard > 0 else 15000
+		need_workers = max(os.cpu_count() or 1, math.ceil(n / per))
+		note = None
+		if need_workers != (os.cpu_count() or 1):
+			note = ("%d workers (not %d = cores): %d WebSockets need %d "
+			    "file descriptors and a process may hold %d here" % (
+			    need_workers, os.cpu_count() or 1, n, n, hard))
+			log("idle %d: %s" % (n, note))
+		# A fresh server: freed heap that earlier scenarios left in the
+		# workers (glibc keeps it) would hide the connections' memory.
+		self.start_server(need_workers)
+		procs = max(1, math.ceil(n / per))
+		naddr = max(1, math.ceil(n / 20000))
+		nrooms = 1 + math.ceil((n - chat_k) / room_size)
+		prefix = "i%d-%s-" % (n, secrets.token_hex(2))
+		self.create_rooms(prefix=prefix, count=nrooms)
+		hold = a.idle_hold
+		args = ["-c", n, "-P", procs, "-t", 1, "-d", hold, "-T",
+		    self.load_tokens, "-r", prefix, "--rooms", nrooms, "-K", chat_k,
+		    "-s", senders, "-R", rate, "--join-timeout", a.idle_join_timeout,
+		    "--max-pending", a.idle_pending, "-q"]
+		if naddr > 1:
+			args += ["-b", ",".join("127.0.0.%d" % (i + 1)
+			    for i in range(naddr))]
+		cmd = [a.loadgen, "idle"] + [str(x) for x in args] + [self.target()]
+		time.sleep(1.5)
+		before = server_memory(self.server)
+		log("  " + cmdline(cmd))
+		t0 = time.monotonic()
+		p = self.popen_bg(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+		    text=True)
+		joined = None
+		with Sampler(self.redis, period=2.0, timeline=True) as smp:
+			for line in p.stdout:
+				m = re.match(r"joined (\d+)", line)
+				if m:
+					joined = int(m.group(1))
+					break
+		join_s = time.monotonic() - t0
+		timeline = [(round(t - t0, 1), w) for t, w in smp.timeline]
+		if joined is None:
+			_, err = p.communicate(timeout=60)
+			raise harness.HarnessError("loadgen idle ended before joining:\n"
+			    + err[-3000:])
+		time.sleep(min(3, max(1, hold / 3)))	# the small chat flows
+		after = server_memory(self.server)
+		mine = set(descendants(self.server.master_pid))
+		wst = {pid: h for pid, h in worker_stats(self.redis).items()
+		    if h.get("role") == "worker" and pid in mine}
+		rest, err = p.communicate(timeout=hold + 120)
+		js = [l for l in rest.splitlines() if l.startswith("{")]
+		if not js:
+			raise harness.HarnessError("no JSON from loadgen idle:\n"
+			    + err[-3000:])
+		d = json.loads(js[-1])
+		per_conn = (after["pss_kb"] - before["pss_kb"]) * 1024.0 / max(1,
+		    joined)
+		held = d["joined"] - d.get("disconnects", 0)
+		flowing = d.get("deliveries", 0) > 0
+		met = per_conn <= T_IDLE_B and joined >= n and held >= n and flowing
+		self.wait_quiet(timeout=120)
+		g = {
+			"connections": n, "joined": joined, "join_s": round(join_s, 1),
+			"held_to_end": held, "bytes_per_connection": round(per_conn),
+			"pss_kb_before": before["pss_kb"], "pss_kb_after": after["pss_kb"],
+			"rss_kb_before": before["rss_kb"], "rss_kb_after": after["rss_kb"],
+			"processes_after": after["processes"],
+			"workers": self.workers,
+			"workers_websockets": [int(h.get("websockets", 0) or 0)
+			    for _, h in sorted(wst.items())],
+			"loadgen_processes": procs, "source_addresses": naddr,
+			"rooms": nrooms, "room_size": room_size,
+			"join_timeline": timeline,
+			"join_rate_first_per_s": rate_between(timeline, 0, 0.25),
+			"join_rate_last_per_s": rate_between(timeline, 0.75, 1.0),
+			"chat": {"clients": chat_k, "senders": senders, "rate": rate,
+			    "deliveries_per_s": d.get("deliveries_per_s"),
+			    "latency_ms": d.get("latency_ms"), "losses": d.get("losses")},
+			"disconnects": d.get("disconnects"),
+			"join_timeouts": d.get("join_timeouts"),
+			"connect_errors": d.get("connect_errors"),
+			"handshake_errors": d.get("handshake_errors"),
+			"handshake_status": d.get("handshake_status"),
+		}
+		if note:
+			g["note"] = note
+		return {
+			"scenario": "idle_%d" % n,
+			"what": "%s joined WebSockets held (rooms of %d), a chat of %d "
+			    "clients at %d msg/s" % (fmt_int(n), room_size, chat_k, rate),
+			"gochat": g,
+			"reference": {"tool": "target", "bytes_per_connection":
+			    T_IDLE_B},
+			"ratio": ratio(per_conn, T_IDLE_B),
+			"ratio_note": "bytes per connection / 4 KiB",
+			"unit": "B/conn",
+			"judge": judge("<= 4 KiB per connection, all %s held with chat "
+			    "flowing" % fmt_int(n), met),
+			"commands": {"gochat": cmdline(cmd)},
+			"output": {"gochat": err},
+		}
+
+	# -- main ----------------------------------------------------------------------
+
+	def main(self):
+		a = self.a
+		t_start = time.monotonic()
+		self.tmp = tempfile.mkdtemp(prefix="gochat-bench-")
+		os.chmod(self.tmp, 0o711)	# PostgreSQL runs as 'postgres' under root
+		self.pg = harness.Postgres(os.path.join(self.tmp, "pg"),
+		    harness.free_port())
+		self.redis = harness.Redis(os.path.join(self.tmp, "redis"),
+		    harness.free_port())
+		rc = 0
+		try:
+			log("temporary directory %s" % self.tmp)
+			self.pg.start()
+			self.redis.start()
+			log("PostgreSQL :%d, Redis :%d" % (self.pg.port, self.redis.port))
+			self.start_server(a.workers)
+			self.seed()
+			if "feed" in a.only:
+				st, body = api("127.0.0.1", self.port, "GET", "/feed",
+				    token=self.token0)
+				if st != 200 or not isinstance(body, list) or not body:
+					raise harness.HarnessError("GET /feed: %s %r" % (st, body))
+				check_feed_sql(self.pg, self.lo, [p["id"] for p in body])
+			for name in ALL:
+				if name not in a.only:
+					continue
+				if name != "idle" and self.workers != a.workers:
+					self.start_server(a.workers)
+				log("%s (%.0f s so far)" % (name, time.monotonic() - t_start))
+				t = time.monotonic()
+				c0 = cpu_snapshot()
+				try:
+					res = getattr(self, "sc_" + name)()
+				except (harness.HarnessError, OSError,
+				    subprocess.SubprocessError, KeyError, ValueError) as e:
+					log("%s failed: %s" % (name, e))
+					res = [{"scenario": name, "error": str(e)}]
+					rc = 1
+					self.stop_bg()
+				wall = time.monotonic() - t
+				machine = cpu_others(c0, cpu_snapshot(), wall)
+				if (machine["other_cpu_share"] or 0) > 0.10:
+					self.notes.append("during %s, processes outside the bench "
+					    "used %.0f%% of the CPU (load average %.1f): its "
+					    "figures are pessimistic" % (name, 100 *
+					    machine["other_cpu_share"], machine["loadavg_end"]))
+				for r in res:
+					r.setdefault("seconds_wall", round(wall, 1))
+					r.setdefault("machine", machine)
+				self.results.extend(res)
+			total = time.monotonic() - t_start
+			doc = {
+				"size": a.size, "users": self.users, "posts": self.posts,
+				"bench_users": BENCH_USERS, "load_users": self.nload,
+				"workers": a.workers, "cores": os.cpu_count(),
+				"quick": a.quick, "duration_s": a.duration,
+				"seed_seconds": round(self.seed_secs, 1),
+				"seed_command": cmdline(self.seed_cmd),
+				"loadgen": a.loadgen,
+				"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+				"wall_seconds": round(total, 1),
+				"notes": self.notes,
+				"scenarios": self.results,
+			}
+			with open(os.path.join(a.out, "results.json"), "w") as f:
+				json.dump(doc, f, indent=2)
+				f.write("\n")
+			print_table(self.results, a)
+			for n in self.notes:
+				print("note: " + n)
+			print("\nresults: %s (total %.0f s)" % (os.path.join(a.out,
+			    "results.json"), total))
+		except Stop as e:
+			log("interrupted (%s): stopping" % e)
+			rc = 130
+		except (harness.HarnessError, OSError, subprocess.SubprocessError) as e:
+			log("error: %s" % e)
+			rc = 1
+		finally:
+			for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+				signal.signal(s, signal.SIG_IGN)
+			self.stop_bg()
+			for what, stop in (("gochat", self.server.stop if self.server
+			    else None), ("Redis", self.redis.stop),
+			    ("PostgreSQL", self.pg.stop)):
+				if stop is None:
+					continue
+				try:
+					stop()
+				except (harness.HarnessError, OSError,
+				    subprocess.SubprocessError) as e:
+					log("stopping %s: %s" % (what, e))
+					rc = rc or 1
+			if a.keep or rc not in (0, 130):
+				log("kept %s (logs: gochat-*/gochat.log, gochat-run.log, "
+				    "pg/postgres.log, nginx/)" % self.tmp)
+			else:
+				shutil.rmtree(self.tmp, ignore_errors=True)
+		return rc
 
 
 def check_feed_sql(pg, uid, api_ids):
@@ -345,63 +1213,186 @@ def check_feed_sql(pg, uid, api_ids):
 		    "/feed for user %d: %r... vs %r..." % (uid, ids[:5], api_ids[:5]))
 
 
-def scenario(a, name, wrk, pgbench, port, pg, tokfile, lo, hi, tmp):
-	path = {"feed": "/feed", "posts": "/posts"}[name]
-	lua = os.path.join(HERE, name + ".lua")
-	sql = os.path.join(HERE, name + ".sql")
-	url = "http://127.0.0.1:%d%s" % (port, path)
-	c, t = str(a.connections), str(a.threads)
-	if a.warmup > 0:
-		run([wrk, "-t", t, "-c", c, "-d", "%ds" % a.warmup, "-s", lua, url,
-		    "--", tokfile], "wrk warm-up", timeout=a.warmup + 60)
-	wrk_cmd = [wrk, "-t", t, "-c", c, "-d", "%ds" % a.duration,
-	    "--latency", "-s", lua, url, "--", tokfile]
-	log("%s: %s" % (name, " ".join(wrk_cmd)))
-	wout, _ = run(wrk_cmd, "wrk", timeout=a.duration + 60)
-	g = parse_wrk(wout)
-	if g["non_2xx"] or g["requests"] == 0:
-		log("%s: %d non-2xx answers out of %d" % (name, g["non_2xx"],
-		    g["requests"]))
+# --- the table ---------------------------------------------------------------
 
-	logprefix = os.path.join(tmp, "pgbench_" + name)
-	pgb_cmd = [pgbench, "-n", "-M", "extended", "-c", c, "-j", t,
-	    "-T", str(a.duration), "-D", "lo=%d" % lo, "-D", "hi=%d" % hi,
-	    "-f", sql, "-l", "--log-prefix", logprefix, pg.url]
-	log("%s reference: %s" % (name, " ".join(pgb_cmd)))
-	pout, _ = run(pgb_cmd, "pgbench", timeout=a.duration + 60)
-	r = parse_pgbench(pout, logprefix)
-	ratio = (g["req_per_s"] / r["tps"]) if r["tps"] else None
-	return {
-		"scenario": name,
-		"gochat": g,
-		"reference": r,
-		"ratio": round(ratio, 3) if ratio is not None else None,
-		"commands": {
-			"gochat": " ".join(wrk_cmd),
-			"reference": " ".join(pgb_cmd),
-		},
-		"output": {"gochat": wout, "reference": pout},
-	}
+def table_rows(s):
+	"""(scenario, gochat, reference, ratio, p50, p99, target, status)."""
+	name = s["scenario"]
+	if "error" in s:
+		return [(name, "ERROR", "-", "-", "-", "-", "-",
+		    s["error"].splitlines()[0][:60])]
+	g, r, j = s["gochat"], s.get("reference", {}), s.get("judge")
+	status = "-" if not j else ("met" if j["met"] else
+	    "missed" if j["met"] is not None else "n/a")
+	tgt = j["target"] if j else "-"
+	lat = lambda d, k: "%.2f" % d[k] if d and d.get(k) is not None else "-"
+	if name in ("feed", "posts", "tiny", "api_me", "api_follow"):
+		bad = g.get("non_2xx", 0)
+		rows = [(name, "%s req/s%s" % (fmt_int(g["req_per_s"]), " (%d non-2xx)"
+		    % bad if bad else ""), "%s %s" % (fmt_int(r["req_per_s"]),
+		    r["tool"]), fmt_ratio(s["ratio"]), lat(g["latency_ms"], "p50"),
+		    lat(g["latency_ms"], "p99"), tgt, status)]
+		if name == "api_me" and s.get("reference_extended"):
+			rx = s["reference_extended"]
+			rows.append(("  same SQL", "", "%s pgbench -M extended" %
+			    fmt_int(rx["req_per_s"]), fmt_ratio(s["ratio_extended"]),
+			    lat(rx.get("latency_ms"), "p50"), lat(rx.get("latency_ms"),
+			    "p99"), "-", "-"))
+		if name == "api_me":
+			rr = s["reference_redis"]
+			rows.append(("  session lookup", "", "%s redis-benchmark GET"
+			    % fmt_int(rr["req_per_s"]), fmt_ratio(s["ratio_redis"]),
+			    lat(rr["latency_ms"], "p50"), lat(rr["latency_ms"], "p99"),
+			    "-", "-"))
+		return rows
+	if name.startswith("chat_closed"):
+		extra = ""
+		if g.get("losses"):
+			extra = " (%d lost)" % g["losses"]
+		return [(name, "%s deliv/s = %s msg/s x %d%s" % (
+		    fmt_int(g["deliveries_per_s"]), fmt_int(g["sent_per_s"]),
+		    int(name.rsplit("_", 1)[1]), extra), "%s PUBLISH/s" % fmt_int(
+		    r["req_per_s"]), fmt_ratio(s["ratio"]), lat(g["latency_ms"],
+		    "p50"), lat(g["latency_ms"], "p99"), tgt, status)]
+	if name.startswith("chat_open"):
+		rows = []
+		for i, x in enumerate(g["series"]):
+			l = x["latency_ms"]
+			rows.append((name if i == 0 else "", "%d msg/s: %s deliv/s, "
+			    "p99.9 %.2f" % (x["rate"], fmt_int(x["deliveries_per_s"]),
+			    l["p99.9"]), "-", "-", lat(l, "p50"), lat(l, "p99"),
+			    tgt if x["rate"] == T_RATE else "",
+			    status if x["rate"] == T_RATE else ""))
+		return rows
+	if name == "login":
+		st = g.get("storm", {})
+		return [(name, "chat p99 %.2f ms during %s logins/s" % (
+		    g["latency_ms"]["p99"], fmt_int(st.get("logins_per_s") or 0)),
+		    "p99 %.2f ms alone" % r["latency_ms"]["p99"], fmt_ratio(
+		    s["ratio"]), lat(g["latency_ms"], "p50"), lat(g["latency_ms"],
+		    "p99"), tgt, status)]
+	if name.startswith("idle"):
+		c = g["chat"]
+		return [(name, "%s B/conn, %s/%s held (%d workers)" % (
+		    fmt_int(g["bytes_per_connection"]), fmt_int(g["held_to_end"]),
+		    fmt_int(g["connections"]), g["workers"]), "4,096 B target",
+		    fmt_ratio(s["ratio"]), lat(c.get("latency_ms"), "p50"),
+		    lat(c.get("latency_ms"), "p99"), tgt, status)]
+	return [(name, "?", "-", "-", "-", "-", tgt, status)]
 
 
-def print_table(results):
-	hdr = ("scenario", "gochat req/s", "p50 ms", "p99 ms", "non-2xx",
-	    "ref tps", "ref avg ms", "ratio")
+def print_table(results, a):
+	hdr = ("scenario", "gochat", "reference", "ratio", "p50 ms", "p99 ms",
+	    "target", "")
 	rows = []
 	for s in results:
-		g, r = s["gochat"], s["reference"]
-		rows.append((s["scenario"], "%.1f" % g["req_per_s"],
-		    "%.2f" % g["latency_ms"]["p50"], "%.2f" % g["latency_ms"]["p99"],
-		    str(g["non_2xx"]), "%.1f" % r["tps"],
-		    "%.2f" % (r["latency_avg_ms"] or 0),
-		    "%.2f" % s["ratio"] if s["ratio"] is not None else "-"))
+		rows.extend(table_rows(s))
 	w = [max(len(x[i]) for x in [hdr] + rows) for i in range(len(hdr))]
-	line = lambda x: "| " + " | ".join(v.rjust(w[i]) if i else v.ljust(w[i])
-	    for i, v in enumerate(x)) + " |"
+	line = lambda x: "| " + " | ".join(v.rjust(w[i]) if i in (3, 4, 5) else
+	    v.ljust(w[i]) for i, v in enumerate(x)) + " |"
 	print(line(hdr))
 	print("|" + "|".join("-" * (n + 2) for n in w) + "|")
 	for x in rows:
 		print(line(x))
+	print("p50/p99: gochat's latency (chat: send to delivery; idle: the small "
+	    "chat). Ratios: gochat / reference (login: p99 with / without the "
+	    "storm; idle: bytes / 4 KiB).")
+
+
+def main(argv=None):
+	ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+	ap.add_argument("--bin", required=True, help="the gochat binary")
+	ap.add_argument("--srcdir", required=True, help="the source tree")
+	ap.add_argument("--out", required=True, help="where results.json goes")
+	ap.add_argument("--loadgen", help="test/bench/loadgen (default: next "
+	    "to --bin in the build directory)")
+	ap.add_argument("--only", "--scenarios", dest="only",
+	    default=",".join(ALL), help="comma-separated subset of " +
+	    ",".join(ALL))
+	ap.add_argument("--quick", action="store_true", help="short runs, small "
+	    "data set, three open-loop rates, 10,000 idle connections only")
+	ap.add_argument("--size", choices=sorted(SIZES), help="data set: small "
+	    "2k users/20k posts, medium 50k/250k (default; --quick: small), "
+	    "large 200k/1M")
+	ap.add_argument("--duration", type=int, help="seconds per measured run "
+	    "(default 8; --quick 3)")
+	ap.add_argument("--connections", type=int, default=16,
+	    help="wrk connections of feed and posts (16)")
+	ap.add_argument("--threads", type=int, default=2,
+	    help="wrk and pgbench threads of feed and posts (2)")
+	ap.add_argument("--warmup", type=int, help="seconds of unrecorded load "
+	    "before each HTTP measurement (default 2; --quick 1)")
+	ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+	ap.add_argument("--rates", help="open-loop messages/s into the "
+	    "1,000-client room (default 50,100,200,400,800; --quick 100,200,400)")
+	ap.add_argument("--idle", dest="idle_counts", help="idle WebSocket "
+	    "counts (default 10000,100000; --quick 10000)")
+	ap.add_argument("--pgbench-mode", dest="pg_mode", default="prepared",
+	    choices=("simple", "extended", "prepared"), help="pgbench -M of the "
+	    "api scenario (default prepared; feed/posts use extended)")
+	ap.add_argument("--keep", action="store_true",
+	    help="keep the temporary directory (logs, data)")
+	a = ap.parse_args(argv)
+
+	a.only = [s.strip() for s in a.only.split(",") if s.strip()]
+	for s in a.only:
+		if s not in ALL:
+			ap.error("unknown scenario %r (choose from %s)" % (s,
+			    ",".join(ALL)))
+	q = a.quick
+	a.size = a.size or ("small" if q else "medium")
+	a.duration = a.duration or (3 if q else 8)
+	a.warmup = a.warmup if a.warmup is not None else (1 if q else 2)
+	a.ol_duration = 2 if q else 5
+	a.rates = [int(x) for x in (a.rates or ("100,200,400" if q else
+	    "50,100,200,400,800")).split(",")]
+	a.idle_counts = [int(x) for x in (a.idle_counts or ("10000" if q else
+	    "10000,100000")).split(",")]
+	a.idle_hold = 6 if q else 10
+	a.idle_join_timeout = 300
+	a.idle_pending = 512
+	a.chat_sizes = [100, 1000]
+	a.lg_threads = 2
+	a.redis_n = 100000 if q else 300000
+	a.bin = os.path.abspath(a.bin)
+	a.srcdir = os.path.abspath(a.srcdir)
+	a.out = os.path.abspath(a.out)
+	a.loadgen = os.path.abspath(a.loadgen or os.path.join(
+	    os.path.dirname(a.bin), "test", "bench", "loadgen"))
+	os.makedirs(a.out, exist_ok=True)
+
+	b = Bench(a)
+	need = {"wrk": {"feed", "posts"}, "pgbench": {"feed", "posts", "api"},
+	    "redis-benchmark": {"api", "chat"}, "nginx": {"tiny"},
+	    "loadgen": {"tiny", "api", "chat", "login", "idle"}}
+	paths = {"wrk": shutil.which("wrk"), "pgbench": pgbench_path(),
+	    "redis-benchmark": shutil.which("redis-benchmark"),
+	    "nginx": shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",)
+	    if os.access(p, os.X_OK)), None),
+	    "loadgen": a.loadgen if os.access(a.loadgen, os.X_OK) else None}
+	hints = {"wrk": "apt-get install wrk", "pgbench": "apt-get install "
+	    "postgresql-client", "redis-benchmark": "apt-get install redis-tools",
+	    "nginx": "apt-get install nginx-light", "loadgen": "make "
+	    "test/bench/loadgen, or give --loadgen"}
+	for tool, users in need.items():
+		if users & set(a.only) and not paths[tool]:
+			print("bench: %s not found (%s): %s" % (tool, a.loadgen if tool ==
+			    "loadgen" else "", hints[tool]), file=sys.stderr)
+			return 2
+	b.wrk, b.pgbench_bin = paths["wrk"], paths["pgbench"]
+	b.redis_bench, b.nginx = paths["redis-benchmark"], paths["nginx"]
+	b.gnuplot = shutil.which("gnuplot")
+	b.gnuplot_terms = ""
+	if b.gnuplot:
+		r = subprocess.run([b.gnuplot, "-e", "set terminal"],
+		    capture_output=True, text=True)
+		b.gnuplot_terms = r.stdout + r.stderr
+	b.nload = max([1000] + (a.idle_counts if "idle" in a.only else []))
+
+	signal.signal(signal.SIGINT, on_signal)
+	signal.signal(signal.SIGTERM, on_signal)
+	signal.signal(signal.SIGHUP, on_signal)
+	return b.main()
 
 
 if __name__ == "__main__":
