@@ -20,6 +20,7 @@
 #include "common/bus.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/util.h"
 
 #define BUS_BACKOFF_MIN_MS	100
 #define BUS_BACKOFF_MAX_MS	2000
@@ -597,7 +598,7 @@ bus_send(struct bus *bus, bus_cb *cb, void *arg, const char *cmd, int len)
 		call->bus = bus;
 		call->cb = cb;
 		call->arg = arg;
-		call->sent_us = metrics_clock_us();
+		call->sent_us = util_mono_us();
 		call->blocking = bus_cmd_blocking(cmd, len);
 		fn = bus_call_cb;
 		priv = call;
@@ -668,7 +669,7 @@ bus_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 		if (reply->type == REDIS_REPLY_ERROR)
 			metrics_count(MC_REDIS_ERROR_REPLIES, 1);
 		if (!call->blocking)
-			metrics_redis_observe(metrics_clock_us() -
+			metrics_redis_observe(util_mono_us() -
 			    call->sent_us);
 	}
 	if (call->cb != NULL)

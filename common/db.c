@@ -194,7 +194,7 @@ db_job_new(const char *sql, int nparams, const char *const *params, db_cb *cb,
 	job->cb = cb;
 	job->arg = arg;
 	job->deadline = deadline;
-	job->start_us = metrics_clock_us();
+	job->start_us = util_mono_us();
 	job->nparams = nparams;
 	job->params = (const char **)(job + 1);
 	p = (char *)(job->params + nparams);
@@ -228,7 +228,7 @@ db_job_finish(struct db_job *job, PGresult *res)
 		metrics_count(MC_DB_UNAVAILABLE, 1);
 	else if (!db_result_ok(&r))
 		metrics_count(MC_DB_SQL_ERRORS, 1);
-	metrics_db_observe(metrics_clock_us() - job->start_us);
+	metrics_db_observe(util_mono_us() - job->start_us);
 	job->cb(res != NULL ? &r : NULL, job->arg);
 	PQclear(res);
 	free(job);

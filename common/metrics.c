@@ -17,7 +17,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/metrics.h"
@@ -184,8 +183,9 @@ metrics_http(int route, int status)
 	metrics_add(&self->counter[METRICS_HTTP(route, status / 100 - 1)], 1);
 }
 
-void
-metrics_db_observe(int64_t usec)
+/* One latency into the histogram starting at bucket0 and its sum. */
+static void
+metrics_observe(int bucket0, int sum, int64_t usec)
 {
 	int i = 0;
 
@@ -193,30 +193,20 @@ metrics_db_observe(int64_t usec)
 		usec = 0;
 	while (usec > metrics_bucket_us[i])
 		i++;
-	metrics_add(&self->counter[MC_DB_BUCKET0 + i], 1);
-	metrics_add(&self->counter[MC_DB_USEC], (uint64_t)usec);
+	metrics_add(&self->counter[bucket0 + i], 1);
+	metrics_add(&self->counter[sum], (uint64_t)usec);
+}
+
+void
+metrics_db_observe(int64_t usec)
+{
+	metrics_observe(MC_DB_BUCKET0, MC_DB_USEC, usec);
 }
 
 void
 metrics_redis_observe(int64_t usec)
 {
-	int i = 0;
-
-	if (usec < 0)
-		usec = 0;
-	while (usec > metrics_bucket_us[i])
-		i++;
-	metrics_add(&self->counter[MC_REDIS_BUCKET0 + i], 1);
-	metrics_add(&self->counter[MC_REDIS_USEC], (uint64_t)usec);
-}
-
-int64_t
-metrics_clock_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	metrics_observe(MC_REDIS_BUCKET0, MC_REDIS_USEC, usec);
 }
 
 uint64_t

@@ -108,8 +108,6 @@ void	metrics_http(int route, int status);
  * its histogram and sum (the caller counts the query and its errors). */
 void	metrics_db_observe(int64_t usec);
 void	metrics_redis_observe(int64_t usec);
-/* Monotonic microseconds, for those latencies. */
-int64_t	metrics_clock_us(void);
 
 /* What this process has counted (the stats hash). */
 uint64_t metrics_own_counter(enum metrics_counter c);

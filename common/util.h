@@ -12,6 +12,7 @@
 int64_t	util_now_ms(void);
 /* Monotonic milliseconds, for timeouts and uptime. */
 int64_t	util_mono_ms(void);
+int64_t	util_mono_us(void);	/* the same, microseconds: latencies */
 /* RFC 3339 UTC with milliseconds ("2026-11-25T16:20:01.123Z"); buf >= 32. */
 void	util_rfc3339(int64_t ms, char *buf, size_t len);
 /* Fill buf from the OS random source; -1 on failure. */
