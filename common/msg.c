@@ -175,3 +175,9 @@ msg_write_history_head(struct evbuffer *out, uint64_t conn, const char *room,
 	(void)evbuffer_add_printf(out, ",\"upto\":%lld,\"messages\":[",
 	    (long long)upto);
 }
+
+void
+msg_write_dropped(struct evbuffer *out)
+{
+	(void)evbuffer_add(out, "{\"type\":\"dropped\"}", 18);
+}

@@ -38,6 +38,10 @@
  *    events with "history":true, oldest first]}
  *   where upto is the id of the room's last message when the joiner was
  *   registered: live events with an id above it follow on the room channel.
+ *   {"type":"dropped"}
+ *   the hub missed the worker's heartbeat and dropped the presence of all
+ *   its connections (their leaves are published): the worker closes the
+ *   ones it had registered (1011), so their clients join again.
  * Messages on <p>control:
  *   {"type":"user_deleted","userId":N}
  *   {"type":"session_revoked","userId":N,"session":"<sha256 hex>"}
@@ -104,5 +108,7 @@ void	msg_write_presence(struct evbuffer *out, const char *type,
  */
 void	msg_write_history_head(struct evbuffer *out, uint64_t conn,
 	    const char *room, int64_t upto);
+/* {"type":"dropped"}, to a worker whose presence the hub dropped. */
+void	msg_write_dropped(struct evbuffer *out);
 
 #endif

@@ -664,12 +664,27 @@ rooms_worker_gone(struct rooms *rs, const char *wid, int64_t ts_ms)
 	struct pworker *w;
 	size_t n;
 
-	if ((w = map_get(&rs->workers, wid)) == NULL)
+	struct evbuffer *b;
+
+	if ((w = map_get(&rs->workers, wid)) == NULL || w->nconns == 0)
 		return 0;
-	/* The last removal frees w. */
+	/*
+	 * Tell the worker, in case it lives after all (stopped, or starved
+	 * of CPU): it closes the connections whose presence goes here, so
+	 * none stays open unlisted. After the leaves, in the same
+	 * transaction; before the last removal frees w.
+	 */
+	if ((b = evbuffer_new()) == NULL) {
+		rs->h->tx_failed = 1;
+		return 0;
+	}
+	msg_write_dropped(b);
 	n = w->nconns;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n - 1; i++)
 		conn_remove(rs, TAILQ_FIRST(&w->conns), ts_ms);
+	hub_tx_publish(rs->h, w->channel, b);
+	conn_remove(rs, TAILQ_FIRST(&w->conns), ts_ms);
+	evbuffer_free(b);
 	return n;
 }
 

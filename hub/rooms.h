@@ -94,7 +94,8 @@ int	rooms_register(struct rooms *rs, struct room *r, const char *wid,
 /* The connection leaves: 0, or 1 if it was not registered. */
 int	rooms_unregister(struct rooms *rs, const char *room, const char *wid,
 	    uint64_t conn, int64_t ts_ms);
-/* Every connection of worker wid leaves; returns how many. */
+/* Every connection of worker wid leaves, and the worker is told so on its
+ * channel ({"type":"dropped"}), in case it lives; returns how many. */
 size_t	rooms_worker_gone(struct rooms *rs, const char *wid,
 	    int64_t ts_ms);
 

@@ -83,6 +83,8 @@ struct chat_room {
 struct chat {
 	struct worker	*w;
 	struct bus	*sub;		/* SUBSCRIBE only */
+	struct bus	*beat;		/* the heartbeat only: it never
+					 * queues behind chat traffic */
 	char		 wid[96];	/* <instance>:<pid> */
 	char		 worker_channel[192];
 	char		 control_channel[128];
@@ -106,7 +108,11 @@ static void	chat_sub_lost(struct bus *, void *);
 static void	chat_sub_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_on_room_event(struct chat *, struct chat_room *,
 		    const char *, size_t);
-static void	chat_on_history(struct chat *, const char *, size_t);
+static void	chat_on_worker_msg(struct chat *, const char *, size_t);
+static void	chat_on_history(struct chat *, struct json_doc *,
+		    const char *, size_t);
+static void	chat_on_dropped(struct chat *);
+static void	chat_beat_connected(struct bus *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
 static void	chat_cron_cb(evutil_socket_t, short, void *);
 static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
@@ -144,8 +150,10 @@ chat_new(struct worker *w)
 	snprintf(chat->inbox, sizeof(chat->inbox), "%shub:inbox", p);
 	chat->sub = bus_new(w->base, w->conf->redis_url, "subscriptions",
 	    chat_sub_connected, chat_sub_lost, chat);
+	chat->beat = bus_new(w->base, w->conf->redis_url, "heartbeat",
+	    chat_beat_connected, NULL, chat);
 	chat->cron = event_new(w->base, -1, EV_PERSIST, chat_cron_cb, chat);
-	if (chat->sub == NULL || chat->cron == NULL ||
+	if (chat->sub == NULL || chat->beat == NULL || chat->cron == NULL ||
 	    event_add(chat->cron, &one) == -1) {
 		chat_free(chat);
 		return NULL;
@@ -168,6 +176,7 @@ chat_free(struct chat *chat)
 	if (chat->cron != NULL)
 		event_free(chat->cron);
 	bus_free(chat->sub);
+	bus_free(chat->beat);
 	free(chat);
 }
 
@@ -568,7 +577,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		    r->sub == ROOM_SUBSCRIBED)
 			chat_on_room_event(chat, r, payload, plen);
 	} else if (strcmp(channel, chat->worker_channel) == 0)
-		chat_on_history(chat, payload, plen);
+		chat_on_worker_msg(chat, payload, plen);
 	else if (strcmp(channel, chat->control_channel) == 0)
 		chat_on_control(chat, payload, plen);
 }
@@ -630,41 +639,86 @@ chat_history_elem(const char *elem, size_t len, void *arg)
 	ws_frame_unref(f);
 }
 
+/* What the hub sends this worker alone: histories, and "dropped". */
+static void
+chat_on_worker_msg(struct chat *chat, const char *payload, size_t len)
+{
+	struct json_doc *doc;
+	const char *type;
+
+	if ((doc = json_parse(payload, len)) == NULL)
+		return;
+	if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
+		;
+	else if (strcmp(type, "history") == 0)
+		chat_on_history(chat, doc, payload, len);
+	else if (strcmp(type, "dropped") == 0)
+		chat_on_dropped(chat);
+	json_free(doc);
+}
+
 /*
  * A joining member's history, on this worker's channel: send it, then let
  * the member see the room's live events, which the hub publishes after.
  */
 static void
-chat_on_history(struct chat *chat, const char *payload, size_t len)
+chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
+    size_t len)
 {
 	struct history_ctx h = { chat, NULL };
-	struct json_doc *doc;
 	struct chat_room *r;
 	struct chat_member *m;
-	const char *type, *room;
+	const char *room;
 	int64_t conn, upto;
 
-	if ((doc = json_parse(payload, len)) == NULL)
-		return;
-	if (json_get_string(doc, "type", &type, NULL) != JSON_OK ||
-	    strcmp(type, "history") != 0 ||
-	    json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	if (json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
 	    json_get_int(doc, "conn", &conn) != JSON_OK ||
 	    json_get_int(doc, "upto", &upto) != JSON_OK ||
 	    (r = chat_room_get(chat, room, 0)) == NULL)
-		goto done;
+		return;
 	TAILQ_FOREACH(m, &r->members, entry)
 		if (m->conn->id == (uint64_t)conn)
 			break;
 	if (m == NULL || m->state != MEMBER_REGISTERING)
-		goto done;
+		return;
 	h.member = m;
 	json_array_each(payload, len, "messages", chat_history_elem, &h);
 	m->state = MEMBER_JOINED;
 	if (upto > r->last_id)
 		r->last_id = upto;
-done:
-	json_free(doc);
+}
+
+/*
+ * The hub missed this worker's heartbeat (the process was stopped, or
+ * starved) and dropped the presence of every connection it had registered:
+ * their leaves are announced and getClients no longer lists them. Close
+ * each registered member with 1011 so its client reconnects and joins
+ * again, instead of chatting on as a ghost. Members registered after the
+ * drop are closed too (and properly unregistered): a reconnect costs less
+ * than telling them apart. Members still subscribing register later and
+ * are kept.
+ */
+static void
+chat_on_dropped(struct chat *chat)
+{
+	struct chat_room *r;
+	struct chat_member *m, *next;
+	size_t n = 0;
+
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = r->next)
+			for (m = TAILQ_FIRST(&r->members); m != NULL;
+			    m = next) {
+				next = TAILQ_NEXT(m, entry);
+				if (!m->registered ||
+				    m->state == MEMBER_CLOSING)
+					continue;
+				chat_close_member(m, WS_CLOSE_ERROR,
+				    "presence lost; reconnect");
+				n++;
+			}
+	log_warnx("the hub took this worker for dead; %zu sockets closed "
+	    "(1011) so that their clients join again", n);
 }
 
 /* Account events: close the sockets of a deleted user or a revoked
@@ -707,13 +761,24 @@ done:
 	json_free(doc);
 }
 
-/* The heartbeat the hub watches: a worker without it has died. */
+/*
+ * The heartbeat the hub watches: a worker without it has died. It has a
+ * connection of its own, so that a backlog of XADDs and session lookups
+ * on the command connection never delays it past its TTL.
+ */
 void
 chat_heartbeat(struct chat *chat)
 {
-	if (bus_connected(chat->w->redis))
-		(void)!bus_command(chat->w->redis, NULL, NULL,
+	if (bus_connected(chat->beat))
+		(void)!bus_command(chat->beat, NULL, NULL,
 		    "SET %s 1 EX %d", chat->alive_key, CHAT_ALIVE_TTL_S);
+}
+
+/* On every connection of the heartbeat's bus: tell the hub at once. */
+static void
+chat_beat_connected(struct bus *bus, void *arg)
+{
+	chat_heartbeat(arg);
 }
 
 /*

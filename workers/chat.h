@@ -21,7 +21,8 @@ struct chat *chat_new(struct worker *w);
 void	chat_free(struct chat *chat);
 /* Worker stopping: every member gets close 1001. */
 void	chat_stop(struct chat *chat);
-/* Refresh this worker's heartbeat key now (also every second). */
+/* Refresh this worker's heartbeat key now (also every second, and on
+ * every connection of its own Redis connection). */
 void	chat_heartbeat(struct chat *chat);
 /* Number of members (for the worker's stats). */
 uint64_t chat_members(const struct chat *chat);

@@ -47,7 +47,6 @@ static void	worker_accept_error_cb(struct evconnlistener *, void *);
 static void	worker_signal_cb(evutil_socket_t, short, void *);
 static void	worker_cron_cb(evutil_socket_t, short, void *);
 static void	worker_gate_cb(evutil_socket_t, short, void *);
-static void	worker_redis_up(struct bus *, void *);
 static void	worker_stop(struct worker *);
 static void	worker_free(struct worker *);
 
@@ -74,8 +73,8 @@ worker_main(const struct proc_ctx *ctx)
 	if ((w.db = db_pool_new(w.base, w.conf->database_url,
 	    w.conf->db_pool_size, WORKER_DB_TIMEOUT_MS)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
-	if ((w.redis = bus_new(w.base, w.conf->redis_url, "commands", worker_redis_up, NULL,
-	    &w)) == NULL)
+	if ((w.redis = bus_new(w.base, w.conf->redis_url, "commands", NULL,
+	    NULL, &w)) == NULL)
 		fatalx("redis_url: cannot use '%s'", w.conf->redis_url);
 	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
 	    &w.stats)) == NULL)
@@ -225,16 +224,6 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 			conn_close(c);
 		event_base_loopexit(w->base, NULL);
 	}
-}
-
-/* On every connection to Redis: tell the hub at once this worker lives. */
-static void
-worker_redis_up(struct bus *bus, void *arg)
-{
-	struct worker *w = arg;
-
-	if (w->chat != NULL)
-		chat_heartbeat(w->chat);
 }
 
 /*

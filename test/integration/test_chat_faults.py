@@ -11,7 +11,9 @@ our TCP connection (/proc/net/tcp) and the worker whose fd table holds
 that socket."""
 
 import os
+import re
 import signal
+import socket
 import threading
 import time
 
@@ -228,6 +230,140 @@ def test_a_killed_worker_spares_the_clients_of_the_other(make_server, redis):
 		w.send("after the crash")
 		w.wait_content("after the crash")
 	surv_ws[0].wait_content("after the crash")
+
+
+def spread(s, room, per_worker=2, attempts=100):
+	"""Join new users to room until both workers hold per_worker of them;
+	{worker pid: [(user, ws)]} (spare connections are closed)."""
+	by_pid = {}
+	for attempt in range(attempts):
+		u = register(s)
+		w = join(s, room, u)
+		pid = harness.wait_for(lambda w=w: worker_of(s, w), 2)
+		assert pid, "cannot tell which worker holds a connection"
+		if len(by_pid.get(pid, [])) >= per_worker:
+			w.close()
+			continue
+		by_pid.setdefault(pid, []).append((u, w))
+		if len(by_pid) == 2 and all(len(v) >= per_worker
+		    for v in by_pid.values()):
+			return by_pid
+	raise AssertionError("%d connections did not reach both workers %d "
+	    "times: cannot test this" % (attempts, per_worker))
+
+
+def test_a_worker_taken_for_dead_closes_its_sockets_with_1011(make_server,
+    redis):
+	"""A worker stopped (SIGSTOP) past its heartbeat's TTL is taken for
+	dead: the hub announces its users' leaves and drops them from
+	getClients. When it runs again its sockets must not chat on unlisted:
+	the hub tells it, and it closes them with 1011; the clients join again
+	and getClients is right again."""
+	redis.cmd("FLUSHALL")
+	s = make_server()
+	settled(s)
+	owner = register(s)
+	room = create_room(s, owner)
+	by_pid = spread(s, room)
+	victim_pid, observer_pid = sorted(by_pid)
+	victims, observers = by_pid[victim_pid], by_pid[observer_pid]
+	obs = observers[0][1]
+	last = max((u for u, _ in victims + observers), key=lambda u: u["id"])
+	for _, w in victims + observers:
+		w.wait_presence("join", last)
+	os.kill(victim_pid, signal.SIGSTOP)
+	t_stop = time.monotonic()
+	try:
+		for u, _ in victims:
+			obs.wait_presence("leave", u, 6)
+		wait_clients(s, owner, room, [u for u, _ in observers], 1,
+		    "the stopped worker's users leaving")
+		time.sleep(max(0, t_stop + 4.5 - time.monotonic()))
+	finally:
+		os.kill(victim_pid, signal.SIGCONT)
+	print("worker stopped for %.1f s" % (time.monotonic() - t_stop))
+	for u, w in victims:
+		code = w.wait_closed(3, "the ghost %s being closed" % w.label)
+		assert code == 1011, "%s: expected close 1011, got %r" % (w.label,
+		    code)
+	for _, w in observers:
+		assert w.is_open(), w.describe()
+	assert victim_pid in s.workers().values(), "the stopped worker died: " \
+	    "this tests one that lives"
+	# No ghost: getClients lists the observers only, and keeps doing so.
+	for _ in range(5):
+		wait_clients(s, owner, room, [u for u, _ in observers], 1,
+		    "getClients after the worker came back")
+		time.sleep(0.2)
+	# The clients join again, on whichever worker: listed, announced, heard.
+	again = [join(s, room, u) for u, _ in victims]
+	wait_clients(s, owner, room, [u for u, _ in victims + observers], 2,
+	    "the users of the stopped worker joining again")
+	def rejoined(u):
+		kinds = [e["type"] for e in obs.events if e.get("userId") ==
+		    u["id"] and e.get("type") in ("join", "leave")]
+		return "leave" in kinds and "join" in kinds[kinds.index("leave"):]
+	for u, _ in victims:
+		obs.wait(lambda u=u: rejoined(u), 2, "the join event of %s after "
+		    "its leave" % u["username"])
+	again[0].send("back from the dead")
+	for w in again + [w for _, w in observers]:
+		w.wait_content("back from the dead")
+
+
+def test_the_heartbeat_has_a_redis_connection_of_its_own(make_server, redis):
+	"""Each worker refreshes its heartbeat on a connection that carries
+	nothing else, so that a backlog of chat commands (XADD, session
+	lookups) never delays it past its TTL. Seen with MONITOR: the
+	connections that SET the alive keys send nothing else, and none of
+	them XADDs."""
+	redis.cmd("FLUSHALL")
+	s = make_server()
+	settled(s)
+	u = register(s)
+	room = create_room(s, u)
+	mon = socket.create_connection(("127.0.0.1", redis.port), timeout=5)
+	f = mon.makefile("rb")
+	mon.sendall(harness._resp_encode(["MONITOR"]))
+	assert harness._resp_read(f) == "OK"
+	by_addr = {}
+	lines = []
+
+	def read():
+		while True:
+			try:
+				lines.append(harness._resp_read(f))
+			except (OSError, ConnectionError, ValueError):
+				return
+	t = threading.Thread(target=read, daemon=True)
+	t.start()
+	ws = [join(s, room, u) for _ in range(4)]
+	deadline = time.monotonic() + 2.5
+	n = 0
+	while time.monotonic() < deadline:
+		ws[n % 4].send("beat %d" % n)
+		n += 1
+		time.sleep(0.01)
+	ws[0].wait_content("beat %d" % (n - 1))
+	mon.close()
+	t.join(2)
+	for line in lines:
+		m = re.match(r'[0-9.]+ \[\d+ ([^\]]+)\] "([^"]*)"(?: "([^"]*)")?',
+		    line or "")
+		if m:
+			by_addr.setdefault(m.group(1), []).append((m.group(2).upper(),
+			    m.group(3) or ""))
+	beats = {a for a, cmds in by_addr.items() if any(c == "SET" and
+	    k.endswith(":alive") for c, k in cmds)}
+	assert len(beats) == 2, "expected one heartbeat connection per worker, " \
+	    "saw %r" % {a: by_addr[a][:5] for a in beats}
+	for a in beats:
+		other = [c for c in by_addr[a] if not (c[0] == "SET" and
+		    c[1].endswith(":alive"))]
+		assert not other, "the heartbeat connection %s also sent %r" % (a,
+		    other[:5])
+	assert any(c == "XADD" for cmds in by_addr.values() for c, _ in cmds), \
+	    "MONITOR saw no XADD: the test saw nothing"
 
 
 # --- the hub dies ----------------------------------------------------------------------
