@@ -217,6 +217,13 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		conn_error(c, 503, "the server is going down");
 		return;
 	}
+	/* A member could neither subscribe nor register: say so now, not
+	 * with a socket that never hears its room. */
+	if (!bus_connected(chat->sub) || !bus_connected(w->redis)) {
+		conn_error(c, 503, "chat is unavailable right now (Redis); "
+		    "try again");
+		return;
+	}
 	if ((m = calloc(1, sizeof(*m))) == NULL) {
 		conn_error(c, 500, "out of memory");
 		return;
@@ -297,13 +304,20 @@ chat_member_free(struct chat_member *m)
 	free(m);
 }
 
-/* Tell the hub about a member whose room channel is subscribed. */
+/*
+ * Tell the hub about a member whose room channel is subscribed. If the
+ * XADD cannot be sent, no history or join will ever come: close it (1011)
+ * so that its client tries again. The close may remove m from its room.
+ */
 static void
 chat_register(struct chat *chat, struct chat_member *m)
 {
 	m->state = MEMBER_REGISTERING;
 	if (chat_inbox_op(chat, m, "register", NULL, 0) == 0)
 		m->registered = 1;
+	else
+		chat_close_member(m, WS_CLOSE_ERROR, "cannot join the room "
+		    "now; try again");
 }
 
 /*
@@ -482,27 +496,62 @@ chat_rooms_collect(struct chat *chat)
 	metrics_set(MG_ROOMS, (int64_t)chat->nrooms);
 }
 
+/*
+ * Subscribe to r's channel unless done or under way. If the SUBSCRIBE
+ * cannot be sent, the members waiting for it are closed (1011): they
+ * would wait for ever.
+ */
 static void
 chat_subscribe(struct chat *chat, struct chat_room *r)
 {
+	struct chat_member *m, *next;
+
 	if (r->sub != ROOM_UNSUBSCRIBED)
 		return;
 	if (bus_command(chat->sub, chat_sub_cb, chat, "SUBSCRIBE %s",
-	    r->channel) == 0)
+	    r->channel) == 0) {
 		r->sub = ROOM_SUBSCRIBING;
-	/* Else Redis is away: chat_sub_lost closes the members. */
+		return;
+	}
+	log_warnx("room %s: cannot subscribe: Redis is away", r->id);
+	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, entry);
+		if (m->state == MEMBER_SUBSCRIBING)
+			chat_close_member(m, WS_CLOSE_ERROR, "cannot join the "
+			    "room now; try again");
+	}
 }
 
 /* --- the subscription connection ---------------------------------------- */
 
+/*
+ * (Re)connected: this worker's and the control channel, and every room
+ * that still has a member not closing. chat_sub_lost() closed the members
+ * of the lost connection, so this is for those that came between (none,
+ * while joins answer 503 without this connection): none must wait for a
+ * SUBSCRIBE that was never sent again.
+ */
 static void
 chat_sub_connected(struct bus *bus, void *arg)
 {
 	struct chat *chat = arg;
+	struct chat_room *r;
+	struct chat_member *m;
 
 	if (bus_command(bus, chat_sub_cb, chat, "SUBSCRIBE %s %s",
 	    chat->worker_channel, chat->control_channel) == -1)
 		log_warnx("cannot subscribe to %s", chat->worker_channel);
+	for (int i = 0; i < CHAT_BUCKETS; i++)
+		for (r = chat->buckets[i]; r != NULL; r = r->next) {
+			TAILQ_FOREACH(m, &r->members, entry)
+				if (m->state != MEMBER_CLOSING &&
+				    !ws_closing(m->ws))
+					break;
+			if (m != NULL) {
+				r->sub = ROOM_UNSUBSCRIBED;
+				chat_subscribe(chat, r);
+			}
+		}
 }
 
 /*

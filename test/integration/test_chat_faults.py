@@ -492,6 +492,75 @@ def test_a_message_while_redis_is_down_closes_its_sender_with_1011(
 	assert settled(s) == kids, "a process died meanwhile"
 
 
+def test_a_join_without_the_subscription_connection_is_503_not_a_hang(
+    make_server, redis):
+	"""Only the workers' subscription connections are down (killed, and
+	Redis refuses new clients): a member could not subscribe to its room,
+	so a join answers 503 before the upgrade instead of a 101 that never
+	hears the room. Once the connections are back, joining works again,
+	within 5 s."""
+	redis.cmd("FLUSHALL")
+	s = make_server()
+	kids = settled(s)
+	a, b = register(s), register(s)
+	room = create_room(s, a)
+	wa = join(s, room, a)
+	admin = socket.create_connection(("127.0.0.1", redis.port), timeout=5)
+	f = admin.makefile("rb")
+	try:
+		admin.sendall(harness._resp_encode(["INFO", "clients"]))
+		info = harness._resp_read(f)
+		n = int(re.search(r"connected_clients:(\d+)", info).group(1))
+		# In one round trip, so that no worker reconnects in between:
+		# the two subscription connections go, and no new client comes.
+		admin.sendall(harness._resp_encode(["CONFIG", "SET", "maxclients",
+		    str(n - 2)]) + harness._resp_encode(["CLIENT", "KILL", "TYPE",
+		    "pubsub"]))
+		assert harness._resp_read(f) == "OK"
+		assert harness._resp_read(f) == 2, "expected the two workers' " \
+		    "subscription connections"
+		code = wa.wait_closed(3, "a member of the lost subscription")
+		assert code == 1011, code
+		time.sleep(0.3)
+		answers = [try_join(s, room, token=b["token"]).status
+		    for _ in range(8)]
+		assert answers == [503] * 8, "joins without the subscription " \
+		    "connection: %r" % answers
+		r = call(s, "GET", "/ws/getClients/%s" % room, b)
+		assert r.status_code == 200, "the command connection is up: %d" \
+		    % r.status_code
+	finally:
+		admin.sendall(harness._resp_encode(["CONFIG", "SET", "maxclients",
+		    "10000"]))
+		harness._resp_read(f)
+		admin.close()
+	t_up = time.monotonic()
+
+	def joined():
+		try:
+			w = join(s, room, b, wait=False)
+		except (AssertionError, OSError):
+			return None
+		try:
+			w.wait_presence("join", b, 2)
+			w.send("heard")
+			w.wait_content("heard", 2)
+		except AssertionError:
+			w.abort()
+			raise
+		return w
+	w = harness.wait_for(joined, 8, 0.1)
+	assert w, "joining did not work again"
+	assert time.monotonic() - t_up <= 5.5
+	# Both workers: every join now is heard.
+	for _ in range(6):
+		w2 = join(s, room, a)
+		w2.send("again")
+		w2.wait_content("again")
+		w2.close()
+	assert settled(s) == kids, "a process died meanwhile"
+
+
 class Chatter(threading.Thread):
 	"""A client that keeps sending "<tag>-<n>" every interval and reconnects
 	whenever its connection ends, remembering each connection (generation)
