@@ -1711,34 +1711,55 @@ def test_worker_stats_count_websockets_and_messages(make_server, redis):
 # --- two instances ------------------------------------------------------------------
 
 def test_a_room_spans_two_instances(server, make_server):
+	"""Two instances (of different instance names, as on two hosts), each
+	with receivers on both of its workers; one sender on each of the four
+	workers sends 100 messages at once: all receivers get all 400 exactly
+	once, in one order, ids strictly increasing, each sender's in the order
+	sent; getClients agrees on both instances."""
 	needs_own_server()
-	other = make_server()
-	users = [register(server) for _ in range(4)]
-	room = create_room(server, users[0])
-	hosts = [server, server, other, other]
-	ws = [join(h, room, u) for h, u in zip(hosts, users)]
+	from test_chat_faults import spread	# /proc: which worker holds one
+	other = make_server(instance="other-host")
+	owner = register(server)
+	room = create_room(server, owner)
+	spreads = [spread(h, room) for h in (server, other)]
+	conns = [c for sp in spreads for v in sp.values() for c in v]
+	users = [u for u, _ in conns]
+	ws = [w for _, w in conns]
+	last = max(users, key=lambda u: u["id"])
 	for w in ws:
-		w.wait_presence("join", users[-1])
+		w.wait_presence("join", last)
 	for h in (server, other):
-		wait_clients(h, users[0], room, users, 2, "on both instances")
-	per = 10
+		wait_clients(h, owner, room, users, 2, "on both instances")
+	# One sender per worker of each instance.
+	senders = [v[0][1] for sp in spreads for v in sp.values()]
+	per = 100
 
 	def send_all(i):
 		for n in range(per):
-			ws[i].send("i%d-%d" % (i, n))
-	threads = [threading.Thread(target=send_all, args=(i,)) for i in range(4)]
+			senders[i].send("i%d-%d" % (i, n))
+	threads = [threading.Thread(target=send_all, args=(i,))
+	    for i in range(len(senders))]
 	for t in threads:
 		t.start()
 	for t in threads:
-		t.join(20)
-	seqs = [[(e["id"], e["content"]) for e in w.wait_messages(4 * per, 10)]
-	    for w in ws]
+		t.join(30)
+	total = len(senders) * per
+	seqs = []
+	for w in ws:
+		msgs = w.wait_messages(total, 20)
+		seqs.append([(e["id"], e["content"]) for e in msgs])
+		assert len(msgs) == total, "%s got %d of %d messages" % (w.label,
+		    len(msgs), total)
 	assert_increasing([i for i, _ in seqs[0]], "room order")
+	assert len({c for _, c in seqs[0]}) == total, "a message came twice"
 	for s in seqs[1:]:
-		assert s == seqs[0], "the instances saw different sequences"
-	ws[3].close()
-	ws[0].wait_presence("leave", users[3], 2)
-	wait_clients(server, users[0], room, users[:3], 2)
+		assert s == seqs[0], "two receivers saw different sequences"
+	for i in range(len(senders)):
+		mine = [c for _, c in seqs[0] if c.startswith("i%d-" % i)]
+		assert mine == ["i%d-%d" % (i, n) for n in range(per)], mine[:5]
+	ws[-1].close()
+	ws[0].wait_presence("leave", users[-1], 2)
+	wait_clients(server, owner, room, users[:-1], 2)
 
 
 # --- storms -------------------------------------------------------------------------
