@@ -1807,6 +1807,7 @@ class AsyncWS:
 		self.got_wanted = asyncio.Event()
 		self.close_code = None
 		self.error = None
+		self.history = 0		# history messages before its join
 
 	async def connect(self, srv, room):
 		self.reader, self.writer = await asyncio.open_connection(srv.host,
@@ -1840,6 +1841,10 @@ class AsyncWS:
 					continue
 				if op != OP_TEXT:
 					continue
+				if not self.joined.is_set() and \
+				    b'"history":true' in payload:
+					self.history += 1
+					continue
 				if not self.joined.is_set() and b'"join"' in payload and \
 				    uid in payload:
 					e = json.loads(payload)
@@ -1864,19 +1869,66 @@ def raise_fd_limit(n):
 		pytest.skip("the fd limit %d is below %d" % (hard, n))
 
 
+class Ticker(threading.Thread):
+	"""Sends "<tag>-<n>" on ws every interval until stopped."""
+
+	def __init__(self, ws, tag, interval=0.02):
+		super().__init__(daemon=True)
+		self.ws, self.tag, self.interval = ws, tag, interval
+		self.sent = []
+		self.stopping = threading.Event()
+		self.error = None
+
+	def run(self):
+		while not self.stopping.is_set():
+			c = "%s-%d" % (self.tag, len(self.sent))
+			try:
+				self.ws.send(c)
+			except OSError as e:
+				self.error = e
+				return
+			self.sent.append(c)
+			time.sleep(self.interval)
+
+	def stop(self):
+		self.stopping.set()
+		self.join(10)
+
+
 def test_a_storm_of_1000_joins_then_1000_vanishing_at_once(server, pg, redis):
-	"""1,000 clients (distinct users) join one room at once: every one is
-	connected and gets its own join event, a watcher present from the start
-	sees all 1,000 joins, and a message sent afterwards reaches all of them.
-	Then all 1,000 vanish at once without a close frame: the watcher sees
-	1,000 leaves within 5 s, getClients is back to the watcher alone, and a
-	message sent afterwards is delivered."""
+	"""In a room with history (50 messages), 1,000 clients (distinct users)
+	join at once: every one is connected and gets the 50 messages of
+	history, then its own join event; two observers present from the start
+	see each of the 1,000 joins exactly once, and a message sent afterwards
+	reaches all of them. Then all 1,000 vanish at once without a close
+	frame: the observers see each of the 1,000 leaves exactly once within
+	5 s, and getClients is back to the observers. Messages sent all along,
+	through both storms, reach each observer once each, in order."""
 	raise_fd_limit(STORM * 2 + 200)
-	watcher = register(server)
+	watcher, other = register(server), register(server)
 	room = create_room(server, watcher)
 	users = storm_users(pg, redis, STORM)
 	ww = join(server, room, watcher, label="watcher")
+	wo = join(server, room, other, label="observer")
+	ww.wait_presence("join", other)
+	for i in range(50):
+		ww.send("before the storm %d" % i)
+	for w in (ww, wo):
+		w.wait_content("before the storm 49")
+	observers = (ww, wo)
 	ids = {u["id"] for u in users}
+	ticker = Ticker(wo, "during the storm")
+	ticker.start()
+
+	def exactly_once(w, kind, timeout, what):
+		def counts():
+			c = collections.Counter(e["userId"] for e in w.events
+			    if e.get("type") == kind and e["userId"] in ids)
+			return c if len(c) == len(ids) else None
+		c = w.wait(counts, timeout, what)
+		twice = [uid for uid, n in c.items() if n != 1]
+		assert not twice, "%s: %d users' %s events came more than once, " \
+		    "e.g. %r" % (w.label, len(twice), kind, twice[:5])
 
 	async def storm():
 		clients = [AsyncWS(u) for u in users]
@@ -1897,10 +1949,14 @@ def test_a_storm_of_1000_joins_then_1000_vanishing_at_once(server, pg, redis):
 			raise AssertionError("%d clients got no join event of their own "
 			    "within 30 s (e.g. %r)" % (len(missing), missing[:5]))
 		t_joined = time.monotonic() - t0
-		ww.wait(lambda: ids <= {e["userId"] for e in ww.events
-		    if e.get("type") == "join"}, 15, "the watcher seeing 1000 joins")
+		short = [(c.user["username"], c.history) for c in clients
+		    if c.history != 50]
+		assert not short, "%d joiners did not get 50 messages of history " \
+		    "before their join, e.g. %r" % (len(short), short[:5])
+		for w in observers:
+			exactly_once(w, "join", 15, "the 1000 joins")
 		assert harness.wait_for(lambda: len(get_clients(server, watcher,
-		    room)) == STORM + 1, 5), len(get_clients(server, watcher, room))
+		    room)) == STORM + 2, 5), len(get_clients(server, watcher, room))
 		# Messages still flow, to every one of them.
 		content = "after the join storm %s" % uuid.uuid4().hex
 		for c in clients:
@@ -1922,13 +1978,31 @@ def test_a_storm_of_1000_joins_then_1000_vanishing_at_once(server, pg, redis):
 			t.cancel()
 		await asyncio.gather(*tasks, return_exceptions=True)
 		return t_joined, t_abort
-	t_joined, t_abort = asyncio.run(storm())
-	ww.wait(lambda: ids <= {e["userId"] for e in ww.events
-	    if e.get("type") == "leave"}, max(0.5, t_abort + 5 - time.monotonic()),
-	    "1000 leaves within 5 s of the sockets vanishing")
-	assert harness.wait_for(lambda: get_clients(server, watcher, room) ==
-	    [(watcher["id"], watcher["username"])], 3), \
-	    len(get_clients(server, watcher, room))
+	try:
+		t_joined, t_abort = asyncio.run(storm())
+		for w in observers:
+			exactly_once(w, "leave", max(0.5, t_abort + 5 -
+			    time.monotonic()), "1000 leaves within 5 s of the sockets "
+			    "vanishing")
+		assert harness.wait_for(lambda: sorted(get_clients(server, watcher,
+		    room)) == sorted([(watcher["id"], watcher["username"]),
+		    (other["id"], other["username"])]), 3), \
+		    len(get_clients(server, watcher, room))
+		time.sleep(0.3)
+	finally:
+		ticker.stop()
+	assert ticker.error is None, ticker.error
+	assert len(ticker.sent) >= 20, "too few messages during the storms"
+	last = ticker.sent[-1]
+	for w in observers:
+		w.wait_content(last, 5)
+		got = [e["content"] for e in w.messages(history=False)
+		    if e["content"].startswith("during the storm")]
+		assert got == ticker.sent, "%s: the messages sent during the " \
+		    "storms: got %d (%d distinct) of %d, not all once in order" % (
+		    w.label, len(got), len(set(got)), len(ticker.sent))
+		assert_increasing([e["id"] for e in w.messages(history=False)],
+		    w.label)
 	ww.send("after the leave storm")
 	ww.wait_content("after the leave storm", 3)
 	assert ww.is_open()
