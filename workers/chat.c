@@ -36,6 +36,8 @@
 #include "workers/ws.h"
 
 #define CHAT_BUCKETS		1024	/* rooms hash table */
+#define CHAT_MEMBER_BUCKETS	16384	/* members by conn id: ids are
+					 * sequential, so chains stay even */
 #define CHAT_ALIVE_TTL_S	3	/* heartbeat key lifetime */
 #define CHAT_CLOSE_GRACE_MS	2000	/* then a closing socket is cut */
 
@@ -50,6 +52,7 @@ struct chat_room;
 
 struct chat_member {
 	TAILQ_ENTRY(chat_member) entry;		/* in room->members */
+	struct chat_member *hnext;	/* in chat->by_conn, while in a room */
 	struct conn	*conn;
 	struct chat_room *room;
 	struct ws	*ws;
@@ -91,6 +94,10 @@ struct chat {
 	char		 alive_key[192];
 	char		 inbox[128];
 	struct chat_room *buckets[CHAT_BUCKETS];
+	struct chat_member *by_conn[CHAT_MEMBER_BUCKETS]; /* members in a
+					 * room, by conn id: a history finds
+					 * its joiner in O(1), even in a
+					 * join storm */
 	uint64_t	 nmembers;
 	uint64_t	 nrooms;
 	struct event	*cron;		/* heartbeat, pings: every second */
@@ -252,6 +259,8 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 	TAILQ_INSERT_TAIL(&m->room->members, m, entry);
 	m->room->nmembers++;
+	m->hnext = chat->by_conn[c->id % CHAT_MEMBER_BUCKETS];
+	chat->by_conn[c->id % CHAT_MEMBER_BUCKETS] = m;
 	log_debug("conn %llu: user %lld joins room %s",
 	    (unsigned long long)c->id, (long long)uid, room);
 	if (m->room->sub == ROOM_SUBSCRIBED)
@@ -279,7 +288,7 @@ chat_on_read(struct conn *c)
 void
 chat_on_close(struct conn *c)
 {
-	struct chat_member *m = c->member;
+	struct chat_member *m = c->member, **pp;
 	struct chat *chat = c->worker->chat;
 
 	if (m == NULL || m->room == NULL)
@@ -287,6 +296,12 @@ chat_on_close(struct conn *c)
 	if (m->registered)
 		(void)chat_inbox_op(chat, m, "unregister", NULL, 0);
 	m->state = MEMBER_CLOSING;
+	for (pp = &chat->by_conn[c->id % CHAT_MEMBER_BUCKETS]; *pp != NULL;
+	    pp = &(*pp)->hnext)
+		if (*pp == m) {
+			*pp = m->hnext;
+			break;
+		}
 	TAILQ_REMOVE(&m->room->members, m, entry);
 	m->room->nmembers--;		/* chat_rooms_collect() frees it */
 	m->room = NULL;
@@ -725,10 +740,11 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
 	    json_get_int(doc, "upto", &upto) != JSON_OK ||
 	    (r = chat_room_get(chat, room, 0)) == NULL)
 		return;
-	TAILQ_FOREACH(m, &r->members, entry)
+	for (m = chat->by_conn[(uint64_t)conn % CHAT_MEMBER_BUCKETS];
+	    m != NULL; m = m->hnext)
 		if (m->conn->id == (uint64_t)conn)
 			break;
-	if (m == NULL || m->state != MEMBER_REGISTERING)
+	if (m == NULL || m->room != r || m->state != MEMBER_REGISTERING)
 		return;
 	h.member = m;
 	json_array_each(payload, len, "messages", chat_history_elem, &h);
