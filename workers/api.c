@@ -15,6 +15,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "workers/api.h"
 #include "workers/auth.h"
@@ -29,6 +30,11 @@ struct api_endpoint {
 	api_handler		*open;	/* needs no caller */
 	api_user_handler	*user;	/* runs with the caller's user id */
 };
+
+#define API_LIMIT_DEFAULT	50	/* list routes' limit: SPEC.md §3 */
+#define API_LIMIT_MAX		200	/* a larger limit is clamped to it */
+
+static int	api_parse_limit(const char *, long long *);
 
 #define OPEN(fn)	(&(const struct api_endpoint){ fn, NULL })
 #define USER(fn)	(&(const struct api_endpoint){ NULL, fn })
@@ -170,7 +176,12 @@ api_body(struct conn *c, struct http_request *req)
 		return NULL;
 	}
 	if ((doc = json_parse(req->body, req->body_len)) == NULL) {
-		conn_error(c, 400, "the body is not a valid JSON object");
+		/* Say which rule broke: invalid bytes cannot be pinned on a
+		 * field, as the parser rejects the whole text (RFC 8259 §8.1). */
+		if (!utf8_valid(req->body, req->body_len))
+			conn_error(c, 400, "the body is not valid UTF-8");
+		else
+			conn_error(c, 400, "the body is not a valid JSON object");
 		return NULL;
 	}
 	return doc;
@@ -199,33 +210,61 @@ int
 api_paging(struct conn *c, const struct http_request *req, long long *limit,
     long long *before)
 {
-	char v[32];
-	int r;
+	char v[32], *lv = NULL;
+	size_t qlen;
+	int r, ok = 0;
 
-	*limit = 50;
+	*limit = API_LIMIT_DEFAULT;
 	*before = INT64_MAX;
-	if ((r = http_query_get(req->query, "limit", v, sizeof(v))) == 1) {
-		if (util_parse_int(v, 1, INT64_MAX, limit) == -1) {
-			conn_error(c, 400, "limit must be a positive integer");
-			return 0;
-		}
-		if (*limit > 200)
-			*limit = 200;
-	} else if (r == -1) {
-		conn_error(c, 400, "limit must be a positive integer");
+	if (req->query == NULL)
+		return 1;
+	/* limit may have any number of digits: a decoded value is never
+	 * longer than the query it comes from. */
+	qlen = strlen(req->query) + 1;
+	if ((lv = malloc(qlen)) == NULL) {
+		conn_error(c, 500, "out of memory");
 		return 0;
+	}
+	if ((r = http_query_get(req->query, "limit", lv, qlen)) == -1 ||
+	    (r == 1 && api_parse_limit(lv, limit) == -1)) {
+		conn_error(c, 400, "limit must be a positive integer");
+		goto done;
 	}
 	if ((r = http_query_get(req->query, "before", v, sizeof(v))) == 1) {
 		if (util_parse_int(v, 1, INT64_MAX, before) == -1) {
 			conn_error(c, 400, "before must be a positive integer "
 			    "(the id of the last item of the previous page)");
-			return 0;
+			goto done;
 		}
 	} else if (r == -1) {
 		conn_error(c, 400, "before must be a positive integer");
-		return 0;
+		goto done;
 	}
-	return 1;
+	ok = 1;
+done:
+	free(lv);
+	return ok;
+}
+
+/*
+ * limit: 1 or more decimal digits, not all zeros. Above API_LIMIT_MAX it
+ * is clamped, however many digits it has (SPEC.md §3: "above 200 is
+ * clamped"), so only a sign, 0, empty or non-digits are -1.
+ */
+static int
+api_parse_limit(const char *v, long long *limit)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || strspn(v, "0123456789") != n)
+		return -1;
+	v += strspn(v, "0");
+	if ((n = strlen(v)) == 0)
+		return -1;
+	if (n > 9 || util_parse_int(v, 1, INT64_MAX, limit) == -1 ||
+	    *limit > API_LIMIT_MAX)
+		*limit = API_LIMIT_MAX;
+	return 0;
 }
 
 int

@@ -55,7 +55,8 @@ int	api_string(struct conn *c, struct json_doc *doc, const char *key,
 	    const char **out, size_t *len);
 /*
  * Paging parameters of list routes: limit (default 50, 1.., above 200 is
- * 200) and before (an id >= 1; default: no bound). 1, or 0 after 400.
+ * 200 however many digits it has) and before (an id >= 1; default: no
+ * bound). 1, or 0 after 400 (or 500).
  */
 int	api_paging(struct conn *c, const struct http_request *req,
 	    long long *limit, long long *before);

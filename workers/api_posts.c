@@ -50,6 +50,7 @@ static void	posts_get_cb(struct db_result *, void *);
 static void	posts_delete_cb(struct db_result *, void *);
 static void	posts_user_list_cb(struct db_result *, void *);
 static void	posts_feed_cb(struct db_result *, void *);
+static void	posts_feed_empty_cb(struct db_result *, void *);
 
 /* The columns of a post object, in the order posts_add_post() reads. */
 #define POSTS_COLUMNS \
@@ -117,6 +118,10 @@ static const char posts_feed_sql[] =
     " ORDER BY x.id DESC LIMIT $3) t"
     " JOIN posts p ON p.id = t.id JOIN users u ON u.id = p.user_id"
     " ORDER BY p.id DESC";
+
+/* $1 the caller: one row while their account exists. */
+static const char posts_caller_sql[] =
+    "SELECT NULL FROM users WHERE id = $1";
 
 /* --- POST /posts --------------------------------------------------------- */
 
@@ -348,15 +353,41 @@ posts_user_list_cb(struct db_result *res, void *arg)
 	free(op);
 }
 
+/*
+ * An empty feed may mean that the caller's row is gone (its follows and
+ * posts went with it): ask, and answer 401 as POST /posts does. The check
+ * runs only for empty feeds, so posts_feed_sql stays the measured query.
+ */
 static void
 posts_feed_cb(struct db_result *res, void *arg)
+{
+	struct posts_op *op = arg;
+	char me[24];
+	const char *params[1] = { me };
+
+	if (res == NULL || !db_result_ok(res))
+		api_db_error(op->conn, res, "reading the feed");
+	else if (db_result_ntuples(res) == 0) {
+		snprintf(me, sizeof(me), "%" PRId64, op->uid);
+		api_query(op->conn, op, posts_caller_sql, 1, params,
+		    posts_feed_empty_cb);
+		return;
+	} else
+		posts_answer_list(op, res);
+	free(op);
+}
+
+static void
+posts_feed_empty_cb(struct db_result *res, void *arg)
 {
 	struct posts_op *op = arg;
 
 	if (res == NULL || !db_result_ok(res))
 		api_db_error(op->conn, res, "reading the feed");
+	else if (db_result_ntuples(res) == 0)
+		conn_error(op->conn, 401, POSTS_GONE);
 	else
-		posts_answer_list(op, res);
+		posts_answer_list(op, res);	/* no post rows: [] */
 	free(op);
 }
 

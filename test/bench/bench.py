@@ -10,6 +10,10 @@ into PostgreSQL with that hash) and writes every session into Redis the way
 workers/auth.c does (no scrypt per user), then runs:
 
   feed    wrk GET /feed (feed.lua)            | pgbench feed.sql
+          as the 64 bench users (each follows ~100 authors)
+  feed_heavy  wrk GET /feed as seed.py's heavy reader (5,000 follows at
+          --size large, 2,000 at medium) | pgbench feed.sql's query with
+          -D uid=<that user>
   posts   wrk POST /posts (posts.lua)         | pgbench posts.sql
   tiny    loadgen http GET / (the web client from memory), 64 connections
                                               | nginx serving the same file
@@ -38,7 +42,7 @@ Everything it started is stopped at the end, on errors and on Ctrl-C.
 
 Usage:
   bench.py --bin ./gochat --srcdir . --out ./bench [--loadgen PATH]
-           [--only tiny,api,chat,idle,login,feed,posts] [--quick]
+           [--only tiny,api,chat,idle,login,feed,feed_heavy,posts] [--quick]
            [--size small|medium|large] [--duration 8] [--keep]
 --quick: 3 s runs, small data set, three open-loop rates, 10,000 idle only.
 Needs wrk, pgbench, redis-benchmark, nginx and gnuplot (the plot is skipped
@@ -78,7 +82,7 @@ SIZES = {
 	    "--heavy-follows", "2000"]),
 	"large": (200000, 1000000, []),
 }
-ALL = ("feed", "posts", "tiny", "api", "chat", "login", "idle")
+ALL = ("feed", "feed_heavy", "posts", "tiny", "api", "chat", "login", "idle")
 BENCH_USERS = 64
 PASSWORD = "bench-password-1234"
 SESSION_TTL = 86400
@@ -516,6 +520,17 @@ ANALYZE users;
 		with open(self.bench_tokens_bare, "w") as f:
 			f.write("\n".join(toks[:BENCH_USERS]) + "\n")
 		self.token0 = toks[0]
+
+		# seed.py's heavy reader is userN (id N): one session of its own.
+		self.heavy = users
+		htok = secrets.token_urlsafe(32)
+		self.write_sessions([(htok, self.heavy)])
+		self.heavy_tokens = os.path.join(self.tmp, "tokens-heavy.txt")
+		with open(self.heavy_tokens, "w") as f:
+			f.write(htok + "\n")
+		self.heavy_token = htok
+		self.heavy_follows = int(self.psql("SELECT count(*) FROM "
+		    "user_followers WHERE follower_id = %d" % self.heavy))
 		self.session_key0 = PREFIX + "session:" + hashlib.sha256(
 		    toks[0].encode()).hexdigest()
 		self.load_secs = time.monotonic() - t
@@ -628,32 +643,50 @@ ANALYZE users;
 	def sc_feed(self):
 		return [self.wrk_vs_pgbench("feed")]
 
+	def sc_feed_heavy(self):
+		"""GET /feed of the reader following the most authors, against
+		feed.sql's query (its \\set lines dropped) with -D uid=that user."""
+		script = os.path.join(self.tmp, "feed_heavy.sql")
+		with open(os.path.join(HERE, "feed.sql")) as f, \
+		    open(script, "w") as out:
+			out.write("".join(l for l in f if not l.startswith("\\")))
+		r = self.wrk_vs_pgbench("feed_heavy", path="/feed",
+		    lua=os.path.join(HERE, "feed.lua"), sql=script,
+		    tokens=self.heavy_tokens, defs={"uid": self.heavy})
+		r["what"] += ", as user%d (follows %d authors)" % (self.heavy,
+		    self.heavy_follows)
+		r["reader"] = {"id": self.heavy, "follows": self.heavy_follows}
+		return [r]
+
 	def sc_posts(self):
 		return [self.wrk_vs_pgbench("posts")]
 
-	def wrk_vs_pgbench(self, name):
+	def wrk_vs_pgbench(self, name, path=None, lua=None, sql=None,
+	    tokens=None, defs=None):
 		a = self.a
-		path = {"feed": "/feed", "posts": "/posts"}[name]
-		lua = os.path.join(HERE, name + ".lua")
-		sql = os.path.join(HERE, name + ".sql")
+		path = path or {"feed": "/feed", "posts": "/posts"}[name]
+		lua = lua or os.path.join(HERE, name + ".lua")
+		sql = sql or os.path.join(HERE, name + ".sql")
+		tokens = tokens or self.bench_tokens_bare
+		defs = defs or {"lo": self.lo, "hi": self.hi}
 		url = "http://127.0.0.1:%d%s" % (self.port, path)
 		c, t = str(a.connections), str(a.threads)
 		if a.warmup > 0:
 			run([self.wrk, "-t", t, "-c", c, "-d", "%ds" % a.warmup, "-s", lua,
-			    url, "--", self.bench_tokens_bare], "wrk warm-up",
+			    url, "--", tokens], "wrk warm-up",
 			    timeout=a.warmup + 60)
 		wrk_cmd = [self.wrk, "-t", t, "-c", c, "-d", "%ds" % a.duration,
-		    "--latency", "-s", lua, url, "--", self.bench_tokens_bare]
+		    "--latency", "-s", lua, url, "--", tokens]
 		log("  " + cmdline(wrk_cmd))
 		wout, _, _ = run(wrk_cmd, "wrk", timeout=a.duration + 60)
 		g = parse_wrk(wout)
 		r, pcmd, pout = self.pgbench(name, [sql], a.connections, a.threads,
-		    a.duration, "extended", {"lo": self.lo, "hi": self.hi})
+		    a.duration, "extended", defs)
 		rt = ratio(g["req_per_s"], r["tps"])
 		return {
 			"scenario": name,
-			"what": "%s %s, wrk %s connections" % ("GET" if name == "feed"
-			    else "POST", path, c),
+			"what": "%s %s, wrk %s connections" % ("POST" if name == "posts"
+			    else "GET", path, c),
 			"gochat": g,
 			"reference": dict(r, tool="pgbench -M extended",
 			    req_per_s=r["tps"]),
@@ -1113,12 +1146,15 @@ ANALYZE users;
 			log("PostgreSQL :%d, Redis :%d" % (self.pg.port, self.redis.port))
 			self.start_server(a.workers)
 			self.seed()
-			if "feed" in a.only:
+			for sc, tok, uid in (("feed", self.token0, self.lo),
+			    ("feed_heavy", self.heavy_token, self.heavy)):
+				if sc not in a.only:
+					continue
 				st, body = api("127.0.0.1", self.port, "GET", "/feed",
-				    token=self.token0)
+				    token=tok)
 				if st != 200 or not isinstance(body, list) or not body:
 					raise harness.HarnessError("GET /feed: %s %r" % (st, body))
-				check_feed_sql(self.pg, self.lo, [p["id"] for p in body])
+				check_feed_sql(self.pg, uid, [p["id"] for p in body])
 			for name in ALL:
 				if name not in a.only:
 					continue
@@ -1149,6 +1185,8 @@ ANALYZE users;
 			total = time.monotonic() - t_start
 			doc = {
 				"size": a.size, "users": self.users, "posts": self.posts,
+				"heavy_reader": {"id": self.heavy,
+				    "follows": self.heavy_follows},
 				"bench_users": BENCH_USERS, "load_users": self.nload,
 				"workers": a.workers, "cores": os.cpu_count(),
 				"quick": a.quick, "duration_s": a.duration,
@@ -1226,12 +1264,17 @@ def table_rows(s):
 	    "missed" if j["met"] is not None else "n/a")
 	tgt = j["target"] if j else "-"
 	lat = lambda d, k: "%.2f" % d[k] if d and d.get(k) is not None else "-"
-	if name in ("feed", "posts", "tiny", "api_me", "api_follow"):
+	if name in ("feed", "feed_heavy", "posts", "tiny", "api_me",
+	    "api_follow"):
 		bad = g.get("non_2xx", 0)
 		rows = [(name, "%s req/s%s" % (fmt_int(g["req_per_s"]), " (%d non-2xx)"
 		    % bad if bad else ""), "%s %s" % (fmt_int(r["req_per_s"]),
 		    r["tool"]), fmt_ratio(s["ratio"]), lat(g["latency_ms"], "p50"),
 		    lat(g["latency_ms"], "p99"), tgt, status)]
+		if name in ("feed", "feed_heavy", "posts"):
+			rows.append(("  same SQL, pgbench", "", "", "",
+			    lat(r.get("latency_ms"), "p50"), lat(r.get("latency_ms"),
+			    "p99"), "-", "-"))
 		if name == "api_me" and s.get("reference_extended"):
 			rx = s["reference_extended"]
 			rows.append(("  same SQL", "", "%s pgbench -M extended" %
@@ -1295,7 +1338,7 @@ def print_table(results, a):
 	for x in rows:
 		print(line(x))
 	print("p50/p99: gochat's latency (chat: send to delivery; idle: the small "
-	    "chat). Ratios: gochat / reference (login: p99 with / without the "
+	    "chat; rows \"same SQL\": pgbench's). Ratios: gochat / reference (login: p99 with / without the "
 	    "storm; idle: bytes / 4 KiB).")
 
 
@@ -1362,7 +1405,8 @@ def main(argv=None):
 	os.makedirs(a.out, exist_ok=True)
 
 	b = Bench(a)
-	need = {"wrk": {"feed", "posts"}, "pgbench": {"feed", "posts", "api"},
+	need = {"wrk": {"feed", "feed_heavy", "posts"},
+	    "pgbench": {"feed", "feed_heavy", "posts", "api"},
 	    "redis-benchmark": {"api", "chat"}, "nginx": {"tiny"},
 	    "loadgen": {"tiny", "api", "chat", "login", "idle"}}
 	paths = {"wrk": shutil.which("wrk"), "pgbench": pgbench_path(),
