@@ -5,12 +5,12 @@
 # copy, so the build directory is untouched. Usage: check-configure.sh SRCDIR
 srcdir=${1:-.}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gochat-configure.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
 status=0
 
 # cflags <args...>: the CFLAGS line of configure's summary.
 cflags() {
-	rm -rf "$tmp/t" && mkdir -p "$tmp/t/master" &&
+	chmod -R u+w "$tmp" && rm -rf "$tmp/t" && mkdir -p "$tmp/t/master" &&
 	cp "$srcdir/configure" "$tmp/t/" && cp -R "$srcdir/build-aux" "$tmp/t/" &&
 	: > "$tmp/t/master/main.c" &&
 	(cd "$tmp/t" && ./configure --no-create "$@" >out 2>&1) ||
