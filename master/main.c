@@ -31,7 +31,8 @@
 
 static void	usage(void) __attribute__((noreturn));
 static int	daemonize(void);
-static int	pidfile_write(const char *path);
+static int	pidfile_open(const char *path);
+static int	pidfile_write(int fd);
 static long	raise_nofile(void);
 
 static void
@@ -53,7 +54,7 @@ main(int argc, char **argv)
 	static struct conf conf;
 	static char path[1024];	/* a copy: process titles overwrite argv */
 	char err[1024];
-	int ch, dflag = 0, tflag = 0, fd, rc;
+	int ch, dflag = 0, tflag = 0, fd, pidfd = -1, rc;
 
 	while ((ch = getopt(argc, argv, "c:dhtv")) != -1) {
 		switch (ch) {
@@ -114,14 +115,27 @@ main(int argc, char **argv)
 		log_error("%s", err);
 		return GC_EXIT_FATAL;
 	}
+	/*
+	 * The pidfile is created while stderr is still the terminal: once
+	 * daemonized, the parent has exited 0 and nobody would see why.
+	 */
+	if (conf.pidfile[0] != '\0' &&
+	    (pidfd = pidfile_open(conf.pidfile)) == -1) {
+		fprintf(stderr, "gochat: cannot create pidfile %s: %s\n",
+		    conf.pidfile, strerror(errno));
+		if (log_fd() != STDERR_FILENO)
+			log_warn("cannot create pidfile %s", conf.pidfile);
+		return GC_EXIT_FATAL;
+	}
 	if (dflag && daemonize() == -1) {
 		log_warn("daemonize failed");
 		return GC_EXIT_FATAL;
 	}
 	if (metrics_init(METRICS_SLOTS) == -1)	/* before any child */
 		fatal("cannot map the shared memory of /metrics");
-	if (conf.pidfile[0] != '\0' && pidfile_write(conf.pidfile) == -1) {
+	if (pidfd != -1 && pidfile_write(pidfd) == -1) {
 		log_warn("cannot write pidfile %s", conf.pidfile);
+		unlink(conf.pidfile);
 		return GC_EXIT_FATAL;
 	}
 	log_info("gochat %s starting: listen %s, %d workers, instance %s, "
@@ -206,15 +220,20 @@ daemonize(void)
 	return 0;
 }
 
+/* Create (or truncate) the pidfile; its fd, or -1 with errno set. */
 static int
-pidfile_write(const char *path)
+pidfile_open(const char *path)
+{
+	return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+}
+
+/* Write this process's pid (the daemon's, after the forks) and close fd. */
+static int
+pidfile_write(int fd)
 {
 	char buf[32];
-	int fd, n;
+	int n;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0644)) == -1)
-		return -1;
 	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
 	if (write(fd, buf, n) != n) {
 		close(fd);

@@ -292,6 +292,25 @@ def test_daemon_mode_writes_a_pidfile_and_stops_on_term(make_server):
 			os.kill(pid, signal.SIGKILL)
 
 
+def test_daemon_mode_with_a_pidfile_it_cannot_create_fails_on_stderr(
+    make_server):
+	"""Before the fix the parent exited 0 and the detached daemon died
+	silently writing the pidfile; now the check comes before the fork."""
+	s = make_server(start=False)
+	pidfile = os.path.join(s.dir, "no-such-dir", "gochat.pid")
+	s.conf.update(pidfile=pidfile)
+	r = subprocess.run([str(BIN), "-d", "-c", s.write_conf()],
+	    capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+	    env=harness._clean_env())
+	assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+	assert "pidfile" in r.stderr and pidfile in r.stderr, r.stderr
+	assert "No such file or directory" in r.stderr, r.stderr
+	time.sleep(0.5)
+	with socket.socket() as sock:
+		assert sock.connect_ex((s.host, s.port)) != 0, \
+		    "a daemon is listening although start-up failed"
+
+
 def _read_pid(path):
 	try:
 		with open(path) as f:
