@@ -110,6 +110,7 @@ main(int argc, char **argv)
 		return GC_EXIT_FATAL;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	master_signals_init();
 
 	if ((fd = master_listen(&conf, err, sizeof(err))) == -1) {
 		log_error("%s", err);
@@ -144,10 +145,16 @@ main(int argc, char **argv)
 	if (conf.user[0] != '\0')
 		log_info("workers and hub run as %s (uid %ld)", conf.user,
 		    conf.user_uid);
-	if (master_migrate(&conf) == -1)
-		rc = GC_EXIT_ERROR;
-	else
+	switch (master_migrate(&conf)) {
+	case 0:
 		rc = master_run(path, &conf, fd);
+		break;
+	case 1:		/* TERM or INT during start-up: a clean stop */
+		rc = GC_EXIT_OK;
+		break;
+	default:
+		rc = GC_EXIT_ERROR;
+	}
 	if (conf.pidfile[0] != '\0')
 		unlink(conf.pidfile);
 	log_info("stopped");

@@ -199,6 +199,43 @@ def test_term_or_int_stops_every_process_within_10_s_with_exit_code_0(
 		    "the port still accepts connections"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+    ids=["TERM", "INT"])
+def test_term_during_start_up_stops_the_migration_child_and_the_master(
+    make_server, sig):
+	"""Migrations wait up to 30 s for an unreachable PostgreSQL; a stop
+	signal meanwhile must end both the master and its migration child (it
+	used to kill the master by the default action and orphan the child)."""
+	s = make_server(start=False,
+	    database_url="postgresql://127.0.0.1:%d/none?connect_timeout=2"
+	    % harness.free_port())
+	pidfile = os.path.join(s.dir, "gochat.pid")
+	s.conf["pidfile"] = pidfile
+	s.start(wait=False)
+
+	def migrating():
+		return [p for p, t in s.children() if t == "gochat: migrate"]
+	kids = wait_for(migrating, 5)
+	assert kids, "no migration child: %r\n%s" % (s.children(), s.log_tail())
+	assert time.monotonic() - s.started_at < 5
+	s.signal(signal.SIGHUP)		# deferred, not fatal, during start-up
+	time.sleep(0.2)
+	assert s.running(), "HUP during start-up killed the master"
+	s.signal(sig)
+	try:
+		code = s.proc.wait(8)
+	except subprocess.TimeoutExpired:
+		pytest.fail("the master still runs 8 s after %s during start-up"
+		    % sig.name)
+	assert code == 0, s.log_tail()
+	assert wait_for(lambda: not harness.proc_alive(kids[0]), 3), \
+	    "migration child %d left running: %r" % (kids[0],
+	    harness.proc_info(kids[0]))
+	assert not [p for p, t in harness.children_of(1)
+	    if t == "gochat: migrate" and p == kids[0]]
+	assert not os.path.exists(pidfile), "pidfile left behind"
+
+
 def test_usr1_reopens_the_log_file(make_server, workdir):
 	s = make_server(start=False)
 	log = os.path.join(s.dir, "server.log")
