@@ -251,15 +251,17 @@ def test_connection_close_is_honoured(server, raw):
 # --- slow clients ----------------------------------------------------------------------
 
 def _assert_timed_out(c, t0, limit):
-	"""The connection was closed (optionally after a 408) about limit
-	seconds after t0, not before."""
+	"""A 408 with a JSON error, then the close, about limit seconds after
+	t0 and not before (SPEC §1: header read timeout is a 408)."""
 	closed, data = c.wait_closed(limit + 3)
 	elapsed = time.monotonic() - t0
 	assert closed, "still open %.1f s after a %d s timeout" % (elapsed, limit)
 	assert elapsed >= limit - 0.5, "closed after %.1f s, before the %d s " \
 	    "timeout" % (elapsed, limit)
-	if data:
-		assert_json_error(c.read_response(), 408)
+	assert data, "closed silently: no 408 response"
+	r = c.read_response()
+	assert_json_error(r, 408)
+	assert (r.header("Connection") or "").lower() == "close"
 
 
 def test_half_a_request_head_times_out_while_others_are_served(server, raw):
@@ -291,6 +293,28 @@ def test_a_head_trickled_byte_by_byte_still_times_out(server, raw):
 			break	# the server answered or closed
 		try:
 			c.send(data[i:i + 1])
+		except (BrokenPipeError, ConnectionResetError):
+			break
+	_assert_timed_out(c, t0, HEADER_TIMEOUT)
+
+
+def test_a_body_that_does_not_arrive_within_header_timeout_is_a_408(server,
+    raw):
+	needs_own_server()
+	# header_timeout bounds the whole request, head and body, from its
+	# first byte: a body trickled or cut short cannot hold a connection.
+	c = raw(server)
+	t0 = time.monotonic()
+	c.send(request_head(method="POST", target="/login", headers=[
+	    "Content-Type: application/json", "Content-Length: 200"]))
+	body = b'{"email": "slow@example.com", "password": "' + b"x" * 150
+	for i in range(len(body)):
+		if time.monotonic() - t0 > HEADER_TIMEOUT + 3:
+			break
+		if select.select([c.sock], [], [], 0.1)[0]:
+			break	# the server answered or closed
+		try:
+			c.send(body[i:i + 1])
 		except (BrokenPipeError, ConnectionResetError):
 			break
 	_assert_timed_out(c, t0, HEADER_TIMEOUT)
