@@ -145,12 +145,58 @@ def test_body_over_64_KiB_is_413_without_waiting_for_the_body(server, raw):
 	assert time.monotonic() - t0 < HEADER_TIMEOUT - 0.5
 
 
-def test_chunked_body_is_411(server, raw):
+def _assert_answered_then_closed(c, status):
+	"""status with a JSON error and Connection: close, then the close with
+	nothing more: what followed the head was never read as a request."""
+	r = c.read_response()
+	assert_json_error(r, status)
+	assert (r.header("Connection") or "").lower() == "close"
+	closed, extra = c.wait_closed(3)
+	assert closed, "connection left open after a %d" % status
+	assert extra == b"", "more was answered: %r" % extra[:200]
+
+
+@pytest.mark.parametrize("coding", ["chunked", "gzip, chunked", "gzip"])
+def test_a_transfer_encoded_body_is_411_and_the_connection_closed(server,
+    raw, coding):
 	c = raw(server)
 	c.send(request_head("POST", "/register", headers=[
-	    "Content-Type: application/json", "Transfer-Encoding: chunked"])
+	    "Content-Type: application/json", "Transfer-Encoding: " + coding])
 	    + b"2\r\n{}\r\n0\r\n\r\n")
-	assert_json_error(c.read_response(), 411)
+	_assert_answered_then_closed(c, 411)
+
+
+@pytest.mark.parametrize("path", ["/login", "/v1/register", "/posts",
+    "/ws/createRoom"])
+def test_a_body_without_content_length_is_411_not_a_second_request(server,
+    raw, path):
+	# Without Content-Length the request has no body (RFC 9112 6.3), so
+	# the JSON after the head would be parsed as the next request: 411 and
+	# close, before it can be.
+	c = raw(server)
+	c.send(request_head("POST", path, headers=[
+	    "Content-Type: application/json"])
+	    + b'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+	_assert_answered_then_closed(c, 411)
+
+
+def test_a_post_route_without_a_body_needs_no_content_length(server, raw):
+	c = raw(server)
+	c.send(request_head("POST", "/logout"))
+	assert_json_error(c.read_response(), 401)	# no token, not 411
+
+
+def test_content_length_with_transfer_encoding_is_400_and_closed(server,
+    raw):
+	# The request-smuggling guard of RFC 9112 6.3: which of the two framed
+	# the body is ambiguous, so neither is trusted and nothing after the
+	# head is read.
+	c = raw(server)
+	c.send(request_head("POST", "/login", headers=[
+	    "Content-Type: application/json", "Content-Length: 48",
+	    "Transfer-Encoding: chunked"])
+	    + b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	_assert_answered_then_closed(c, 400)
 
 
 def test_invalid_content_length_is_400(server, raw):
