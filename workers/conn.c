@@ -382,9 +382,13 @@ conn_process(struct conn *c)
 				    "%d bytes", w->conf->max_body_size);
 				break;
 			case 431:
-				conn_error(c, 431, "request line and headers "
-				    "larger than %d bytes",
-				    w->conf->max_header_size);
+				if (http_reader_too_many(c->reader))
+					conn_error(c, 431, "more than %d header "
+					    "fields", HTTP_MAX_HEADERS);
+				else
+					conn_error(c, 431, "request line and "
+					    "headers larger than %d bytes",
+					    w->conf->max_header_size);
 				break;
 			case 505:
 				conn_error(c, 505, "only HTTP/1.0 and HTTP/1.1 "

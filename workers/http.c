@@ -220,6 +220,12 @@ http_reader_status(const struct http_reader *r)
 }
 
 int
+http_reader_too_many(const struct http_reader *r)
+{
+	return r->status == 431 && r->too_many;
+}
+
+int
 http_reader_started(const struct http_reader *r)
 {
 	return r->started;

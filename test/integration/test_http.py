@@ -118,7 +118,26 @@ def test_headers_just_under_8_KiB_are_accepted(server, raw):
 def test_headers_over_8_KiB_are_431(server, raw):
 	c = raw(server)
 	c.send(request_head(target="/health", headers=["X-Big: " + "a" * 9000]))
-	assert_json_error(c.read_response(), 431)
+	r = c.read_response()
+	assert_json_error(r, 431)
+	assert "8192 bytes" in r.json()["error"], r.json()
+
+
+def test_more_than_64_header_fields_are_431_saying_so(server, raw):
+	c = raw(server)
+	# 65 fields, well under 8 KiB: the count is the limit, not the size.
+	c.send(request_head(target="/health",
+	    headers=["X-H%d: v" % i for i in range(64)]))	# + Host = 65
+	r = c.read_response()
+	assert_json_error(r, 431)
+	assert "more than 64 header fields" in r.json()["error"], r.json()
+
+
+def test_64_header_fields_are_accepted(server, raw):
+	c = raw(server)
+	c.send(request_head(target="/health",
+	    headers=["X-H%d: v" % i for i in range(63)]))
+	assert c.read_response().status == 200
 
 
 def test_many_headers_totalling_over_8_KiB_are_431(server, raw):

@@ -18,6 +18,7 @@
 struct run {
 	enum http_feed	 last;
 	int		 status;
+	int		 too_many;	/* http_reader_too_many() at the error */
 	int		 nreq;
 	struct http_request *req[MAX_REQS];
 	size_t		 used[MAX_REQS];	/* bytes consumed up to DONE */
@@ -43,6 +44,7 @@ run_feed(struct run *out, const char *data, size_t len, size_t step,
 		off += used;
 		if (out->last == HTTP_FEED_ERROR) {
 			out->status = http_reader_status(r);
+			out->too_many = http_reader_too_many(r);
 			break;
 		}
 		if (out->last == HTTP_FEED_DONE) {
@@ -333,10 +335,20 @@ test_limits(void)
 	for (i = 0; i <= HTTP_MAX_HEADERS; i++)
 		len += (size_t)sprintf(big + len, "H%zu: v\r\n", i % 100);
 	len += (size_t)sprintf(big + len, "\r\n");
-	run_feed(&run, big, len, 0, 8192, 4096, 0);
-	ok(run.status == 431, "%d headers are 431 (got %d)",
-	    HTTP_MAX_HEADERS + 1, run.status);
+	for (st = 0; st < NSTEPS; st++) {
+		run_feed(&run, big, len, steps[st], 8192, 4096, 0);
+		ok(run.status == 431 && run.too_many, "%d headers are 431, "
+		    "too many fields (chunks of %zu; got %d, %d)",
+		    HTTP_MAX_HEADERS + 1, steps[st], run.status, run.too_many);
+		run_free(&run);
+	}
+	/* A head too large with few fields is not "too many fields". */
+	s = head_of_size(101);
+	run_feed(&run, s, 101, 0, 100, 10, 0);
+	ok(run.status == 431 && !run.too_many, "a long head is not too many "
+	    "fields (got %d, %d)", run.status, run.too_many);
 	run_free(&run);
+	free(s);
 	free(big);
 
 	/* A body of exactly max_body. */
