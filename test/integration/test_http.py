@@ -205,6 +205,43 @@ def test_a_post_route_without_a_body_needs_no_content_length(server, raw):
 	assert_json_error(c.read_response(), 401)	# no token, not 411
 
 
+def test_an_http_1_1_request_without_host_is_400_and_closed(server, raw):
+	c = raw(server)
+	c.send(request_head(target="/health", host=False))
+	_assert_answered_then_closed(c, 400)
+
+
+def test_two_host_headers_are_400(server, raw):
+	c = raw(server)
+	c.send(request_head(target="/health", headers=["Host: other"]))
+	_assert_answered_then_closed(c, 400)
+
+
+def test_expect_100_continue_is_answered_before_the_body(server, raw):
+	c = raw(server)
+	body = b'{"email": "nobody@example.com", "password": "wrong-one"}'
+	c.send(request_head("POST", "/login", headers=[
+	    "Content-Type: application/json", "Expect: 100-continue",
+	    "Content-Length: %d" % len(body)]))
+	# Nothing of the body is sent until the interim answer has come.
+	interim = c.read_response(timeout=HEADER_TIMEOUT - 0.5)
+	assert interim.status == 100 and interim.raw == \
+	    b"HTTP/1.1 100 Continue\r\n\r\n", interim.raw
+	c.send(body)
+	r = c.read_response()
+	assert r.status in (400, 401), r.raw[:200]
+	assert_json_error(r, r.status)
+
+
+def test_expect_100_continue_gets_no_interim_answer_for_a_413(server, raw):
+	c = raw(server)
+	c.send(request_head("POST", "/login", headers=[
+	    "Expect: 100-continue", "Content-Length: 70000"]))
+	r = c.read_response(timeout=HEADER_TIMEOUT - 0.5)
+	assert_json_error(r, 413)
+	assert b"100 Continue" not in r.raw
+
+
 def test_content_length_with_transfer_encoding_is_400_and_closed(server,
     raw):
 	# The request-smuggling guard of RFC 9112 6.3: which of the two framed

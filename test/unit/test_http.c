@@ -404,6 +404,47 @@ test_pipeline(void)
 	ok(good_all, "three pipelined requests come out one by one, in order");
 }
 
+/* When a connection should send "100 Continue": head accepted, body due. */
+static void
+test_continue(void)
+{
+	static const struct {
+		const char	*head;
+		size_t		 max_body;
+		int		 want;
+	} cases[] = {
+		{ "POST /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n\r\n", 4096, 1 },
+		{ "POST /p HTTP/1.1\r\nExpect:  100-Continue \r\n"
+		    "Content-Length: 5\r\n\r\n", 4096, 1 },
+		{ "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 4096, 0 },
+		{ "POST /p HTTP/1.0\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n\r\n", 4096, 0 },	/* 1.0 */
+		{ "POST /p HTTP/1.1\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n\r\n", 4, 0 },	/* 413 */
+		{ "POST /p HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+		    4096, 0 },				/* no body */
+		{ "POST /p HTTP/1.1\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n", 4096, 0 },	/* head not done */
+	};
+	struct http_reader *r;
+	size_t i, used;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = http_reader_new(1024, cases[i].max_body);
+		http_reader_feed(r, cases[i].head, strlen(cases[i].head),
+		    &used);
+		ok(http_reader_expects_continue(r) == cases[i].want,
+		    "100 Continue case %zu: %d", i, cases[i].want);
+		if (cases[i].want) {
+			http_reader_feed(r, "hello", 5, &used);
+			ok(!http_reader_expects_continue(r),
+			    "not once the body is in (case %zu)", i);
+		}
+		http_reader_free(r);
+	}
+}
+
 static void
 test_lifecycle(void)
 {
@@ -642,6 +683,7 @@ main(void)
 	test_limits();
 	test_pipeline();
 	test_lifecycle();
+	test_continue();
 	test_headers();
 	test_query();
 	test_write_head();
