@@ -356,6 +356,12 @@ def _read_pid(path):
 		return None
 
 
+def _migration_versions():
+	"""The versions of sql/NNN_*.sql, as schema_migrations records them."""
+	return sorted(int(m.group(1)) for m in (re.fullmatch(r"(\d+)_.*\.sql",
+	    f) for f in os.listdir(SRCDIR / "sql")) if m)
+
+
 def test_two_instances_starting_at_once_share_one_database(make_server, pg):
 	url = pg.create_database("gochat_twins")
 	a = make_server(start=False, database_url=url)
@@ -364,6 +370,48 @@ def test_two_instances_starting_at_once_share_one_database(make_server, pg):
 	b.start(wait=False)
 	a.wait_ready()
 	b.wait_ready()
+	# Each migration applied and recorded once, not once per instance.
+	want = _migration_versions()
+	assert want, "no sql/NNN_*.sql found"
+	rows = pg.psql("SELECT version FROM schema_migrations ORDER BY version",
+	    dbname="gochat_twins").split()
+	assert [int(v) for v in rows] == want, rows
+
+
+def test_start_up_waits_for_the_migration_lock_then_proceeds(make_server, pg):
+	"""Another session holds the migrators' advisory lock: the instance
+	waits (its migration child queued, no worker yet) and starts as soon
+	as the lock is released."""
+	with open(SRCDIR / "common" / "db.c") as f:
+		key = re.search(r'#define DB_MIGRATE_LOCK\s+"(\d+)"', f.read()).group(1)
+	url = pg.create_database("gochat_locked")
+	holder = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q",
+	    "-tA", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d",
+	    "gochat_locked"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+	    text=True, env=harness._clean_env())
+	try:
+		holder.stdin.write("SELECT pg_advisory_lock(%s);\nSELECT 'held';\n"
+		    % key)
+		holder.stdin.flush()
+		while holder.stdout.readline().strip() != "held":
+			assert holder.poll() is None, "psql ended"
+		s = make_server(start=False, database_url=url)
+		s.start(wait=False)
+		time.sleep(3)
+		assert s.running(), s.log_tail()
+		assert [t for _, t in s.children()] == ["gochat: migrate"], \
+		    s.children()
+		assert s.health(timeout=0.5)[0] is None, "answered while the " \
+		    "migrations wait for the lock"
+		holder.stdin.write("SELECT pg_advisory_unlock(%s);\n\\q\n" % key)
+		holder.stdin.flush()
+		holder.wait(10)
+		s.wait_ready(timeout=15)
+		settled(s)
+	finally:
+		if holder.poll() is None:
+			holder.kill()
+			holder.wait()
 
 
 # --- what an operator sees in Redis ------------------------------------------------
