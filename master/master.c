@@ -85,6 +85,7 @@ static void	master_reap(struct master *);
 static void	master_reload(struct master *);
 static void	master_reload_step(struct master *);
 static void	master_retire_worker(struct master *, int, int);
+static int	master_slot_taken(const struct master *, enum proc_role, int);
 static void	master_read_ready(struct master *);
 static void	master_signal_children(struct master *, int, int);
 static int	master_live_children(const struct master *);
@@ -458,6 +459,15 @@ master_reap(struct master *m)
 		if (c->retiring || m->stopping)
 			continue;
 		p = &m->slots[c->role == ROLE_HUB ? 0 : c->id];
+		/*
+		 * An old-generation worker whose slot the reload has reached
+		 * already has its replacement (or is beyond the new count):
+		 * respawning it would make two.
+		 */
+		if (m->reloading && c->role == ROLE_WORKER &&
+		    c->generation == m->reload_old_gen &&
+		    (c->id <= m->reload_slot || c->id > m->conf.workers))
+			continue;
 		if (code == GC_EXIT_FATAL) {
 			log_error("%s %d cannot start with this configuration;"
 			    " not restarting it (fix the cause and send HUP)",
@@ -565,7 +575,15 @@ master_reload_step(struct master *m)
 		}
 		if (++m->reload_slot > m->reload_last)
 			break;
-		if (m->reload_slot <= m->conf.workers) {
+		if (m->reload_slot <= m->conf.workers &&
+		    master_slot_taken(m, ROLE_WORKER, m->reload_slot)) {
+			/* Its old worker died meanwhile and was respawned in
+			 * this generation (or soon will be): done. */
+			log_info("reload: worker %d already restarted",
+			    m->reload_slot);
+			master_retire_worker(m, m->reload_slot,
+			    m->reload_old_gen);
+		} else if (m->reload_slot <= m->conf.workers) {
 			m->reload_wait = master_spawn(m, ROLE_WORKER,
 			    m->reload_slot);
 			m->reload_deadline = util_mono_ms() +
@@ -577,10 +595,32 @@ master_reload_step(struct master *m)
 			    m->reload_old_gen);
 	}
 	/* The new hub stands by until the old one gives the lease back. */
-	master_spawn(m, ROLE_HUB, 0);
+	if (!master_slot_taken(m, ROLE_HUB, 0))
+		master_spawn(m, ROLE_HUB, 0);
 	master_signal_children(m, SIGTERM, m->reload_old_gen);
 	m->reloading = 0;
 	log_info("reload: generation %d is running", m->generation);
+}
+
+/*
+ * 1 if slot (role, id) already has a child of the current generation, live
+ * or waiting for its back-off: a respawn after a crash during a reload.
+ */
+static int
+master_slot_taken(const struct master *m, enum proc_role role, int id)
+{
+	const struct pending *p = &m->slots[role == ROLE_HUB ? 0 : id];
+
+	if (p->due_ms != 0 && p->role == role && p->id == id)
+		return 1;
+	for (int i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		const struct child *c = &m->children[i];
+
+		if (c->pid != 0 && !c->retiring && c->role == role &&
+		    c->id == id && c->generation == m->generation)
+			return 1;
+	}
+	return 0;
 }
 
 static void

@@ -169,6 +169,27 @@ def test_hup_replaces_every_worker_and_the_hub_refusing_no_connection(
 	    p for p in old_pids if harness.proc_alive(p)]
 
 
+def test_a_worker_dying_during_a_reload_is_not_duplicated(fresh_server):
+	"""Worker 2 dies right after HUP, while the reload still waits for the
+	new worker 1: it is respawned once, and the reload, reaching slot 2,
+	does not start a second worker 2."""
+	old = settled(fresh_server)
+	old_pids = {p for p, _ in old}
+	w2 = fresh_server.workers()[2]
+	fresh_server.signal(signal.SIGHUP)
+	os.kill(w2, signal.SIGKILL)
+
+	def replaced():
+		kids = fresh_server.children()
+		return kids if not old_pids & {p for p, _ in kids} else None
+	assert wait_for(replaced, 15), "old children still running: %r" % (
+	    fresh_server.children(),)
+	time.sleep(1.5)		# anything spawned late would show by now
+	titles = sorted(t for _, t in fresh_server.children())
+	assert titles == expected_titles(2), titles
+	assert fresh_server.health()[0] == 200
+
+
 def test_hup_rereads_the_configuration(fresh_server):
 	settled(fresh_server, 2)
 	fresh_server.conf["workers"] = 3
