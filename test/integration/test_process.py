@@ -269,7 +269,15 @@ def test_usr1_reopens_the_log_file(make_server, workdir):
 	s.signal(signal.SIGUSR1)
 	assert wait_for(lambda: os.path.exists(log), 3), \
 	    "log_file not recreated after USR1"
-	time.sleep(0.3)
+
+	def reopened_by_all():
+		with open(log) as f:
+			text = f.read()
+		return all(re.search(r" %s\[%d\]: log file reopened" % (
+		    re.escape(t.split(": ", 1)[1]), p), text) for p, t in kids)
+	# Every child, not only the master, writes to the new file.
+	assert wait_for(reopened_by_all, 3), "not every child reopened:\n%s" \
+	    % harness.tail(log)
 	assert s.running() and s.children() == kids, "USR1 killed a process"
 
 
