@@ -131,6 +131,30 @@ def test_killed_worker_is_replaced_within_2_s_and_requests_keep_succeeding(
 	settled(fresh_server)
 
 
+def test_a_worker_that_keeps_dying_is_restarted_with_a_growing_back_off(
+    fresh_server):
+	"""Killed within a second of starting, again and again: the master
+	waits 100, 200, 400 ms (README) before each restart and says so."""
+	settled(fresh_server)
+	pid = fresh_server.workers()[1]
+	delays = []
+	for want in (100, 200, 400):
+		time.sleep(0.2)		# it has started, well within 1 s
+		os.kill(pid, signal.SIGKILL)
+		t0 = time.monotonic()
+		new = wait_for(lambda: fresh_server.workers().get(1) not in
+		    (None, pid) and fresh_server.workers()[1], 5, 0.01)
+		assert new, "worker 1 not restarted within 5 s"
+		delays.append(time.monotonic() - t0)
+		assert delays[-1] >= want / 1000 - 0.05, (want, delays)
+		pid = new
+	text = fresh_server.log_text()
+	for want in (100, 200, 400):
+		assert "worker 1 keeps dying; restarting it in %d ms" % want \
+		    in text, harness.tail(fresh_server.logfile)
+	settled(fresh_server)
+
+
 def test_killed_hub_is_replaced_within_2_s(fresh_server):
 	settled(fresh_server)
 	old = fresh_server.hubs()
