@@ -289,6 +289,7 @@ hub_signal_cb(evutil_socket_t sig, short what, void *arg)
 		break;
 	case SIGUSR1:
 		log_reopen();
+		log_info("log file reopened");
 		break;
 	default:
 		break;

@@ -31,7 +31,8 @@
 
 static void	usage(void) __attribute__((noreturn));
 static int	daemonize(void);
-static int	pidfile_write(const char *path);
+static int	pidfile_open(const char *path);
+static int	pidfile_write(int fd);
 static long	raise_nofile(void);
 
 static void
@@ -53,7 +54,7 @@ main(int argc, char **argv)
 	static struct conf conf;
 	static char path[1024];	/* a copy: process titles overwrite argv */
 	char err[1024];
-	int ch, dflag = 0, tflag = 0, fd, rc;
+	int ch, dflag = 0, tflag = 0, fd, pidfd = -1, rc;
 
 	while ((ch = getopt(argc, argv, "c:dhtv")) != -1) {
 		switch (ch) {
@@ -109,9 +110,22 @@ main(int argc, char **argv)
 		return GC_EXIT_FATAL;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	master_signals_init();
 
 	if ((fd = master_listen(&conf, err, sizeof(err))) == -1) {
 		log_error("%s", err);
+		return GC_EXIT_FATAL;
+	}
+	/*
+	 * The pidfile is created while stderr is still the terminal: once
+	 * daemonized, the parent has exited 0 and nobody would see why.
+	 */
+	if (conf.pidfile[0] != '\0' &&
+	    (pidfd = pidfile_open(conf.pidfile)) == -1) {
+		fprintf(stderr, "gochat: cannot create pidfile %s: %s\n",
+		    conf.pidfile, strerror(errno));
+		if (log_fd() != STDERR_FILENO)
+			log_warn("cannot create pidfile %s", conf.pidfile);
 		return GC_EXIT_FATAL;
 	}
 	if (dflag && daemonize() == -1) {
@@ -120,8 +134,9 @@ main(int argc, char **argv)
 	}
 	if (metrics_init(METRICS_SLOTS) == -1)	/* before any child */
 		fatal("cannot map the shared memory of /metrics");
-	if (conf.pidfile[0] != '\0' && pidfile_write(conf.pidfile) == -1) {
+	if (pidfd != -1 && pidfile_write(pidfd) == -1) {
 		log_warn("cannot write pidfile %s", conf.pidfile);
+		unlink(conf.pidfile);
 		return GC_EXIT_FATAL;
 	}
 	log_info("gochat %s starting: listen %s, %d workers, instance %s, "
@@ -130,10 +145,16 @@ main(int argc, char **argv)
 	if (conf.user[0] != '\0')
 		log_info("workers and hub run as %s (uid %ld)", conf.user,
 		    conf.user_uid);
-	if (master_migrate(&conf) == -1)
-		rc = GC_EXIT_ERROR;
-	else
+	switch (master_migrate(&conf)) {
+	case 0:
 		rc = master_run(path, &conf, fd);
+		break;
+	case 1:		/* TERM or INT during start-up: a clean stop */
+		rc = GC_EXIT_OK;
+		break;
+	default:
+		rc = GC_EXIT_ERROR;
+	}
 	if (conf.pidfile[0] != '\0')
 		unlink(conf.pidfile);
 	log_info("stopped");
@@ -206,15 +227,20 @@ daemonize(void)
 	return 0;
 }
 
+/* Create (or truncate) the pidfile; its fd, or -1 with errno set. */
 static int
-pidfile_write(const char *path)
+pidfile_open(const char *path)
+{
+	return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+}
+
+/* Write this process's pid (the daemon's, after the forks) and close fd. */
+static int
+pidfile_write(int fd)
 {
 	char buf[32];
-	int fd, n;
+	int n;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0644)) == -1)
-		return -1;
 	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
 	if (write(fd, buf, n) != n) {
 		close(fd);

@@ -36,6 +36,8 @@
 #define MASTER_BACKOFF_MAX_MS	5000
 #define MASTER_READY_WAIT_MS	5000	/* a reload stops waiting for a new
 					 * worker's readiness after this */
+#define MASTER_MIGRATE_GRACE_MS	5000	/* a stopped migration child gets
+					 * SIGKILL after this */
 
 struct child {
 	pid_t		 pid;		/* 0: slot free */
@@ -77,11 +79,13 @@ struct master {
 static volatile sig_atomic_t sig_term, sig_hup, sig_usr1, sig_chld;
 
 static void	master_signal(int);
+static void	master_child_signals(void);
 static pid_t	master_spawn(struct master *, enum proc_role, int);
 static void	master_reap(struct master *);
 static void	master_reload(struct master *);
 static void	master_reload_step(struct master *);
 static void	master_retire_worker(struct master *, int, int);
+static int	master_slot_taken(const struct master *, enum proc_role, int);
 static void	master_read_ready(struct master *);
 static void	master_signal_children(struct master *, int, int);
 static int	master_live_children(const struct master *);
@@ -141,58 +145,17 @@ master_child_drop(const struct conf *conf)
 		fatalx("%s", err);
 }
 
-int
-master_migrate(const struct conf *conf)
+/*
+ * Called once, before anything can take long: from here on the master's
+ * signals only set flags and are blocked except while it sleeps, so a
+ * TERM during start-up (migrations waiting for PostgreSQL) is acted on
+ * rather than killing the master and orphaning the migration child.
+ */
+void
+master_signals_init(void)
 {
-	struct proc_ctx ctx = { ROLE_MIGRATE, 0, -1, -1, conf };
-	int status;
-	pid_t pid;
-
-	fflush(NULL);
-	switch ((pid = fork())) {
-	case -1:
-		log_warn("fork() failed");
-		return -1;
-	case 0:
-		log_set_role("migrate");
-		proc_title_set("gochat: migrate");
-		master_child_drop(conf);
-		exit(migrate_main(&ctx));
-	}
-	while (waitpid(pid, &status, 0) == -1)
-		if (errno != EINTR) {
-			log_warn("waitpid() failed");
-			return -1;
-		}
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		return 0;
-	log_error("the database schema could not be prepared (see above); "
-	    "not starting");
-	return -1;
-}
-
-int
-master_run(const char *conf_path, const struct conf *conf, int listen_fd)
-{
-	static struct master m;
 	struct sigaction sa;
-	struct timespec ts, *tsp;
-	sigset_t set, empty;
-	fd_set rfds;
-	int64_t next;
-	int i;
-
-	m.conf = *conf;
-	m.conf_path = conf_path;
-	m.listen_fd = listen_fd;
-	m.generation = 1;
-	if (pipe(m.ready_pipe) == -1) {
-		log_warn("pipe() failed");
-		return GC_EXIT_FATAL;
-	}
-	fcntl(m.ready_pipe[0], F_SETFL, O_NONBLOCK);
-	fcntl(m.ready_pipe[0], F_SETFD, FD_CLOEXEC);
-	fcntl(m.ready_pipe[1], F_SETFD, FD_CLOEXEC);
+	sigset_t set;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = master_signal;
@@ -209,6 +172,112 @@ master_run(const char *conf_path, const struct conf *conf, int listen_fd)
 	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+/* In a new child: the default actions and an empty mask again. */
+static void
+master_child_signals(void)
+{
+	sigset_t empty;
+
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGUSR1, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&empty);
+	sigprocmask(SIG_SETMASK, &empty, NULL);
+}
+
+/*
+ * HUP and USR1 that arrive meanwhile stay pending for master_run(); TERM
+ * or INT stop the child (SIGKILL after a grace period) and end start-up.
+ */
+int
+master_migrate(const struct conf *conf)
+{
+	struct proc_ctx ctx = { ROLE_MIGRATE, 0, -1, -1, conf };
+	struct timespec ts = { 0, 200 * 1000000 };
+	int64_t kill_at = 0;
+	sigset_t empty;
+	int status, stopped = 0;
+	pid_t pid, r;
+
+	if (sig_term) {
+		sig_term = 0;
+		log_info("stopping before the migrations");
+		return 1;
+	}
+	fflush(NULL);
+	switch ((pid = fork())) {
+	case -1:
+		log_warn("fork() failed");
+		return -1;
+	case 0:
+		master_child_signals();
+		log_set_role("migrate");
+		proc_title_set("gochat: migrate");
+		master_child_drop(conf);
+		exit(migrate_main(&ctx));
+	}
+	sigemptyset(&empty);
+	for (;;) {
+		if ((r = waitpid(pid, &status, WNOHANG)) == pid)
+			break;
+		if (r == -1 && errno != EINTR) {
+			log_warn("waitpid() failed");
+			return -1;
+		}
+		if (sig_term && !stopped) {
+			sig_term = 0;
+			stopped = 1;
+			log_info("stopping during start-up: ending the "
+			    "migration child (pid %ld)", (long)pid);
+			kill(pid, SIGTERM);
+			kill_at = util_mono_ms() + MASTER_MIGRATE_GRACE_MS;
+		}
+		if (stopped && util_mono_ms() >= kill_at) {
+			log_warnx("the migration child (pid %ld) outlived "
+			    "SIGTERM; killing it", (long)pid);
+			kill(pid, SIGKILL);
+			kill_at = util_mono_ms() + 60000;
+		}
+		/* Signals are blocked but here: none is missed. */
+		pselect(0, NULL, NULL, NULL, &ts, &empty);
+	}
+	sig_chld = 0;
+	if (stopped)
+		return 1;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	log_error("the database schema could not be prepared (see above); "
+	    "not starting");
+	return -1;
+}
+
+int
+master_run(const char *conf_path, const struct conf *conf, int listen_fd)
+{
+	static struct master m;
+	struct timespec ts, *tsp;
+	sigset_t empty;
+	fd_set rfds;
+	int64_t next;
+	int i;
+
+	m.conf = *conf;
+	m.conf_path = conf_path;
+	m.listen_fd = listen_fd;
+	m.generation = 1;
+	if (pipe(m.ready_pipe) == -1) {
+		log_warn("pipe() failed");
+		return GC_EXIT_FATAL;
+	}
+	fcntl(m.ready_pipe[0], F_SETFL, O_NONBLOCK);
+	fcntl(m.ready_pipe[0], F_SETFD, FD_CLOEXEC);
+	fcntl(m.ready_pipe[1], F_SETFD, FD_CLOEXEC);
+
+	master_signals_init();	/* already done by main(); harmless again */
 	sigemptyset(&empty);
 
 	for (i = 1; i <= m.conf.workers; i++)
@@ -307,7 +376,6 @@ master_spawn(struct master *m, enum proc_role role, int id)
 	struct proc_ctx ctx = { role, id, m->listen_fd, m->ready_pipe[1],
 	    &m->conf };
 	struct child *c = NULL;
-	sigset_t empty;
 	pid_t pid;
 	int i;
 
@@ -331,14 +399,8 @@ master_spawn(struct master *m, enum proc_role role, int id)
 		log_warn("fork() failed");
 		return -1;
 	case 0:
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		signal(SIGUSR1, SIG_DFL);
-		signal(SIGCHLD, SIG_DFL);
+		master_child_signals();
 		close(m->ready_pipe[0]);
-		sigemptyset(&empty);
-		sigprocmask(SIG_SETMASK, &empty, NULL);
 		if (role == ROLE_WORKER) {
 			char name[32];
 
@@ -397,6 +459,15 @@ master_reap(struct master *m)
 		if (c->retiring || m->stopping)
 			continue;
 		p = &m->slots[c->role == ROLE_HUB ? 0 : c->id];
+		/*
+		 * An old-generation worker whose slot the reload has reached
+		 * already has its replacement (or is beyond the new count):
+		 * respawning it would make two.
+		 */
+		if (m->reloading && c->role == ROLE_WORKER &&
+		    c->generation == m->reload_old_gen &&
+		    (c->id <= m->reload_slot || c->id > m->conf.workers))
+			continue;
 		if (code == GC_EXIT_FATAL) {
 			log_error("%s %d cannot start with this configuration;"
 			    " not restarting it (fix the cause and send HUP)",
@@ -504,7 +575,15 @@ master_reload_step(struct master *m)
 		}
 		if (++m->reload_slot > m->reload_last)
 			break;
-		if (m->reload_slot <= m->conf.workers) {
+		if (m->reload_slot <= m->conf.workers &&
+		    master_slot_taken(m, ROLE_WORKER, m->reload_slot)) {
+			/* Its old worker died meanwhile and was respawned in
+			 * this generation (or soon will be): done. */
+			log_info("reload: worker %d already restarted",
+			    m->reload_slot);
+			master_retire_worker(m, m->reload_slot,
+			    m->reload_old_gen);
+		} else if (m->reload_slot <= m->conf.workers) {
 			m->reload_wait = master_spawn(m, ROLE_WORKER,
 			    m->reload_slot);
 			m->reload_deadline = util_mono_ms() +
@@ -516,10 +595,32 @@ master_reload_step(struct master *m)
 			    m->reload_old_gen);
 	}
 	/* The new hub stands by until the old one gives the lease back. */
-	master_spawn(m, ROLE_HUB, 0);
+	if (!master_slot_taken(m, ROLE_HUB, 0))
+		master_spawn(m, ROLE_HUB, 0);
 	master_signal_children(m, SIGTERM, m->reload_old_gen);
 	m->reloading = 0;
 	log_info("reload: generation %d is running", m->generation);
+}
+
+/*
+ * 1 if slot (role, id) already has a child of the current generation, live
+ * or waiting for its back-off: a respawn after a crash during a reload.
+ */
+static int
+master_slot_taken(const struct master *m, enum proc_role role, int id)
+{
+	const struct pending *p = &m->slots[role == ROLE_HUB ? 0 : id];
+
+	if (p->due_ms != 0 && p->role == role && p->id == id)
+		return 1;
+	for (int i = 0; i < MASTER_MAX_CHILDREN; i++) {
+		const struct child *c = &m->children[i];
+
+		if (c->pid != 0 && !c->retiring && c->role == role &&
+		    c->id == id && c->generation == m->generation)
+			return 1;
+	}
+	return 0;
 }
 
 static void

@@ -29,6 +29,8 @@
 struct api_endpoint {
 	api_handler		*open;	/* needs no caller */
 	api_user_handler	*user;	/* runs with the caller's user id */
+	int			 body;	/* reads a request body: sent without
+					 * Content-Length, that is a 411 */
 };
 
 #define API_LIMIT_DEFAULT	50	/* list routes' limit: SPEC.md §3 */
@@ -36,15 +38,17 @@ struct api_endpoint {
 
 static int	api_parse_limit(const char *, long long *);
 
-#define OPEN(fn)	(&(const struct api_endpoint){ fn, NULL })
-#define USER(fn)	(&(const struct api_endpoint){ NULL, fn })
+#define OPEN(fn)	(&(const struct api_endpoint){ fn, NULL, 0 })
+#define USER(fn)	(&(const struct api_endpoint){ NULL, fn, 0 })
+#define OPEN_BODY(fn)	(&(const struct api_endpoint){ fn, NULL, 1 })
+#define USER_BODY(fn)	(&(const struct api_endpoint){ NULL, fn, 1 })
 
 static const struct route api_routes[] = {
 	{ HTTP_M_GET, "/", OPEN(api_static) },
 	{ HTTP_M_GET, "/health", OPEN(api_health) },
 	{ HTTP_M_GET, "/metrics", OPEN(api_metrics) },
-	{ HTTP_M_POST, "/register", OPEN(api_register) },
-	{ HTTP_M_POST, "/login", OPEN(api_login) },
+	{ HTTP_M_POST, "/register", OPEN_BODY(api_register) },
+	{ HTTP_M_POST, "/login", OPEN_BODY(api_login) },
 	{ HTTP_M_POST, "/logout", USER(api_logout) },
 	{ HTTP_M_DELETE, "/delete", USER(api_delete) },
 	{ HTTP_M_POST, "/follow", USER(api_follow) },
@@ -55,11 +59,11 @@ static const struct route api_routes[] = {
 	{ HTTP_M_GET, "/users/{id}/followers", USER(api_followers) },
 	{ HTTP_M_GET, "/users/{id}/following", USER(api_following) },
 	{ HTTP_M_GET, "/users/{id}/posts", USER(api_user_posts) },
-	{ HTTP_M_POST, "/posts", USER(api_post_create) },
+	{ HTTP_M_POST, "/posts", USER_BODY(api_post_create) },
 	{ HTTP_M_GET, "/posts/{id}", USER(api_post_get) },
 	{ HTTP_M_DELETE, "/posts/{id}", USER(api_post_delete) },
 	{ HTTP_M_GET, "/feed", USER(api_feed) },
-	{ HTTP_M_POST, "/ws/createRoom", USER(api_create_room) },
+	{ HTTP_M_POST, "/ws/createRoom", USER_BODY(api_create_room) },
 	{ HTTP_M_GET, "/ws/getRooms", USER(api_get_rooms) },
 	{ HTTP_M_GET, "/ws/getClients/{roomId}", USER(api_get_clients) },
 	{ HTTP_M_GET, "/ws/joinRoom/{roomId}", USER(api_join_room) },
@@ -86,7 +90,20 @@ api_dispatch(struct conn *c, struct http_request *req)
 
 	switch (router_match(api_routes, req->method, req->path, &m)) {
 	case ROUTER_FOUND:
+		/*
+		 * Without Content-Length (Transfer-Encoding is refused by the
+		 * reader) a request has no body, so body bytes sent anyway
+		 * would be read as the next request: refuse it and close;
+		 * the lingering close discards them.
+		 */
 		e = m.route->handler;
+		if (e->body && http_header(req, "Content-Length") == NULL) {
+			c->keep_alive = 0;
+			conn_error(c, 411, "%s %s needs a Content-Length "
+			    "header (Content-Length: 0 for an empty body)",
+			    req->method_name, req->path);
+			return;
+		}
 		if (e->user != NULL)
 			auth_require(c, req, &m, e->user);
 		else

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -41,6 +42,7 @@ static void	conn_event_cb(struct bufferevent *, short, void *);
 static void	conn_timer_cb(evutil_socket_t, short, void *);
 static void	conn_free_cb(evutil_socket_t, short, void *);
 static void	conn_process(struct conn *);
+static int	conn_hosts(const struct http_request *);
 static void	conn_arm(struct conn *, int);
 static void	conn_linger(struct conn *);
 static void	conn_schedule_free(struct conn *);
@@ -341,7 +343,7 @@ conn_process(struct conn *c)
 	struct evbuffer *in, *out;
 	struct evbuffer_iovec v;
 	enum http_feed r;
-	int was_started;
+	int was_started, hosts;
 	size_t used;
 
 	while (c->state == CONN_READING) {
@@ -359,10 +361,19 @@ conn_process(struct conn *c)
 		if (!was_started && http_reader_started(c->reader)) {
 			c->req_start_ms = util_mono_ms();
 			c->user_id = 0;
+			c->continued = 0;
 			conn_arm(c, w->conf->header_timeout);
 		}
-		if (r == HTTP_FEED_MORE)
+		if (r == HTTP_FEED_MORE) {
+			/* The head is accepted: let the client send the body. */
+			if (!c->continued &&
+			    http_reader_expects_continue(c->reader)) {
+				evbuffer_add_printf(out,
+				    "HTTP/1.1 100 Continue\r\n\r\n");
+				c->continued = 1;
+			}
 			continue;
+		}
 		evtimer_del(c->timer);
 		c->state = CONN_HANDLING;
 		if (r == HTTP_FEED_ERROR) {
@@ -382,9 +393,13 @@ conn_process(struct conn *c)
 				    "%d bytes", w->conf->max_body_size);
 				break;
 			case 431:
-				conn_error(c, 431, "request line and headers "
-				    "larger than %d bytes",
-				    w->conf->max_header_size);
+				if (http_reader_too_many(c->reader))
+					conn_error(c, 431, "more than %d header "
+					    "fields", HTTP_MAX_HEADERS);
+				else
+					conn_error(c, 431, "request line and "
+					    "headers larger than %d bytes",
+					    w->conf->max_header_size);
 				break;
 			case 505:
 				conn_error(c, 505, "only HTTP/1.0 and HTTP/1.1 "
@@ -401,12 +416,33 @@ conn_process(struct conn *c)
 		c->nrequests++;
 		c->req = http_reader_take(c->reader);
 		c->keep_alive = c->req->keep_alive;
+		/* RFC 9112 3.2: one Host in HTTP/1.1, at most one in 1.0. */
+		hosts = conn_hosts(c->req);
+		if (hosts > 1 || (hosts == 0 && c->req->http_minor == 1)) {
+			c->keep_alive = 0;
+			conn_error(c, 400, "%s", hosts == 0 ? "an HTTP/1.1 "
+			    "request needs a Host header" : "more than one "
+			    "Host header");
+			return;
+		}
 		api_dispatch(c, c->req);
 		/* The handler may have answered (state READING again, with
 		 * the next request possibly buffered) or not yet. */
 	}
 	if (c->state == CONN_READING && c->peer_eof)
 		conn_close(c);
+}
+
+/* How many Host header fields the request has. */
+static int
+conn_hosts(const struct http_request *req)
+{
+	int i, n = 0;
+
+	for (i = 0; i < req->nheaders; i++)
+		if (strcasecmp(req->headers[i].name, "Host") == 0)
+			n++;
+	return n;
 }
 
 static void

@@ -45,6 +45,8 @@ struct conn {
 	int			 peer_eof;	/* the client shut its side */
 	uint64_t		 nrequests;	/* requests read so far */
 	int			 shut;		/* our side is shut (closing) */
+	int			 continued;	/* 100 Continue sent for the
+						 * request being read */
 	int64_t			 req_start_ms;	/* monotonic, for the log */
 	int64_t			 user_id;	/* the request's caller, or 0 */
 	char			 peer[64];	/* address, for logs and limits */

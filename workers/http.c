@@ -220,6 +220,27 @@ http_reader_status(const struct http_reader *r)
 }
 
 int
+http_reader_too_many(const struct http_reader *r)
+{
+	return r->status == 431 && r->too_many;
+}
+
+int
+http_reader_expects_continue(const struct http_reader *r)
+{
+	int i;
+
+	if (r->phase != HTTP_PHASE_BODY || r->body_len >= r->body_cap ||
+	    r->parser.http_minor != 1)
+		return 0;
+	for (i = 0; i < r->nhdr; i++)
+		if (strcasecmp(r->buf + r->hdr[i].name, "Expect") == 0 &&
+		    strcasecmp(r->buf + r->hdr[i].value, "100-continue") == 0)
+			return 1;
+	return 0;
+}
+
+int
 http_reader_started(const struct http_reader *r)
 {
 	return r->started;

@@ -66,6 +66,14 @@ void	http_reader_free(struct http_reader *r);
 enum http_feed http_reader_feed(struct http_reader *r, const char *data,
 	    size_t len, size_t *consumed);
 int	http_reader_status(const struct http_reader *r);
+/* After a 431: 1 if it was for more than HTTP_MAX_HEADERS header fields. */
+int	http_reader_too_many(const struct http_reader *r);
+/*
+ * 1 when the head of an HTTP/1.1 request with "Expect: 100-continue" has
+ * been accepted (no error, sizes within limits) and its body is still to
+ * come: the moment to send "100 Continue" (RFC 9110 10.1.1).
+ */
+int	http_reader_expects_continue(const struct http_reader *r);
 /* 1 once any byte of the current request has been fed (for timeouts). */
 int	http_reader_started(const struct http_reader *r);
 /* Take the completed request (caller owns it) and reset for the next one. */

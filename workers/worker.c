@@ -169,6 +169,7 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 	case SIGUSR1:
 		log_reopen();
 		alog_reopen();
+		log_info("log file reopened");
 		break;
 	default:
 		break;		/* HUP is the master's business */

@@ -102,6 +102,19 @@ def outage(server, dep, how, expect):
 	assert wait_for(up, 5, 0.1), "5 s after the restart /health says %r" % (
 	    seen[-1][:2],)
 	assert seen[-1][1] == HEALTHY
+	# One worker answering is not recovery: every worker must have
+	# reconnected, so ask on fresh connections (each may land on any
+	# worker) until 10 answers in a row are healthy, within 5 s more.
+	run = []
+
+	def all_up():
+		st, body, _ = health(server)
+		run.append((st, body))
+		if st != 200:
+			run.clear()
+		return len(run) >= 10
+	assert wait_for(all_up, 5, 0.05), "no 10 healthy answers in a row " \
+	    "5 s after the first: last %r" % (run[-1:] or seen[-1:])
 	assert server.running(), "the master died"
 	assert settled(server) == kids, "a process died meanwhile"
 

@@ -131,6 +131,30 @@ def test_killed_worker_is_replaced_within_2_s_and_requests_keep_succeeding(
 	settled(fresh_server)
 
 
+def test_a_worker_that_keeps_dying_is_restarted_with_a_growing_back_off(
+    fresh_server):
+	"""Killed within a second of starting, again and again: the master
+	waits 100, 200, 400 ms (README) before each restart and says so."""
+	settled(fresh_server)
+	pid = fresh_server.workers()[1]
+	delays = []
+	for want in (100, 200, 400):
+		time.sleep(0.2)		# it has started, well within 1 s
+		os.kill(pid, signal.SIGKILL)
+		t0 = time.monotonic()
+		new = wait_for(lambda: fresh_server.workers().get(1) not in
+		    (None, pid) and fresh_server.workers()[1], 5, 0.01)
+		assert new, "worker 1 not restarted within 5 s"
+		delays.append(time.monotonic() - t0)
+		assert delays[-1] >= want / 1000 - 0.05, (want, delays)
+		pid = new
+	text = fresh_server.log_text()
+	for want in (100, 200, 400):
+		assert "worker 1 keeps dying; restarting it in %d ms" % want \
+		    in text, harness.tail(fresh_server.logfile)
+	settled(fresh_server)
+
+
 def test_killed_hub_is_replaced_within_2_s(fresh_server):
 	settled(fresh_server)
 	old = fresh_server.hubs()
@@ -169,6 +193,27 @@ def test_hup_replaces_every_worker_and_the_hub_refusing_no_connection(
 	    p for p in old_pids if harness.proc_alive(p)]
 
 
+def test_a_worker_dying_during_a_reload_is_not_duplicated(fresh_server):
+	"""Worker 2 dies right after HUP, while the reload still waits for the
+	new worker 1: it is respawned once, and the reload, reaching slot 2,
+	does not start a second worker 2."""
+	old = settled(fresh_server)
+	old_pids = {p for p, _ in old}
+	w2 = fresh_server.workers()[2]
+	fresh_server.signal(signal.SIGHUP)
+	os.kill(w2, signal.SIGKILL)
+
+	def replaced():
+		kids = fresh_server.children()
+		return kids if not old_pids & {p for p, _ in kids} else None
+	assert wait_for(replaced, 15), "old children still running: %r" % (
+	    fresh_server.children(),)
+	time.sleep(1.5)		# anything spawned late would show by now
+	titles = sorted(t for _, t in fresh_server.children())
+	assert titles == expected_titles(2), titles
+	assert fresh_server.health()[0] == 200
+
+
 def test_hup_rereads_the_configuration(fresh_server):
 	settled(fresh_server, 2)
 	fresh_server.conf["workers"] = 3
@@ -199,6 +244,43 @@ def test_term_or_int_stops_every_process_within_10_s_with_exit_code_0(
 		    "the port still accepts connections"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+    ids=["TERM", "INT"])
+def test_term_during_start_up_stops_the_migration_child_and_the_master(
+    make_server, sig):
+	"""Migrations wait up to 30 s for an unreachable PostgreSQL; a stop
+	signal meanwhile must end both the master and its migration child (it
+	used to kill the master by the default action and orphan the child)."""
+	s = make_server(start=False,
+	    database_url="postgresql://127.0.0.1:%d/none?connect_timeout=2"
+	    % harness.free_port())
+	pidfile = os.path.join(s.dir, "gochat.pid")
+	s.conf["pidfile"] = pidfile
+	s.start(wait=False)
+
+	def migrating():
+		return [p for p, t in s.children() if t == "gochat: migrate"]
+	kids = wait_for(migrating, 5)
+	assert kids, "no migration child: %r\n%s" % (s.children(), s.log_tail())
+	assert time.monotonic() - s.started_at < 5
+	s.signal(signal.SIGHUP)		# deferred, not fatal, during start-up
+	time.sleep(0.2)
+	assert s.running(), "HUP during start-up killed the master"
+	s.signal(sig)
+	try:
+		code = s.proc.wait(8)
+	except subprocess.TimeoutExpired:
+		pytest.fail("the master still runs 8 s after %s during start-up"
+		    % sig.name)
+	assert code == 0, s.log_tail()
+	assert wait_for(lambda: not harness.proc_alive(kids[0]), 3), \
+	    "migration child %d left running: %r" % (kids[0],
+	    harness.proc_info(kids[0]))
+	assert not [p for p, t in harness.children_of(1)
+	    if t == "gochat: migrate" and p == kids[0]]
+	assert not os.path.exists(pidfile), "pidfile left behind"
+
+
 def test_usr1_reopens_the_log_file(make_server, workdir):
 	s = make_server(start=False)
 	log = os.path.join(s.dir, "server.log")
@@ -211,7 +293,15 @@ def test_usr1_reopens_the_log_file(make_server, workdir):
 	s.signal(signal.SIGUSR1)
 	assert wait_for(lambda: os.path.exists(log), 3), \
 	    "log_file not recreated after USR1"
-	time.sleep(0.3)
+
+	def reopened_by_all():
+		with open(log) as f:
+			text = f.read()
+		return all(re.search(r" %s\[%d\]: log file reopened" % (
+		    re.escape(t.split(": ", 1)[1]), p), text) for p, t in kids)
+	# Every child, not only the master, writes to the new file.
+	assert wait_for(reopened_by_all, 3), "not every child reopened:\n%s" \
+	    % harness.tail(log)
 	assert s.running() and s.children() == kids, "USR1 killed a process"
 
 
@@ -292,12 +382,37 @@ def test_daemon_mode_writes_a_pidfile_and_stops_on_term(make_server):
 			os.kill(pid, signal.SIGKILL)
 
 
+def test_daemon_mode_with_a_pidfile_it_cannot_create_fails_on_stderr(
+    make_server):
+	"""Before the fix the parent exited 0 and the detached daemon died
+	silently writing the pidfile; now the check comes before the fork."""
+	s = make_server(start=False)
+	pidfile = os.path.join(s.dir, "no-such-dir", "gochat.pid")
+	s.conf.update(pidfile=pidfile)
+	r = subprocess.run([str(BIN), "-d", "-c", s.write_conf()],
+	    capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+	    env=harness._clean_env())
+	assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+	assert "pidfile" in r.stderr and pidfile in r.stderr, r.stderr
+	assert "No such file or directory" in r.stderr, r.stderr
+	time.sleep(0.5)
+	with socket.socket() as sock:
+		assert sock.connect_ex((s.host, s.port)) != 0, \
+		    "a daemon is listening although start-up failed"
+
+
 def _read_pid(path):
 	try:
 		with open(path) as f:
 			return int(f.read().strip())
 	except (OSError, ValueError):
 		return None
+
+
+def _migration_versions():
+	"""The versions of sql/NNN_*.sql, as schema_migrations records them."""
+	return sorted(int(m.group(1)) for m in (re.fullmatch(r"(\d+)_.*\.sql",
+	    f) for f in os.listdir(SRCDIR / "sql")) if m)
 
 
 def test_two_instances_starting_at_once_share_one_database(make_server, pg):
@@ -308,6 +423,48 @@ def test_two_instances_starting_at_once_share_one_database(make_server, pg):
 	b.start(wait=False)
 	a.wait_ready()
 	b.wait_ready()
+	# Each migration applied and recorded once, not once per instance.
+	want = _migration_versions()
+	assert want, "no sql/NNN_*.sql found"
+	rows = pg.psql("SELECT version FROM schema_migrations ORDER BY version",
+	    dbname="gochat_twins").split()
+	assert [int(v) for v in rows] == want, rows
+
+
+def test_start_up_waits_for_the_migration_lock_then_proceeds(make_server, pg):
+	"""Another session holds the migrators' advisory lock: the instance
+	waits (its migration child queued, no worker yet) and starts as soon
+	as the lock is released."""
+	with open(SRCDIR / "common" / "db.c") as f:
+		key = re.search(r'#define DB_MIGRATE_LOCK\s+"(\d+)"', f.read()).group(1)
+	url = pg.create_database("gochat_locked")
+	holder = subprocess.Popen([os.path.join(pg.bindir, "psql"), "-X", "-q",
+	    "-tA", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d",
+	    "gochat_locked"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+	    text=True, env=harness._clean_env())
+	try:
+		holder.stdin.write("SELECT pg_advisory_lock(%s);\nSELECT 'held';\n"
+		    % key)
+		holder.stdin.flush()
+		while holder.stdout.readline().strip() != "held":
+			assert holder.poll() is None, "psql ended"
+		s = make_server(start=False, database_url=url)
+		s.start(wait=False)
+		time.sleep(3)
+		assert s.running(), s.log_tail()
+		assert [t for _, t in s.children()] == ["gochat: migrate"], \
+		    s.children()
+		assert s.health(timeout=0.5)[0] is None, "answered while the " \
+		    "migrations wait for the lock"
+		holder.stdin.write("SELECT pg_advisory_unlock(%s);\n\\q\n" % key)
+		holder.stdin.flush()
+		holder.wait(10)
+		s.wait_ready(timeout=15)
+		settled(s)
+	finally:
+		if holder.poll() is None:
+			holder.kill()
+			holder.wait()
 
 
 # --- what an operator sees in Redis ------------------------------------------------

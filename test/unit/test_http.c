@@ -18,6 +18,7 @@
 struct run {
 	enum http_feed	 last;
 	int		 status;
+	int		 too_many;	/* http_reader_too_many() at the error */
 	int		 nreq;
 	struct http_request *req[MAX_REQS];
 	size_t		 used[MAX_REQS];	/* bytes consumed up to DONE */
@@ -43,6 +44,7 @@ run_feed(struct run *out, const char *data, size_t len, size_t step,
 		off += used;
 		if (out->last == HTTP_FEED_ERROR) {
 			out->status = http_reader_status(r);
+			out->too_many = http_reader_too_many(r);
 			break;
 		}
 		if (out->last == HTTP_FEED_DONE) {
@@ -333,10 +335,20 @@ test_limits(void)
 	for (i = 0; i <= HTTP_MAX_HEADERS; i++)
 		len += (size_t)sprintf(big + len, "H%zu: v\r\n", i % 100);
 	len += (size_t)sprintf(big + len, "\r\n");
-	run_feed(&run, big, len, 0, 8192, 4096, 0);
-	ok(run.status == 431, "%d headers are 431 (got %d)",
-	    HTTP_MAX_HEADERS + 1, run.status);
+	for (st = 0; st < NSTEPS; st++) {
+		run_feed(&run, big, len, steps[st], 8192, 4096, 0);
+		ok(run.status == 431 && run.too_many, "%d headers are 431, "
+		    "too many fields (chunks of %zu; got %d, %d)",
+		    HTTP_MAX_HEADERS + 1, steps[st], run.status, run.too_many);
+		run_free(&run);
+	}
+	/* A head too large with few fields is not "too many fields". */
+	s = head_of_size(101);
+	run_feed(&run, s, 101, 0, 100, 10, 0);
+	ok(run.status == 431 && !run.too_many, "a long head is not too many "
+	    "fields (got %d, %d)", run.status, run.too_many);
 	run_free(&run);
+	free(s);
 	free(big);
 
 	/* A body of exactly max_body. */
@@ -390,6 +402,47 @@ test_pipeline(void)
 		run_free(&run);
 	}
 	ok(good_all, "three pipelined requests come out one by one, in order");
+}
+
+/* When a connection should send "100 Continue": head accepted, body due. */
+static void
+test_continue(void)
+{
+	static const struct {
+		const char	*head;
+		size_t		 max_body;
+		int		 want;
+	} cases[] = {
+		{ "POST /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n\r\n", 4096, 1 },
+		{ "POST /p HTTP/1.1\r\nExpect:  100-Continue \r\n"
+		    "Content-Length: 5\r\n\r\n", 4096, 1 },
+		{ "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 4096, 0 },
+		{ "POST /p HTTP/1.0\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n\r\n", 4096, 0 },	/* 1.0 */
+		{ "POST /p HTTP/1.1\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n\r\n", 4, 0 },	/* 413 */
+		{ "POST /p HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+		    4096, 0 },				/* no body */
+		{ "POST /p HTTP/1.1\r\nExpect: 100-continue\r\n"
+		    "Content-Length: 5\r\n", 4096, 0 },	/* head not done */
+	};
+	struct http_reader *r;
+	size_t i, used;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = http_reader_new(1024, cases[i].max_body);
+		http_reader_feed(r, cases[i].head, strlen(cases[i].head),
+		    &used);
+		ok(http_reader_expects_continue(r) == cases[i].want,
+		    "100 Continue case %zu: %d", i, cases[i].want);
+		if (cases[i].want) {
+			http_reader_feed(r, "hello", 5, &used);
+			ok(!http_reader_expects_continue(r),
+			    "not once the body is in (case %zu)", i);
+		}
+		http_reader_free(r);
+	}
 }
 
 static void
@@ -630,6 +683,7 @@ main(void)
 	test_limits();
 	test_pipeline();
 	test_lifecycle();
+	test_continue();
 	test_headers();
 	test_query();
 	test_write_head();
