@@ -44,21 +44,33 @@ struct account {
 	char		 fail_addr[AUTH_KEY_MAX];
 };
 
-/* -1 when neither counter has reached the limit, else the seconds left. */
-static const char login_limited_lua[] =
+/*
+ * Reserve one attempt on both counters (KEYS[1] the account's, KEYS[2] the
+ * address's) before the password is checked, in one step, so that
+ * concurrent attempts cannot all pass a check made before any of them is
+ * counted. A counter at the limit refuses: the seconds left of its window.
+ * Else both are incremented (a window starts with its first attempt) and
+ * -1 comes back. A failure keeps the reservation: it is the count.
+ */
+static const char login_reserve_lua[] =
     "for i = 1, 2 do "
     "  local n = tonumber(redis.call('get', KEYS[i]) or '0') "
     "  if n >= tonumber(ARGV[1]) then "
     "    local t = redis.call('ttl', KEYS[i]) "
     "    if t < 1 then t = 1 end return t end "
-    "end return -1";
-/* Count one failure on both counters; a window starts with its first. */
-static const char login_failed_lua[] =
+    "end "
     "for i = 1, 2 do "
-    "  redis.call('incr', KEYS[i]) "
-    "  if redis.call('ttl', KEYS[i]) < 0 then "
-    "    redis.call('expire', KEYS[i], ARGV[1]) end "
-    "end return 1";
+    "  if redis.call('incr', KEYS[i]) == 1 or "
+    "      redis.call('ttl', KEYS[i]) < 0 then "
+    "    redis.call('expire', KEYS[i], ARGV[2]) end "
+    "end return -1";
+/* A success gives its reservation back: the account's count starts over,
+ * the address's loses the one attempt (never below zero, never a key
+ * without a TTL). */
+static const char login_release_lua[] =
+    "redis.call('del', KEYS[1]) "
+    "local n = tonumber(redis.call('get', KEYS[2]) or '0') "
+    "if n > 0 then redis.call('decr', KEYS[2]) end return 1";
 
 static int	valid_username(const char *, size_t);
 static int	valid_email(const char *, size_t);
@@ -72,7 +84,7 @@ static void	register_undo_cb(struct db_result *, void *);
 static void	login_found_cb(struct db_result *, void *);
 static void	login_limit_cb(struct bus *, struct bus_reply *, void *);
 static void	login_checked_cb(int, void *);
-static void	login_counted_cb(struct bus *, struct bus_reply *, void *);
+static void	login_release(struct account *);
 static void	login_session_cb(int, void *);
 static void	logout_cb(int, void *);
 
@@ -309,7 +321,7 @@ login_found_cb(struct db_result *res, void *arg)
 	struct account *a = arg;
 	struct worker *w = a->conn->worker;
 	const char *prefix = w->conf->redis_prefix;
-	char hex[65], max[16];
+	char hex[65], max[16], window[16];
 	long long id;
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -339,8 +351,10 @@ login_found_cb(struct db_result *res, void *arg)
 	snprintf(a->fail_addr, sizeof(a->fail_addr), "%slogin:fail:addr:%s",
 	    prefix, a->conn->peer);
 	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
-	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s",
-	    login_limited_lua, a->fail_account, a->fail_addr, max) == -1) {
+	snprintf(window, sizeof(window), "%d", w->conf->login_window);
+	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s %s",
+	    login_reserve_lua, a->fail_account, a->fail_addr, max,
+	    window) == -1) {
 		conn_error(a->conn, 503, AUTH_AWAY);
 		account_free(a);
 	}
@@ -366,6 +380,8 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	if (auth_check(a->conn->worker->auth, mcf, a->password,
 	    login_checked_cb, a) == -1) {
+		/* Not an attempt: give the reservation back. */
+		login_release(a);
 		conn_error(a->conn, 503, "too many logins at once; try again");
 		goto fail;
 	}
@@ -374,37 +390,38 @@ fail:
 	account_free(a);
 }
 
+/* The attempt was reserved by login_reserve_lua: a failure is already
+ * counted, a success gives the reservation back. */
 static void
 login_checked_cb(int match, void *arg)
 {
 	struct account *a = arg;
 	struct worker *w = a->conn->worker;
-	char window[16];
-	int rc;
 
-	if (match) {
-		(void)!bus_command(w->redis, NULL, NULL, "DEL %s",
-		    a->fail_account);
-		rc = auth_session_create(w, a->uid, a->token,
-		    sizeof(a->token), login_session_cb, a);
-		if (rc == -1)
-			login_session_cb(0, a);
+	if (!match) {
+		/* The same answer for a wrong password and an unknown
+		 * account. */
+		conn_error(a->conn, 401, "wrong email, username or password");
+		account_free(a);
 		return;
 	}
-	snprintf(window, sizeof(window), "%d", w->conf->login_window);
-	if (bus_command(w->redis, login_counted_cb, a, "EVAL %s 2 %s %s %s",
-	    login_failed_lua, a->fail_account, a->fail_addr, window) == -1)
-		login_counted_cb(NULL, NULL, a);
+	login_release(a);
+	if (auth_session_create(w, a->uid, a->token, sizeof(a->token),
+	    login_session_cb, a) == -1)
+		login_session_cb(0, a);
 }
 
+/* Best effort: without Redis the counters stay until their window ends. */
 static void
-login_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+login_release(struct account *a)
 {
-	struct account *a = arg;
+	struct worker *w = a->conn->worker;
 
-	/* The same answer for a wrong password and an unknown account. */
-	conn_error(a->conn, 401, "wrong email, username or password");
-	account_free(a);
+	if (bus_command(w->redis, NULL, NULL, "EVAL %s 2 %s %s",
+	    login_release_lua, a->fail_account, a->fail_addr) == -1)
+		log_warnx("login: Redis is away; the failed-login counters %s "
+		    "and %s keep this attempt until their window ends",
+		    a->fail_account, a->fail_addr);
 }
 
 static void

@@ -733,6 +733,97 @@ def test_the_limit_ends_when_the_window_passes(make_server):
 	    % (retry + 0.6, retry, r)
 
 
+def parallel(n, fn):
+	"""Run fn(i) for i in range(n) on n threads released at once; the
+	results in order (an exception's repr for a request that failed)."""
+	out = [None] * n
+	go = threading.Event()
+
+	def run(i):
+		go.wait()
+		try:
+			out[i] = fn(i)
+		except (OSError, http.client.HTTPException) as e:
+			out[i] = repr(e)
+	threads = [threading.Thread(target=run, args=(i,), daemon=True)
+	    for i in range(n)]
+	for t in threads:
+		t.start()
+	go.set()
+	for t in threads:
+		t.join(60)
+	return out
+
+
+@pytest.mark.parametrize("who", ["one-account", "many-accounts"])
+def test_concurrent_failed_logins_cannot_pass_the_limit(make_server, who):
+	# Each attempt is reserved before its password is checked (about 75 ms
+	# of scrypt): attempts in flight count, so a burst cannot slip past a
+	# check that would see none of the others yet.
+	s = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	a, pa = register(s)
+	wrong = "pw-" + uuid.uuid4().hex
+	PASSWORDS.add(wrong)
+	n = 20
+
+	def attempt(i):
+		email = a["email"] if who == "one-account" else \
+		    "nobody.%s@example.org" % uniq()
+		return login(s, wrong, email=email, timeout=30)
+	answers = parallel(n, attempt)
+	statuses = sorted(r.status if isinstance(r, Resp) else r
+	    for r in answers)
+	assert statuses.count(401) == MAX_FAILURES and \
+	    statuses.count(429) == n - MAX_FAILURES, (
+	    "%d parallel wrong logins with login_max_failures = %d: %r" % (n,
+	    MAX_FAILURES, statuses))
+	for r in answers:
+		if r.status == 429:
+			assert 1 <= assert_429(r) <= WINDOW
+	# The limit holds afterwards, for the right password too.
+	assert_429(login(s, pa, email=a["email"]))
+
+
+def test_a_success_resets_the_account_and_spares_the_address(make_server,
+    redis):
+	s = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	a, pa = register(s)
+	wrong = "pw-" + uuid.uuid4().hex
+	PASSWORDS.add(wrong)
+	account_key = "gochat:login:fail:user:%d" % a["id"]
+	# Just below the limit, from two addresses: the right password works
+	# and starts the account's count over.
+	for i in range(MAX_FAILURES - 1):
+		assert_error(login(s, wrong, email=a["email"],
+		    source="127.0.0.4%d" % i), 401)
+	assert redis.cmd("GET", account_key) == str(MAX_FAILURES - 1)
+	assert_session_response(s, login(s, pa, email=a["email"],
+	    source="127.0.0.49"), 200, a)
+	assert redis.cmd("EXISTS", account_key) == 0, \
+	    "a successful login left the account's failure count"
+	for i in range(MAX_FAILURES - 1):
+		assert_error(login(s, wrong, email=a["email"],
+		    source="127.0.0.5%d" % i), 401)
+	assert_session_response(s, login(s, pa, username=a["username"],
+	    source="127.0.0.59"), 200, a)
+	# Successful logins do not use up their address's budget, however
+	# many, in a row or at once.
+	addr = "127.0.0.60"
+	for _ in range(MAX_FAILURES + 2):
+		assert_session_response(s, login(s, pa, email=a["email"],
+		    source=addr), 200, a)
+	got = parallel(MAX_FAILURES, lambda i: login(s, pa, email=a["email"],
+	    source=addr, timeout=30))
+	assert [r.status for r in got] == [200] * MAX_FAILURES, got
+	assert int(redis.cmd("GET", "gochat:login:fail:addr:" + addr) or 0) \
+	    == 0
+	# ... while its failures still count.
+	for _ in range(MAX_FAILURES):
+		assert_error(login(s, wrong, username="nobody_" + uniq(),
+		    source=addr), 401)
+	assert_429(login(s, pa, email=a["email"], source=addr))
+
+
 # --- hashing stays off the loop ----------------------------------------------
 
 def test_a_burst_of_logins_does_not_stall_other_requests(srv, record_property):
