@@ -42,6 +42,7 @@ struct account {
 	char		 mcf[160];			/* login: stored hash */
 	char		 fail_account[AUTH_KEY_MAX];	/* login: counters */
 	char		 fail_addr[AUTH_KEY_MAX];
+	struct db_txn	*txn;		/* register: INSERT .. COMMIT */
 };
 
 /*
@@ -78,9 +79,13 @@ static void	account_free(struct account *);
 static void	account_respond(struct account *, int);
 static void	register_taken_cb(struct db_result *, void *);
 static void	register_hashed_cb(const char *, void *);
+static void	register_fail(struct account *, int, const char *);
+static void	register_begun_cb(struct db_result *, void *);
 static void	register_inserted_cb(struct db_result *, void *);
 static void	register_session_cb(int, void *);
-static void	register_undo_cb(struct db_result *, void *);
+static void	register_committed_cb(struct db_result *, void *);
+static void	register_unsession(struct account *);
+static void	register_unsession_cb(int, void *);
 static void	login_found_cb(struct db_result *, void *);
 static void	login_limit_cb(struct bus *, struct bus_reply *, void *);
 static void	login_checked_cb(int, void *);
@@ -181,19 +186,24 @@ fail:
 	account_free(a);
 }
 
+/*
+ * The row and the session are made in one transaction on one pinned
+ * connection: BEGIN; INSERT; the session in Redis; COMMIT. If Redis fails,
+ * or the client hangs up first, ROLLBACK: a failed registration leaves no
+ * row. A COMMIT that fails takes the new session back out of Redis.
+ */
 static void
 register_hashed_cb(const char *mcf, void *arg)
 {
 	struct account *a = arg;
-	const char *params[3] = { a->username, a->email, mcf };
 
 	if (mcf == NULL) {
 		conn_error(a->conn, 500, "password hashing failed");
 		goto fail;
 	}
-	if (db_query(a->conn->worker->db, "INSERT INTO users (username, "
-	    "email, password_hash) VALUES ($1, $2, $3) RETURNING id", 3,
-	    params, register_inserted_cb, a) == -1) {
+	snprintf(a->mcf, sizeof(a->mcf), "%s", mcf);
+	if ((a->txn = db_begin(a->conn->worker->db, register_begun_cb,
+	    a)) == NULL) {
 		conn_error(a->conn, 503, "the database is unavailable; try "
 		    "again");
 		goto fail;
@@ -201,6 +211,35 @@ register_hashed_cb(const char *mcf, void *arg)
 	return;
 fail:
 	account_free(a);
+}
+
+/* Roll back, answer status with msg, free a. */
+static void
+register_fail(struct account *a, int status, const char *msg)
+{
+	db_rollback(a->txn);
+	a->txn = NULL;
+	conn_error(a->conn, status, "%s", msg);
+	account_free(a);
+}
+
+static void
+register_begun_cb(struct db_result *res, void *arg)
+{
+	struct account *a = arg;
+	const char *params[3] = { a->username, a->email, a->mcf };
+
+	if (res == NULL || !db_result_ok(res)) {
+		db_rollback(a->txn);
+		a->txn = NULL;
+		api_db_error(a->conn, res, "BEGIN");
+		account_free(a);
+		return;
+	}
+	if (db_txn_query(a->txn, "INSERT INTO users (username, email, "
+	    "password_hash) VALUES ($1, $2, $3) RETURNING id", 3, params,
+	    register_inserted_cb, a) == -1)
+		register_fail(a, 503, "the database is unavailable; try again");
 }
 
 static void
@@ -212,53 +251,86 @@ register_inserted_cb(struct db_result *res, void *arg)
 	if (res != NULL && strcmp(db_result_sqlstate(res), "23505") == 0) {
 		const char *what = db_result_constraint(res);
 
-		conn_error(a->conn, 409, strstr(what, "email") != NULL ?
+		register_fail(a, 409, strstr(what, "email") != NULL ?
 		    "email is already registered" : "username is taken");
-		goto fail;
+		return;
 	}
 	if (res == NULL || !db_result_ok(res) ||
 	    util_parse_int(db_result_value(res, 0, 0), 1, INT64_MAX,
 	    &id) == -1) {
+		db_rollback(a->txn);
+		a->txn = NULL;
 		api_db_error(a->conn, res, "registration");
-		goto fail;
+		account_free(a);
+		return;
 	}
 	a->uid = id;
+	/* Nobody is waiting for the token: keep nothing. */
+	if (a->conn->state == CONN_CLOSED || a->conn->peer_eof) {
+		register_fail(a, 503, "the client went away");
+		return;
+	}
 	if (auth_session_create(a->conn->worker, a->uid, a->token,
 	    sizeof(a->token), register_session_cb, a) == -1)
 		register_session_cb(0, a);
-	return;
-fail:
-	account_free(a);
 }
 
 static void
 register_session_cb(int ok, void *arg)
 {
 	struct account *a = arg;
-	char id[24];
-	const char *params[1] = { id };
+	struct db_txn *txn = a->txn;
 
-	if (ok) {
-		account_respond(a, 201);
+	if (!ok) {
+		register_fail(a, 503, AUTH_AWAY);
 		return;
 	}
-	/* A registration that cannot log in leaves no row behind. */
-	snprintf(id, sizeof(id), "%lld", (long long)a->uid);
-	if (db_query(a->conn->worker->db, "DELETE FROM users WHERE id = $1",
-	    1, params, register_undo_cb, a) == -1)
-		register_undo_cb(NULL, a);
+	a->txn = NULL;
+	if (db_commit(txn, register_committed_cb, a) == -1)
+		register_committed_cb(NULL, a);
 }
 
 static void
-register_undo_cb(struct db_result *res, void *arg)
+register_committed_cb(struct db_result *res, void *arg)
 {
 	struct account *a = arg;
 
-	if (res == NULL || !db_result_ok(res))
-		log_warnx("registration of user %lld could not be undone",
-		    (long long)a->uid);
-	conn_error(a->conn, 503, AUTH_AWAY);
+	if (res != NULL && db_result_ok(res)) {
+		account_respond(a, 201);
+		return;
+	}
+	log_warnx("conn %llu: registration of user %lld: COMMIT failed: %s",
+	    (unsigned long long)a->conn->id, (long long)a->uid,
+	    res != NULL ? db_result_error(res) : "connection lost");
+	register_unsession(a);
+	conn_error(a->conn, 503, "the database is unavailable; try again");
 	account_free(a);
+}
+
+/* The session of a registration that did not commit goes again (its user
+ * id is no account, so it would be refused anyway: this is tidiness). */
+static void
+register_unsession(struct account *a)
+{
+	char *uid;
+
+	if ((uid = malloc(24)) == NULL)
+		return;
+	snprintf(uid, 24, "%lld", (long long)a->uid);
+	if (auth_session_revoke(a->conn->worker, a->uid, a->token,
+	    register_unsession_cb, uid) == -1)
+		register_unsession_cb(0, uid);
+}
+
+static void
+register_unsession_cb(int ok, void *arg)
+{
+	char *uid = arg;
+
+	if (!ok)
+		log_warnx("the session of uncommitted user %s stays in Redis "
+		    "until it expires", uid);
+	free(uid);
 }
 
 /* --- POST /login -------------------------------------------------------- */
