@@ -370,16 +370,20 @@ api_login(struct conn *c, struct http_request *req,
 	    EMAIL_MAX : ilen), ident);
 	snprintf(a->password, sizeof(a->password), "%.*s",
 	    (int)(plen > PASSWORD_MAX ? PASSWORD_MAX : plen), password);
-	for (char *p = a->email; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p += 'a' - 'A';
+	/*
+	 * PostgreSQL's lower(), as in the unique indexes, not ours: what
+	 * matches is exactly what is unique (the database's LC_CTYPE decides
+	 * non-ASCII letters). One row always, with the name as lowered.
+	 */
 	params[0] = a->email;
 	if (db_query(w->db, by_email ?
-	    "SELECT id, username, email, password_hash FROM users "
-	    "WHERE lower(email) = $1" :
-	    "SELECT id, username, email, password_hash FROM users "
-	    "WHERE lower(username) = $1", 1, params, login_found_cb,
-	    a) == -1) {
+	    "SELECT l.name, u.id, u.username, u.email, u.password_hash "
+	    "FROM (SELECT lower($1) AS name) l "
+	    "LEFT JOIN users u ON lower(u.email) = l.name" :
+	    "SELECT l.name, u.id, u.username, u.email, u.password_hash "
+	    "FROM (SELECT lower($1) AS name) l "
+	    "LEFT JOIN users u ON lower(u.username) = l.name", 1, params,
+	    login_found_cb, a) == -1) {
 		conn_error(c, 503, "the database is unavailable; try again");
 		account_free(a);
 	}
@@ -403,20 +407,24 @@ login_found_cb(struct db_result *res, void *arg)
 	}
 	/* The account's counter: by user id when it exists, else by the
 	 * name tried, so that probing unknown names is limited too. */
-	if (db_result_ntuples(res) == 1 &&
-	    util_parse_int(db_result_value(res, 0, 0), 1, INT64_MAX,
+	if (db_result_ntuples(res) == 1 && !db_result_isnull(res, 0, 1) &&
+	    util_parse_int(db_result_value(res, 0, 1), 1, INT64_MAX,
 	    &id) == 0) {
 		a->uid = id;
 		snprintf(a->username, sizeof(a->username), "%s",
-		    db_result_value(res, 0, 1));
-		snprintf(a->email, sizeof(a->email), "%s",
 		    db_result_value(res, 0, 2));
-		snprintf(a->mcf, sizeof(a->mcf), "%s",
+		snprintf(a->email, sizeof(a->email), "%s",
 		    db_result_value(res, 0, 3));
+		snprintf(a->mcf, sizeof(a->mcf), "%s",
+		    db_result_value(res, 0, 4));
 		snprintf(a->fail_account, sizeof(a->fail_account),
 		    "%slogin:fail:user:%lld", prefix, id);
 	} else {
-		crypto_sha256_hex(a->email, strlen(a->email), hex);
+		/* Keyed by the name as the database lowers it, so that
+		 * every spelling of it shares one counter. */
+		const char *name = db_result_value(res, 0, 0);
+
+		crypto_sha256_hex(name, strlen(name), hex);
 		snprintf(a->fail_account, sizeof(a->fail_account),
 		    "%slogin:fail:name:%s", prefix, hex);
 	}

@@ -450,6 +450,43 @@ def test_login_by_email_or_username_ignores_case(srv, by, case, prefix):
 	assert me(srv, body["token"], keep=False) in (user["id"], -1)
 
 
+@pytest.fixture(scope="module")
+def utf8_db(request):
+	"""A database whose LC_CTYPE (C.utf8) lowers non-ASCII letters; the
+	test cluster's default (C) lowers only A-Z."""
+	needs_own_server()
+	pg = request.getfixturevalue("pg")
+	name = "gochat_utf8"
+	if pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" % name) \
+	    != "1":
+		pg.psql("CREATE DATABASE %s TEMPLATE template0 ENCODING 'UTF8' "
+		    "LOCALE 'C.utf8'" % name)
+	return pg, name
+
+
+def test_login_matches_non_ascii_case_as_the_unique_index_does(make_server,
+    utf8_db):
+	pg, dbname = utf8_db
+	s = make_server(database_url=pg.url_for(dbname))
+	tag = uniq()
+	email = "Émile.Ørsted.%s@Exämple.org" % tag
+	user, p = register(s, ident=("u_" + tag, email, "pw-" + uuid.uuid4().hex))
+	PASSWORDS.add(p)
+	# The unique index says these are one email: login agrees.
+	assert_error(call(s, "POST", "/register", {"username": "v_" + tag,
+	    "email": email.lower(), "password": p}), 409, "email",
+	    others=("username",))
+	for spelling in (email, email.lower(), email.upper()):
+		assert_session_response(s, login(s, p, email=spelling), 200, user)
+	assert_error(login(s, p, email=email.replace("É", "E")), 401)
+	# The lookup is the index's own expression (an index scan, not a
+	# sequential one over every user).
+	plan = pg.psql("SET enable_seqscan = off; EXPLAIN SELECT l.name, u.id "
+	    "FROM (SELECT lower('%s') AS name) l LEFT JOIN users u ON "
+	    "lower(u.email) = l.name" % email.upper(), dbname=dbname)
+	assert "users_email_lower" in plan, plan
+
+
 def test_wrong_password_and_unknown_account_get_the_same_401(srv):
 	user, p = register(srv)
 	wrong = "pw-" + uuid.uuid4().hex
