@@ -13,6 +13,7 @@ rate-limit tests check on servers of their own). Failed-login counters are
 removed from the shared Redis around every test, so no test, here or in
 another module, sees this module's failures."""
 
+import base64
 import hashlib
 import http.client
 import json
@@ -432,6 +433,15 @@ def test_passwords_are_stored_as_salted_scrypt_hashes(srv, request):
 	for h in rows:
 		assert h.startswith(HASH_MARK), "not a libscrypt MCF hash: %r" % h
 		assert p not in h
+		# The documented cost (README): N = 2^14, r = 8, p = 1, which
+		# libscrypt writes as "0e0801" (log2 N, r, p in hex); a 16-byte
+		# salt and a 64-byte hash, base64.
+		_, tag, params, salt, digest = h.split("$")
+		assert (tag, params) == ("s1", "0e0801"), (
+		    "scrypt parameters %r, documented N = 2^14, r = 8, p = 1 "
+		    "(0e0801): %r" % (params, h))
+		assert len(base64.b64decode(salt)) == 16, h
+		assert len(base64.b64decode(digest)) == 64, h
 	assert rows[0] != rows[1], "same password, same hash: no per-user salt"
 
 
