@@ -784,6 +784,27 @@ def test_the_limit_ends_when_the_window_passes(make_server):
 	    % (retry + 0.6, retry, r)
 
 
+def test_failures_are_counted_across_instances(make_server):
+	# Two instances sharing Redis share the counters: failures on one
+	# limit the account and the address on the other, at once.
+	one = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	two = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	a, pa = register(one)
+	b, pb = register(two)
+	wrong = "pw-" + uuid.uuid4().hex
+	PASSWORDS.add(wrong)
+	for i in range(MAX_FAILURES):
+		assert_error(login(one, wrong, email=a["email"],
+		    source="127.0.0.7%d" % i), 401)
+	assert_429(login(two, pa, email=a["email"], source="127.0.0.79"))
+	for _ in range(MAX_FAILURES):
+		assert_error(login(two, wrong, email="nobody.%s@example.org" %
+		    uniq(), source="127.0.0.80"), 401)
+	assert_429(login(one, pb, email=b["email"], source="127.0.0.80"))
+	assert_session_response(one, login(one, pb, email=b["email"],
+	    source="127.0.0.81"), 200, b)
+
+
 def parallel(n, fn):
 	"""Run fn(i) for i in range(n) on n threads released at once; the
 	results in order (an exception's repr for a request that failed)."""

@@ -1546,6 +1546,32 @@ def test_deleting_the_account_closes_its_websockets_within_2_s(server):
 	    ("before deletion", a["username"])]
 
 
+def test_deleting_on_one_instance_is_seen_on_another_within_2_s(server,
+    make_server):
+	# Two instances on one PostgreSQL and one Redis: the deletion, made on
+	# the first, refuses the tokens on the second and closes the sockets
+	# the second holds.
+	needs_own_server()
+	other = make_server()
+	a, b = register(server), register(server)
+	room = create_room(server, b)
+	t2 = login(other, a)
+	on_other = [join(other, room, a), join(other, room, a, token=t2)]
+	wb = join(other, room, b)
+	assert call(other, "GET", "/me", t2).status_code == 200
+	assert call(server, "DELETE", "/delete", a).status_code == 204
+	t0 = time.monotonic()
+	for w in on_other:
+		assert w.wait_closed(2.0, "closing the deleted user's socket on "
+		    "the other instance") == CLOSE_POLICY
+	assert time.monotonic() - t0 <= 2.0
+	for token in (a["token"], t2):
+		for _ in range(4):		# new connections: both workers
+			assert call(other, "GET", "/me", token).status_code == 401
+	wb.wait_presence("leave", a, 2)
+	assert wb.is_open()
+
+
 def test_logout_closes_the_sockets_of_that_session_only(server):
 	a, b = register(server), register(server)
 	room = create_room(server, b)
