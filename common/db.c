@@ -38,11 +38,21 @@ enum db_conn_state {
 	DB_CONN_CONNECTING,	/* PQconnectPoll() under way */
 	DB_CONN_SETUP,		/* our own statement running: SET or ROLLBACK */
 	DB_CONN_IDLE,
+	DB_CONN_PINNED,		/* a transaction's, between its statements */
 	DB_CONN_BUSY		/* running job */
+};
+
+enum db_job_kind {
+	DB_JOB_QUERY,		/* db_query(): the first idle connection */
+	DB_JOB_BEGIN,		/* the first idle connection, pinned by it */
+	DB_JOB_TXN,		/* its transaction's connection */
+	DB_JOB_COMMIT		/* the same; ends and frees the transaction */
 };
 
 struct db_job {
 	TAILQ_ENTRY(db_job) entry;
+	enum db_job_kind kind;
+	struct db_txn	*txn;		/* all kinds but DB_JOB_QUERY */
 	db_cb		*cb;
 	void		*arg;
 	int64_t		 deadline;	/* monotonic ms; 0: none */
@@ -62,6 +72,7 @@ struct db_conn {
 	struct event	*rev, *wev;
 	struct event	*timer;		/* retry, connect or query deadline */
 	struct db_job	*job;
+	struct db_txn	*txn;		/* pinned to it, or NULL */
 	PGresult	*res;		/* what job will be given */
 	int		 flushing;	/* PQflush() said 1: want EV_WRITE */
 	int		 backoff_ms;
@@ -88,6 +99,14 @@ struct db_result {
 	PGresult	*pg;
 };
 
+/* Owned by its caller from db_begin() to db_commit() or db_rollback(). */
+struct db_txn {
+	struct db_pool	*pool;
+	struct db_conn	*conn;		/* pinned; NULL before BEGIN runs and
+					 * once broken */
+	int		 broken;	/* statements and COMMIT refused */
+};
+
 static void	db_oneline(const char *, char *, size_t);
 static void	db_notice(void *, const char *);
 static struct db_job *db_job_new(const char *, int, const char *const *,
@@ -104,6 +123,8 @@ static void	db_conn_io(struct db_conn *, short);
 static int	db_conn_keep(struct db_conn *, PGresult *);
 static void	db_conn_done(struct db_conn *);
 static void	db_conn_rollback(struct db_conn *);
+static void	db_conn_send_rollback(struct db_conn *);
+static void	db_conn_unpin(struct db_conn *);
 static void	db_conn_idle_read(struct db_conn *);
 static void	db_conn_close(struct db_conn *);
 static void	db_conn_broken(struct db_conn *, const char *);
@@ -114,6 +135,11 @@ static void	db_conn_timer_cb(evutil_socket_t, short, void *);
 static int	db_pool_is_down(const struct db_pool *);
 static void	db_pool_check_down(struct db_pool *, const char *);
 static void	db_pool_dispatch(struct db_pool *);
+static struct db_conn *db_pool_idle(struct db_pool *);
+static void	db_pool_enqueue(struct db_pool *, struct db_job *);
+static int	db_txn_queue(struct db_txn *, enum db_job_kind, const char *,
+		    int, const char *const *, db_cb *, void *);
+static void	db_txn_end(struct db_txn *);
 static void	db_pool_arm(struct db_pool *);
 static void	db_pool_kick_cb(evutil_socket_t, short, void *);
 static void	db_pool_qtimer_cb(evutil_socket_t, short, void *);
@@ -191,6 +217,8 @@ db_job_new(const char *sql, int nparams, const char *const *params, db_cb *cb,
 			size += strlen(params[i]) + 1;
 	if ((job = malloc(size)) == NULL)
 		return NULL;
+	job->kind = DB_JOB_QUERY;
+	job->txn = NULL;
 	job->cb = cb;
 	job->arg = arg;
 	job->deadline = deadline;
@@ -229,8 +257,12 @@ db_job_finish(struct db_job *job, PGresult *res)
 	else if (!db_result_ok(&r))
 		metrics_count(MC_DB_SQL_ERRORS, 1);
 	metrics_db_observe(util_mono_us() - job->start_us);
+	if (job->txn != NULL && res == NULL)
+		job->txn->broken = 1;
 	job->cb(res != NULL ? &r : NULL, job->arg);
 	PQclear(res);
+	if (job->kind == DB_JOB_COMMIT)
+		db_txn_end(job->txn);
 	free(job);
 }
 
@@ -379,6 +411,10 @@ db_conn_send(struct db_conn *c, struct db_job *job)
 
 	c->job = job;
 	c->state = DB_CONN_BUSY;
+	if (job->kind == DB_JOB_BEGIN) {
+		c->txn = job->txn;
+		job->txn->conn = c;
+	}
 	if (job->nparams == 0)
 		ok = PQsendQuery(c->pg, job->sql);
 	else
@@ -503,6 +539,26 @@ db_conn_done(struct db_conn *c)
 		PQclear(res);
 		res = NULL;
 	}
+	/* COMMIT of a transaction in error succeeds as "ROLLBACK". */
+	if (job->kind == DB_JOB_COMMIT && res != NULL &&
+	    PQresultStatus(res) == PGRES_COMMAND_OK &&
+	    strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+		log_warnx("db: COMMIT of a failed transaction rolled it back");
+		PQclear(res);
+		res = NULL;
+	}
+	/* The transaction keeps its connection until it ends, or until a
+	 * BEGIN that failed or a statement that could not run breaks it. */
+	if (c->txn != NULL && res != NULL && job->kind != DB_JOB_COMMIT &&
+	    (job->kind != DB_JOB_BEGIN ||
+	    PQresultStatus(res) == PGRES_COMMAND_OK)) {
+		c->state = DB_CONN_PINNED;
+		if (c->pool->timeout_ms > 0)
+			db_set_timer(c->timer, c->pool->timeout_ms);
+		db_job_finish(job, res);
+		return;
+	}
+	db_conn_unpin(c);
 	db_conn_rollback(c);
 	db_job_finish(job, res);
 	db_pool_dispatch(c->pool);
@@ -524,10 +580,28 @@ db_conn_rollback(struct db_conn *c)
 		return;
 	if (ts == PQTRANS_INTRANS)
 		log_warnx("db: a query left a transaction open; rolling back");
+	db_conn_send_rollback(c);
+}
+
+/* Our own ROLLBACK: the connection is idle again once it is done. */
+static void
+db_conn_send_rollback(struct db_conn *c)
+{
 	c->state = DB_CONN_SETUP;
 	db_set_timer(c->timer, DB_CONNECT_TIMEOUT_MS);
 	if (PQsendQuery(c->pg, "ROLLBACK") == 0 || db_conn_flush(c) == -1)
 		db_conn_broken(c, PQerrorMessage(c->pg));
+}
+
+/* The connection no longer serves its transaction, which is broken. */
+static void
+db_conn_unpin(struct db_conn *c)
+{
+	if (c->txn == NULL)
+		return;
+	c->txn->conn = NULL;
+	c->txn->broken = 1;
+	c->txn = NULL;
 }
 
 /* An idle connection reads only to notice the server going away. */
@@ -544,10 +618,14 @@ db_conn_idle_read(struct db_conn *c)
 		PQfreemem(n);
 }
 
-/* Events go before the socket does. Leaves the job and the timer alone. */
+/*
+ * Events go before the socket does. Leaves the job and the timer alone; a
+ * pinned transaction is broken (the server rolls it back).
+ */
 static void
 db_conn_close(struct db_conn *c)
 {
+	db_conn_unpin(c);
 	if (c->rev != NULL)
 		event_free(c->rev);
 	if (c->wev != NULL)
@@ -634,6 +712,7 @@ db_conn_io_cb(evutil_socket_t fd, short what, void *arg)
 		db_conn_io(c, what);
 		break;
 	case DB_CONN_IDLE:
+	case DB_CONN_PINNED:
 		if (what & EV_READ)
 			db_conn_idle_read(c);
 		break;
@@ -658,6 +737,11 @@ db_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case DB_CONN_BUSY:
 		log_warnx("db: query timed out after %d ms, closing connection"
 		    " %d", c->pool->timeout_ms, c->id);
+		db_conn_reset(c);
+		break;
+	case DB_CONN_PINNED:
+		log_warnx("db: a transaction stayed idle for %d ms, closing "
+		    "connection %d", c->pool->timeout_ms, c->id);
 		db_conn_reset(c);
 		break;
 	case DB_CONN_IDLE:
@@ -703,30 +787,56 @@ db_pool_check_down(struct db_pool *pool, const char *why)
 }
 
 /*
- * Hands queued jobs to idle connections. Runs from the loop only, never
- * from db_query(), so a callback never runs inside db_query().
+ * Hands queued jobs to connections: a transaction's statements to its
+ * pinned connection once it is between statements, the others to idle
+ * ones. Runs from the loop only, never from db_query() and friends, so a
+ * callback never runs inside them. After each job handed over or failed,
+ * the scan starts again: a callback may have changed the queue.
  */
 static void
 db_pool_dispatch(struct db_pool *pool)
 {
 	struct db_job *job;
-	struct db_conn *c;
-	int i;
+	struct db_conn *c = NULL;
 
-	while (!pool->freeing && (job = TAILQ_FIRST(&pool->queue)) != NULL) {
-		for (i = 0; i < pool->size; i++)
-			if (pool->conns[i].state == DB_CONN_IDLE)
+	while (!pool->freeing) {
+		TAILQ_FOREACH(job, &pool->queue, entry) {
+			if (job->kind == DB_JOB_TXN ||
+			    job->kind == DB_JOB_COMMIT) {
+				c = job->txn->conn;
+				if (c == NULL || c->state == DB_CONN_PINNED)
+					break;
+			} else if ((c = db_pool_idle(pool)) != NULL)
 				break;
-		if (i == pool->size)
+		}
+		if (job == NULL)
 			break;
-		c = &pool->conns[i];
 		TAILQ_REMOVE(&pool->queue, job, entry);
 		pool->queued--;
-		if (job->deadline != 0 && util_mono_ms() >= job->deadline)
+		if (c == NULL || (job->deadline != 0 &&
+		    util_mono_ms() >= job->deadline))
 			db_job_finish(job, NULL);
 		else
 			db_conn_send(c, job);
 	}
+}
+
+static struct db_conn *
+db_pool_idle(struct db_pool *pool)
+{
+	for (int i = 0; i < pool->size; i++)
+		if (pool->conns[i].state == DB_CONN_IDLE)
+			return &pool->conns[i];
+	return NULL;
+}
+
+static void
+db_pool_enqueue(struct db_pool *pool, struct db_job *job)
+{
+	TAILQ_INSERT_TAIL(&pool->queue, job, entry);
+	pool->queued++;
+	db_pool_arm(pool);
+	event_active(pool->kick, EV_TIMEOUT, 1);
 }
 
 /* The queue is in deadline order: one timer at the head's deadline. */
@@ -874,16 +984,117 @@ db_query(struct db_pool *pool, const char *sql, int nparams,
 		deadline = util_mono_ms() + pool->timeout_ms;
 	if ((job = db_job_new(sql, nparams, params, cb, arg, deadline)) == NULL)
 		goto refused;
-	TAILQ_INSERT_TAIL(&pool->queue, job, entry);
-	pool->queued++;
-	db_pool_arm(pool);
-	event_active(pool->kick, EV_TIMEOUT, 1);
+	db_pool_enqueue(pool, job);
 	return 0;
 refused:
 	/* Its caller answers 503: a query that could not run. */
 	metrics_count(MC_DB_QUERIES, 1);
 	metrics_count(MC_DB_UNAVAILABLE, 1);
 	return -1;
+}
+
+/* ---- transactions -------------------------------------------------------- */
+
+struct db_txn *
+db_begin(struct db_pool *pool, db_cb *cb, void *arg)
+{
+	struct db_txn *txn = NULL;
+	struct db_job *job = NULL;
+	int64_t deadline = 0;
+
+	if (pool->freeing || cb == NULL)
+		return NULL;
+	if (pool->queued >= DB_QUEUE_MAX || db_pool_is_down(pool))
+		goto refused;
+	if (pool->timeout_ms > 0)
+		deadline = util_mono_ms() + pool->timeout_ms;
+	if ((txn = calloc(1, sizeof(*txn))) == NULL ||
+	    (job = db_job_new("BEGIN", 0, NULL, cb, arg, deadline)) == NULL)
+		goto refused;
+	txn->pool = pool;
+	job->kind = DB_JOB_BEGIN;
+	job->txn = txn;
+	db_pool_enqueue(pool, job);
+	return txn;
+refused:
+	free(txn);
+	metrics_count(MC_DB_QUERIES, 1);
+	metrics_count(MC_DB_UNAVAILABLE, 1);
+	return NULL;
+}
+
+/* A statement or the COMMIT of txn, queued for its connection. */
+static int
+db_txn_queue(struct db_txn *txn, enum db_job_kind kind, const char *sql,
+    int nparams, const char *const *params, db_cb *cb, void *arg)
+{
+	struct db_pool *pool;
+	struct db_job *job;
+	int64_t deadline = 0;
+
+	if (txn->broken || txn->conn == NULL || txn->pool->freeing)
+		return -1;
+	pool = txn->pool;
+	if (pool->timeout_ms > 0)
+		deadline = util_mono_ms() + pool->timeout_ms;
+	if ((job = db_job_new(sql, nparams, params, cb, arg, deadline)) == NULL)
+		return -1;
+	job->kind = kind;
+	job->txn = txn;
+	db_pool_enqueue(pool, job);
+	return 0;
+}
+
+int
+db_txn_query(struct db_txn *txn, const char *sql, int nparams,
+    const char *const *params, db_cb *cb, void *arg)
+{
+	if (sql == NULL || cb == NULL || nparams < 0 ||
+	    (nparams > 0 && params == NULL))
+		return -1;
+	return db_txn_queue(txn, DB_JOB_TXN, sql, nparams, params, cb, arg);
+}
+
+int
+db_commit(struct db_txn *txn, db_cb *cb, void *arg)
+{
+	if (cb == NULL || db_txn_queue(txn, DB_JOB_COMMIT, "COMMIT", 0, NULL,
+	    cb, arg) == -1) {
+		db_txn_end(txn);
+		return -1;
+	}
+	return 0;
+}
+
+void
+db_rollback(struct db_txn *txn)
+{
+	if (txn != NULL)
+		db_txn_end(txn);
+}
+
+/*
+ * Frees txn, giving its connection back: rolled back first if it is
+ * between statements (a statement still running is the caller's mistake;
+ * the connection is rolled back once it is done, see db_conn_done()).
+ */
+static void
+db_txn_end(struct db_txn *txn)
+{
+	struct db_conn *c = txn->conn;
+
+	if (c != NULL) {
+		c->txn = NULL;
+		if (c->state == DB_CONN_PINNED) {
+			evtimer_del(c->timer);
+			c->state = DB_CONN_IDLE;
+			if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+				db_conn_send_rollback(c);
+			else
+				event_active(c->pool->kick, EV_TIMEOUT, 1);
+		}
+	}
+	free(txn);
 }
 
 /* ---- results ------------------------------------------------------------- */

@@ -1,7 +1,7 @@
 /*
  * db: PostgreSQL for the event loops. A pool of libpq connections driven by
  * the non-blocking API on one event_base; queries are queued and handed to
- * the first idle connection. Connections that break are reconnected by a
+ * the first idle connection (a transaction's, to the connection it pins). Connections that break are reconnected by a
  * timer, forever, so the process never exits because PostgreSQL is away.
  * db.c is the only file that includes libpq-fe.h.
  */
@@ -50,12 +50,54 @@ int	db_pool_up(const struct db_pool *pool);
  * 503). Down means no connection is up and every connection's last attempt
  * failed; at start-up, before the first attempts have failed, queries
  * queue. When the pool goes down, queued queries fail at once. Successive
- * queries may run on different connections: a transaction must be one
- * call (a transaction left open is rolled back before the next query).
+ * queries may run on different connections: a transaction is one call,
+ * or db_begin() below (one left open is rolled back before the next
+ * query).
  */
 int	db_query(struct db_pool *pool, const char *sql, int nparams,
 	    const char *const *params, db_cb *cb, void *arg)
 	    __attribute__((warn_unused_result));
+
+/*
+ * Transactions: several statements on one connection, pinned to the
+ * transaction from BEGIN until COMMIT or ROLLBACK, with other work (Redis,
+ * say) between them. A handle from db_begin() must be ended by exactly
+ * one db_commit() or db_rollback(), whatever happened meanwhile, and
+ * never while one of its statements is queued or running (end it from a
+ * callback, or after one). A connection left pinned and idle for
+ * query_timeout_ms is closed, which rolls the transaction back; so is one
+ * that breaks. Either way the transaction is "broken": its statements
+ * and its COMMIT are refused (-1), and db_rollback() just frees it.
+ */
+struct db_txn;
+
+/*
+ * Queue BEGIN for a connection of the transaction's own; cb gets its
+ * result (NULL or not ok: the transaction is broken, roll it back).
+ * NULL when the pool is down or the queue full (answer 503; cb will not
+ * be called, nothing to end).
+ */
+struct db_txn *db_begin(struct db_pool *pool, db_cb *cb, void *arg)
+	    __attribute__((warn_unused_result));
+/*
+ * One statement in the transaction, as db_query() (one at a time). A
+ * statement that fails (cb gets a result that is not ok) leaves the
+ * transaction pinned but aborted: roll it back. -1 when the transaction is
+ * broken (cb will not be called).
+ */
+int	db_txn_query(struct db_txn *txn, const char *sql, int nparams,
+	    const char *const *params, db_cb *cb, void *arg)
+	    __attribute__((warn_unused_result));
+/*
+ * End with COMMIT: cb gets an ok result when it committed, else NULL or an
+ * error (nothing was committed, or with NULL, perhaps it was: the
+ * connection broke while COMMIT ran). txn is freed either way; -1 (cb not
+ * called) when it was broken already.
+ */
+int	db_commit(struct db_txn *txn, db_cb *cb, void *arg)
+	    __attribute__((warn_unused_result));
+/* End with ROLLBACK, without waiting for it; txn is freed. */
+void	db_rollback(struct db_txn *txn);
 
 /* Result accessors. A result is "ok" for COMMAND_OK and TUPLES_OK. */
 int	db_result_ok(const struct db_result *res);

@@ -42,23 +42,36 @@ struct account {
 	char		 mcf[160];			/* login: stored hash */
 	char		 fail_account[AUTH_KEY_MAX];	/* login: counters */
 	char		 fail_addr[AUTH_KEY_MAX];
+	struct db_txn	*txn;		/* register: INSERT .. COMMIT */
 };
 
-/* -1 when neither counter has reached the limit, else the seconds left. */
-static const char login_limited_lua[] =
+/*
+ * Reserve one attempt on both counters (KEYS[1] the account's, KEYS[2] the
+ * address's) before the password is checked, in one step, so that
+ * concurrent attempts cannot all pass a check made before any of them is
+ * counted. A counter at the limit refuses: the seconds left of its window.
+ * Else both are incremented (a window starts with its first attempt) and
+ * -1 comes back. A failure keeps the reservation: it is the count.
+ */
+static const char login_reserve_lua[] =
     "for i = 1, 2 do "
     "  local n = tonumber(redis.call('get', KEYS[i]) or '0') "
     "  if n >= tonumber(ARGV[1]) then "
     "    local t = redis.call('ttl', KEYS[i]) "
     "    if t < 1 then t = 1 end return t end "
-    "end return -1";
-/* Count one failure on both counters; a window starts with its first. */
-static const char login_failed_lua[] =
+    "end "
     "for i = 1, 2 do "
-    "  redis.call('incr', KEYS[i]) "
-    "  if redis.call('ttl', KEYS[i]) < 0 then "
-    "    redis.call('expire', KEYS[i], ARGV[1]) end "
-    "end return 1";
+    "  if redis.call('incr', KEYS[i]) == 1 or "
+    "      redis.call('ttl', KEYS[i]) < 0 then "
+    "    redis.call('expire', KEYS[i], ARGV[2]) end "
+    "end return -1";
+/* A success gives its reservation back: the account's count starts over,
+ * the address's loses the one attempt (never below zero, never a key
+ * without a TTL). */
+static const char login_release_lua[] =
+    "redis.call('del', KEYS[1]) "
+    "local n = tonumber(redis.call('get', KEYS[2]) or '0') "
+    "if n > 0 then redis.call('decr', KEYS[2]) end return 1";
 
 static int	valid_username(const char *, size_t);
 static int	valid_email(const char *, size_t);
@@ -66,13 +79,17 @@ static void	account_free(struct account *);
 static void	account_respond(struct account *, int);
 static void	register_taken_cb(struct db_result *, void *);
 static void	register_hashed_cb(const char *, void *);
+static void	register_fail(struct account *, int, const char *);
+static void	register_begun_cb(struct db_result *, void *);
 static void	register_inserted_cb(struct db_result *, void *);
 static void	register_session_cb(int, void *);
-static void	register_undo_cb(struct db_result *, void *);
+static void	register_committed_cb(struct db_result *, void *);
+static void	register_unsession(struct account *);
+static void	register_unsession_cb(int, void *);
 static void	login_found_cb(struct db_result *, void *);
 static void	login_limit_cb(struct bus *, struct bus_reply *, void *);
 static void	login_checked_cb(int, void *);
-static void	login_counted_cb(struct bus *, struct bus_reply *, void *);
+static void	login_release(struct account *);
 static void	login_session_cb(int, void *);
 static void	logout_cb(int, void *);
 
@@ -169,19 +186,24 @@ fail:
 	account_free(a);
 }
 
+/*
+ * The row and the session are made in one transaction on one pinned
+ * connection: BEGIN; INSERT; the session in Redis; COMMIT. If Redis fails,
+ * or the client hangs up first, ROLLBACK: a failed registration leaves no
+ * row. A COMMIT that fails takes the new session back out of Redis.
+ */
 static void
 register_hashed_cb(const char *mcf, void *arg)
 {
 	struct account *a = arg;
-	const char *params[3] = { a->username, a->email, mcf };
 
 	if (mcf == NULL) {
 		conn_error(a->conn, 500, "password hashing failed");
 		goto fail;
 	}
-	if (db_query(a->conn->worker->db, "INSERT INTO users (username, "
-	    "email, password_hash) VALUES ($1, $2, $3) RETURNING id", 3,
-	    params, register_inserted_cb, a) == -1) {
+	snprintf(a->mcf, sizeof(a->mcf), "%s", mcf);
+	if ((a->txn = db_begin(a->conn->worker->db, register_begun_cb,
+	    a)) == NULL) {
 		conn_error(a->conn, 503, "the database is unavailable; try "
 		    "again");
 		goto fail;
@@ -189,6 +211,35 @@ register_hashed_cb(const char *mcf, void *arg)
 	return;
 fail:
 	account_free(a);
+}
+
+/* Roll back, answer status with msg, free a. */
+static void
+register_fail(struct account *a, int status, const char *msg)
+{
+	db_rollback(a->txn);
+	a->txn = NULL;
+	conn_error(a->conn, status, "%s", msg);
+	account_free(a);
+}
+
+static void
+register_begun_cb(struct db_result *res, void *arg)
+{
+	struct account *a = arg;
+	const char *params[3] = { a->username, a->email, a->mcf };
+
+	if (res == NULL || !db_result_ok(res)) {
+		db_rollback(a->txn);
+		a->txn = NULL;
+		api_db_error(a->conn, res, "BEGIN");
+		account_free(a);
+		return;
+	}
+	if (db_txn_query(a->txn, "INSERT INTO users (username, email, "
+	    "password_hash) VALUES ($1, $2, $3) RETURNING id", 3, params,
+	    register_inserted_cb, a) == -1)
+		register_fail(a, 503, "the database is unavailable; try again");
 }
 
 static void
@@ -200,53 +251,86 @@ register_inserted_cb(struct db_result *res, void *arg)
 	if (res != NULL && strcmp(db_result_sqlstate(res), "23505") == 0) {
 		const char *what = db_result_constraint(res);
 
-		conn_error(a->conn, 409, strstr(what, "email") != NULL ?
+		register_fail(a, 409, strstr(what, "email") != NULL ?
 		    "email is already registered" : "username is taken");
-		goto fail;
+		return;
 	}
 	if (res == NULL || !db_result_ok(res) ||
 	    util_parse_int(db_result_value(res, 0, 0), 1, INT64_MAX,
 	    &id) == -1) {
+		db_rollback(a->txn);
+		a->txn = NULL;
 		api_db_error(a->conn, res, "registration");
-		goto fail;
+		account_free(a);
+		return;
 	}
 	a->uid = id;
+	/* Nobody is waiting for the token: keep nothing. */
+	if (a->conn->state == CONN_CLOSED || a->conn->peer_eof) {
+		register_fail(a, 503, "the client went away");
+		return;
+	}
 	if (auth_session_create(a->conn->worker, a->uid, a->token,
 	    sizeof(a->token), register_session_cb, a) == -1)
 		register_session_cb(0, a);
-	return;
-fail:
-	account_free(a);
 }
 
 static void
 register_session_cb(int ok, void *arg)
 {
 	struct account *a = arg;
-	char id[24];
-	const char *params[1] = { id };
+	struct db_txn *txn = a->txn;
 
-	if (ok) {
-		account_respond(a, 201);
+	if (!ok) {
+		register_fail(a, 503, AUTH_AWAY);
 		return;
 	}
-	/* A registration that cannot log in leaves no row behind. */
-	snprintf(id, sizeof(id), "%lld", (long long)a->uid);
-	if (db_query(a->conn->worker->db, "DELETE FROM users WHERE id = $1",
-	    1, params, register_undo_cb, a) == -1)
-		register_undo_cb(NULL, a);
+	a->txn = NULL;
+	if (db_commit(txn, register_committed_cb, a) == -1)
+		register_committed_cb(NULL, a);
 }
 
 static void
-register_undo_cb(struct db_result *res, void *arg)
+register_committed_cb(struct db_result *res, void *arg)
 {
 	struct account *a = arg;
 
-	if (res == NULL || !db_result_ok(res))
-		log_warnx("registration of user %lld could not be undone",
-		    (long long)a->uid);
-	conn_error(a->conn, 503, AUTH_AWAY);
+	if (res != NULL && db_result_ok(res)) {
+		account_respond(a, 201);
+		return;
+	}
+	log_warnx("conn %llu: registration of user %lld: COMMIT failed: %s",
+	    (unsigned long long)a->conn->id, (long long)a->uid,
+	    res != NULL ? db_result_error(res) : "connection lost");
+	register_unsession(a);
+	conn_error(a->conn, 503, "the database is unavailable; try again");
 	account_free(a);
+}
+
+/* The session of a registration that did not commit goes again (its user
+ * id is no account, so it would be refused anyway: this is tidiness). */
+static void
+register_unsession(struct account *a)
+{
+	char *uid;
+
+	if ((uid = malloc(24)) == NULL)
+		return;
+	snprintf(uid, 24, "%lld", (long long)a->uid);
+	if (auth_session_revoke(a->conn->worker, a->uid, a->token,
+	    register_unsession_cb, uid) == -1)
+		register_unsession_cb(0, uid);
+}
+
+static void
+register_unsession_cb(int ok, void *arg)
+{
+	char *uid = arg;
+
+	if (!ok)
+		log_warnx("the session of uncommitted user %s stays in Redis "
+		    "until it expires", uid);
+	free(uid);
 }
 
 /* --- POST /login -------------------------------------------------------- */
@@ -286,16 +370,20 @@ api_login(struct conn *c, struct http_request *req,
 	    EMAIL_MAX : ilen), ident);
 	snprintf(a->password, sizeof(a->password), "%.*s",
 	    (int)(plen > PASSWORD_MAX ? PASSWORD_MAX : plen), password);
-	for (char *p = a->email; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p += 'a' - 'A';
+	/*
+	 * PostgreSQL's lower(), as in the unique indexes, not ours: what
+	 * matches is exactly what is unique (the database's LC_CTYPE decides
+	 * non-ASCII letters). One row always, with the name as lowered.
+	 */
 	params[0] = a->email;
 	if (db_query(w->db, by_email ?
-	    "SELECT id, username, email, password_hash FROM users "
-	    "WHERE lower(email) = $1" :
-	    "SELECT id, username, email, password_hash FROM users "
-	    "WHERE lower(username) = $1", 1, params, login_found_cb,
-	    a) == -1) {
+	    "SELECT l.name, u.id, u.username, u.email, u.password_hash "
+	    "FROM (SELECT lower($1) AS name) l "
+	    "LEFT JOIN users u ON lower(u.email) = l.name" :
+	    "SELECT l.name, u.id, u.username, u.email, u.password_hash "
+	    "FROM (SELECT lower($1) AS name) l "
+	    "LEFT JOIN users u ON lower(u.username) = l.name", 1, params,
+	    login_found_cb, a) == -1) {
 		conn_error(c, 503, "the database is unavailable; try again");
 		account_free(a);
 	}
@@ -309,7 +397,7 @@ login_found_cb(struct db_result *res, void *arg)
 	struct account *a = arg;
 	struct worker *w = a->conn->worker;
 	const char *prefix = w->conf->redis_prefix;
-	char hex[65], max[16];
+	char hex[65], max[16], window[16];
 	long long id;
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -319,28 +407,34 @@ login_found_cb(struct db_result *res, void *arg)
 	}
 	/* The account's counter: by user id when it exists, else by the
 	 * name tried, so that probing unknown names is limited too. */
-	if (db_result_ntuples(res) == 1 &&
-	    util_parse_int(db_result_value(res, 0, 0), 1, INT64_MAX,
+	if (db_result_ntuples(res) == 1 && !db_result_isnull(res, 0, 1) &&
+	    util_parse_int(db_result_value(res, 0, 1), 1, INT64_MAX,
 	    &id) == 0) {
 		a->uid = id;
 		snprintf(a->username, sizeof(a->username), "%s",
-		    db_result_value(res, 0, 1));
-		snprintf(a->email, sizeof(a->email), "%s",
 		    db_result_value(res, 0, 2));
-		snprintf(a->mcf, sizeof(a->mcf), "%s",
+		snprintf(a->email, sizeof(a->email), "%s",
 		    db_result_value(res, 0, 3));
+		snprintf(a->mcf, sizeof(a->mcf), "%s",
+		    db_result_value(res, 0, 4));
 		snprintf(a->fail_account, sizeof(a->fail_account),
 		    "%slogin:fail:user:%lld", prefix, id);
 	} else {
-		crypto_sha256_hex(a->email, strlen(a->email), hex);
+		/* Keyed by the name as the database lowers it, so that
+		 * every spelling of it shares one counter. */
+		const char *name = db_result_value(res, 0, 0);
+
+		crypto_sha256_hex(name, strlen(name), hex);
 		snprintf(a->fail_account, sizeof(a->fail_account),
 		    "%slogin:fail:name:%s", prefix, hex);
 	}
 	snprintf(a->fail_addr, sizeof(a->fail_addr), "%slogin:fail:addr:%s",
 	    prefix, a->conn->peer);
 	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
-	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s",
-	    login_limited_lua, a->fail_account, a->fail_addr, max) == -1) {
+	snprintf(window, sizeof(window), "%d", w->conf->login_window);
+	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s %s",
+	    login_reserve_lua, a->fail_account, a->fail_addr, max,
+	    window) == -1) {
 		conn_error(a->conn, 503, AUTH_AWAY);
 		account_free(a);
 	}
@@ -366,6 +460,8 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	if (auth_check(a->conn->worker->auth, mcf, a->password,
 	    login_checked_cb, a) == -1) {
+		/* Not an attempt: give the reservation back. */
+		login_release(a);
 		conn_error(a->conn, 503, "too many logins at once; try again");
 		goto fail;
 	}
@@ -374,37 +470,38 @@ fail:
 	account_free(a);
 }
 
+/* The attempt was reserved by login_reserve_lua: a failure is already
+ * counted, a success gives the reservation back. */
 static void
 login_checked_cb(int match, void *arg)
 {
 	struct account *a = arg;
 	struct worker *w = a->conn->worker;
-	char window[16];
-	int rc;
 
-	if (match) {
-		(void)!bus_command(w->redis, NULL, NULL, "DEL %s",
-		    a->fail_account);
-		rc = auth_session_create(w, a->uid, a->token,
-		    sizeof(a->token), login_session_cb, a);
-		if (rc == -1)
-			login_session_cb(0, a);
+	if (!match) {
+		/* The same answer for a wrong password and an unknown
+		 * account. */
+		conn_error(a->conn, 401, "wrong email, username or password");
+		account_free(a);
 		return;
 	}
-	snprintf(window, sizeof(window), "%d", w->conf->login_window);
-	if (bus_command(w->redis, login_counted_cb, a, "EVAL %s 2 %s %s %s",
-	    login_failed_lua, a->fail_account, a->fail_addr, window) == -1)
-		login_counted_cb(NULL, NULL, a);
+	login_release(a);
+	if (auth_session_create(w, a->uid, a->token, sizeof(a->token),
+	    login_session_cb, a) == -1)
+		login_session_cb(0, a);
 }
 
+/* Best effort: without Redis the counters stay until their window ends. */
 static void
-login_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+login_release(struct account *a)
 {
-	struct account *a = arg;
+	struct worker *w = a->conn->worker;
 
-	/* The same answer for a wrong password and an unknown account. */
-	conn_error(a->conn, 401, "wrong email, username or password");
-	account_free(a);
+	if (bus_command(w->redis, NULL, NULL, "EVAL %s 2 %s %s",
+	    login_release_lua, a->fail_account, a->fail_addr) == -1)
+		log_warnx("login: Redis is away; the failed-login counters %s "
+		    "and %s keep this attempt until their window ends",
+		    a->fail_account, a->fail_addr);
 }
 
 static void

@@ -2,8 +2,8 @@
  * api_users: the users and the social graph of SPEC.md §3: deleting one's
  * account, follow and unfollow, user objects (/me, /users/{id},
  * /users?username=) and the follower and following lists. Each handler
- * runs one SQL statement; its state lives in a struct users_op until the
- * answer is sent.
+ * runs one SQL statement (deletion, a transaction around Redis work); its
+ * state lives in a struct users_op until the answer is sent.
  */
 #include "config.h"
 
@@ -48,6 +48,7 @@ struct users_op {
 	int64_t		 id;		/* the other user (follow, lists) */
 	int		 with_email;	/* user object of the caller (/me) */
 	int		 gone;		/* delete: the caller's row was gone */
+	struct db_txn	*txn;		/* delete: open until COMMIT/ROLLBACK */
 };
 
 static struct users_op *users_op_new(struct conn *, int64_t, int64_t);
@@ -60,8 +61,12 @@ static void	users_list(struct conn *, struct http_request *,
 		    const struct route_match *, enum users_list);
 static void	users_publish_deleted(struct worker *, int64_t);
 
+static void	users_delete_fail(struct users_op *, int, const char *);
+static void	users_begun_cb(struct db_result *, void *);
 static void	users_delete_cb(struct db_result *, void *);
 static void	users_revoked_cb(int, void *);
+static void	users_gone_cb(int, void *);
+static void	users_committed_cb(struct db_result *, void *);
 static void	users_published_cb(struct bus *, struct bus_reply *, void *);
 static void	users_follow_cb(struct db_result *, void *);
 static void	users_unfollow_cb(struct db_result *, void *);
@@ -113,31 +118,67 @@ static const char *const users_list_sql[] = {
 
 /* --- DELETE /delete ------------------------------------------------------ */
 
+#define USERS_KEPT	"nothing was deleted; try again"
+#define USERS_LOGGED_OUT "every session of the account was revoked but the " \
+	"deletion could not be committed (the database is unavailable): " \
+	"the account is intact; log in and try again"
+
 /*
- * The row goes first, in one statement: the foreign keys cascade to both
- * directions of the follows and to the posts, so the deletion is atomic.
- * Then every session is revoked and the workers are told (on
- * <prefix>control) to close the user's WebSockets. Redis is checked first
- * so that a deletion refused for want of Redis changes nothing.
+ * One transaction on one pinned connection: BEGIN; DELETE the row (the
+ * foreign keys cascade to both directions of the follows and to the
+ * posts); revoke every session in Redis and tell the workers (on
+ * <prefix>control) to close the user's WebSockets; COMMIT. If Redis fails,
+ * or the client hangs up before the sessions are touched, ROLLBACK: the
+ * account and its sessions stay as they were. Only a COMMIT that fails
+ * after the revocation leaves a user logged out but intact.
  */
 void
 api_delete(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct users_op *op;
-	char id[24];
-	const char *params[1] = { id };
 
 	if (!bus_connected(c->worker->redis)) {
 		conn_error(c, 503, "Redis is unavailable, so sessions cannot "
-		    "be revoked; nothing was deleted: try again");
+		    "be revoked; " USERS_KEPT);
 		return;
 	}
 	if ((op = users_op_new(c, uid, 0)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%" PRId64, uid);
-	api_query(op->conn, op, "DELETE FROM users WHERE id = $1 RETURNING id", 1,
-	    params, users_delete_cb);
+	if ((op->txn = db_begin(c->worker->db, users_begun_cb, op)) == NULL) {
+		api_db_error(c, NULL, "BEGIN");
+		free(op);
+	}
+}
+
+/* Roll back, answer status with msg, free op. */
+static void
+users_delete_fail(struct users_op *op, int status, const char *msg)
+{
+	db_rollback(op->txn);
+	op->txn = NULL;
+	conn_error(op->conn, status, "%s", msg);
+	free(op);
+}
+
+static void
+users_begun_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+	char id[24];
+	const char *params[1] = { id };
+
+	if (res == NULL || !db_result_ok(res)) {
+		db_rollback(op->txn);
+		api_db_error(op->conn, res, "BEGIN");
+		free(op);
+		return;
+	}
+	snprintf(id, sizeof(id), "%" PRId64, op->uid);
+	if (db_txn_query(op->txn, "DELETE FROM users WHERE id = $1 RETURNING id",
+	    1, params, users_delete_cb, op) == -1)
+		users_delete_fail(op, 503, "the database is unavailable; "
+		    USERS_KEPT);
 }
 
 static void
@@ -147,50 +188,84 @@ users_delete_cb(struct db_result *res, void *arg)
 	struct worker *w = op->conn->worker;
 
 	if (res == NULL || !db_result_ok(res)) {
+		db_rollback(op->txn);
 		api_db_error(op->conn, res, "deleting a user");
-		goto done;
-	}
-	/*
-	 * Already gone: a session that outlived its user (an earlier
-	 * deletion that could not reach Redis). Revoke what is left all the
-	 * same, then answer 401.
-	 */
-	op->gone = db_result_ntuples(res) == 0;
-	if (auth_session_revoke_all(w, op->uid, users_revoked_cb, op) == 0)
+		free(op);
 		return;
-	if (op->gone)
-		conn_error(op->conn, 401, USERS_GONE);
-	else
-		conn_error(op->conn, 503, "the account was deleted but Redis "
-		    "became unavailable before its sessions were revoked: "
-		    "repeat the request to revoke them");
-done:
-	free(op);
+	}
+	if (db_result_ntuples(res) == 0) {
+		/*
+		 * Already gone: a session that outlived its user. Nothing to
+		 * commit; revoke what is left all the same, then answer 401.
+		 */
+		db_rollback(op->txn);
+		op->txn = NULL;
+		op->gone = 1;
+		if (auth_session_revoke_all(w, op->uid, users_gone_cb, op) == -1)
+			users_gone_cb(0, op);
+		return;
+	}
+	/* Nobody is waiting for the answer: change nothing. */
+	if (op->conn->state == CONN_CLOSED || op->conn->peer_eof) {
+		users_delete_fail(op, 503, "the client went away; "
+		    USERS_KEPT);
+		return;
+	}
+	if (auth_session_revoke_all(w, op->uid, users_revoked_cb, op) == -1)
+		users_delete_fail(op, 503, "Redis is unavailable, so sessions "
+		    "cannot be revoked; " USERS_KEPT);
 }
 
 static void
 users_revoked_cb(int ok, void *arg)
 {
 	struct users_op *op = arg;
-	struct worker *w = op->conn->worker;
+	struct db_txn *txn = op->txn;
 
-	if (ok)
-		users_publish_deleted(w, op->uid);
-	if (op->gone)
-		conn_error(op->conn, 401, USERS_GONE);
-	else if (!ok)
-		conn_error(op->conn, 503, "the account was deleted but its "
-		    "sessions could not be revoked (Redis is unavailable): "
-		    "repeat the request to revoke them");
-	else
+	if (!ok) {
+		users_delete_fail(op, 503, "the sessions could not be revoked "
+		    "(Redis is unavailable); " USERS_KEPT);
+		return;
+	}
+	users_publish_deleted(op->conn->worker, op->uid);
+	op->txn = NULL;
+	if (db_commit(txn, users_committed_cb, op) == -1) {
+		conn_error(op->conn, 503, USERS_LOGGED_OUT);
+		free(op);
+	}
+}
+
+static void
+users_committed_cb(struct db_result *res, void *arg)
+{
+	struct users_op *op = arg;
+
+	if (res == NULL || !db_result_ok(res)) {
+		log_warnx("conn %llu: deleting user %" PRId64 ": COMMIT failed "
+		    "after its sessions were revoked: %s",
+		    (unsigned long long)op->conn->id, op->uid,
+		    res != NULL ? db_result_error(res) : "connection lost");
+		conn_error(op->conn, 503, USERS_LOGGED_OUT);
+	} else
 		conn_respond(op->conn, 204, NULL, NULL, 0, NULL);
 	free(op);
 }
 
+static void
+users_gone_cb(int ok, void *arg)
+{
+	struct users_op *op = arg;
+
+	if (ok)
+		users_publish_deleted(op->conn->worker, op->uid);
+	conn_error(op->conn, 401, USERS_GONE);
+	free(op);
+}
+
 /*
- * Tell every worker (every host) to close uid's WebSockets. Best effort,
- * after the fact: the account and its sessions are gone whatever happens
- * here, so a failure is logged, not answered.
+ * Tell every worker (every host) to close uid's WebSockets. Best effort:
+ * the sessions are revoked already (a socket whose session is gone cannot
+ * be reopened), so a failure is logged, not answered.
  */
 static void
 users_publish_deleted(struct worker *w, int64_t uid)

@@ -13,6 +13,7 @@ rate-limit tests check on servers of their own). Failed-login counters are
 removed from the shared Redis around every test, so no test, here or in
 another module, sees this module's failures."""
 
+import base64
 import hashlib
 import http.client
 import json
@@ -432,6 +433,15 @@ def test_passwords_are_stored_as_salted_scrypt_hashes(srv, request):
 	for h in rows:
 		assert h.startswith(HASH_MARK), "not a libscrypt MCF hash: %r" % h
 		assert p not in h
+		# The documented cost (README): N = 2^14, r = 8, p = 1, which
+		# libscrypt writes as "0e0801" (log2 N, r, p in hex); a 16-byte
+		# salt and a 64-byte hash, base64.
+		_, tag, params, salt, digest = h.split("$")
+		assert (tag, params) == ("s1", "0e0801"), (
+		    "scrypt parameters %r, documented N = 2^14, r = 8, p = 1 "
+		    "(0e0801): %r" % (params, h))
+		assert len(base64.b64decode(salt)) == 16, h
+		assert len(base64.b64decode(digest)) == 64, h
 	assert rows[0] != rows[1], "same password, same hash: no per-user salt"
 
 
@@ -448,6 +458,43 @@ def test_login_by_email_or_username_ignores_case(srv, by, case, prefix):
 	body = assert_session_response(srv, r, 200, user)
 	assert body["token"] != user["token"]
 	assert me(srv, body["token"], keep=False) in (user["id"], -1)
+
+
+@pytest.fixture(scope="module")
+def utf8_db(request):
+	"""A database whose LC_CTYPE (C.utf8) lowers non-ASCII letters; the
+	test cluster's default (C) lowers only A-Z."""
+	needs_own_server()
+	pg = request.getfixturevalue("pg")
+	name = "gochat_utf8"
+	if pg.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" % name) \
+	    != "1":
+		pg.psql("CREATE DATABASE %s TEMPLATE template0 ENCODING 'UTF8' "
+		    "LOCALE 'C.utf8'" % name)
+	return pg, name
+
+
+def test_login_matches_non_ascii_case_as_the_unique_index_does(make_server,
+    utf8_db):
+	pg, dbname = utf8_db
+	s = make_server(database_url=pg.url_for(dbname))
+	tag = uniq()
+	email = "Émile.Ørsted.%s@Exämple.org" % tag
+	user, p = register(s, ident=("u_" + tag, email, "pw-" + uuid.uuid4().hex))
+	PASSWORDS.add(p)
+	# The unique index says these are one email: login agrees.
+	assert_error(call(s, "POST", "/register", {"username": "v_" + tag,
+	    "email": email.lower(), "password": p}), 409, "email",
+	    others=("username",))
+	for spelling in (email, email.lower(), email.upper()):
+		assert_session_response(s, login(s, p, email=spelling), 200, user)
+	assert_error(login(s, p, email=email.replace("É", "E")), 401)
+	# The lookup is the index's own expression (an index scan, not a
+	# sequential one over every user).
+	plan = pg.psql("SET enable_seqscan = off; EXPLAIN SELECT l.name, u.id "
+	    "FROM (SELECT lower('%s') AS name) l LEFT JOIN users u ON "
+	    "lower(u.email) = l.name" % email.upper(), dbname=dbname)
+	assert "users_email_lower" in plan, plan
 
 
 def test_wrong_password_and_unknown_account_get_the_same_401(srv):
@@ -482,15 +529,15 @@ def test_login_with_a_malformed_request_is_400(srv, body):
 
 
 def test_an_unknown_account_takes_as_long_as_a_wrong_password(srv):
-	# 11 failures: more than the default limit allows (this module's server
-	# raises it).
+	# 15 failures: more than the default limit allows (this module's server
+	# raises it). Medians of 7 tries each, within a factor of 2 either way.
 	needs_own_server()
 	user, p = register(srv)
 	wrong = "pw-" + uuid.uuid4().hex
 	PASSWORDS.add(wrong)
 	login(srv, wrong, email=user["email"])		# warm up
 	known, unknown = [], []
-	for _ in range(5):
+	for _ in range(7):
 		r = login(srv, wrong, email=user["email"])
 		assert r.status == 401, r
 		known.append(r.elapsed)
@@ -502,6 +549,10 @@ def test_an_unknown_account_takes_as_long_as_a_wrong_password(srv):
 	    "median %.1f ms %s" % (mk * 1000, ["%.0f" % (x * 1000) for x in known],
 	    mu * 1000, ["%.0f" % (x * 1000) for x in unknown]))
 	assert mu >= 0.5 * mk, ("an unknown account answers in %.1f ms, a wrong "
+	    "password in %.1f ms: the difference tells which accounts exist"
+	    % (mu * 1000, mk * 1000))
+	# Both ways: an unknown account that is much slower tells as much.
+	assert mu <= 2 * mk, ("an unknown account answers in %.1f ms, a wrong "
 	    "password in %.1f ms: the difference tells which accounts exist"
 	    % (mu * 1000, mk * 1000))
 
@@ -731,6 +782,118 @@ def test_the_limit_ends_when_the_window_passes(make_server):
 	r = login(s, pa, email=a["email"])
 	assert r.status == 200, "still refused %.1f s after Retry-After: %d: %r" \
 	    % (retry + 0.6, retry, r)
+
+
+def test_failures_are_counted_across_instances(make_server):
+	# Two instances sharing Redis share the counters: failures on one
+	# limit the account and the address on the other, at once.
+	one = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	two = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	a, pa = register(one)
+	b, pb = register(two)
+	wrong = "pw-" + uuid.uuid4().hex
+	PASSWORDS.add(wrong)
+	for i in range(MAX_FAILURES):
+		assert_error(login(one, wrong, email=a["email"],
+		    source="127.0.0.7%d" % i), 401)
+	assert_429(login(two, pa, email=a["email"], source="127.0.0.79"))
+	for _ in range(MAX_FAILURES):
+		assert_error(login(two, wrong, email="nobody.%s@example.org" %
+		    uniq(), source="127.0.0.80"), 401)
+	assert_429(login(one, pb, email=b["email"], source="127.0.0.80"))
+	assert_session_response(one, login(one, pb, email=b["email"],
+	    source="127.0.0.81"), 200, b)
+
+
+def parallel(n, fn):
+	"""Run fn(i) for i in range(n) on n threads released at once; the
+	results in order (an exception's repr for a request that failed)."""
+	out = [None] * n
+	go = threading.Event()
+
+	def run(i):
+		go.wait()
+		try:
+			out[i] = fn(i)
+		except (OSError, http.client.HTTPException) as e:
+			out[i] = repr(e)
+	threads = [threading.Thread(target=run, args=(i,), daemon=True)
+	    for i in range(n)]
+	for t in threads:
+		t.start()
+	go.set()
+	for t in threads:
+		t.join(60)
+	return out
+
+
+@pytest.mark.parametrize("who", ["one-account", "many-accounts"])
+def test_concurrent_failed_logins_cannot_pass_the_limit(make_server, who):
+	# Each attempt is reserved before its password is checked (about 75 ms
+	# of scrypt): attempts in flight count, so a burst cannot slip past a
+	# check that would see none of the others yet.
+	s = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	a, pa = register(s)
+	wrong = "pw-" + uuid.uuid4().hex
+	PASSWORDS.add(wrong)
+	n = 20
+
+	def attempt(i):
+		email = a["email"] if who == "one-account" else \
+		    "nobody.%s@example.org" % uniq()
+		return login(s, wrong, email=email, timeout=30)
+	answers = parallel(n, attempt)
+	statuses = sorted(r.status if isinstance(r, Resp) else r
+	    for r in answers)
+	assert statuses.count(401) == MAX_FAILURES and \
+	    statuses.count(429) == n - MAX_FAILURES, (
+	    "%d parallel wrong logins with login_max_failures = %d: %r" % (n,
+	    MAX_FAILURES, statuses))
+	for r in answers:
+		if r.status == 429:
+			assert 1 <= assert_429(r) <= WINDOW
+	# The limit holds afterwards, for the right password too.
+	assert_429(login(s, pa, email=a["email"]))
+
+
+def test_a_success_resets_the_account_and_spares_the_address(make_server,
+    redis):
+	s = make_server(login_max_failures=MAX_FAILURES, login_window=WINDOW)
+	a, pa = register(s)
+	wrong = "pw-" + uuid.uuid4().hex
+	PASSWORDS.add(wrong)
+	account_key = "gochat:login:fail:user:%d" % a["id"]
+	# Just below the limit, from two addresses: the right password works
+	# and starts the account's count over.
+	for i in range(MAX_FAILURES - 1):
+		assert_error(login(s, wrong, email=a["email"],
+		    source="127.0.0.4%d" % i), 401)
+	assert redis.cmd("GET", account_key) == str(MAX_FAILURES - 1)
+	assert_session_response(s, login(s, pa, email=a["email"],
+	    source="127.0.0.49"), 200, a)
+	assert redis.cmd("EXISTS", account_key) == 0, \
+	    "a successful login left the account's failure count"
+	for i in range(MAX_FAILURES - 1):
+		assert_error(login(s, wrong, email=a["email"],
+		    source="127.0.0.5%d" % i), 401)
+	assert_session_response(s, login(s, pa, username=a["username"],
+	    source="127.0.0.59"), 200, a)
+	# Successful logins do not use up their address's budget, however
+	# many, in a row or at once.
+	addr = "127.0.0.60"
+	for _ in range(MAX_FAILURES + 2):
+		assert_session_response(s, login(s, pa, email=a["email"],
+		    source=addr), 200, a)
+	got = parallel(MAX_FAILURES, lambda i: login(s, pa, email=a["email"],
+	    source=addr, timeout=30))
+	assert [r.status for r in got] == [200] * MAX_FAILURES, got
+	assert int(redis.cmd("GET", "gochat:login:fail:addr:" + addr) or 0) \
+	    == 0
+	# ... while its failures still count.
+	for _ in range(MAX_FAILURES):
+		assert_error(login(s, wrong, username="nobody_" + uniq(),
+		    source=addr), 401)
+	assert_429(login(s, pa, email=a["email"], source=addr))
 
 
 # --- hashing stays off the loop ----------------------------------------------

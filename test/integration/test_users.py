@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import socket
+import time
 import uuid
 
 import pytest
@@ -632,3 +633,177 @@ def test_delete_with_postgres_down_is_503_and_keeps_the_sessions(deps_server,
 	    a))["followers"] == 1
 	assert recovered(deps_server, "DELETE", "/delete", a).status_code == 204
 	assert_json_error(call(deps_server, "GET", "/me", a), 401)
+
+
+# --- deletion and registration are all or nothing ----------------------------
+#
+# Both run in one PostgreSQL transaction around their Redis work (BEGIN;
+# DELETE or INSERT; sessions in Redis; COMMIT), so a Redis failure after the
+# statement rolls it back. The Redis here persists (saved on stop), so
+# sessions survive an outage and "nothing changed" includes them.
+
+@pytest.fixture(scope="module")
+def kept_redis(workdir):
+	needs_own_server()
+	r = harness.Redis(workdir / "users-kept-redis", harness.free_port(),
+	    persist=True)
+	_services.append(r)
+	r.start()
+	yield r
+	r.stop()
+
+
+@pytest.fixture
+def txn_server(make_server, users_pg, kept_redis):
+	users_pg.start()
+	kept_redis.start()
+	return make_server(pg=users_pg, redis=kept_redis)
+
+
+def user_rows(pg, username):
+	return sql(pg, "SELECT count(*) FROM users WHERE lower(username) = "
+	    "lower('%s')" % username)[0]
+
+
+def assert_intact(server, pg, a, tokens, following=1, followers=1, posts=1):
+	"""a, its follows both ways, its posts and every session in tokens are
+	as they were, once the server has its dependencies back."""
+	for t in tokens:
+		me = ok_json(recovered(server, "GET", "/me", t))
+		assert (me["id"], me["following"], me["followers"], me["posts"]) \
+		    == (a["id"], following, followers, posts), me
+	assert user_rows(pg, a["username"]) == "1"
+
+
+def graph_of_three(server, pg):
+	"""a follows b, b follows a, a has a post; a's second session."""
+	a, b = register(server), register(server)
+	ok_json(follow(server, a, b))
+	ok_json(follow(server, b, a))
+	add_post(pg, a)
+	return a, b, login(server, a)
+
+
+class Held:
+	"""A psql transaction that runs sql, holds what it took for seconds,
+	then rolls back: a statement of the server's that needs it waits."""
+
+	def __init__(self, pg, sql_text, seconds):
+		import threading
+		self.t = threading.Thread(target=pg.psql, args=("BEGIN; %s; "
+		    "SELECT pg_sleep(%s); ROLLBACK" % (sql_text, seconds),),
+		    kwargs={"dbname": pg.dbname}, daemon=True)
+		self.t.start()
+
+	def join(self):
+		self.t.join(30)
+
+
+def waiting_on_lock(pg, verb):
+	"""True once a statement starting with verb waits on a lock."""
+	return wait_for(lambda: sql(pg, "SELECT count(*) FROM pg_stat_activity "
+	    "WHERE wait_event_type = 'Lock' AND query LIKE '%s %%'" % verb)
+	    != ["0"], 10)
+
+
+def in_background(fn):
+	import threading
+	out = []
+	t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+	t.start()
+	return t, out
+
+
+def test_with_redis_down_register_and_login_are_503_and_write_nothing(
+    txn_server, users_pg, kept_redis):
+	a = register(txn_server)
+	name = unique()
+	kept_redis.stop()
+	assert wait_for(lambda: txn_server.health()[0] == 503, 5)
+	assert_json_error(requests.post(txn_server.base + "/register", json={
+	    "username": name, "email": name + "@example.org", "password":
+	    "correct horse"}, timeout=10), 503)
+	assert user_rows(users_pg, name) == "0"
+	assert_json_error(requests.post(txn_server.base + "/login", json={
+	    "username": a["username"], "password": "correct horse"},
+	    timeout=10), 503)
+	kept_redis.start()
+	r = recovered(txn_server, "POST", "/register", json={"username": name,
+	    "email": name + "@example.org", "password": "correct horse"})
+	assert r.status_code == 201, r.text
+	assert ok_json(recovered(txn_server, "GET", "/me", a))["id"] == a["id"]
+
+
+def test_delete_with_redis_down_keeps_user_graph_posts_and_sessions(
+    txn_server, users_pg, kept_redis):
+	a, b, second = graph_of_three(txn_server, users_pg)
+	kept_redis.stop()
+	assert wait_for(lambda: txn_server.health()[0] == 503, 5)
+	assert_json_error(call(txn_server, "DELETE", "/delete", a), 503)
+	kept_redis.start()
+	assert_intact(txn_server, users_pg, a, [a["token"], second])
+
+
+def test_redis_failing_mid_deletion_rolls_it_back(txn_server, users_pg,
+    kept_redis):
+	# The DELETE waits on a row lock taken here; Redis stops meanwhile, so
+	# the sessions cannot be revoked after the row is deleted: ROLLBACK.
+	a, b, second = graph_of_three(txn_server, users_pg)
+	held = Held(users_pg, "SELECT 1 FROM users WHERE id = %d FOR UPDATE"
+	    % a["id"], 3)
+	time.sleep(0.3)
+	t, out = in_background(lambda: call(txn_server, "DELETE", "/delete", a))
+	assert waiting_on_lock(users_pg, "DELETE"), "the DELETE never waited"
+	kept_redis.stop()
+	held.join()
+	t.join(15)
+	assert_json_error(out[0], 503)
+	kept_redis.start()
+	assert_intact(txn_server, users_pg, a, [a["token"], second])
+	# And with Redis back, the deletion goes through.
+	assert recovered(txn_server, "DELETE", "/delete", a).status_code == 204
+	assert user_rows(users_pg, a["username"]) == "0"
+
+
+def test_redis_failing_mid_registration_leaves_no_row(txn_server, users_pg,
+    kept_redis):
+	# The INSERT waits for an uncommitted row with the same username
+	# (written here); Redis stops meanwhile, so no session can be made
+	# after the row is inserted: ROLLBACK.
+	name = unique()
+	held = Held(users_pg, "INSERT INTO users (username, email, "
+	    "password_hash) VALUES ('%s', 'held-%s@example.org', '!')"
+	    % (name, name), 3)
+	time.sleep(0.3)
+	t, out = in_background(lambda: requests.post(txn_server.base +
+	    "/register", json={"username": name, "email": name +
+	    "@example.org", "password": "correct horse"}, timeout=15))
+	assert waiting_on_lock(users_pg, "INSERT"), "the INSERT never waited"
+	kept_redis.stop()
+	held.join()
+	t.join(15)
+	assert_json_error(out[0], 503)
+	assert user_rows(users_pg, name) == "0"
+	kept_redis.start()
+	r = recovered(txn_server, "POST", "/register", json={"username": name,
+	    "email": name + "@example.org", "password": "correct horse"})
+	assert r.status_code == 201, r.text
+
+
+def test_a_client_hanging_up_mid_deletion_changes_nothing(txn_server,
+    users_pg):
+	a, b, second = graph_of_three(txn_server, users_pg)
+	held = Held(users_pg, "SELECT 1 FROM users WHERE id = %d FOR UPDATE"
+	    % a["id"], 1.5)
+	time.sleep(0.3)
+	s = socket.create_connection((txn_server.host, txn_server.port))
+	s.sendall(("DELETE /delete HTTP/1.1\r\nHost: x\r\nAuthorization: "
+	    "Bearer %s\r\nContent-Length: 0\r\n\r\n" % a["token"]).encode())
+	assert waiting_on_lock(users_pg, "DELETE"), "the DELETE never waited"
+	s.close()
+	held.join()
+	time.sleep(0.5)
+	assert_intact(txn_server, users_pg, a, [a["token"], second])
+	assert sql(users_pg, "SELECT count(*) FROM pg_stat_activity WHERE "
+	    "state LIKE 'idle in transaction%'") == ["0"], \
+	    "a transaction was left open"

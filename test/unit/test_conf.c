@@ -40,6 +40,9 @@ main(void)
 	    c.header_timeout == 10, "SPEC limits are the defaults");
 	ok(c.session_ttl == 86400 && c.history_on_join == 50 &&
 	    strcmp(c.redis_prefix, "gochat:") == 0, "SPEC defaults");
+	ok(c.login_max_failures == 10 && c.login_window == 900,
+	    "SPEC §2: 10 failed logins in 15 minutes (login_max_failures = %d, "
+	    "login_window = %d)", c.login_max_failures, c.login_window);
 
 	ok(load_text(&c, "# comment\n\n  listen = 0.0.0.0:9000  # trailing\n"
 	    "workers=3\nredis_url = unix:/tmp/r.sock\n", err,
