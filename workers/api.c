@@ -22,6 +22,7 @@
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/router.h"
+#include "workers/routes.h"
 #include "workers/static.h"
 #include "workers/worker.h"
 
@@ -43,31 +44,10 @@ static int	api_parse_limit(const char *, long long *);
 #define OPEN_BODY(fn)	(&(const struct api_endpoint){ fn, NULL, 1 })
 #define USER_BODY(fn)	(&(const struct api_endpoint){ NULL, fn, 1 })
 
+#define API_ROUTE(m, pattern, kind, fn)	{ m, pattern, kind(fn) },
+
 static const struct route api_routes[] = {
-	{ HTTP_M_GET, "/", OPEN(api_static) },
-	{ HTTP_M_GET, "/health", OPEN(api_health) },
-	{ HTTP_M_GET, "/metrics", OPEN(api_metrics) },
-	{ HTTP_M_POST, "/register", OPEN_BODY(api_register) },
-	{ HTTP_M_POST, "/login", OPEN_BODY(api_login) },
-	{ HTTP_M_POST, "/logout", USER(api_logout) },
-	{ HTTP_M_DELETE, "/delete", USER(api_delete) },
-	{ HTTP_M_POST, "/follow", USER(api_follow) },
-	{ HTTP_M_POST, "/unfollow", USER(api_unfollow) },
-	{ HTTP_M_GET, "/me", USER(api_me) },
-	{ HTTP_M_GET, "/users", USER(api_user_find) },
-	{ HTTP_M_GET, "/users/{id}", USER(api_user_get) },
-	{ HTTP_M_GET, "/users/{id}/followers", USER(api_followers) },
-	{ HTTP_M_GET, "/users/{id}/following", USER(api_following) },
-	{ HTTP_M_GET, "/users/{id}/posts", USER(api_user_posts) },
-	{ HTTP_M_POST, "/posts", USER_BODY(api_post_create) },
-	{ HTTP_M_GET, "/posts/{id}", USER(api_post_get) },
-	{ HTTP_M_DELETE, "/posts/{id}", USER(api_post_delete) },
-	{ HTTP_M_GET, "/feed", USER(api_feed) },
-	{ HTTP_M_POST, "/ws/createRoom", USER_BODY(api_create_room) },
-	{ HTTP_M_GET, "/ws/getRooms", USER(api_get_rooms) },
-	{ HTTP_M_GET, "/ws/getClients/{roomId}", USER(api_get_clients) },
-	{ HTTP_M_GET, "/ws/joinRoom/{roomId}", USER(api_join_room) },
-	{ HTTP_M_GET, "/ws/history/{roomId}", USER(api_history) },
+	GC_ROUTES(API_ROUTE)
 	{ 0, NULL, NULL }
 };
 
