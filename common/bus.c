@@ -333,6 +333,7 @@ bus_disconnect_cb(const redisAsyncContext *cac, int status)
 	struct bus *bus = cac->data;
 	int was_ready = bus->state == BUS_READY;
 
+	(void)status;
 	bus->ac = NULL;
 	bus->state = BUS_IDLE;
 	evtimer_del(bus->timeout_ev);
@@ -358,6 +359,7 @@ bus_select_cb(redisAsyncContext *ac, void *r, void *privdata)
 	struct bus *bus = privdata;
 	redisReply *reply = r;
 
+	(void)ac;
 	if (reply == NULL || bus->freeing)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -375,6 +377,8 @@ bus_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bus *bus = arg;
 
+	(void)fd;
+	(void)what;
 	if (bus->ac != NULL)
 		bus_close(bus);
 	else
@@ -386,6 +390,8 @@ bus_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bus *bus = arg;
 
+	(void)fd;
+	(void)what;
 	snprintf(bus->why, sizeof(bus->why), "no answer in %d ms",
 	    BUS_CONNECT_TIMEOUT_MS);
 	bus_close(bus);
@@ -663,6 +669,7 @@ bus_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 	struct bus_call *call = privdata;
 	const redisReply *reply = r;
 
+	(void)ac;
 	if (reply == NULL)
 		metrics_count(MC_REDIS_UNAVAILABLE, 1);
 	else {
@@ -684,6 +691,7 @@ bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
 	struct bus_sub *s = privdata;
 
+	(void)ac;
 	if (r == NULL) {
 		if (s->lost_gen == s->bus->gen)
 			return;

@@ -183,6 +183,7 @@ db_notice(void *arg, const char *msg)
 {
 	char line[512];
 
+	(void)arg;
 	db_oneline(msg, line, sizeof(line));
 	log_debug("db: %s", line);
 }
@@ -703,6 +704,7 @@ db_conn_io_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct db_conn *c = arg;
 
+	(void)fd;
 	switch (c->state) {
 	case DB_CONN_CONNECTING:
 		db_conn_poll(c);
@@ -726,6 +728,8 @@ db_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct db_conn *c = arg;
 
+	(void)fd;
+	(void)what;
 	switch (c->state) {
 	case DB_CONN_DOWN:
 		db_conn_connect(c);
@@ -854,6 +858,8 @@ db_pool_arm(struct db_pool *pool)
 static void
 db_pool_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
+	(void)fd;
+	(void)what;
 	db_pool_dispatch(arg);
 }
 
@@ -865,6 +871,8 @@ db_pool_qtimer_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t now = util_mono_ms();
 	int n = 0;
 
+	(void)fd;
+	(void)what;
 	while ((job = TAILQ_FIRST(&pool->queue)) != NULL &&
 	    job->deadline <= now) {
 		TAILQ_REMOVE(&pool->queue, job, entry);
@@ -1180,6 +1188,8 @@ db_result_error(const struct db_result *res)
 static void
 db_migrate_quiet(void *arg, const char *msg)
 {
+	(void)arg;
+	(void)msg;
 }
 
 /*

@@ -108,6 +108,8 @@ stats_tick_cb(evutil_socket_t fd, short what, void *arg)
 	const char *argv[6 + 2 * NNUMS];
 	int argc = 0;
 
+	(void)fd;
+	(void)what;
 	metrics_beat();
 	if (!bus_connected(p->bus))
 		return;

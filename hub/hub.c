@@ -282,6 +282,7 @@ hub_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)what;
 	switch (sig) {
 	case SIGTERM:
 	case SIGINT:
@@ -302,6 +303,8 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 	struct hub *h = arg;
 	int64_t now = util_mono_ms();
 
+	(void)fd;
+	(void)what;
 	if (getppid() != h->parent) {
 		log_warnx("the master is gone; exiting");
 		hub_stop(h);
@@ -326,6 +329,8 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 static void
 hub_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
+	(void)fd;
+	(void)what;
 	hub_advance(arg);
 }
 
@@ -465,6 +470,7 @@ hub_on_lease(struct bus *bus, struct bus_reply *reply, void *arg)
 	const char *holder;
 	char ttl[16];
 
+	(void)bus;
 	h->lease_pending = 0;
 	if (h->exiting || h->finishing || reply == NULL)
 		return;	/* disconnected: hub_on_disconnect() decides */
@@ -491,6 +497,7 @@ hub_on_takeover(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	h->lease_pending = 0;
 	if (h->exiting || h->finishing || reply == NULL)
 		return;
@@ -508,6 +515,7 @@ hub_on_connect(struct bus *bus, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	hub_group_create(h);
 	hub_lease(h);
 }
@@ -521,6 +529,7 @@ hub_on_disconnect(struct bus *bus, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	if (h->leader)
 		log_warnx("Redis connection lost: standing by until it is "
 		    "back");
@@ -538,6 +547,7 @@ hub_on_inbox_connect(struct bus *bus, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	if (h->phase == HUB_LIVE || h->phase == HUB_PENDING) {
 		h->phase = HUB_PENDING;
 		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
@@ -558,6 +568,7 @@ hub_on_group(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct hub *h = arg;
 	const char *err;
 
+	(void)bus;
 	if (h->exiting || reply == NULL)
 		return;
 	if (bus_reply_type(reply) == BUS_ERROR &&
@@ -610,6 +621,7 @@ hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
 	size_t n;
 	int bad = 0;
 
+	(void)bus;
 	free(sc);
 	if (h->exiting || reply == NULL || epoch != h->epoch ||
 	    h->phase != HUB_REBUILD)
@@ -711,6 +723,7 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct hub_batch *b;
 	const char *err;
 
+	(void)bus;
 	h->reading = 0;
 	if (h->exiting || reply == NULL)
 		return;		/* hub_on_inbox_connect() goes on */
@@ -1335,6 +1348,7 @@ hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
 	const char *first = NULL;
 	size_t bad = 0;
 
+	(void)h;
 	if (bus_reply_type(reply) != BUS_ARRAY) {
 		log_error("%s: EXEC failed: %s", what,
 		    bus_reply_type(reply) == BUS_ERROR ?
@@ -1359,6 +1373,7 @@ hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	h->exec_pending = 0;
 	if (h->exiting || reply == NULL)
 		return;
@@ -1537,6 +1552,7 @@ hub_on_alive(struct bus *bus, struct bus_reply *reply, void *arg)
 	size_t gone;
 	int rc;
 
+	(void)bus;
 	h->sweep_pending = 0;
 	if (h->exiting || reply == NULL || sw->epoch != h->epoch ||
 	    h->stopping || !hub_leading(h) ||
@@ -1571,6 +1587,7 @@ hub_on_sweep_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	if (h->exiting || reply == NULL)
 		return;
 	if (hub_exec_check(h, reply, "dead workers") == -1)
@@ -1607,6 +1624,8 @@ hub_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)fd;
+	(void)what;
 	if (!h->finishing)
 		hub_finish(h);
 	else
@@ -1649,6 +1668,7 @@ hub_on_released(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 
+	(void)bus;
 	if (h->exiting)
 		return;
 	if (reply != NULL)

@@ -508,6 +508,7 @@ rooms_history_add(struct rooms *rs, struct room *r, int64_t id, int64_t user,
 	struct evbuffer *b;
 	char ts[32];
 
+	(void)rs;
 	if (r->ring == NULL || (b = evbuffer_new()) == NULL)
 		return;
 	util_rfc3339(ts_ms, ts, sizeof(ts));
@@ -520,6 +521,7 @@ rooms_history_add(struct rooms *rs, struct room *r, int64_t id, int64_t user,
 void
 rooms_unload(struct rooms *rs, struct room *r)
 {
+	(void)rs;
 	ring_free(r->ring);
 	r->ring = NULL;
 	r->state = ROOM_UNKNOWN;

@@ -106,6 +106,7 @@ api_register(struct conn *c, struct http_request *req,
 	struct account *a = NULL;
 	const char *params[2];
 
+	(void)m;
 	if ((doc = api_body(c, req)) == NULL)
 		return;
 	if (!api_string(c, doc, "username", &username, &ulen) ||
@@ -346,6 +347,7 @@ api_login(struct conn *c, struct http_request *req,
 	struct account *a = NULL;
 	int by_email;
 
+	(void)m;
 	if ((doc = api_body(c, req)) == NULL)
 		return;
 	by_email = json_has(doc, "email");
@@ -448,6 +450,7 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	char retry[48];
 	long long secs;
 
+	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_INTEGER) {
 		conn_error(a->conn, 503, AUTH_AWAY);
 		goto fail;
@@ -532,6 +535,7 @@ api_logout(struct conn *c, struct http_request *req,
 	char token[AUTH_TOKEN_MAX + 2];
 	struct logout *l;
 
+	(void)m;
 	if ((l = calloc(1, sizeof(*l))) == NULL) {
 		conn_error(c, 500, "out of memory");
 		return;

@@ -43,6 +43,8 @@ api_health(struct conn *c, struct http_request *req,
 	    (HEALTH_TIMEOUT_MS % 1000) * 1000 };
 	struct health *h;
 
+	(void)req;
+	(void)m;
 	if ((h = calloc(1, sizeof(*h))) == NULL ||
 	    (h->timer = evtimer_new(w->base, health_timeout_cb, h)) == NULL) {
 		free(h);
@@ -73,6 +75,7 @@ health_redis_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct health *h = arg;
 
+	(void)bus;
 	h->redis_ok = reply != NULL && bus_reply_type(reply) == BUS_STRING;
 	health_unref(h);
 }
@@ -80,6 +83,8 @@ health_redis_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 static void
 health_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
+	(void)fd;
+	(void)what;
 	health_answer(arg);
 }
 

@@ -70,6 +70,8 @@ api_metrics(struct conn *c, struct http_request *req,
 	uint64_t v;
 	size_t nprocs[METRICS_NROLES] = { 0 };
 
+	(void)req;
+	(void)m;
 	if ((s = metrics_snapshot()) == NULL || (b = evbuffer_new()) == NULL) {
 		free(s);
 		conn_error(c, 500, "out of memory");

@@ -135,6 +135,7 @@ api_post_create(struct conn *c, struct http_request *req,
 	char me[24];
 	size_t len;
 
+	(void)m;
 	if ((doc = api_body(c, req)) == NULL)
 		return;
 	if (!api_string(c, doc, "content", &s, &len))
@@ -193,6 +194,7 @@ api_post_get(struct conn *c, struct http_request *req,
 	const char *params[1] = { id };
 	int64_t n;
 
+	(void)req;
 	if (!api_id(c, router_param(m, "id"), "the post id", &n))
 		return;
 	if ((op = posts_op_new(c, uid, n)) == NULL)
@@ -231,6 +233,7 @@ api_post_delete(struct conn *c, struct http_request *req,
 	const char *params[2] = { id, me };
 	int64_t n;
 
+	(void)req;
 	if (!api_id(c, router_param(m, "id"), "the post id", &n))
 		return;
 	if ((op = posts_op_new(c, uid, n)) == NULL)
@@ -289,6 +292,7 @@ void
 api_feed(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
+	(void)m;
 	posts_list(c, req, uid, uid, posts_feed_sql, posts_feed_cb);
 }
 

@@ -76,6 +76,7 @@ api_create_room(struct conn *c, struct http_request *req,
 	size_t len;
 	int r;
 
+	(void)m;
 	if ((op = rooms_op_new(c, req, uid)) == NULL)
 		return;
 	/* An empty body is {}: both fields are optional. */
@@ -151,6 +152,7 @@ api_get_rooms(struct conn *c, struct http_request *req,
 {
 	struct rooms_op *op;
 
+	(void)m;
 	if ((op = rooms_op_new(c, req, uid)) == NULL)
 		return;
 	if (db_query(c->worker->db, "SELECT id, name FROM rooms ORDER BY seq",
@@ -230,6 +232,7 @@ rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	size_t n, i, len;
 	char *rows = NULL, *p;
 
+	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY) {
 		conn_error(op->conn, 503, "the presence store is unavailable; "
 		    "try again");
@@ -325,6 +328,7 @@ rooms_clients_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct { long long id; size_t i; } *users = NULL;
 	size_t n, i, k = 0;
 
+	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY) {
 		conn_error(op->conn, 503, "the presence store is unavailable; "
 		    "try again");

@@ -138,6 +138,8 @@ api_delete(struct conn *c, struct http_request *req,
 {
 	struct users_op *op;
 
+	(void)req;
+	(void)m;
 	if (!bus_connected(c->worker->redis)) {
 		conn_error(c, 503, "Redis is unavailable, so sessions cannot "
 		    "be revoked; " USERS_KEPT);
@@ -284,6 +286,8 @@ users_publish_deleted(struct worker *w, int64_t uid)
 static void
 users_published_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
+	(void)bus;
+	(void)arg;
 	if (reply == NULL)
 		log_warnx("PUBLISH user_deleted: lost the Redis connection");
 	else if (bus_reply_type(reply) == BUS_ERROR)
@@ -302,6 +306,7 @@ api_follow(struct conn *c, struct http_request *req,
 	const char *params[2] = { me, id };
 	int64_t target;
 
+	(void)m;
 	if (!users_target(c, req, "toFollowId", uid, &target))
 		return;
 	if ((op = users_op_new(c, uid, target)) == NULL)
@@ -343,6 +348,7 @@ api_unfollow(struct conn *c, struct http_request *req,
 	const char *params[2] = { me, id };
 	int64_t target;
 
+	(void)m;
 	if (!users_target(c, req, "toUnfollowId", uid, &target))
 		return;
 	if ((op = users_op_new(c, uid, target)) == NULL)
@@ -437,6 +443,8 @@ api_me(struct conn *c, struct http_request *req,
 {
 	char id[24];
 
+	(void)req;
+	(void)m;
 	snprintf(id, sizeof(id), "%" PRId64, uid);
 	users_profile(c, uid, users_profile_by_id, id, 1);
 }
@@ -448,6 +456,7 @@ api_user_get(struct conn *c, struct http_request *req,
 	char id[24];
 	int64_t n;
 
+	(void)req;
 	if (!api_id(c, router_param(m, "id"), "the user id", &n))
 		return;
 	snprintf(id, sizeof(id), "%" PRId64, n);
@@ -462,6 +471,7 @@ api_user_find(struct conn *c, struct http_request *req,
 	size_t len;
 	int r;
 
+	(void)m;
 	r = http_query_get(req->query, "username", name, sizeof(name));
 	if (r == 0 || (r == 1 && name[0] == '\0')) {
 		conn_error(c, 400, "username is required "
@@ -549,6 +559,7 @@ void
 api_followers(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
+	(void)uid;
 	users_list(c, req, m, USERS_FOLLOWERS);
 }
 
@@ -556,6 +567,7 @@ void
 api_following(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
+	(void)uid;
 	users_list(c, req, m, USERS_FOLLOWING);
 }
 

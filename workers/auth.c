@@ -312,6 +312,7 @@ auth_wake_cb(evutil_socket_t fd, short what, void *arg)
 	struct auth_job *j;
 	char buf[256];
 
+	(void)what;
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
 	pthread_mutex_lock(&p->mu);
@@ -434,6 +435,7 @@ auth_lookup_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct auth_lookup *a = arg;
 	long long uid;
 
+	(void)bus;
 	if (reply == NULL)
 		conn_error(a->conn, 503, "the session store is unavailable; "
 		    "try again");
@@ -520,6 +522,7 @@ auth_op_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct auth_op *op = arg;
 
+	(void)bus;
 	if (reply != NULL && bus_reply_type(reply) == BUS_ERROR)
 		log_warnx("session script failed: %s",
 		    bus_reply_str(reply, NULL));

@@ -389,6 +389,7 @@ chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct conn *c = arg;
 
+	(void)bus;
 	if ((reply == NULL || bus_reply_type(reply) == BUS_ERROR) &&
 	    c->member != NULL && c->member->room != NULL)
 		chat_close_member(c->member, WS_CLOSE_ERROR, "message not "
@@ -581,6 +582,7 @@ chat_sub_lost(struct bus *bus, void *arg)
 	struct chat_room *r;
 	struct chat_member *m, *next;
 
+	(void)bus;
 	for (int i = 0; i < CHAT_BUCKETS; i++)
 		for (r = chat->buckets[i]; r != NULL; r = r->next) {
 			r->sub = ROOM_UNSUBSCRIBED;
@@ -609,6 +611,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct chat_room *r;
 	struct chat_member *m, *next;
 
+	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY ||
 	    bus_reply_elements(reply) != 3)
 		return;
@@ -661,6 +664,7 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	const char *type;
 	int64_t id;
 
+	(void)chat;
 	if ((doc = json_parse(payload, len)) == NULL) {
 		log_warnx("room %s: unreadable event dropped", r->id);
 		return;
@@ -843,6 +847,7 @@ chat_heartbeat(struct chat *chat)
 static void
 chat_beat_connected(struct bus *bus, void *arg)
 {
+	(void)bus;
 	chat_heartbeat(arg);
 }
 
@@ -860,6 +865,8 @@ chat_cron_cb(evutil_socket_t fd, short what, void *arg)
 	struct chat_room *r;
 	struct chat_member *m, *next;
 
+	(void)fd;
+	(void)what;
 	chat_heartbeat(chat);
 	chat_rooms_collect(chat);
 	for (int i = 0; i < CHAT_BUCKETS; i++)

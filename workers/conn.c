@@ -467,6 +467,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
+	(void)bev;
 	if (c->state == CONN_WEBSOCKET) {
 		if (c->close_after_write)
 			conn_shut(c);
@@ -535,6 +536,8 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
+	(void)fd;
+	(void)what;
 	switch (c->state) {
 	case CONN_READING:
 		if (http_reader_started(c->reader)) {
@@ -573,6 +576,8 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	struct worker *w = c->worker;
 
+	(void)fd;
+	(void)what;
 	TAILQ_REMOVE(&w->conns, c, entry);
 	w->stats.connections--;
 	chat_member_free(c->member);

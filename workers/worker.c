@@ -131,6 +131,7 @@ worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	struct worker *w = arg;
 	int one = 1;
 
+	(void)l;
 	if (w->stopping) {
 		close(fd);
 		return;
@@ -161,6 +162,7 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct worker *w = arg;
 
+	(void)what;
 	switch (sig) {
 	case SIGTERM:
 	case SIGINT:
@@ -212,6 +214,8 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = arg;
 	struct conn *c;
 
+	(void)fd;
+	(void)what;
 	/* An orphan (the master was killed) has no one to report to. */
 	if (getppid() != w->parent) {
 		log_warnx("the master is gone; exiting");
@@ -240,6 +244,8 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = arg;
 	int up;
 
+	(void)fd;
+	(void)what;
 	if (w->stopping)
 		return;
 	up = db_pool_up(w->db) && bus_connected(w->redis);

@@ -278,6 +278,8 @@ ws_frame_bytes(const struct ws_frame *f, size_t *len)
 static void
 ws_frame_release_cb(const void *data, size_t len, void *extra)
 {
+	(void)data;
+	(void)len;
 	ws_frame_unref(extra);
 }
 
@@ -486,6 +488,7 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 	struct ws *ws = user_data;
 	int n;
 
+	(void)flags;
 	if (len > INT_MAX)
 		len = INT_MAX;
 	n = evbuffer_remove(bufferevent_get_input(ws->bev), buf, len);
@@ -507,6 +510,7 @@ ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
 {
 	struct ws *ws = user_data;
 
+	(void)flags;
 	if (evbuffer_add(bufferevent_get_output(ws->bev), data, len) == -1) {
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
@@ -521,6 +525,8 @@ ws_frame_start_cb(wslay_event_context_ptr ctx,
 {
 	struct ws *ws = user_data;
 
+	(void)ctx;
+	(void)arg;
 	ws->activity = 1;
 }
 
@@ -537,6 +543,7 @@ ws_msg_cb(wslay_event_context_ptr ctx,
 	struct ws *ws = user_data;
 	const char *msg = arg->msg != NULL ? (const char *)arg->msg : "";
 
+	(void)ctx;
 	switch (arg->opcode) {
 	case WSLAY_TEXT_FRAME:
 		if (ws->closing)

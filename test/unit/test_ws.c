@@ -267,6 +267,7 @@ srv_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct sess *s = arg;
 
+	(void)bev;
 	ws_read(s->ws);
 }
 
