@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "common/bus.h"
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -279,10 +280,10 @@ conf_check(struct conf *c, char *err, size_t errlen)
 
 		c->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
 	}
-	if (strncmp(c->redis_url, "redis://", 8) != 0 &&
-	    strncmp(c->redis_url, "unix:", 5) != 0) {
-		snprintf(err, errlen, "redis_url: expected redis://host:port/db"
-		    " or unix:/path, got '%s'", c->redis_url);
+	if (!bus_url_valid(c->redis_url)) {
+		snprintf(err, errlen, "redis_url: expected "
+		    "redis://host[:port][/db] (no user or password) or "
+		    "unix:/path, got '%s'", c->redis_url);
 		return -1;
 	}
 	if (c->database_url[0] == '\0') {

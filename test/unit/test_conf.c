@@ -66,6 +66,16 @@ main(void)
 	    "a listen without a port is refused");
 	ok(load_text(&c, "redis_url = http://x\n", err, sizeof(err)) == -1,
 	    "a non-redis URL is refused");
+	ok(load_text(&c, "redis_url = redis://u:pw@127.0.0.1:6379\n", err,
+	    sizeof(err)) == -1, "a redis URL with a password is refused: %s",
+	    err);
+	ok(load_text(&c, "redis_url = redis://127.0.0.1:70000\n", err,
+	    sizeof(err)) == -1, "a redis URL port above 65535 is refused");
+	ok(load_text(&c, "redis_url = redis://127.0.0.1:6379/x\n", err,
+	    sizeof(err)) == -1, "a redis URL with a non-numeric db is refused");
+	ok(load_text(&c, "redis_url = redis://[::1]:6380/2\n", err,
+	    sizeof(err)) == 0, "a redis URL with a v6 address and a db is "
+	    "taken");
 	ok(load_text(&c, "log_level = loud\n", err, sizeof(err)) == -1,
 	    "an unknown log level is refused");
 
