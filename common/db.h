@@ -1,8 +1,9 @@
 /*
  * db: PostgreSQL for the event loops. A pool of libpq connections driven by
  * the non-blocking API on one event_base; queries are queued and handed to
- * the first idle connection (a transaction's, to the connection it pins). Connections that break are reconnected by a
- * timer, forever, so the process never exits because PostgreSQL is away.
+ * the first idle connection (a transaction's, to the connection it pins).
+ * Connections that break are reconnected by a timer, forever, so the
+ * process never exits because PostgreSQL is away.
  * db.c is the only file that includes libpq-fe.h.
  */
 #ifndef GC_DB_H
