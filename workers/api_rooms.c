@@ -347,7 +347,8 @@ rooms_clients_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		    &users[k].id) == 0)
 			users[k++].i = i;
 	}
-	qsort(users, k, sizeof(*users), rooms_cmp_uid);
+	if (k > 1)	/* users is NULL for an empty room */
+		qsort(users, k, sizeof(*users), rooms_cmp_uid);
 	evbuffer_add(op->body, "[", 1);
 	for (i = 0; i < k; i++) {
 		size_t len;
