@@ -28,6 +28,8 @@
 #define DB_BACKOFF_MAX_MS	2000
 #define DB_CONNECT_TIMEOUT_MS	5000	/* libpq has none for PQconnectPoll */
 #define DB_APP_NAME		"gochat"
+#define DB_STMT_MAX		256	/* statement names per connection */
+#define DB_STMT_SLOTS		512	/* its hash table: 2^n, > DB_STMT_MAX */
 
 /* "gochat" then 0x0001: the advisory lock that serialises migrators. */
 #define DB_MIGRATE_LOCK		"7453285208284200961"
@@ -58,10 +60,23 @@ struct db_job {
 	int64_t		 deadline;	/* monotonic ms; 0: none */
 	int64_t		 start_us;	/* db_query(), for metrics */
 	int		 nparams;
+	int		 retried;	/* sent again after a stale plan */
 	const char	**params;	/* all in the job's own allocation */
 	const char	*sql;
 };
 TAILQ_HEAD(db_jobq, db_job);
+
+/*
+ * A statement one connection has prepared, or is preparing, as "gc<num>",
+ * keyed by its text. It lives as long as the session it was prepared in:
+ * db_conn_close() forgets them all.
+ */
+struct db_stmt {
+	uint32_t	 hash;		/* of sql */
+	int		 num;		/* its name; 0: out of names, unnamed */
+	int		 prepared;	/* the server has gc<num> */
+	char		 sql[];
+};
 
 struct db_conn {
 	struct db_pool	*pool;
@@ -74,6 +89,11 @@ struct db_conn {
 	struct db_job	*job;
 	struct db_txn	*txn;		/* pinned to it, or NULL */
 	PGresult	*res;		/* what job will be given */
+	struct db_stmt	**stmts;	/* DB_STMT_SLOTS open-addressed slots,
+					 * NULL until the first statement */
+	int		 nnames;	/* gc1..gc<nnames> given out */
+	struct db_stmt	*preparing;	/* job's, while its PREPARE runs */
+	struct db_stmt	*stmt;		/* job's, while it runs prepared */
 	int		 flushing;	/* PQflush() said 1: want EV_WRITE */
 	int		 backoff_ms;
 	int		 failed;	/* the last attempt failed or broke */
@@ -118,6 +138,11 @@ static void	db_conn_poll(struct db_conn *);
 static void	db_conn_connected(struct db_conn *);
 static void	db_conn_up(struct db_conn *);
 static void	db_conn_send(struct db_conn *, struct db_job *);
+static int	db_conn_exec(struct db_conn *, struct db_job *);
+static int	db_conn_prepared(struct db_conn *, PGresult *);
+static struct db_stmt *db_stmt_get(struct db_conn *, const struct db_job *);
+static void	db_stmt_rename(struct db_conn *, struct db_stmt *);
+static void	db_stmt_free_all(struct db_conn *);
 static int	db_conn_flush(struct db_conn *);
 static void	db_conn_io(struct db_conn *, short);
 static int	db_conn_keep(struct db_conn *, PGresult *);
@@ -225,6 +250,7 @@ db_job_new(const char *sql, int nparams, const char *const *params, db_cb *cb,
 	job->deadline = deadline;
 	job->start_us = util_mono_us();
 	job->nparams = nparams;
+	job->retried = 0;
 	job->params = (const char **)(job + 1);
 	p = (char *)(job->params + nparams);
 	for (int i = 0; i < nparams; i++) {
@@ -403,30 +429,56 @@ db_conn_up(struct db_conn *c)
 	db_pool_dispatch(pool);
 }
 
-/* nparams == 0 goes through the simple protocol, which allows several
- * statements in one string. */
 static void
 db_conn_send(struct db_conn *c, struct db_job *job)
 {
-	int ok;
-
 	c->job = job;
 	c->state = DB_CONN_BUSY;
 	if (job->kind == DB_JOB_BEGIN) {
 		c->txn = job->txn;
 		job->txn->conn = c;
 	}
-	if (job->nparams == 0)
+	if (db_conn_exec(c, job) == -1)
+		db_conn_broken(c, PQerrorMessage(c->pg));
+}
+
+/*
+ * Sends job on c, which is busy with it: PQsendQueryPrepared() when c has
+ * prepared its text, else PQsendPrepare() first (db_conn_done() sends the
+ * execution once that is through), else unnamed. Unnamed are BEGIN and
+ * COMMIT, a text with several statements (nparams == 0 and a ';': the
+ * simple protocol, the only one that allows them), and everything once c
+ * is out of names. -1 when the connection broke.
+ */
+static int
+db_conn_exec(struct db_conn *c, struct db_job *job)
+{
+	struct db_stmt *st;
+	char name[16];
+	int ok;
+
+	c->stmt = c->preparing = NULL;
+	if ((st = db_stmt_get(c, job)) != NULL) {
+		snprintf(name, sizeof(name), "gc%d", st->num);
+		if (st->prepared) {
+			c->stmt = st;
+			ok = PQsendQueryPrepared(c->pg, name, job->nparams,
+			    job->params, NULL, NULL, 0);
+		} else {
+			c->preparing = st;
+			ok = PQsendPrepare(c->pg, name, job->sql, job->nparams,
+			    NULL);
+		}
+	} else if (job->nparams == 0)
 		ok = PQsendQuery(c->pg, job->sql);
 	else
 		ok = PQsendQueryParams(c->pg, job->sql, job->nparams, NULL,
 		    job->params, NULL, NULL, 0);
-	if (!ok || db_conn_flush(c) == -1) {
-		db_conn_broken(c, PQerrorMessage(c->pg));
-		return;
-	}
+	if (!ok || db_conn_flush(c) == -1)
+		return -1;
 	if (job->deadline != 0)
 		db_set_timer(c->timer, job->deadline - util_mono_ms());
+	return 0;
 }
 
 static int
@@ -532,6 +584,9 @@ db_conn_done(struct db_conn *c)
 		db_conn_up(c);
 		return;
 	}
+	if ((c->preparing != NULL || c->stmt != NULL) &&
+	    db_conn_prepared(c, res) == 1)
+		return;
 	c->job = NULL;
 	c->state = DB_CONN_IDLE;
 	if (db_lost_sqlstate(res)) {
@@ -563,6 +618,54 @@ db_conn_done(struct db_conn *c)
 	db_conn_rollback(c);
 	db_job_finish(job, res);
 	db_pool_dispatch(c->pool);
+}
+
+/*
+ * The PREPARE of c's job, or its prepared execution, is complete with res.
+ * 1 when res is taken and the job sent again: its execution after PREPARE
+ * succeeded, or a retry after a stale plan. 0 when res is the job's: the
+ * PREPARE failed (a syntax error, say: the same error the statement gets
+ * unnamed) or the execution is done.
+ *
+ * Plans go stale when the schema changes under a running worker (a newer
+ * instance's migration child, an operator's ALTER TABLE): PostgreSQL
+ * re-plans a prepared statement by itself, but one whose result columns
+ * changed fails with "cached plan must not change result type" (0A000).
+ * The entry then takes a new name, to be prepared afresh, and a query
+ * outside a transaction is retried once at once; in a transaction the
+ * error has aborted it, so the caller gets the error and rolls back.
+ */
+static int
+db_conn_prepared(struct db_conn *c, PGresult *res)
+{
+	struct db_stmt *st;
+	const char *state;
+
+	if ((st = c->preparing) != NULL) {
+		c->preparing = NULL;
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			return 0;
+		st->prepared = 1;
+		goto again;
+	}
+	st = c->stmt;
+	c->stmt = NULL;
+	if (PQresultStatus(res) != PGRES_FATAL_ERROR ||
+	    (state = PQresultErrorField(res, PG_DIAG_SQLSTATE)) == NULL ||
+	    strcmp(state, "0A000") != 0)
+		return 0;
+	log_warnx("db: connection %d: prepared statement gc%d: %s", c->id,
+	    st->num, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+	db_stmt_rename(c, st);
+	if (c->job->kind != DB_JOB_QUERY || c->job->retried ||
+	    PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		return 0;
+	c->job->retried = 1;
+again:
+	PQclear(res);
+	if (db_conn_exec(c, c->job) == -1)
+		db_conn_broken(c, PQerrorMessage(c->pg));
+	return 1;
 }
 
 /*
@@ -636,6 +739,7 @@ db_conn_close(struct db_conn *c)
 	c->flushing = 0;
 	PQclear(c->res);
 	c->res = NULL;
+	db_stmt_free_all(c);
 	if (c->pg != NULL)
 		PQfinish(c->pg);
 	c->pg = NULL;
@@ -751,6 +855,70 @@ db_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case DB_CONN_IDLE:
 		break;
 	}
+}
+
+/* ---- prepared statements ------------------------------------------------ */
+
+/*
+ * The entry of job's text on c, made (unprepared) if it is new; NULL when
+ * job goes unnamed: BEGIN, COMMIT, several statements in one text, c out
+ * of names (DB_STMT_MAX per session, so a caller building texts at run
+ * time cannot grow the table or the server's memory without bound), or out
+ * of memory. Keyed by the text (FNV-1a, then strcmp()), not by pointer:
+ * the job holds a copy.
+ */
+static struct db_stmt *
+db_stmt_get(struct db_conn *c, const struct db_job *job)
+{
+	struct db_stmt *st;
+	uint32_t h = 2166136261u;
+	size_t i, len;
+
+	if ((job->kind != DB_JOB_QUERY && job->kind != DB_JOB_TXN) ||
+	    (job->nparams == 0 && strchr(job->sql, ';') != NULL))
+		return NULL;
+	for (const char *p = job->sql; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	if (c->stmts == NULL &&
+	    (c->stmts = calloc(DB_STMT_SLOTS, sizeof(*c->stmts))) == NULL)
+		return NULL;
+	/* At most DB_STMT_MAX entries: an empty slot always ends the probe. */
+	for (i = h & (DB_STMT_SLOTS - 1); (st = c->stmts[i]) != NULL;
+	    i = (i + 1) & (DB_STMT_SLOTS - 1))
+		if (st->hash == h && strcmp(st->sql, job->sql) == 0)
+			return st->num > 0 ? st : NULL;
+	if (c->nnames >= DB_STMT_MAX)
+		return NULL;
+	len = strlen(job->sql) + 1;
+	if ((st = malloc(sizeof(*st) + len)) == NULL)
+		return NULL;
+	st->hash = h;
+	st->num = ++c->nnames;
+	st->prepared = 0;
+	memcpy(st->sql, job->sql, len);
+	c->stmts[i] = st;
+	return st;
+}
+
+/* st's plan is stale: prepare it again under a new name (or none, when
+ * out of names). The old one stays on the server until the session ends. */
+static void
+db_stmt_rename(struct db_conn *c, struct db_stmt *st)
+{
+	st->num = c->nnames < DB_STMT_MAX ? ++c->nnames : 0;
+	st->prepared = 0;
+}
+
+/* The session is gone, and its prepared statements with it. */
+static void
+db_stmt_free_all(struct db_conn *c)
+{
+	for (int i = 0; c->stmts != NULL && i < DB_STMT_SLOTS; i++)
+		free(c->stmts[i]);
+	free(c->stmts);
+	c->stmts = NULL;
+	c->nnames = 0;
+	c->preparing = c->stmt = NULL;
 }
 
 /* ---- the pool ------------------------------------------------------------ */

@@ -3,7 +3,9 @@
  * the non-blocking API on one event_base; queries are queued and handed to
  * the first idle connection (a transaction's, to the connection it pins).
  * Connections that break are reconnected by a timer, forever, so the
- * process never exits because PostgreSQL is away.
+ * process never exits because PostgreSQL is away. Each connection prepares
+ * a statement the first time it runs its text and executes it prepared
+ * afterwards (see db_query()).
  * db.c is the only file that includes libpq-fe.h.
  */
 #ifndef GC_DB_H
@@ -54,6 +56,14 @@ int	db_pool_up(const struct db_pool *pool);
  * queries may run on different connections: a transaction is one call,
  * or db_begin() below (one left open is rolled back before the next
  * query).
+ *
+ * Prepared statements: each connection prepares a text the first time it
+ * runs it (names gc1, gc2, ... per session, keyed by the text itself, so
+ * sql need not be static, but it should be a fixed text with parameters:
+ * after DB_STMT_MAX (256) distinct texts a connection sends the rest
+ * unnamed). A text that fails to prepare gets the same error it would get
+ * unnamed. A text with several statements (nparams == 0 and a ';') is
+ * never prepared.
  */
 int	db_query(struct db_pool *pool, const char *sql, int nparams,
 	    const char *const *params, db_cb *cb, void *arg)
