@@ -64,6 +64,7 @@ static const struct conf_key conf_keys[] = {
 	KEY_INT(ws_ping_interval, 1, 3600),
 	KEY_INT(ws_output_limit, 4096, 256 * 1024 * 1024),
 	KEY_INT(db_pool_size, 1, 64),
+	{ "db_prepare", CONF_BOOL, offsetof(struct conf, db_prepare), 0, 0, 1 },
 	KEY_INT(scrypt_threads, 1, 64),
 	KEY_INT(login_max_failures, 1, 1000000),
 	KEY_INT(login_window, 1, 86400),
@@ -105,6 +106,7 @@ conf_defaults(struct conf *c)
 	c->ws_ping_interval = 30;
 	c->ws_output_limit = 1048576;
 	c->db_pool_size = 4;
+	c->db_prepare = 1;
 	c->scrypt_threads = 1;
 	c->login_max_failures = 10;
 	c->login_window = 900;

@@ -27,6 +27,7 @@ struct conf {
 	int	ws_ping_interval;	/* seconds */
 	int	ws_output_limit;	/* bytes queued for one WebSocket */
 	int	db_pool_size;		/* PostgreSQL connections per worker */
+	int	db_prepare;		/* prepare statements once per session */
 	int	scrypt_threads;		/* password hashing threads per worker */
 	int	login_max_failures;	/* per window, per account and per address */
 	int	login_window;		/* seconds */

@@ -113,6 +113,7 @@ struct db_pool {
 	int		 down;		/* we said so in the log */
 	int		 ever_up;
 	int		 freeing;
+	int		 unnamed;	/* never prepare: db_pool_prepare() */
 };
 
 struct db_result {
@@ -874,7 +875,8 @@ db_stmt_get(struct db_conn *c, const struct db_job *job)
 	uint32_t h = 2166136261u;
 	size_t i, len;
 
-	if ((job->kind != DB_JOB_QUERY && job->kind != DB_JOB_TXN) ||
+	if (c->pool->unnamed ||
+	    (job->kind != DB_JOB_QUERY && job->kind != DB_JOB_TXN) ||
 	    (job->nparams == 0 && strchr(job->sql, ';') != NULL))
 		return NULL;
 	for (const char *p = job->sql; *p != '\0'; p++)
@@ -1100,6 +1102,12 @@ fail:
 	PQfreemem(msg);
 	db_pool_free(pool);
 	return NULL;
+}
+
+void
+db_pool_prepare(struct db_pool *pool, int on)
+{
+	pool->unnamed = !on;
 }
 
 void

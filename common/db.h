@@ -39,6 +39,12 @@ typedef void db_cb(struct db_result *res, void *arg);
  */
 struct db_pool *db_pool_new(struct event_base *base, const char *conninfo,
 	    int size, int query_timeout_ms);
+/*
+ * on = 0: send every statement unnamed, never prepared (for a pooler in
+ * transaction mode, where the next transaction may run on a session that
+ * never saw the PREPARE). Call before the first query; the default is 1.
+ */
+void	db_pool_prepare(struct db_pool *pool, int on);
 /* Fails every queued and running query (callbacks get NULL), then frees. */
 void	db_pool_free(struct db_pool *pool);
 /* 1 when at least one connection is up. */

@@ -105,6 +105,7 @@ store_new(struct event_base *base, const struct conf *conf)
 		free(s);
 		return NULL;
 	}
+	db_pool_prepare(s->db, conf->db_prepare);
 	return s;
 }
 

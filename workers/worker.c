@@ -73,6 +73,7 @@ worker_main(const struct proc_ctx *ctx)
 	if ((w.db = db_pool_new(w.base, w.conf->database_url,
 	    w.conf->db_pool_size, WORKER_DB_TIMEOUT_MS)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
+	db_pool_prepare(w.db, w.conf->db_prepare);
 	if ((w.redis = bus_new(w.base, w.conf->redis_url, "commands", NULL,
 	    NULL, &w)) == NULL)
 		fatalx("redis_url: cannot use '%s'", w.conf->redis_url);

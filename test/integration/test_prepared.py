@@ -173,3 +173,22 @@ def test_failed_prepare_answers_like_an_unnamed_statement(make_server,
 	off = log_offset(logged_pg)
 	get_me(s, token, 3)
 	assert_prepared_once_per_session(logged_pg, off, 3)
+
+
+def test_db_prepare_no_sends_every_statement_unnamed(make_server, logged_pg):
+	"""db_prepare = no, for a pooler in transaction mode (the next
+	transaction may land on a session that never saw the PREPARE): every
+	GET /me goes out unnamed, parsed each time, and still answers."""
+	s = make_server(pg=logged_pg, workers=1, db_prepare="no")
+	r = requests.post(s.base + "/register", json={"username": "prep4",
+	    "email": "prep4@example.org", "password": "correct horse"},
+	    timeout=10)
+	assert r.status_code == 201, r.text
+	token = r.json()["token"]
+	off = log_offset(logged_pg)
+	get_me(s, token, 5)
+	assert wait_for(lambda: sum(1 for x in me_steps(logged_pg, off)
+	    if x[1] == "execute") >= 5, 5), me_steps(logged_pg, off)
+	steps = me_steps(logged_pg, off)
+	assert {x[2] for x in steps} == {"<unnamed>"}, steps
+	assert sum(1 for x in steps if x[1] == "parse") >= 5, steps
