@@ -24,12 +24,12 @@
 
 #define BUS_BACKOFF_MIN_MS	100
 #define BUS_BACKOFF_MAX_MS	2000
-#define BUS_CONNECT_TIMEOUT_MS	2000	/* connect(2) plus SELECT */
+#define BUS_CONNECT_TIMEOUT_MS	2000	/* connect(2), AUTH and SELECT */
 #define BUS_DEFAULT_PORT	6379
 
 enum bus_state {
 	BUS_IDLE,		/* no context; retry_ev is set */
-	BUS_CONNECTING,		/* connect(2) or SELECT; timeout_ev is set */
+	BUS_CONNECTING,		/* connect(2), AUTH or SELECT; timeout_ev set */
 	BUS_READY
 };
 
@@ -45,6 +45,8 @@ struct bus_url {
 	int	port;
 	char	path[256];	/* unix socket; host is unused then */
 	int	db;		/* -1: no SELECT */
+	char	user[256];	/* ACL user; "" for the default user */
+	char	password[512];	/* "": no AUTH */
 };
 
 /*
@@ -93,6 +95,8 @@ struct bus {
 };
 
 static int	bus_parse_num(const char **, long, long *);
+static int	bus_hex(int);
+static int	bus_url_decode(const char *, size_t, char *, size_t);
 static int	bus_url_parse(const char *, struct bus_url *);
 static void	bus_set_timer(struct event *, int);
 static void	bus_connect(struct bus *);
@@ -101,6 +105,8 @@ static void	bus_ready(struct bus *);
 static void	bus_close(struct bus *);
 static void	bus_connect_cb(const redisAsyncContext *, int);
 static void	bus_disconnect_cb(const redisAsyncContext *, int);
+static void	bus_select(struct bus *);
+static void	bus_auth_cb(redisAsyncContext *, void *, void *);
 static void	bus_select_cb(redisAsyncContext *, void *, void *);
 static void	bus_retry_cb(evutil_socket_t, short, void *);
 static void	bus_timeout_cb(evutil_socket_t, short, void *);
@@ -135,14 +141,63 @@ bus_parse_num(const char **pp, long max, long *out)
 	return 0;
 }
 
+static int
+bus_hex(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /*
- * "redis://host[:port][/db]" (host may be "[v6 address]") or
- * "unix:/path". No user or password: such a URL is refused, not misread.
+ * The user or password of a URL, n bytes at s, into out: RFC 3986's
+ * unreserved and sub-delims characters as they are, %XX decoded; a ':' is
+ * taken too (a password may hold one after the first). Anything else, a
+ * broken %XX, a %00, or no room is -1.
+ */
+static int
+bus_url_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t i, o = 0;
+	int hi, lo;
+
+	for (i = 0; i < n; i++) {
+		if (o + 1 >= outlen)
+			return -1;
+		if (s[i] == '%') {
+			if (i + 2 >= n)
+				return -1;
+			if ((hi = bus_hex((unsigned char)s[i + 1])) == -1 ||
+			    (lo = bus_hex((unsigned char)s[i + 2])) == -1 ||
+			    (hi == 0 && lo == 0))
+				return -1;
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else if (strchr("abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:",
+		    s[i]) != NULL && s[i] != '\0')
+			out[o++] = s[i];
+		else
+			return -1;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/*
+ * "redis://[[user]:password@]host[:port][/db]" (host may be "[v6
+ * address]") or "unix:/path". The user and password are percent-decoded;
+ * a user without a password ("redis://user@host") is refused, not
+ * misread, as is an empty password.
  */
 static int
 bus_url_parse(const char *url, struct bus_url *u)
 {
-	const char *p, *host;
+	const char *p, *host, *at, *colon;
 	size_t n;
 	long v;
 
@@ -161,6 +216,19 @@ bus_url_parse(const char *url, struct bus_url *u)
 	if (strncmp(url, "redis://", 8) != 0)
 		return -1;
 	p = url + 8;
+	/* User info ends at the first '@': one inside it is %40. */
+	n = strcspn(p, "@/");
+	if (p[n] == '@') {
+		at = p + n;
+		if ((colon = memchr(p, ':', n)) == NULL || colon + 1 == at)
+			return -1;
+		if (bus_url_decode(p, (size_t)(colon - p), u->user,
+		    sizeof(u->user)) == -1 ||
+		    bus_url_decode(colon + 1, (size_t)(at - colon - 1),
+		    u->password, sizeof(u->password)) == -1)
+			return -1;
+		p = at + 1;
+	}
 	if (*p == '[') {
 		host = ++p;
 		n = strspn(p, "0123456789abcdefABCDEF:.");
@@ -199,6 +267,34 @@ bus_url_valid(const char *url)
 	struct bus_url u;
 
 	return bus_url_parse(url, &u) == 0;
+}
+
+/*
+ * Everything between "scheme://" and the last '@' is user info, whether the
+ * URL parses or not (a password may hold a stray '@' or '/'): the user is
+ * kept up to the first ':', the rest becomes "***". A URL without '@' is
+ * copied as it is.
+ */
+const char *
+bus_url_redact(const char *url, char *buf, size_t len)
+{
+	const char *start, *at, *colon;
+
+	if (len == 0)
+		return buf;
+	if (url == NULL)
+		url = "";
+	start = strstr(url, "://");
+	start = start != NULL ? start + 3 : url;
+	if (strncmp(url, "unix:", 5) == 0 ||
+	    (at = strrchr(start, '@')) == NULL) {
+		snprintf(buf, len, "%s", url);
+		return buf;
+	}
+	colon = memchr(start, ':', (size_t)(at - start));
+	snprintf(buf, len, "%.*s***%s", (int)((colon != NULL ? colon + 1 :
+	    start) - url), url, at);
+	return buf;
 }
 
 /* ---- connection ---------------------------------------------------------- */
@@ -312,6 +408,24 @@ bus_connect_cb(const redisAsyncContext *cac, int status)
 		bus_failed(bus, cac->c.errstr);
 		return;
 	}
+	if (bus->url.password[0] == '\0') {
+		bus_select(bus);
+		return;
+	}
+	if ((bus->url.user[0] != '\0' ?
+	    redisAsyncCommand(bus->ac, bus_auth_cb, bus, "AUTH %s %s",
+	    bus->url.user, bus->url.password) :
+	    redisAsyncCommand(bus->ac, bus_auth_cb, bus, "AUTH %s",
+	    bus->url.password)) != REDIS_OK) {
+		snprintf(bus->why, sizeof(bus->why), "cannot send AUTH");
+		bus_set_timer(bus->retry_ev, 0);
+	}
+}
+
+/* The SELECT of a new connection, after AUTH if any; then it is ready. */
+static void
+bus_select(struct bus *bus)
+{
 	if (bus->url.db < 0) {
 		bus_ready(bus);
 		return;
@@ -350,6 +464,31 @@ bus_disconnect_cb(const redisAsyncContext *cac, int status)
 	bus_set_timer(bus->retry_ev, bus->backoff_ms);
 	if (bus->on_disconnect != NULL)
 		bus->on_disconnect(bus, bus->arg);
+}
+
+/*
+ * A refused AUTH (WRONGPASS, or a server without a password) is a failed
+ * attempt like a refused connection: logged once, then retried with the
+ * back-off, since the password may be set on the server meanwhile. The
+ * context is closed later, not from inside hiredis.
+ */
+static void
+bus_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus *bus = privdata;
+	redisReply *reply = r;
+
+	(void)ac;
+	if (reply == NULL || bus->freeing)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(bus->why, sizeof(bus->why), "authentication failed%s%.64s"
+		    ": %s", bus->url.user[0] != '\0' ? " as user " : "",
+		    bus->url.user, reply->str);
+		bus_set_timer(bus->retry_ev, 0);
+		return;
+	}
+	bus_select(bus);
 }
 
 /* A refused SELECT closes the context, later: not from inside hiredis. */
@@ -406,7 +545,10 @@ bus_new(struct event_base *base, const char *url, const char *name,
 	if ((bus = calloc(1, sizeof(*bus))) == NULL)
 		goto fail;
 	if (bus_url_parse(url, &bus->url) == -1) {
-		log_error("redis: invalid URL '%s'", url != NULL ? url : "");
+		char shown[300];
+
+		log_error("redis: invalid URL '%s'",
+		    bus_url_redact(url, shown, sizeof(shown)));
 		goto fail;
 	}
 	if (bus->url.path[0] != '\0')

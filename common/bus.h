@@ -40,9 +40,12 @@ typedef void bus_event_cb(struct bus *bus, void *arg);
 
 /*
  * url: "redis://host:port/db", "redis://host:port", "redis://host" (port
- * 6379), or "unix:/path/to/redis.sock". on_connect runs after each
- * successful (re)connection and the SELECT of db; on_disconnect when a
- * connection that was up is lost (pending callbacks got NULL just before).
+ * 6379), or "unix:/path/to/redis.sock"; a redis:// URL may carry
+ * "[user]:password@" (percent-encoded) before the host, sent as AUTH on
+ * every connection, whose refusal counts as a failed attempt. on_connect
+ * runs after each successful (re)connection, AUTH and the SELECT of db;
+ * on_disconnect when a connection that was up is lost (pending callbacks
+ * got NULL just before).
  * Reconnects forever, every 100 ms doubling to 2 s; an attempt gets 2 s.
  * Returns NULL if the url is invalid. Use from base's thread only.
  */
@@ -75,5 +78,11 @@ struct bus_reply *bus_reply_element(const struct bus_reply *r, size_t i);
 
 /* 1 when url parses as bus_new() wants it, 0 if not; does not connect. */
 int	bus_url_valid(const char *url);
+/*
+ * url for a log line or an error message, into buf (truncated to len) and
+ * returned: a password becomes "***" ("redis://user:***@host:port/db"),
+ * also in a URL that does not parse.
+ */
+const char *bus_url_redact(const char *url, char *buf, size_t len);
 
 #endif

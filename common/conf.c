@@ -283,9 +283,12 @@ conf_check(struct conf *c, char *err, size_t errlen)
 		c->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
 	}
 	if (!bus_url_valid(c->redis_url)) {
+		char shown[CONF_STR_MAX];
+
 		snprintf(err, errlen, "redis_url: expected "
-		    "redis://host[:port][/db] (no user or password) or "
-		    "unix:/path, got '%s'", c->redis_url);
+		    "redis://[[user]:password@]host[:port][/db] or "
+		    "unix:/path, got '%s'", bus_url_redact(c->redis_url, shown,
+		    sizeof(shown)));
 		return -1;
 	}
 	if (c->database_url[0] == '\0') {

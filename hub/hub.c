@@ -202,6 +202,7 @@ hub_main(const struct proc_ctx *ctx)
 	static struct hub h;
 	struct timeval one = { 1, 0 };
 	const char *p;
+	char shown[CONF_STR_MAX];
 
 	h.conf = ctx->conf;
 	p = h.conf->redis_prefix;
@@ -224,7 +225,8 @@ hub_main(const struct proc_ctx *ctx)
 	    hub_on_connect, hub_on_disconnect, &h)) == NULL ||
 	    (h.inbox = bus_new(h.base, h.conf->redis_url, "redis inbox",
 	    hub_on_inbox_connect, NULL, &h)) == NULL)
-		fatalx("redis_url: cannot use '%s'", h.conf->redis_url);
+		fatalx("redis_url: cannot use '%s'",
+		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));
 	if ((h.store = store_new(h.base, h.conf)) == NULL)
 		fatalx("database_url: cannot use it");
 	if ((h.rooms = rooms_new(&h)) == NULL)

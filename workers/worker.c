@@ -55,6 +55,7 @@ worker_main(const struct proc_ctx *ctx)
 {
 	static struct worker w;
 	struct timeval one = { 1, 0 };
+	char shown[CONF_STR_MAX];
 
 	w.id = ctx->id;
 	w.ctx = ctx;
@@ -76,7 +77,8 @@ worker_main(const struct proc_ctx *ctx)
 	db_pool_prepare(w.db, w.conf->db_prepare);
 	if ((w.redis = bus_new(w.base, w.conf->redis_url, "commands", NULL,
 	    NULL, &w)) == NULL)
-		fatalx("redis_url: cannot use '%s'", w.conf->redis_url);
+		fatalx("redis_url: cannot use '%s'",
+		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));
 	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
 	    &w.stats)) == NULL)
 		fatalx("cannot set up stats");

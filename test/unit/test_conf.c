@@ -1,5 +1,6 @@
 /* Unit tests of common/conf.c: the file format, the key table, ranges,
- * environment overrides and the reasons given for bad input. */
+ * environment overrides and the reasons given for bad input; and the
+ * redis_url forms common/bus.c takes, and how it hides their passwords. */
 #include "config.h"
 
 #include <stdio.h>
@@ -7,10 +8,58 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/bus.h"
 #include "common/conf.h"
 #include "test/unit/tap.h"
 
 static char tmpl[] = "/tmp/gochat-conf-XXXXXX";
+
+/* redis_url values: taken (1) or refused (0) by bus_url_valid(). */
+static const struct {
+	const char	*url;
+	int		 valid;
+} redis_urls[] = {
+	{ "redis://127.0.0.1:6379/0", 1 },
+	{ "redis://localhost", 1 },
+	{ "redis://[::1]:6380/2", 1 },
+	{ "unix:/run/redis/redis.sock", 1 },
+	{ "redis://:secret@127.0.0.1:6379/0", 1 },
+	{ "redis://gochat:pw@127.0.0.1:6379/0", 1 },
+	{ "redis://gochat:pw@[::1]:6379", 1 },
+	{ "redis://u:p%40ss%3Aw%2Frd%25@h:1/2", 1 },	/* p@ss:w/rd% */
+	{ "redis://u:pa:ss@h", 1 },			/* password "pa:ss" */
+	{ "redis://u:!$&'()*+,;=-._~@h", 1 },
+	{ "http://x", 0 },
+	{ "redis://u:pw@127.0.0.1:6379/x", 0 },
+	{ "redis://127.0.0.1:70000", 0 },
+	{ "redis://user@h", 0 },		/* no password */
+	{ "redis://user:@h", 0 },		/* an empty one */
+	{ "redis://:@h", 0 },
+	{ "redis://:pw@", 0 },			/* no host */
+	{ "redis://:p@ss@h", 0 },		/* '@' must be %40 */
+	{ "redis://:p%4@h", 0 },		/* broken %XX */
+	{ "redis://:p%@h", 0 },
+	{ "redis://:p%zz@h", 0 },
+	{ "redis://:p%00@h", 0 },		/* NUL */
+	{ "redis://:p w@h", 0 },		/* space */
+	{ "redis://:p\"w@h", 0 },
+	{ "redis://:pw@h:6379/0?x=1", 0 },
+	{ "unix::pw@/run/redis.sock", 0 },
+};
+
+/* bus_url_redact(): what a log line or an error message shows. */
+static const struct {
+	const char	*url;
+	const char	*shown;
+} redacted[] = {
+	{ "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0" },
+	{ "redis://:secret@h:1/0", "redis://:***@h:1/0" },
+	{ "redis://gochat:secret@h:1/0", "redis://gochat:***@h:1/0" },
+	{ "redis://secret@h", "redis://***@h" },
+	{ "redis://u:se@cr/et@h:1", "redis://u:***@h:1" },
+	{ "http://u:secret@x", "http://u:***@x" },
+	{ "unix:/tmp/r@1.sock", "unix:/tmp/r@1.sock" },
+};
 
 static int
 load_text(struct conf *c, const char *text, char *err, size_t errlen)
@@ -67,7 +116,20 @@ main(void)
 	ok(load_text(&c, "redis_url = http://x\n", err, sizeof(err)) == -1,
 	    "a non-redis URL is refused");
 	ok(load_text(&c, "redis_url = redis://u:pw@127.0.0.1:6379\n", err,
-	    sizeof(err)) == -1, "a redis URL with a password is refused: %s",
+	    sizeof(err)) == 0, "a redis URL with a user and password is taken: "
+	    "%s", err);
+	ok(load_text(&c, "redis_url = redis://:sec%23ret@127.0.0.1:6379/0 "
+	    "# a '#' in a password is %23\n", err, sizeof(err)) == 0 &&
+	    strcmp(c.redis_url, "redis://:sec%23ret@127.0.0.1:6379/0") == 0,
+	    "a percent-encoded password survives the comment rule: %s", err);
+	ok(load_text(&c, "redis_url = redis://gochat:secret@127.0.0.1:x/0\n",
+	    err, sizeof(err)) == -1 && strstr(err, "redis_url") != NULL &&
+	    strstr(err, "redis://gochat:***@127.0.0.1:x/0") != NULL &&
+	    strstr(err, "secret") == NULL, "a bad redis URL is refused without "
+	    "showing its password: %s", err);
+	ok(load_text(&c, "redis_url = redis://:se@cret@h\n", err,
+	    sizeof(err)) == -1 && strstr(err, "cret") == NULL &&
+	    strstr(err, "se@") == NULL, "nor any part of a malformed one: %s",
 	    err);
 	ok(load_text(&c, "redis_url = redis://127.0.0.1:70000\n", err,
 	    sizeof(err)) == -1, "a redis URL port above 65535 is refused");
@@ -76,6 +138,17 @@ main(void)
 	ok(load_text(&c, "redis_url = redis://[::1]:6380/2\n", err,
 	    sizeof(err)) == 0, "a redis URL with a v6 address and a db is "
 	    "taken");
+	for (size_t i = 0; i < sizeof(redis_urls) / sizeof(redis_urls[0]); i++)
+		ok(bus_url_valid(redis_urls[i].url) == redis_urls[i].valid,
+		    "redis_url %s is %s", redis_urls[i].url,
+		    redis_urls[i].valid ? "taken" : "refused");
+	for (size_t i = 0; i < sizeof(redacted) / sizeof(redacted[0]); i++) {
+		char shown[256];
+
+		bus_url_redact(redacted[i].url, shown, sizeof(shown));
+		ok(strcmp(shown, redacted[i].shown) == 0, "%s is shown as %s "
+		    "(got %s)", redacted[i].url, redacted[i].shown, shown);
+	}
 	ok(load_text(&c, "log_level = loud\n", err, sizeof(err)) == -1,
 	    "an unknown log level is refused");
 
