@@ -5,6 +5,7 @@ harness and the engine of `make run`. Standard library only.
 As a module (test/integration/conftest.py imports it):
     Postgres(dir, port)   initdb + postgres on 127.0.0.1:port, database gochat
     Redis(dir, port)      redis-server on 127.0.0.1:port, no persistence
+                          (password= adds --requirepass)
     Server(bin, conf, dir)  gochat -c dir/gochat.conf in the foreground
     redis_cmd(port, *args)  one Redis command over a socket (no redis-cli)
     RawHTTP(host, port)   exact bytes over a socket, for malformed, slow and
@@ -55,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 KEEP = os.environ.get("GOCHAT_TEST_KEEP", "") not in ("", "0")
 VERBOSE = os.environ.get("GOCHAT_TEST_VERBOSE", "") not in ("", "0")
@@ -442,12 +444,16 @@ def _resp_read(f):
 	raise ConnectionError("bad reply from Redis: %r" % line)
 
 
-def redis_cmd(port, *args, host="127.0.0.1", db=0, timeout=5):
+def redis_cmd(port, *args, host="127.0.0.1", db=0, timeout=5,
+    password=None):
 	"""Send one command to Redis and return its reply: str, int, None or a
 	list; an error reply raises RedisError. Example:
-	redis_cmd(port, "HGETALL", "gochat:hub:leader")."""
+	redis_cmd(port, "HGETALL", "gochat:hub:leader"). password: AUTH first."""
 	with socket.create_connection((host, int(port)), timeout=timeout) as s:
 		f = s.makefile("rb")
+		if password:
+			s.sendall(_resp_encode(["AUTH", password]))
+			_resp_read(f)
 		if db:
 			s.sendall(_resp_encode(["SELECT", db]))
 			_resp_read(f)
@@ -477,21 +483,27 @@ class Redis:
 
 	persist=False (tests): no RDB snapshots, no AOF. persist=True (make run):
 	Redis' default snapshots in dir, saved on a clean stop, so sessions
-	survive the next run."""
+	survive the next run. password: started with --requirepass, which
+	url and cmd() then use."""
 
-	def __init__(self, dir, port, persist=False):
+	def __init__(self, dir, port, persist=False, password=None):
 		self.dir = os.path.abspath(str(dir))
 		self.port = int(port)
 		self.persist = persist
+		self.password = password
 		self.logfile = os.path.join(self.dir, "redis.log")
 		self.proc = None
 		self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 	@property
 	def url(self):
-		return "redis://127.0.0.1:%d/0" % self.port
+		auth = ""
+		if self.password:
+			auth = ":%s@" % urllib.parse.quote(self.password, safe="")
+		return "redis://%s127.0.0.1:%d/0" % (auth, self.port)
 
 	def cmd(self, *args, **kw):
+		kw.setdefault("password", self.password)
 		return redis_cmd(self.port, *args, **kw)
 
 	def start(self, timeout=15):
@@ -506,6 +518,8 @@ class Redis:
 		    "--appendonly", "no"]
 		if not self.persist:
 			argv += ["--save", ""]
+		if self.password:
+			argv += ["--requirepass", self.password]
 		log = open(self.logfile, "ab")
 		try:
 			self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=log,
