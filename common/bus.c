@@ -537,8 +537,9 @@ bus_timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct bus *
-bus_new(struct event_base *base, const char *url, const char *name,
-    bus_event_cb *on_connect, bus_event_cb *on_disconnect, void *arg)
+bus_new(struct event_base *base, const char *url, const char *password,
+    const char *name, bus_event_cb *on_connect, bus_event_cb *on_disconnect,
+    void *arg)
 {
 	struct bus *bus;
 
@@ -550,6 +551,14 @@ bus_new(struct event_base *base, const char *url, const char *name,
 		log_error("redis: invalid URL '%s'",
 		    bus_url_redact(url, shown, sizeof(shown)));
 		goto fail;
+	}
+	if (bus->url.password[0] == '\0' && password != NULL) {
+		if (strlen(password) >= sizeof(bus->url.password)) {
+			log_error("redis: the password is longer than %zu bytes",
+			    sizeof(bus->url.password) - 1);
+			goto fail;
+		}
+		memcpy(bus->url.password, password, strlen(password) + 1);
 	}
 	if (bus->url.path[0] != '\0')
 		snprintf(bus->where, sizeof(bus->where), "unix:%s",

@@ -42,15 +42,18 @@ typedef void bus_event_cb(struct bus *bus, void *arg);
  * url: "redis://host:port/db", "redis://host:port", "redis://host" (port
  * 6379), or "unix:/path/to/redis.sock"; a redis:// URL may carry
  * "[user]:password@" (percent-encoded) before the host, sent as AUTH on
- * every connection, whose refusal counts as a failed attempt. on_connect
+ * every connection, whose refusal counts as a failed attempt; password
+ * (NULL or "" for none) is the one sent when url has none, for the default
+ * user, also over a unix: socket. on_connect
  * runs after each successful (re)connection, AUTH and the SELECT of db;
  * on_disconnect when a connection that was up is lost (pending callbacks
  * got NULL just before).
  * Reconnects forever, every 100 ms doubling to 2 s; an attempt gets 2 s.
  * Returns NULL if the url is invalid. Use from base's thread only.
  */
-struct bus *bus_new(struct event_base *base, const char *url, const char *name,
-	    bus_event_cb *on_connect, bus_event_cb *on_disconnect, void *arg);
+struct bus *bus_new(struct event_base *base, const char *url,
+	    const char *password, const char *name, bus_event_cb *on_connect,
+	    bus_event_cb *on_disconnect, void *arg);
 /* Disconnects; pending callbacks get NULL. Not from a bus callback. */
 void	bus_free(struct bus *bus);
 int	bus_connected(const struct bus *bus);

@@ -52,6 +52,7 @@ static const struct conf_key conf_keys[] = {
 	{ "workers", CONF_WORKERS, offsetof(struct conf, workers), 0, 1, 256 },
 	KEY_STR(database_url),
 	KEY_STR(redis_url),
+	KEY_STR(redis_password),
 	KEY_STR(redis_prefix),
 	KEY_INT(session_ttl, 60, 365LL * 86400),
 	KEY_STR(allowed_origins),

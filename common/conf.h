@@ -15,6 +15,7 @@ struct conf {
 	int	workers;		/* >= 1; "auto" is resolved at load time */
 	char	database_url[CONF_STR_MAX];
 	char	redis_url[CONF_STR_MAX];
+	char	redis_password[512];	/* AUTH when redis_url carries none */
 	char	redis_prefix[64];	/* "gochat:" */
 	int	session_ttl;		/* seconds */
 	char	allowed_origins[CONF_STR_MAX];	/* space or comma separated */

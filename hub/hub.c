@@ -221,9 +221,11 @@ hub_main(const struct proc_ctx *ctx)
 
 	if ((h.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
-	if ((h.redis = bus_new(h.base, h.conf->redis_url, "redis",
+	if ((h.redis = bus_new(h.base, h.conf->redis_url,
+	    h.conf->redis_password, "redis",
 	    hub_on_connect, hub_on_disconnect, &h)) == NULL ||
-	    (h.inbox = bus_new(h.base, h.conf->redis_url, "redis inbox",
+	    (h.inbox = bus_new(h.base, h.conf->redis_url,
+	    h.conf->redis_password, "redis inbox",
 	    hub_on_inbox_connect, NULL, &h)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));

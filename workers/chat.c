@@ -155,9 +155,11 @@ chat_new(struct worker *w)
 	snprintf(chat->alive_key, sizeof(chat->alive_key), "%sworker:%s:alive",
 	    p, chat->wid);
 	snprintf(chat->inbox, sizeof(chat->inbox), "%shub:inbox", p);
-	chat->sub = bus_new(w->base, w->conf->redis_url, "subscriptions",
+	chat->sub = bus_new(w->base, w->conf->redis_url,
+	    w->conf->redis_password, "subscriptions",
 	    chat_sub_connected, chat_sub_lost, chat);
-	chat->beat = bus_new(w->base, w->conf->redis_url, "heartbeat",
+	chat->beat = bus_new(w->base, w->conf->redis_url,
+	    w->conf->redis_password, "heartbeat",
 	    chat_beat_connected, NULL, chat);
 	chat->cron = event_new(w->base, -1, EV_PERSIST, chat_cron_cb, chat);
 	if (chat->sub == NULL || chat->beat == NULL || chat->cron == NULL ||

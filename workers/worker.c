@@ -75,7 +75,8 @@ worker_main(const struct proc_ctx *ctx)
 	    w.conf->db_pool_size, WORKER_DB_TIMEOUT_MS)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
 	db_pool_prepare(w.db, w.conf->db_prepare);
-	if ((w.redis = bus_new(w.base, w.conf->redis_url, "commands", NULL,
+	if ((w.redis = bus_new(w.base, w.conf->redis_url,
+	    w.conf->redis_password, "commands", NULL,
 	    NULL, &w)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));

@@ -66,6 +66,15 @@ def test_a_password_in_the_url_is_sent_as_auth(make_server, auth_redis):
 	assert PASSWORD not in s.log_text(), "the password is in the log"
 
 
+def test_the_password_may_come_from_the_environment(make_server,
+    auth_redis):
+	s = make_server(redis=auth_redis, redis_url="redis://127.0.0.1:%d/0" %
+	    auth_redis.port, env={"GOCHAT_REDIS_PASSWORD": PASSWORD})
+	assert s.health()[0] == 200
+	register_and_login(s)
+	assert PASSWORD not in s.log_text(), "the password is in the log"
+
+
 def test_a_wrong_password_is_a_redis_outage_not_a_crash(make_server,
     auth_redis):
 	s = make_server(redis=auth_redis, redis_url=url(auth_redis,

@@ -157,6 +157,11 @@ main(void)
 	ok(load_text(&c, "listen = 127.0.0.1:9000\nworkers = 5\n", err,
 	    sizeof(err)) == 0 && strcmp(c.listen, "127.0.0.1:7000") == 0 &&
 	    c.workers == 2, "GOCHAT_* environment overrides the file");
+	setenv("GOCHAT_REDIS_PASSWORD", "se#cret", 1);
+	ok(load_text(&c, "", err, sizeof(err)) == 0 &&
+	    strcmp(c.redis_password, "se#cret") == 0,
+	    "GOCHAT_REDIS_PASSWORD sets redis_password, as it is");
+	unsetenv("GOCHAT_REDIS_PASSWORD");
 	setenv("GOCHAT_WORKERS", "zero", 1);
 	ok(load_text(&c, "", err, sizeof(err)) == -1 &&
 	    strstr(err, "GOCHAT_WORKERS") != NULL,
