@@ -912,6 +912,16 @@ def test_a_paused_hub_delays_joins_and_messages_but_loses_none(make_server,
 	os.kill(hub[0], signal.SIGSTOP)
 	try:
 		wb = join(s, room, b, wait=False)
+
+		# The join counts from its register entry, which the worker
+		# queues once its room subscription is confirmed: wait for it,
+		# or the messages below may come first and so be history.
+		def registered():
+			entries = redis.cmd("XRANGE", "gochat:hub:inbox", "-",
+			    "+")
+			return any("register" in e[1] and b["username"] in e[1]
+			    for e in entries or [])
+		assert harness.wait_for(registered, 5), "no register entry"
 		for i in range(20):
 			wa.send("paused %d" % i)
 		time.sleep(2)
