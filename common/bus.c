@@ -95,7 +95,6 @@ struct bus {
 };
 
 static int	bus_parse_num(const char **, long, long *);
-static int	bus_hex(int);
 static int	bus_url_decode(const char *, size_t, char *, size_t);
 static int	bus_url_parse(const char *, struct bus_url *);
 static void	bus_set_timer(struct event *, int);
@@ -141,18 +140,6 @@ bus_parse_num(const char **pp, long max, long *out)
 	return 0;
 }
 
-static int
-bus_hex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * The user or password of a URL, n bytes at s, into out: RFC 3986's
  * unreserved and sub-delims characters as they are, %XX decoded; a ':' is
@@ -171,8 +158,8 @@ bus_url_decode(const char *s, size_t n, char *out, size_t outlen)
 		if (s[i] == '%') {
 			if (i + 2 >= n)
 				return -1;
-			if ((hi = bus_hex((unsigned char)s[i + 1])) == -1 ||
-			    (lo = bus_hex((unsigned char)s[i + 2])) == -1 ||
+			if ((hi = util_hexval((unsigned char)s[i + 1])) == -1 ||
+			    (lo = util_hexval((unsigned char)s[i + 2])) == -1 ||
 			    (hi == 0 && lo == 0))
 				return -1;
 			out[o++] = (char)(hi << 4 | lo);

@@ -27,6 +27,7 @@
 
 #include "common/json.h"
 #include "common/utf8.h"
+#include "common/util.h"
 
 #define JSON_MAX_TOKENS	1024
 /* jsmn keeps offsets in int. */
@@ -575,13 +576,7 @@ json_hex4(const char *s)
 	int i, v = 0, d;
 
 	for (i = 0; i < 4; i++) {
-		if (s[i] >= '0' && s[i] <= '9')
-			d = s[i] - '0';
-		else if (s[i] >= 'a' && s[i] <= 'f')
-			d = s[i] - 'a' + 10;
-		else if (s[i] >= 'A' && s[i] <= 'F')
-			d = s[i] - 'A' + 10;
-		else
+		if ((d = util_hexval((unsigned char)s[i])) == -1)
 			return -1;
 		v = v << 4 | d;
 	}

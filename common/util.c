@@ -138,6 +138,18 @@ util_hostname(void)
 }
 
 int
+util_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
 util_parse_int(const char *s, long long min, long long max, long long *out)
 {
 	char *end;

@@ -22,6 +22,8 @@ int	util_token(char *out, size_t outlen, size_t nbytes)
 	    __attribute__((warn_unused_result));
 /* The host name, for stats keys and logs. */
 const char *util_hostname(void);
+/* The value of one hex digit, or -1: for %XX and \uXXXX decoders. */
+int	util_hexval(int c);
 /* Parse a decimal integer in [min, max]; -1 if s is not exactly that. */
 int	util_parse_int(const char *s, long long min, long long max, long long *out)
 	    __attribute__((warn_unused_result));

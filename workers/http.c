@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 #include <http_parser.h>
 
+#include "common/util.h"
 #include "workers/http.h"
 
 enum http_phase {
@@ -83,7 +84,6 @@ struct http_reader {
 /* A head buffer above this is not kept for the connection's next request. */
 #define HTTP_BUF_KEEP	4096
 
-static int	http_hexval(int c);
 static int	http_is_tchar(unsigned char c);
 static void	http_track_line(struct http_reader *r, const char *p, size_t n);
 static void	http_reader_reset(struct http_reader *r);
@@ -390,18 +390,6 @@ http_write_head(struct evbuffer *out, int status, const char *ctype,
 
 /* --- internal ------------------------------------------------------------ */
 
-static int
-http_hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* RFC 9110 tchar: what a method name is made of. */
 static int
 http_is_tchar(unsigned char c)
@@ -618,8 +606,8 @@ http_pct_decode(const char *src, size_t len, char *dst, size_t dstlen,
 		if (src[i] == '%') {
 			if (len - i < 3)
 				return -1;
-			hi = http_hexval((unsigned char)src[i + 1]);
-			lo = http_hexval((unsigned char)src[i + 2]);
+			hi = util_hexval((unsigned char)src[i + 1]);
+			lo = util_hexval((unsigned char)src[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;
 			dst[o++] = (char)(hi << 4 | lo);
@@ -884,8 +872,8 @@ http_key_is(const char *key, size_t len, const char *name)
 		} else if (c == '%') {
 			if (len - i < 3)
 				return 0;
-			hi = http_hexval((unsigned char)key[i + 1]);
-			lo = http_hexval((unsigned char)key[i + 2]);
+			hi = util_hexval((unsigned char)key[i + 1]);
+			lo = util_hexval((unsigned char)key[i + 2]);
 			if (hi < 0 || lo < 0)
 				return 0;
 			c = hi << 4 | lo;
