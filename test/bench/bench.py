@@ -51,7 +51,6 @@ one that a chosen scenario needs is missing.
 """
 
 import argparse
-import concurrent.futures
 import glob
 import hashlib
 import http.client
@@ -152,7 +151,7 @@ def run(cmd, what, timeout=None, ok=(0,), **kw):
 		r = subprocess.run(cmd, stdout=subprocess.PIPE,
 		    stderr=subprocess.PIPE, text=True, timeout=timeout,
 		    stdin=subprocess.DEVNULL, **kw)
-	except subprocess.TimeoutExpired as e:
+	except subprocess.TimeoutExpired:
 		raise harness.HarnessError("%s took more than %s s: %s" % (what,
 		    timeout, cmdline(cmd)))
 	if r.returncode not in ok:

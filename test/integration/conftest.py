@@ -81,24 +81,26 @@ def pytest_terminal_summary(terminalreporter):
 		    "data kept in %s" % _kept[0])
 
 
+def own_service(svc):
+	"""The body of a fixture that owns svc (a harness.Postgres or Redis not
+	yet started): start it, yield it, stop it; listed for VERBOSE logs."""
+	needs_own_server()
+	_services.append(svc)
+	svc.start()
+	yield svc
+	svc.stop()
+
+
 @pytest.fixture(scope="session")
 def pg(workdir):
-	needs_own_server()
-	p = harness.Postgres(workdir / "pg", harness.free_port())
-	_services.append(p)
-	p.start()
-	yield p
-	p.stop()
+	yield from own_service(harness.Postgres(workdir / "pg",
+	    harness.free_port()))
 
 
 @pytest.fixture(scope="session")
 def redis(workdir):
-	needs_own_server()
-	r = harness.Redis(workdir / "redis", harness.free_port())
-	_services.append(r)
-	r.start()
-	yield r
-	r.stop()
+	yield from own_service(harness.Redis(workdir / "redis",
+	    harness.free_port()))
 
 
 def _check_bin():

@@ -20,7 +20,7 @@ import time
 import pytest
 
 import harness
-from conftest import _services, needs_own_server
+from conftest import needs_own_server, own_service
 from test_chat import (all_history, assert_increasing, call, create_room,
     join, login, ok_json, register, try_join, wait_clients)
 from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
@@ -427,13 +427,8 @@ def own_redis(workdir):
 	"""A Redis of this module's own that keeps its data across a restart
 	(sessions and the inbox live in it), like a production Redis with
 	snapshots."""
-	needs_own_server()
-	r = harness.Redis(workdir / "chat-faults-redis", harness.free_port(),
-	    persist=True)
-	_services.append(r)
-	r.start()
-	yield r
-	r.stop()
+	yield from own_service(harness.Redis(workdir / "chat-faults-redis",
+	    harness.free_port(), persist=True))
 
 
 @pytest.fixture
@@ -703,12 +698,8 @@ def test_redis_restart_mid_stream_loses_and_duplicates_nothing(
 @pytest.fixture(scope="module")
 def own_pg(workdir):
 	"""A PostgreSQL of this module's own, to stop and start."""
-	needs_own_server()
-	p = harness.Postgres(workdir / "chat-faults-pg", harness.free_port())
-	_services.append(p)
-	p.start()
-	yield p
-	p.stop()
+	yield from own_service(harness.Postgres(workdir / "chat-faults-pg",
+	    harness.free_port()))
 
 
 def test_postgres_restart_mid_stream_loses_and_duplicates_nothing(

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 import harness
-from conftest import _services, needs_own_server, wait_for
+from conftest import needs_own_server, own_service, wait_for
 
 HEALTHY = {"status": "ok", "postgres": "ok", "redis": "ok"}
 
@@ -24,22 +24,14 @@ def own_server_only():
 
 @pytest.fixture(scope="module")
 def private_pg(workdir):
-	needs_own_server()
-	p = harness.Postgres(workdir / "deps-pg", harness.free_port())
-	_services.append(p)
-	p.start()
-	yield p
-	p.stop()
+	yield from own_service(harness.Postgres(workdir / "deps-pg",
+	    harness.free_port()))
 
 
 @pytest.fixture(scope="module")
 def private_redis(workdir):
-	needs_own_server()
-	r = harness.Redis(workdir / "deps-redis", harness.free_port())
-	_services.append(r)
-	r.start()
-	yield r
-	r.stop()
+	yield from own_service(harness.Redis(workdir / "deps-redis",
+	    harness.free_port()))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import harness
-from conftest import _services, needs_own_server, wait_for
+from conftest import needs_own_server, own_service, wait_for
 
 P = "gochat:"
 INBOX = P + "hub:inbox"
@@ -570,11 +570,8 @@ def test_hub_killed_while_messages_stream_in_loses_and_repeats_nothing(
 
 @pytest.fixture(scope="module")
 def private_pg(workdir):
-	p = harness.Postgres(workdir / "hub-pg", harness.free_port())
-	_services.append(p)
-	p.start()
-	yield p
-	p.stop()
+	yield from own_service(harness.Postgres(workdir / "hub-pg",
+	    harness.free_port()))
 
 
 def test_postgres_down_delays_messages_but_loses_none(make_server, redis,

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 import harness
-from conftest import _services, needs_own_server, wait_for
+from conftest import needs_own_server, own_service, wait_for
+from test_chat import register
 
 # The text of GET /me's statement ends like this (workers/api_users.c).
 ME_TAIL = "FROM users u WHERE u.id = $1"
@@ -34,16 +35,13 @@ def own_server_only():
 @pytest.fixture(scope="module")
 def logged_pg(workdir):
 	"""A PostgreSQL of this module's own that logs every protocol step."""
-	needs_own_server()
-	p = harness.Postgres(workdir / "prepared-pg", harness.free_port())
-	_services.append(p)
-	p.start()
-	for sql in ("ALTER SYSTEM SET log_min_duration_statement = 0",
-	    "ALTER SYSTEM SET log_line_prefix = '[%p] '",
-	    "SELECT pg_reload_conf()"):
-		p.psql(sql)
-	yield p
-	p.stop()
+	for p in own_service(harness.Postgres(workdir / "prepared-pg",
+	    harness.free_port())):
+		for sql in ("ALTER SYSTEM SET log_min_duration_statement = 0",
+		    "ALTER SYSTEM SET log_line_prefix = '[%p] '",
+		    "SELECT pg_reload_conf()"):
+			p.psql(sql)
+		yield p
 
 
 def log_offset(pg):
@@ -94,11 +92,7 @@ def assert_prepared_once_per_session(pg, offset, n):
 def test_statements_prepared_once_and_again_after_postgres_restarts(
     make_server, logged_pg):
 	s = make_server(pg=logged_pg, workers=1)
-	r = requests.post(s.base + "/register", json={"username": "prep1",
-	    "email": "prep1@example.org", "password": "correct horse"},
-	    timeout=10)
-	assert r.status_code == 201, r.text
-	token = r.json()["token"]
+	token = register(s, "prep1")["token"]
 
 	off = log_offset(logged_pg)
 	get_me(s, token, N)
@@ -125,11 +119,7 @@ def test_stale_plan_is_prepared_again(make_server, logged_pg):
 	worker: the cached plan fails with "cached plan must not change result
 	type"; the pool prepares the text again and the request succeeds."""
 	s = make_server(pg=logged_pg, workers=1, db_pool_size=1)
-	r = requests.post(s.base + "/register", json={"username": "prep2",
-	    "email": "prep2@example.org", "password": "correct horse"},
-	    timeout=10)
-	assert r.status_code == 201, r.text
-	token = r.json()["token"]
+	token = register(s, "prep2")["token"]
 	off = log_offset(logged_pg)
 	get_me(s, token, 3)
 	wait_for(lambda: me_steps(logged_pg, off), 5)
@@ -155,11 +145,7 @@ def test_failed_prepare_answers_like_an_unnamed_statement(make_server,
 	gets the SQL error's 500 at once, as it did unnamed, not a hang; once
 	the table is back the same connection prepares it and answers 200."""
 	s = make_server(pg=logged_pg, workers=1, db_pool_size=1)
-	r = requests.post(s.base + "/register", json={"username": "prep3",
-	    "email": "prep3@example.org", "password": "correct horse"},
-	    timeout=10)
-	assert r.status_code == 201, r.text
-	token = r.json()["token"]
+	token = register(s, "prep3")["token"]
 	logged_pg.psql("ALTER TABLE posts RENAME TO posts_away", dbname="gochat")
 	try:
 		for _ in range(2):
@@ -180,11 +166,7 @@ def test_db_prepare_no_sends_every_statement_unnamed(make_server, logged_pg):
 	transaction may land on a session that never saw the PREPARE): every
 	GET /me goes out unnamed, parsed each time, and still answers."""
 	s = make_server(pg=logged_pg, workers=1, db_prepare="no")
-	r = requests.post(s.base + "/register", json={"username": "prep4",
-	    "email": "prep4@example.org", "password": "correct horse"},
-	    timeout=10)
-	assert r.status_code == 201, r.text
-	token = r.json()["token"]
+	token = register(s, "prep4")["token"]
 	off = log_offset(logged_pg)
 	get_me(s, token, 5)
 	assert wait_for(lambda: sum(1 for x in me_steps(logged_pg, off)

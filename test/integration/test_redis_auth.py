@@ -10,7 +10,7 @@ import pytest
 import requests
 
 import harness
-from conftest import BIN, _services, needs_own_server, wait_for
+from conftest import BIN, own_service, wait_for
 
 PASSWORD = "secret"
 # 2 workers x (commands, subscriptions, heartbeat) + the hub's two.
@@ -19,13 +19,8 @@ BUSES = 2 * 3 + 2
 
 @pytest.fixture(scope="module")
 def auth_redis(workdir):
-	needs_own_server()
-	r = harness.Redis(workdir / "auth-redis", harness.free_port(),
-	    password=PASSWORD)
-	_services.append(r)
-	r.start()
-	yield r
-	r.stop()
+	yield from own_service(harness.Redis(workdir / "auth-redis",
+	    harness.free_port(), password=PASSWORD))
 
 
 def url(redis, userinfo):

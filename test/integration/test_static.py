@@ -6,7 +6,6 @@ other methods, and no way to reach anything else on disk."""
 import os
 import re
 import signal
-import time
 
 import pytest
 import requests

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import harness
-from conftest import _services, needs_own_server, wait_for
+from conftest import own_service, wait_for
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PROFILE_KEYS = {"id", "username", "followers", "following", "posts",
@@ -553,22 +553,14 @@ def test_delete_announces_user_deleted_on_the_control_channel(make_server,
 
 @pytest.fixture(scope="module")
 def users_pg(workdir):
-	needs_own_server()
-	p = harness.Postgres(workdir / "users-pg", harness.free_port())
-	_services.append(p)
-	p.start()
-	yield p
-	p.stop()
+	yield from own_service(harness.Postgres(workdir / "users-pg",
+	    harness.free_port()))
 
 
 @pytest.fixture(scope="module")
 def users_redis(workdir):
-	needs_own_server()
-	r = harness.Redis(workdir / "users-redis", harness.free_port())
-	_services.append(r)
-	r.start()
-	yield r
-	r.stop()
+	yield from own_service(harness.Redis(workdir / "users-redis",
+	    harness.free_port()))
 
 
 @pytest.fixture
@@ -644,13 +636,8 @@ def test_delete_with_postgres_down_is_503_and_keeps_the_sessions(deps_server,
 
 @pytest.fixture(scope="module")
 def kept_redis(workdir):
-	needs_own_server()
-	r = harness.Redis(workdir / "users-kept-redis", harness.free_port(),
-	    persist=True)
-	_services.append(r)
-	r.start()
-	yield r
-	r.stop()
+	yield from own_service(harness.Redis(workdir / "users-kept-redis",
+	    harness.free_port(), persist=True))
 
 
 @pytest.fixture
