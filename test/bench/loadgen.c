@@ -312,16 +312,11 @@ static void	stats_merge(struct stats *, const struct stats *);
 /* --- small helpers ------------------------------------------------------- */
 
 static void
-die(const char *fmt, ...)
+vwarnx_(const char *fmt, va_list ap)
 {
-	va_list ap;
-
 	fputs("loadgen: ", stderr);
-	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
-	va_end(ap);
 	fputc('\n', stderr);
-	exit(2);
 }
 
 static void
@@ -329,11 +324,20 @@ warnx_(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("loadgen: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vwarnx_(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+}
+
+static void
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vwarnx_(fmt, ap);
+	va_end(ap);
+	exit(2);
 }
 
 static void *
