@@ -664,9 +664,8 @@ size_t
 rooms_worker_gone(struct rooms *rs, const char *wid, int64_t ts_ms)
 {
 	struct pworker *w;
-	size_t n;
-
 	struct evbuffer *b;
+	size_t n;
 
 	if ((w = map_get(&rs->workers, wid)) == NULL || w->nconns == 0)
 		return 0;

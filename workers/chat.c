@@ -718,12 +718,12 @@ chat_on_worker_msg(struct chat *chat, const char *payload, size_t len)
 
 	if ((doc = json_parse(payload, len)) == NULL)
 		return;
-	if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
-		;
-	else if (strcmp(type, "history") == 0)
-		chat_on_history(chat, doc, payload, len);
-	else if (strcmp(type, "dropped") == 0)
-		chat_on_dropped(chat);
+	if (json_get_string(doc, "type", &type, NULL) == JSON_OK) {
+		if (strcmp(type, "history") == 0)
+			chat_on_history(chat, doc, payload, len);
+		else if (strcmp(type, "dropped") == 0)
+			chat_on_dropped(chat);
+	}
 	json_free(doc);
 }
 
