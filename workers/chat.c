@@ -543,33 +543,18 @@ chat_subscribe(struct chat *chat, struct chat_room *r)
 /* --- the subscription connection ---------------------------------------- */
 
 /*
- * (Re)connected: this worker's and the control channel, and every room
- * that still has a member not closing. chat_sub_lost() closed the members
- * of the lost connection, so this is for those that came between (none,
- * while joins answer 503 without this connection): none must wait for a
- * SUBSCRIBE that was never sent again.
+ * (Re)connected: this worker's and the control channel. No room needs
+ * subscribing again: chat_sub_lost() closed every member of the lost
+ * connection, and joins answer 503 until this one is up.
  */
 static void
 chat_sub_connected(struct bus *bus, void *arg)
 {
 	struct chat *chat = arg;
-	struct chat_room *r;
-	struct chat_member *m;
 
 	if (bus_command(bus, chat_sub_cb, chat, "SUBSCRIBE %s %s",
 	    chat->worker_channel, chat->control_channel) == -1)
 		log_warnx("cannot subscribe to %s", chat->worker_channel);
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next) {
-			TAILQ_FOREACH(m, &r->members, entry)
-				if (m->state != MEMBER_CLOSING &&
-				    !ws_closing(m->ws))
-					break;
-			if (m != NULL) {
-				r->sub = ROOM_UNSUBSCRIBED;
-				chat_subscribe(chat, r);
-			}
-		}
 }
 
 /*
