@@ -195,6 +195,9 @@ class ApiError extends Error {
 	}
 }
 
+const UNREACHABLE = 'Cannot reach the server. Check your connection and ' +
+    'try again.';
+
 /*
  * One JSON request to the server, same origin, so the session cookie goes
  * with it. Resolves to the parsed body (null for 204); rejects with an
@@ -214,8 +217,7 @@ async function api(path, { method = 'GET', body, signal } = {}) {
 	} catch (err) {
 		if (err.name === 'AbortError')
 			throw err;
-		throw new ApiError('Cannot reach the server. Check your ' +
-		    'connection and try again.', 0);
+		throw new ApiError(UNREACHABLE, 0);
 	}
 	let data = null;
 	if (res.status !== 204) {
@@ -224,7 +226,11 @@ async function api(path, { method = 'GET', body, signal } = {}) {
 		} catch (err) {
 			if (err.name === 'AbortError')
 				throw err;
-			// Not JSON: a proxy's error page, say. The status speaks.
+			// Not JSON: a proxy's error page, say. The status speaks;
+			// but a success whose body never arrived whole (the
+			// connection broke while it was read) is no answer.
+			if (res.ok)
+				throw new ApiError(UNREACHABLE, 0);
 		}
 	}
 	if (res.ok)

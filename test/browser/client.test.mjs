@@ -24,9 +24,10 @@ async function newPerson(viewport) {
 
 before(async () => { browser = await launch(); }, LIMIT);
 after(async () => {
+	// Close first: a browser left open keeps node (and the run) waiting.
+	await browser?.close();
 	for (const p of people)
 		assert.deepEqual(p.problems, [], `errors in ${p.username}'s page`);
-	await browser?.close();
 }, LIMIT);
 
 describe('accounts', () => {
