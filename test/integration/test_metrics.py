@@ -444,16 +444,20 @@ def test_counters_survive_a_reload_and_a_killed_hub(make_server):
 	srv = own_server(make_server)
 	traffic(srv)
 	before = scrape(srv)
-	old = set(srv.workers().values())
+	old = set(srv.workers().values()) | set(srv.hubs())
 	srv.signal(signal.SIGHUP)
-	assert wait_for(lambda: not old & set(srv.workers().values()) and
-	    len(srv.workers()) == 2, 15), "workers not replaced on HUP"
+	# The reload replaces the hub last; wait for all of it, reading the
+	# process table once per try (it changes between two reads).
+	assert wait_for(lambda: (lambda w, h: not old & set(w + h) and
+	    len(w) == 2 and len(h) == 1)(list(srv.workers().values()),
+	    srv.hubs()), 15), "workers and hub not replaced on HUP"
 	for after in scrapes(srv, 4):
 		assert_no_counter_went_back(before, after, "after HUP")
 	before = scrape(srv)
 	hub = srv.hubs()[0]
 	os.kill(hub, signal.SIGKILL)
-	assert wait_for(lambda: srv.hubs() and srv.hubs()[0] != hub, 5)
+	assert wait_for(lambda: (lambda h: len(h) == 1 and h[0] != hub)(
+	    srv.hubs()), 5), "killed hub not replaced"
 	for after in scrapes(srv, 4):
 		assert_no_counter_went_back(before, after, "after the hub's SIGKILL")
 	# One slot per live process, however many came and went.
