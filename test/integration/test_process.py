@@ -142,8 +142,8 @@ def test_a_worker_that_keeps_dying_is_restarted_with_a_growing_back_off(
 		time.sleep(0.2)		# it has started, well within 1 s
 		os.kill(pid, signal.SIGKILL)
 		t0 = time.monotonic()
-		new = wait_for(lambda: fresh_server.workers().get(1) not in
-		    (None, pid) and fresh_server.workers()[1], 5, 0.01)
+		new = wait_for(lambda: (lambda w: w.get(1) not in (None, pid)
+		    and w[1])(fresh_server.workers()), 5, 0.01)
 		assert new, "worker 1 not restarted within 5 s"
 		delays.append(time.monotonic() - t0)
 		assert delays[-1] >= want / 1000 - 0.05, (want, delays)
