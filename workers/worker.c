@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/listener.h>
 
 #include "common/bus.h"
 #include "common/conf.h"
@@ -40,10 +39,10 @@
 #define WORKER_DB_TIMEOUT_MS	5000
 #define WORKER_GATE_MS		3000	/* accept after this even if PostgreSQL
 					 * or Redis is still away (then 503) */
+#define WORKER_ACCEPT_BATCH	4	/* connections taken per wake-up */
 
-static void	worker_accept_cb(struct evconnlistener *, evutil_socket_t,
-		    struct sockaddr *, int, void *);
-static void	worker_accept_error_cb(struct evconnlistener *, void *);
+static void	worker_accept_cb(evutil_socket_t, short, void *);
+static int	worker_accept_one(struct worker *, int);
 static void	worker_signal_cb(evutil_socket_t, short, void *);
 static void	worker_cron_cb(evutil_socket_t, short, void *);
 static void	worker_gate_cb(evutil_socket_t, short, void *);
@@ -89,11 +88,11 @@ worker_main(const struct proc_ctx *ctx)
 		fatalx("cannot set up chat");
 	w.web = static_load(w.conf->web_dir);
 
-	w.listener = evconnlistener_new(w.base, worker_accept_cb, &w,
-	    LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, -1, ctx->listen_fd);
-	if (w.listener == NULL)
-		fatal("cannot listen on the shared socket");
-	evconnlistener_set_error_cb(w.listener, worker_accept_error_cb);
+	/* Added by worker_gate_cb once PostgreSQL and Redis are up. */
+	w.accept_ev = event_new(w.base, ctx->listen_fd, EV_READ | EV_PERSIST,
+	    worker_accept_cb, &w);
+	if (w.accept_ev == NULL)
+		fatalx("cannot watch the shared listening socket");
 
 	w.sig_term = evsignal_new(w.base, SIGTERM, worker_signal_cb, &w);
 	w.sig_int = evsignal_new(w.base, SIGINT, worker_signal_cb, &w);
@@ -128,37 +127,73 @@ worker_conn_closed(struct worker *w)
 		event_base_loopexit(w->base, NULL);
 }
 
+/*
+ * Every worker waits on the one listening socket, and a new connection
+ * wakes them all. Taking at most WORKER_ACCEPT_BATCH per wake-up, rather
+ * than all that are pending (what evconnlistener does), leaves the rest
+ * of a burst to the siblings: a worker busy with its own loop pass takes
+ * fewer, an idle one more, and a burst no longer lands on whichever woke
+ * first. What is left makes the socket readable again at once.
+ */
 static void
-worker_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+worker_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct worker *w = arg;
-	int one = 1;
+	int i;
 
-	(void)l;
-	if (w->stopping) {
+	(void)what;
+	for (i = 0; i < WORKER_ACCEPT_BATCH && !w->stopping; i++)
+		if (worker_accept_one(w, lfd) == -1)
+			break;
+}
+
+/* 0: one taken (or aborted by the peer); -1: none left, or paused. */
+static int
+worker_accept_one(struct worker *w, int lfd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int fd, one = 1;
+
+#ifdef HAVE_ACCEPT4
+	fd = accept4(lfd, (struct sockaddr *)&ss, &sslen,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+	if ((fd = accept(lfd, (struct sockaddr *)&ss, &sslen)) != -1 &&
+	    (evutil_make_socket_nonblocking(fd) == -1 ||
+	    evutil_make_socket_closeonexec(fd) == -1)) {
+		log_warn("accept: cannot set up the new socket");
 		close(fd);
-		return;
+		return 0;
+	}
+#endif
+	if (fd == -1) {
+		switch (errno) {
+		case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+		case EWOULDBLOCK:
+#endif
+		case EINTR:
+			return -1;
+		case ECONNABORTED:
+			return 0;
+		default:
+			/* Out of descriptors, say: pause, do not spin. */
+			log_warn("accept() failed; pausing accepts for a "
+			    "second");
+			event_del(w->accept_ev); /* worker_cron_cb re-adds */
+			return -1;
+		}
 	}
 	/*
 	 * Responses and frames are written whole; Nagle would hold back a
 	 * small one until the peer's delayed ACK (up to 40 ms a message).
 	 */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	conn_new(w, fd, sa, salen);
+	conn_new(w, fd, (struct sockaddr *)&ss, (int)sslen);
 	/* conn.c counts connections; the metrics slot shows the count. */
 	metrics_set(MG_CONNECTIONS, (int64_t)w->stats.connections);
-}
-
-/* Out of descriptors, say: pause accepting for a moment, do not spin. */
-static void
-worker_accept_error_cb(struct evconnlistener *l, void *arg)
-{
-	struct worker *w = arg;
-
-	log_warn("accept() failed; pausing accepts for a second");
-	evconnlistener_disable(l);
-	(void)w;		/* worker_cron_cb enables it again */
+	return 0;
 }
 
 static void
@@ -198,9 +233,9 @@ worker_stop(struct worker *w)
 	    (size_t)w->stats.connections);
 	w->stopping = 1;
 	w->stop_deadline = util_mono_ms() + WORKER_STOP_GRACE_MS;
-	if (w->listener != NULL) {
-		evconnlistener_free(w->listener);
-		w->listener = NULL;
+	if (w->accept_ev != NULL) {
+		event_free(w->accept_ev);
+		w->accept_ev = NULL;
 	}
 	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
@@ -226,8 +261,9 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 		worker_stop(w);
 		w->stop_deadline = util_mono_ms();
 	}
-	if (w->listener != NULL && w->ready && !w->stopping)
-		evconnlistener_enable(w->listener);
+	if (w->accept_ev != NULL && w->ready && !w->stopping &&
+	    !event_pending(w->accept_ev, EV_READ, NULL))
+		event_add(w->accept_ev, NULL);
 	if (w->stopping && util_mono_ms() >= w->stop_deadline) {
 		TAILQ_FOREACH(c, &w->conns, entry)
 			conn_close(c);
@@ -257,7 +293,8 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	event_del(w->gate);
 	w->ready = 1;
-	evconnlistener_enable(w->listener);
+	if (event_add(w->accept_ev, NULL) == -1)
+		fatalx("cannot watch the shared listening socket");
 	proc_ready(w->ctx);
 	if (up)
 		log_info("serving on %s", w->conf->listen);
@@ -277,8 +314,8 @@ worker_free(struct worker *w)
 	event_del(w->cron);
 	TAILQ_FOREACH(c, &w->conns, entry)
 		conn_close(c);
-	if (w->listener != NULL)
-		evconnlistener_free(w->listener);
+	if (w->accept_ev != NULL)
+		event_free(w->accept_ev);
 	stats_pub_free(w->stats_pub);
 	chat_free(w->chat);
 	/* Pending queries and commands are answered with errors here... */

@@ -12,7 +12,6 @@
 
 struct event_base;
 struct event;
-struct evconnlistener;
 struct conf;
 struct db_pool;
 struct bus;
@@ -29,7 +28,7 @@ struct worker {
 	int			 id;
 	const struct conf	*conf;
 	struct event_base	*base;
-	struct evconnlistener	*listener;
+	struct event		*accept_ev;	/* the shared listening socket */
 	struct conn_list	 conns;
 	uint64_t		 next_conn_id;
 	struct db_pool		*db;
