@@ -190,6 +190,9 @@ conn_upgrade(struct conn *c, const char *extra)
 	conn_access_log(c, 101, 0);
 	http_request_free(c->req);
 	c->req = NULL;
+	/* No more HTTP on this connection: give back the reader's buffer. */
+	http_reader_free(c->reader);
+	c->reader = NULL;
 	c->state = CONN_WEBSOCKET;
 	evtimer_del(c->timer);
 	bufferevent_enable(c->bev, EV_READ);
