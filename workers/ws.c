@@ -43,9 +43,25 @@ struct ws_frame {
 	unsigned char	 bytes[];
 };
 
+/*
+ * wslay's context costs 8.8 KB (two 4 KiB buffers), more than everything
+ * else of an idle connection together. It therefore exists only while it
+ * holds something: from the first byte of a frame to the end of its
+ * message, and while a control frame waits to be written. Between
+ * messages it is freed and made again on the next byte. wslay's reader
+ * may already hold the first bytes of the next frame, so "between" is
+ * counted: the bytes handed to wslay against the bytes of the frames it
+ * has finished.
+ */
 struct ws {
 	struct bufferevent *bev;	/* the owner's; never freed here */
-	wslay_event_context_ptr ctx;
+	wslay_event_context_ptr ctx;	/* or NULL between messages */
+	uint64_t	 fed;		/* bytes handed to ctx */
+	uint64_t	 framed;	/* of those, in frames ctx finished */
+	uint64_t	 frame_len;	/* header and payload of the frame
+					 * being read */
+	int		 fragmented;	/* a data message awaits its last
+					 * fragment */
 	struct ws_handlers h;
 	void		*arg;
 	size_t		 max_message;
@@ -79,6 +95,9 @@ static ssize_t	ws_recv_cb(wslay_event_context_ptr, uint8_t *, size_t, int,
 		    void *);
 static ssize_t	ws_send_cb(wslay_event_context_ptr, const uint8_t *, size_t,
 		    int, void *);
+static int	ws_ctx(struct ws *);
+static void	ws_ctx_release(struct ws *);
+static void	ws_frame_end_cb(wslay_event_context_ptr, void *);
 static void	ws_frame_start_cb(wslay_event_context_ptr,
 		    const struct wslay_event_on_frame_recv_start_arg *, void *);
 static void	ws_msg_cb(wslay_event_context_ptr,
@@ -93,7 +112,7 @@ static const struct wslay_event_callbacks ws_wslay_callbacks = {
 	.genmask_callback = NULL,	/* a server never masks */
 	.on_frame_recv_start_callback = ws_frame_start_cb,
 	.on_frame_recv_chunk_callback = NULL,
-	.on_frame_recv_end_callback = NULL,
+	.on_frame_recv_end_callback = ws_frame_end_cb,
 	.on_msg_recv_callback = ws_msg_cb
 };
 
@@ -310,21 +329,14 @@ ws_new(struct bufferevent *bev, size_t max_message, size_t output_limit,
 	ws->arg = arg;
 	ws->max_message = max_message;
 	ws->output_limit = output_limit;
-	if (wslay_event_context_server_init(&ws->ctx, &ws_wslay_callbacks,
-	    ws) != 0) {
-		free(ws);
-		return NULL;
-	}
-	/*
-	 * wslay refuses a frame that would take a message past this limit
-	 * from its header (close 1009), before buffering any of it. Control
-	 * frames are held to the same limit, so it never goes below 125
-	 * bytes; text messages are then held to max_message in ws_msg_cb().
-	 */
-	wslay_event_config_set_max_recv_msg_length(ws->ctx,
-	    max_message < WS_CTRL_MAX ? WS_CTRL_MAX : max_message);
 	ws_bound_sndbuf(bufferevent_getfd(bev), output_limit);
 	return ws;
+}
+
+int
+ws_holds_context(const struct ws *ws)
+{
+	return ws->ctx != NULL;
 }
 
 /*
@@ -353,7 +365,8 @@ ws_free(struct ws *ws)
 {
 	if (ws == NULL)
 		return;
-	wslay_event_context_free(ws->ctx);
+	if (ws->ctx != NULL)
+		wslay_event_context_free(ws->ctx);
 	free(ws);
 }
 
@@ -371,7 +384,9 @@ ws_read(struct ws *ws)
 
 	if (ws->in_recv)
 		return;
-	if (!ws->closing) {
+	if (!ws->closing && evbuffer_get_length(in) > 0 && ws_ctx(ws) == -1)
+		ws_write_close(ws, WS_CLOSE_ERROR);	/* out of memory */
+	if (!ws->closing && ws->ctx != NULL) {
 		ws->in_recv = 1;
 		r = wslay_event_recv(ws->ctx);
 		ws->in_recv = 0;
@@ -392,8 +407,9 @@ ws_read(struct ws *ws)
 			if (ws->h.on_activity != NULL)
 				ws->h.on_activity(ws->arg);
 		}
-		ws_flush(ws);
 	}
+	ws_flush(ws);
+	ws_ctx_release(ws);
 	/* Whatever follows a close is not read: drop it, not keep it. */
 	if (ws->closing)
 		evbuffer_drain(in, evbuffer_get_length(in));
@@ -444,11 +460,13 @@ ws_ping(struct ws *ws)
 
 	if (ws->closing)
 		return;
-	if (wslay_event_queue_msg(ws->ctx, &msg) != 0)
+	if (ws_ctx(ws) == -1 || wslay_event_queue_msg(ws->ctx, &msg) != 0)
 		return;			/* out of memory: the pong timeout
 					 * will close the connection */
-	if (!ws->in_recv)
+	if (!ws->in_recv) {
 		ws_flush(ws);
+		ws_ctx_release(ws);
+	}
 }
 
 /*
@@ -463,6 +481,12 @@ ws_close(struct ws *ws, int code, const char *reason)
 {
 	if (ws->closing)
 		return;
+	if (ws_ctx(ws) == -1) {
+		ws_write_close(ws, code);
+		if (!ws->in_recv)
+			ws_flush(ws);
+		return;
+	}
 	ws->closing = 1;
 	wslay_event_shutdown_read(ws->ctx);
 	if (wslay_event_queue_close(ws->ctx, (uint16_t)code,
@@ -496,6 +520,7 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
+	ws->fed += (uint64_t)n;
 	return n;
 }
 
@@ -524,10 +549,28 @@ ws_frame_start_cb(wslay_event_context_ptr ctx,
     const struct wslay_event_on_frame_recv_start_arg *arg, void *user_data)
 {
 	struct ws *ws = user_data;
+	uint64_t len = arg->payload_length;
 
 	(void)ctx;
-	(void)arg;
 	ws->activity = 1;
+	/*
+	 * wslay has read the whole header by now, and it refuses lengths
+	 * not in their shortest form and unmasked client frames, so the
+	 * header's size follows from the payload's.
+	 */
+	ws->frame_len = 2 + (len <= 125 ? 0 : len <= 0xffff ? 2 : 8) + 4 + len;
+	if (!(arg->opcode & 0x8))		/* data, not control */
+		ws->fragmented = !arg->fin;
+}
+
+static void
+ws_frame_end_cb(wslay_event_context_ptr ctx, void *user_data)
+{
+	struct ws *ws = user_data;
+
+	(void)ctx;
+	ws->framed += ws->frame_len;
+	ws->frame_len = 0;
 }
 
 /*
@@ -572,6 +615,47 @@ ws_msg_cb(wslay_event_context_ptr ctx,
 
 /* --- internal ----------------------------------------------------------- */
 
+/* Make wslay's context if there is none: 0, or -1 out of memory. */
+static int
+ws_ctx(struct ws *ws)
+{
+	if (ws->ctx != NULL)
+		return 0;
+	if (wslay_event_context_server_init(&ws->ctx, &ws_wslay_callbacks,
+	    ws) != 0) {
+		ws->ctx = NULL;
+		return -1;
+	}
+	/*
+	 * wslay refuses a frame that would take a message past this limit
+	 * from its header (close 1009), before buffering any of it. Control
+	 * frames are held to the same limit, so it never goes below 125
+	 * bytes; text messages are then held to max_message in ws_msg_cb().
+	 */
+	wslay_event_config_set_max_recv_msg_length(ws->ctx,
+	    ws->max_message < WS_CTRL_MAX ? WS_CTRL_MAX : ws->max_message);
+	ws->fed = ws->framed = ws->frame_len = 0;
+	ws->fragmented = 0;
+	return 0;
+}
+
+/*
+ * Free wslay's context when it holds nothing: every byte it was given
+ * belongs to a frame it has finished, no message is half received, and
+ * nothing waits to be written. A closing session keeps it to the end.
+ */
+static void
+ws_ctx_release(struct ws *ws)
+{
+	if (ws->ctx == NULL || ws->closing || ws->in_recv ||
+	    ws->fed != ws->framed || ws->fragmented ||
+	    wslay_event_want_write(ws->ctx) ||
+	    wslay_event_get_queued_msg_count(ws->ctx) != 0)
+		return;
+	wslay_event_context_free(ws->ctx);
+	ws->ctx = NULL;
+}
+
 /*
  * Close with code ourselves, discarding whatever wslay has queued (its
  * close without a code, a pong): for when wslay's own answer is wrong or
@@ -586,8 +670,10 @@ ws_write_close(struct ws *ws, int code)
 		(unsigned char)(code >> 8), (unsigned char)code
 	};
 
-	wslay_event_shutdown_read(ws->ctx);
-	wslay_event_shutdown_write(ws->ctx);
+	if (ws->ctx != NULL) {
+		wslay_event_shutdown_read(ws->ctx);
+		wslay_event_shutdown_write(ws->ctx);
+	}
 	ws->closing = 1;
 	ws->close_code = code;
 	if (evbuffer_add(bufferevent_get_output(ws->bev), frame,
@@ -606,18 +692,19 @@ ws_flush(struct ws *ws)
 {
 	int code;
 
-	if (wslay_event_want_write(ws->ctx))
+	if (ws->ctx != NULL && wslay_event_want_write(ws->ctx))
 		(void)wslay_event_send(ws->ctx);  /* failed: writing is off */
 	if (ws->closed)
 		return;
-	if (wslay_event_get_read_enabled(ws->ctx) &&
+	if (ws->ctx == NULL ? !ws->closing :
+	    wslay_event_get_read_enabled(ws->ctx) &&
 	    wslay_event_get_write_enabled(ws->ctx))
 		return;
 	ws->closing = 1;
 	ws->closed = 1;
 	if (ws->close_code != 0)
 		code = ws->close_code;
-	else if (wslay_event_get_close_sent(ws->ctx))
+	else if (ws->ctx != NULL && wslay_event_get_close_sent(ws->ctx))
 		code = wslay_event_get_status_code_sent(ws->ctx);
 	else
 		code = WS_CLOSE_ABNORMAL;

@@ -95,5 +95,11 @@ void	ws_ping(struct ws *ws);
 void	ws_close(struct ws *ws, int code, const char *reason);
 /* 1 once the session is closing (no more data frames go out). */
 int	ws_closing(const struct ws *ws);
+/*
+ * 1 while the session holds wslay's context (8.8 KB): from the first byte
+ * of a frame to the end of its message, while a control frame waits, and
+ * once closing. An idle session holds none.
+ */
+int	ws_holds_context(const struct ws *ws);
 
 #endif

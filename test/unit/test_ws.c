@@ -211,6 +211,8 @@ struct sess {
 	int		 closed_in_text; /* on_closed ran inside on_text */
 	int		 close_on_text;	/* on_text calls ws_close(this) */
 	int		 echo;		/* on_text sends the message back */
+	char		 all[256];	/* every message, '|' after each */
+	size_t		 alllen;
 };
 
 struct sframe {
@@ -229,6 +231,11 @@ t_on_text(void *arg, const char *msg, size_t len)
 	s->ntext++;
 	s->textlen = len < sizeof(s->text) ? len : sizeof(s->text);
 	memcpy(s->text, msg, s->textlen);
+	if (s->alllen + len + 1 < sizeof(s->all)) {
+		memcpy(s->all + s->alllen, msg, len);
+		s->alllen += len;
+		s->all[s->alllen++] = '|';
+	}
 	s->in_text = 1;
 	if (s->echo && (f = ws_frame_text(msg, len)) != NULL) {
 		ws_send(s->ws, f);
@@ -777,6 +784,80 @@ test_output_limit(void)
 	sess_free(s);
 }
 
+/*
+ * wslay's context is freed between messages and made again on the next
+ * byte. Whatever the split of the input over two reads, nothing of a
+ * frame, a fragmented message or a ping may be lost in between; and the
+ * context is held exactly while part of a message is in.
+ */
+static void
+test_context_between_messages(void)
+{
+	unsigned char buf[256];
+	size_t n = 0, bounds[8], nb = 0, frag_from, frag_to, k;
+	int good = 1, held = 1, idle = 1, pongs = 1;
+	struct sframe fr;
+	struct sess *s;
+
+	bounds[nb++] = 0;
+	n += mkframe(buf + n, FIN | OP_TEXT, 1, "alpha", 5);
+	bounds[nb++] = n;
+	n += mkframe(buf + n, FIN | OP_PING, 1, "p", 1);
+	bounds[nb++] = frag_from = n;
+	n += mkframe(buf + n, OP_TEXT, 1, "frag", 4);
+	n += mkframe(buf + n, FIN | OP_PING, 1, "q", 1);
+	n += mkframe(buf + n, FIN | OP_CONT, 1, "ment", 4);
+	bounds[nb++] = frag_to = n;
+	n += mkframe(buf + n, FIN | OP_TEXT, 1, "", 0);
+	bounds[nb++] = n;
+	n += mkframe(buf + n, FIN | OP_TEXT, 1, "omega", 5);
+	bounds[nb++] = n;
+
+	s = sess_open(4096, 1 << 20);
+	ok(!ws_holds_context(s->ws), "a new session holds no wslay context");
+	sess_free(s);
+	for (k = 1; k < n; k++) {
+		int boundary = 0;
+
+		for (size_t b = 0; b < nb; b++)
+			boundary |= bounds[b] == k;
+		s = sess_open(4096, 1 << 20);
+		client_write(s, buf, k);
+		if (ws_holds_context(s->ws) != (!boundary ||
+		    (k > frag_from && k < frag_to)))
+			held = 0;
+		client_write(s, buf + k, n - k);
+		if (ws_holds_context(s->ws))
+			idle = 0;
+		if (s->ntext != 4 || s->alllen != 22 ||
+		    memcmp(s->all, "alpha|fragment||omega|", 22) != 0 ||
+		    s->nclosed != 0)
+			good = 0;
+		if (!client_take(s, &fr) || fr.b0 != (FIN | OP_PONG) ||
+		    fr.len != 1 || fr.payload[0] != 'p' ||
+		    !client_take(s, &fr) || fr.b0 != (FIN | OP_PONG) ||
+		    fr.len != 1 || fr.payload[0] != 'q' || client_pending(s))
+			pongs = 0;
+		sess_free(s);
+	}
+	ok(good, "input split anywhere over two reads: every message whole, "
+	    "in order, fragments joined");
+	ok(pongs, "input split anywhere: both pings answered, in order");
+	ok(held, "the context is held while part of a message is in, and "
+	    "only then");
+	ok(idle, "and freed once the last message is in");
+
+	s = sess_open(4096, 1 << 20);
+	ws_ping(s->ws);
+	ok(client_take(s, &fr) && fr.b0 == (FIN | OP_PING) &&
+	    !ws_holds_context(s->ws), "a ping is sent without keeping one");
+	client_frame(s, FIN | OP_TEXT, "x", 1);
+	ws_close(s->ws, 1001, "going away");
+	ok(closed_with(s, 1001) && ws_holds_context(s->ws),
+	    "an idle session closes with its code (and keeps its context)");
+	sess_free(s);
+}
+
 int
 main(void)
 {
@@ -791,5 +872,6 @@ main(void)
 	test_server_close();
 	test_send();
 	test_output_limit();
+	test_context_between_messages();
 	return tap_done();
 }
