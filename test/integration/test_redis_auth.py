@@ -101,7 +101,12 @@ def test_an_acl_user_logs_in_once_it_exists(make_server, auth_redis):
 	auth_redis.cmd("ACL", "SETUSER", user, "on", ">pw", "~*", "&*",
 	    "+@all")
 	try:
-		s.wait_ready(timeout=5)	# retried with the back-off
+		# Retried with the back-off, each connection on its own: wait
+		# for all of them, not just the one /health happened to ask.
+		assert wait_for(lambda: s.log_text().count(
+		    "connected to 127.0.0.1:%d" % auth_redis.port) >= BUSES, 5), \
+		    s.log_tail()
+		s.wait_ready(timeout=5)
 		register_and_login(s)
 		assert " user=%s " % user in auth_redis.cmd("CLIENT", "LIST"), \
 		    "no client connected as %s" % user
