@@ -105,6 +105,8 @@ static void	bus_close(struct bus *);
 static void	bus_connect_cb(const redisAsyncContext *, int);
 static void	bus_disconnect_cb(const redisAsyncContext *, int);
 static void	bus_select(struct bus *);
+static int	bus_step_failed(struct bus *, const redisReply *,
+		    const char *);
 static void	bus_auth_cb(redisAsyncContext *, void *, void *);
 static void	bus_select_cb(redisAsyncContext *, void *, void *);
 static void	bus_retry_cb(evutil_socket_t, short, void *);
@@ -463,19 +465,13 @@ static void
 bus_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
 	struct bus *bus = privdata;
-	redisReply *reply = r;
+	char what[96];
 
 	(void)ac;
-	if (reply == NULL || bus->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		snprintf(bus->why, sizeof(bus->why), "authentication failed%s%.64s"
-		    ": %s", bus->url.user[0] != '\0' ? " as user " : "",
-		    bus->url.user, reply->str);
-		bus_set_timer(bus->retry_ev, 0);
-		return;
-	}
-	bus_select(bus);
+	snprintf(what, sizeof(what), "authentication failed%s%.64s",
+	    bus->url.user[0] != '\0' ? " as user " : "", bus->url.user);
+	if (!bus_step_failed(bus, r, what))
+		bus_select(bus);
 }
 
 /* A refused SELECT closes the context, later: not from inside hiredis. */
@@ -483,18 +479,29 @@ static void
 bus_select_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
 	struct bus *bus = privdata;
-	redisReply *reply = r;
+	char what[32];
 
 	(void)ac;
+	snprintf(what, sizeof(what), "SELECT %d", bus->url.db);
+	if (!bus_step_failed(bus, r, what))
+		bus_ready(bus);
+}
+
+/*
+ * The reply to a step of a new connection (AUTH, SELECT): 0 to go on; 1
+ * when the connection is going (no reply) or the server refused the step,
+ * which then fails this attempt as "what: the server's error".
+ */
+static int
+bus_step_failed(struct bus *bus, const redisReply *reply, const char *what)
+{
 	if (reply == NULL || bus->freeing)
-		return;
-	if (reply->type == REDIS_REPLY_ERROR) {
-		snprintf(bus->why, sizeof(bus->why), "SELECT %d: %s",
-		    bus->url.db, reply->str);
-		bus_set_timer(bus->retry_ev, 0);
-		return;
-	}
-	bus_ready(bus);
+		return 1;
+	if (reply->type != REDIS_REPLY_ERROR)
+		return 0;
+	snprintf(bus->why, sizeof(bus->why), "%s: %s", what, reply->str);
+	bus_set_timer(bus->retry_ev, 0);
+	return 1;
 }
 
 /* Either the back-off is over, or a context is to be closed. */

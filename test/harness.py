@@ -132,6 +132,13 @@ def proc_info(pid):
 	return ppid, state, cmdline
 
 
+def proc_cpu_seconds(pid):
+	"""User and system CPU time pid has used so far."""
+	with open("/proc/%d/stat" % pid) as f:
+		rest = f.read().rpartition(")")[2].split()
+	return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_alive(pid):
 	"""True while pid exists and is not a zombie (a zombie has exited)."""
 	info = proc_info(pid)
@@ -476,6 +483,17 @@ def redis_keys(port, pattern, **kw):
 		keys.update(batch)
 		if cursor == "0":
 			return sorted(keys)
+
+
+def stats_hashes(port, pids, prefix="gochat:", **kw):
+	"""{pid: its <prefix>stats:<host>:<pid> hash as a dict} of those pids
+	that have one (SPEC section 7)."""
+	out = {}
+	for k in redis_keys(port, prefix + "stats:*", **kw):
+		m = re.fullmatch(re.escape(prefix) + r"stats:(.+):(\d+)", k)
+		if m and int(m.group(2)) in pids:
+			out[int(m.group(2))] = redis_hash(port, k, **kw)
+	return out
 
 
 class Redis:

@@ -333,12 +333,6 @@ ws_new(struct bufferevent *bev, size_t max_message, size_t output_limit,
 	return ws;
 }
 
-int
-ws_holds_context(const struct ws *ws)
-{
-	return ws->ctx != NULL;
-}
-
 /*
  * The kernel's send buffer grows by itself up to megabytes (Linux
  * autotuning): a client that reads nothing would soak up that much before
@@ -481,17 +475,15 @@ ws_close(struct ws *ws, int code, const char *reason)
 {
 	if (ws->closing)
 		return;
-	if (ws_ctx(ws) == -1) {
+	if (ws_ctx(ws) == -1)
 		ws_write_close(ws, code);
-		if (!ws->in_recv)
-			ws_flush(ws);
-		return;
+	else {
+		ws->closing = 1;
+		wslay_event_shutdown_read(ws->ctx);
+		if (wslay_event_queue_close(ws->ctx, (uint16_t)code,
+		    (const uint8_t *)reason, ws_reason_len(reason)) != 0)
+			ws_write_close(ws, code);
 	}
-	ws->closing = 1;
-	wslay_event_shutdown_read(ws->ctx);
-	if (wslay_event_queue_close(ws->ctx, (uint16_t)code,
-	    (const uint8_t *)reason, ws_reason_len(reason)) != 0)
-		ws_write_close(ws, code);
 	if (!ws->in_recv)
 		ws_flush(ws);
 }
@@ -500,6 +492,12 @@ int
 ws_closing(const struct ws *ws)
 {
 	return ws->closing;
+}
+
+int
+ws_holds_context(const struct ws *ws)
+{
+	return ws->ctx != NULL;
 }
 
 /* --- wslay's side ------------------------------------------------------- */

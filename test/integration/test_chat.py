@@ -653,13 +653,7 @@ def assert_increasing(ids, what):
 
 def worker_stats(srv, redis):
 	"""{pid: stats hash} of srv's workers."""
-	pids = set(srv.workers().values())
-	out = {}
-	for k in harness.redis_keys(redis.port, "gochat:stats:*"):
-		m = re.fullmatch(r"gochat:stats:(.+):(\d+)", k)
-		if m and int(m.group(2)) in pids:
-			out[int(m.group(2))] = harness.redis_hash(redis.port, k)
-	return out
+	return harness.stats_hashes(redis.port, set(srv.workers().values()))
 
 
 def stats_sum(srv, redis, field):

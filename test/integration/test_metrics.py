@@ -470,13 +470,7 @@ def test_counters_survive_a_reload_and_a_killed_hub(make_server):
 
 def stats_hashes(srv, redis, pids):
 	"""{pid: <prefix>stats:<host>:<pid> as a dict} of those pids."""
-	prefix = srv.conf["redis_prefix"]
-	out = {}
-	for k in harness.redis_keys(redis.port, prefix + "stats:*"):
-		m = re.fullmatch(re.escape(prefix) + r"stats:(.+):(\d+)", k)
-		if m and int(m.group(2)) in pids:
-			out[int(m.group(2))] = harness.redis_hash(redis.port, k)
-	return out
+	return harness.stats_hashes(redis.port, pids, srv.conf["redis_prefix"])
 
 
 def test_metrics_and_the_stats_hashes_agree(make_server, redis):

@@ -183,12 +183,8 @@ def test_a_burst_of_connections_is_shared_by_the_workers(fresh_server, redis):
 			socks.append(s)
 
 		def counts():
-			got = {}
-			for k in harness.redis_keys(redis.port, "gochat:stats:*"):
-				m = re.fullmatch(r"gochat:stats:(.+):(\d+)", k)
-				if m and int(m.group(2)) in kids:
-					got[int(m.group(2))] = int(harness.redis_hash(
-					    redis.port, k).get("connections", 0))
+			got = {pid: int(h.get("connections", 0)) for pid, h in
+			    harness.stats_hashes(redis.port, kids).items()}
 			return got if len(got) == 2 and sum(got.values()) == 400 \
 			    else None
 		got = wait_for(counts, 10, 0.2)
@@ -197,13 +193,6 @@ def test_a_burst_of_connections_is_shared_by_the_workers(fresh_server, redis):
 	finally:
 		for s in socks:
 			s.close()
-
-
-def cpu_seconds(pid):
-	"""User and system CPU time of pid so far."""
-	with open("/proc/%d/stat" % pid) as f:
-		fields = f.read().rpartition(")")[2].split()
-	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_out_of_descriptors_a_worker_pauses_accepting_and_recovers(
@@ -233,9 +222,9 @@ def test_out_of_descriptors_a_worker_pauses_accepting_and_recovers(
 		# The worker is not spinning on accept() (a second of its CPU
 		# time would be gone), and it still serves.
 		worker = s.workers()[1]
-		cpu0 = cpu_seconds(worker)
+		cpu0 = harness.proc_cpu_seconds(worker)
 		time.sleep(1.5)
-		assert cpu_seconds(worker) - cpu0 < 0.5
+		assert harness.proc_cpu_seconds(worker) - cpu0 < 0.5
 		held.send(get)
 		assert held.read_response().status == 200
 	finally:
