@@ -1,7 +1,7 @@
 """A Redis that wants a password (requirepass, ACL users): redis_url
 carries "[user]:password@", sent as AUTH on every connection. A refused
-AUTH is a Redis outage (/health 503), retried, never fatal, and no log line
-or error message shows the password."""
+AUTH (or SELECT) is a Redis outage (/health 503), retried, never fatal, and
+no log line or error message shows the password."""
 
 import subprocess
 import uuid
@@ -88,6 +88,23 @@ def test_a_wrong_password_is_a_redis_outage_not_a_crash(make_server,
 	assert len(failed) <= BUSES, "logged on every retry:\n%s" % \
 	    "\n".join(failed)
 	assert PASSWORD not in log, "a password is in the log:\n%s" % log
+
+
+def test_a_refused_select_is_a_redis_outage_not_a_crash(make_server, redis):
+	"""A db the server does not have (16 by default) refuses SELECT: each
+	connection says why once, /health answers 503, the server stays up."""
+	s = make_server(redis=redis, redis_url="redis://127.0.0.1:%d/99" %
+	    redis.port, start=False)
+	s.start(wait=False)
+	status, body = s.wait_ready(statuses=(503,))
+	assert body["redis"] == "down" and body["postgres"] == "ok", body
+	assert not wait_for(lambda: s.health()[0] != 503, 3)
+	assert s.running(), "the master exited"
+	failed = [l for l in s.log_text().splitlines() if "SELECT 99: " in l]
+	assert failed and all("out of range" in l for l in failed), \
+	    s.log_tail()
+	assert len(failed) <= BUSES, "logged on every retry:\n%s" % \
+	    "\n".join(failed)
 
 
 def test_an_acl_user_logs_in_once_it_exists(make_server, auth_redis):
