@@ -64,6 +64,11 @@ static const struct conf_key conf_keys[] = {
 	KEY_INT(header_timeout, 1, 3600),
 	KEY_INT(ws_ping_interval, 1, 3600),
 	KEY_INT(ws_output_limit, 4096, 256 * 1024 * 1024),
+	KEY_INT(ws_msg_rate, 1, 100000),
+	KEY_INT(ws_msg_burst, 1, 1000000),
+	KEY_INT(register_max, 1, 1000000),
+	KEY_INT(rooms_max_per_hour, 1, 1000000),
+	KEY_INT(backend_timeout, 1, 60),
 	KEY_INT(db_pool_size, 1, 64),
 	{ "db_prepare", CONF_BOOL, offsetof(struct conf, db_prepare), 0, 0, 1 },
 	KEY_INT(scrypt_threads, 1, 64),
@@ -106,6 +111,11 @@ conf_defaults(struct conf *c)
 	c->header_timeout = 10;
 	c->ws_ping_interval = 30;
 	c->ws_output_limit = 1048576;
+	c->ws_msg_rate = 10;
+	c->ws_msg_burst = 30;
+	c->register_max = 20;
+	c->rooms_max_per_hour = 30;
+	c->backend_timeout = 5;
 	c->db_pool_size = 4;
 	c->db_prepare = 1;
 	c->scrypt_threads = 1;

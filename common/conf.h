@@ -27,6 +27,11 @@ struct conf {
 	int	header_timeout;		/* reading one request's head, seconds */
 	int	ws_ping_interval;	/* seconds */
 	int	ws_output_limit;	/* bytes queued for one WebSocket */
+	int	ws_msg_rate;		/* chat messages per second per socket */
+	int	ws_msg_burst;		/* ... in bursts of up to this many */
+	int	register_max;		/* registrations per address per hour */
+	int	rooms_max_per_hour;	/* rooms one user may create per hour */
+	int	backend_timeout;	/* seconds a query or command may take */
 	int	db_pool_size;		/* PostgreSQL connections per worker */
 	int	db_prepare;		/* prepare statements once per session */
 	int	scrypt_threads;		/* password hashing threads per worker */
