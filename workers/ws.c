@@ -104,6 +104,7 @@ static void	ws_msg_cb(wslay_event_context_ptr,
 		    const struct wslay_event_on_msg_recv_arg *, void *);
 static void	ws_write_close(struct ws *, int);
 static void	ws_flush(struct ws *);
+static int	ws_over_limit(struct ws *);
 static size_t	ws_reason_len(const char *);
 
 static const struct wslay_event_callbacks ws_wslay_callbacks = {
@@ -403,6 +404,9 @@ ws_read(struct ws *ws)
 		}
 	}
 	ws_flush(ws);
+	/* SPEC 8: pongs count against the limit as data frames do. */
+	if (!ws->closing && ws_over_limit(ws))
+		ws_close(ws, WS_CLOSE_POLICY, "too slow to read");
 	ws_ctx_release(ws);
 	/* Whatever follows a close is not read: drop it, not keep it. */
 	if (ws->closing)
@@ -425,13 +429,13 @@ ws_send(struct ws *ws, struct ws_frame *f)
 	if (ws->closing)
 		return -1;
 	/*
-	 * Over the limit, first hand what waits to the kernel: a burst of
-	 * events in one loop pass piles up before libevent's next write, and
-	 * that is not a slow reader. One whose socket still takes nothing is.
+	 * Sent from on_text: the pongs wslay queued earlier in this read go
+	 * first, so a pong never waits behind data that came after its ping
+	 * (Autobahn 5.6, 5.19); ws_flush() would write them after.
 	 */
-	if (evbuffer_get_length(out) > ws->output_limit &&
-	    (evbuffer_write(out, bufferevent_getfd(ws->bev)) <= 0 ||
-	    evbuffer_get_length(out) > ws->output_limit)) {
+	if (ws->in_recv && ws->ctx != NULL && wslay_event_want_write(ws->ctx))
+		(void)wslay_event_send(ws->ctx);
+	if (ws_over_limit(ws)) {
 		ws_close(ws, WS_CLOSE_POLICY, "too slow to read");
 		return -1;
 	}
@@ -708,6 +712,22 @@ ws_flush(struct ws *ws)
 		code = WS_CLOSE_ABNORMAL;
 	if (ws->h.on_closed != NULL)
 		ws->h.on_closed(ws->arg, code);
+}
+
+/*
+ * 1 if more than output_limit waits unsent, every frame counted (data,
+ * pongs, close). First hand what waits to the kernel: a burst of events
+ * in one loop pass piles up before libevent's next write, and that is not
+ * a slow reader. One whose socket still takes nothing is.
+ */
+static int
+ws_over_limit(struct ws *ws)
+{
+	struct evbuffer *out = bufferevent_get_output(ws->bev);
+
+	return evbuffer_get_length(out) > ws->output_limit &&
+	    (evbuffer_write(out, bufferevent_getfd(ws->bev)) <= 0 ||
+	    evbuffer_get_length(out) > ws->output_limit);
 }
 
 /* At most 123 bytes of reason, not cutting a UTF-8 sequence. */

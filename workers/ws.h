@@ -75,8 +75,9 @@ struct ws_handlers {
 /*
  * Start a session on bev, whose callbacks the owner keeps: it calls
  * ws_read() when input arrives. max_message: longer messages close with
- * 1009. output_limit: once more than this waits unsent, the connection is
- * closed with 1008 instead of buffering more.
+ * 1009. output_limit: once more than this waits unsent (every frame
+ * counts: data, pongs, close), the session is closed with 1008 instead of
+ * buffering more, whether ws_send() or the pongs of ws_read() passed it.
  */
 struct ws *ws_new(struct bufferevent *bev, size_t max_message,
 	    size_t output_limit, const struct ws_handlers *h, void *arg);
@@ -86,7 +87,8 @@ void	ws_read(struct ws *ws);
 /*
  * Queue a frame for this connection (takes its own reference). Returns 0,
  * or -1 if the session is closing or the output limit was passed (then a
- * 1008 close has been started).
+ * 1008 close has been started). Called from on_text, the pongs of pings
+ * that came earlier in the same read are written first.
  */
 int	ws_send(struct ws *ws, struct ws_frame *f);
 /* Send a ping (the owner's idle timer decides when). */

@@ -785,6 +785,82 @@ test_output_limit(void)
 }
 
 /*
+ * SPEC 8: pongs count against the output limit like data frames. A client
+ * that pings and never reads is closed with 1008 once more than the limit
+ * of pongs waits for it.
+ */
+static void
+test_pong_limit(void)
+{
+	struct sframe fr;
+	struct sess *s;
+	char payload[60];
+
+	s = sess_open(4096, 100);
+	bufferevent_disable(s->bev[1], EV_READ);	/* reads nothing */
+	memset(payload, 'p', sizeof(payload));
+	client_frame(s, FIN | OP_PING, payload, sizeof(payload));
+	ok(s->nclosed == 0, "one pong (62 bytes) waits under the limit");
+	client_frame(s, FIN | OP_PING, payload, sizeof(payload));
+	ok(s->nclosed == 1 && s->code == 1008 && ws_closing(s->ws),
+	    "a second one passes it: close 1008");
+	client_frame(s, FIN | OP_PING, payload, sizeof(payload));
+	bufferevent_enable(s->bev[1], EV_READ);
+	sess_run(s);
+	ok(client_take(s, &fr) && fr.b0 == (FIN | OP_PONG) && fr.len == 60 &&
+	    client_take(s, &fr) && fr.b0 == (FIN | OP_PONG) && fr.len == 60,
+	    "the pongs asked for before are delivered");
+	ok(closed_with(s, 1008), "then the 1008 close frame, and no pong for "
+	    "the ping after it");
+	sess_free(s);
+}
+
+/*
+ * A pong never waits behind data frames sent after its ping arrived in
+ * the same read (Autobahn 5.6: text fragment, ping, last fragment; the
+ * echo comes from on_text while the pong is still queued in wslay).
+ */
+static void
+test_control_first(void)
+{
+	unsigned char buf[64];
+	struct sframe fr;
+	struct sess *s;
+	size_t n = 0;
+
+	s = sess_open(4096, 1 << 20);
+	s->echo = 1;
+	n += mkframe(buf + n, FIN | OP_PING, 1, "p", 1);
+	n += mkframe(buf + n, FIN | OP_TEXT, 1, "x", 1);
+	n += mkframe(buf + n, FIN | OP_PING, 1, "q", 1);
+	client_write(s, buf, n);
+	ok(client_take(s, &fr) && fr.b0 == (FIN | OP_PONG) &&
+	    fr.payload[0] == 'p', "ping, text, ping in one read: first the "
+	    "pong of the first ping");
+	ok(client_take(s, &fr) && fr.b0 == (FIN | OP_TEXT) &&
+	    fr.payload[0] == 'x', "then the echo");
+	ok(client_take(s, &fr) && fr.b0 == (FIN | OP_PONG) &&
+	    fr.payload[0] == 'q' && client_pending(s) == 0,
+	    "then the pong of the ping after the text");
+	sess_free(s);
+
+	s = sess_open(4096, 1 << 20);
+	s->echo = 1;
+	n = 0;
+	n += mkframe(buf + n, OP_TEXT, 1, "fr", 2);
+	n += mkframe(buf + n, FIN | OP_PING, 1, "p", 1);
+	n += mkframe(buf + n, FIN | OP_CONT, 1, "ag", 2);
+	client_write(s, buf, n);
+	ok(client_take(s, &fr) && fr.b0 == (FIN | OP_PONG) &&
+	    fr.payload[0] == 'p' && client_take(s, &fr) &&
+	    fr.b0 == (FIN | OP_TEXT) && fr.len == 4 &&
+	    memcmp(fr.payload, "frag", 4) == 0 && client_pending(s) == 0,
+	    "fragment, ping, fragment (Autobahn 5.6): the pong before the "
+	    "echo");
+	sess_free(s);
+}
+
+/*
  * wslay's context is freed between messages and made again on the next
  * byte. Whatever the split of the input over two reads, nothing of a
  * frame, a fragmented message or a ping may be lost in between; and the
@@ -872,6 +948,8 @@ main(void)
 	test_server_close();
 	test_send();
 	test_output_limit();
+	test_pong_limit();
+	test_control_first();
 	test_context_between_messages();
 	return tap_done();
 }
