@@ -35,6 +35,8 @@
 #define CONN_LINGER_MS		2000	/* drain input this long before close */
 #define CONN_OUTPUT_HIGH	(256 * 1024)	/* stop reading requests while
 						 * more than this waits unsent */
+#define CONN_PIPELINE_MAX	16	/* requests waiting or in progress
+					 * before reading stops (SPEC 8) */
 
 static void	conn_read_cb(struct bufferevent *, void *);
 static void	conn_write_cb(struct bufferevent *, void *);
@@ -42,6 +44,8 @@ static void	conn_event_cb(struct bufferevent *, short, void *);
 static void	conn_timer_cb(evutil_socket_t, short, void *);
 static void	conn_free_cb(evutil_socket_t, short, void *);
 static void	conn_process(struct conn *);
+static void	conn_flow(struct conn *);
+static int	conn_backlog_full(struct conn *);
 static int	conn_hosts(const struct http_request *);
 static void	conn_arm(struct conn *, int);
 static void	conn_linger(struct conn *);
@@ -274,6 +278,7 @@ conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	}
 	c->state = CONN_READING;
 	conn_arm(c, w->conf->keepalive_timeout);
+	conn_flow(c);
 	/* Pipelined requests may already be waiting in the input. */
 	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
 }
@@ -436,6 +441,66 @@ conn_process(struct conn *c)
 		conn_close(c);
 }
 
+/*
+ * SPEC 8: a connection is not read while more output waits unsent for it
+ * than its limit (256 KiB for HTTP, ws_output_limit for a WebSocket, whose
+ * pongs and close frames are in the same buffer as its data), nor while
+ * CONN_PIPELINE_MAX requests wait or are in progress; so a peer that sends
+ * and never reads costs a bounded amount. Called after every read, write
+ * and answer: it turns reading back on once neither holds. The kernel keeps
+ * what the peer sends meanwhile, and TCP's window stops the peer. A
+ * lingering connection reads (and discards) on its own terms.
+ */
+static void
+conn_flow(struct conn *c)
+{
+	size_t out;
+	int stop;
+
+	if (c->state == CONN_CLOSED || c->state == CONN_LINGERING)
+		return;
+	out = evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (c->state == CONN_WEBSOCKET)
+		stop = out > (size_t)c->worker->conf->ws_output_limit;
+	else
+		stop = out > CONN_OUTPUT_HIGH || conn_backlog_full(c);
+	if (stop)
+		bufferevent_disable(c->bev, EV_READ);
+	else
+		bufferevent_enable(c->bev, EV_READ);
+}
+
+/*
+ * 1 if the input already holds what may wait unread: the heads of
+ * CONN_PIPELINE_MAX requests, the one in progress included (a head ends
+ * with an empty line; a body that holds one only makes the count high,
+ * never low), or as many bytes as one request may have, however they are
+ * split (so bare-LF heads and bodies are bounded too). Input is only left
+ * waiting while a request is in progress or the output is over its limit;
+ * otherwise conn_process() consumes it all.
+ */
+static int
+conn_backlog_full(struct conn *c)
+{
+	const struct conf *conf = c->worker->conf;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer_ptr p;
+	size_t len = evbuffer_get_length(in);
+	int n = c->req != NULL;
+
+	if (len == 0)
+		return 0;
+	if (len >= (size_t)conf->max_header_size + (size_t)conf->max_body_size)
+		return 1;
+	p = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+	while (p.pos != -1 && ++n < CONN_PIPELINE_MAX) {
+		if (evbuffer_ptr_set(in, &p, 4, EVBUFFER_PTR_ADD) == -1)
+			break;
+		p = evbuffer_search(in, "\r\n\r\n", 4, &p);
+	}
+	return n >= CONN_PIPELINE_MAX;
+}
+
 /* How many Host header fields the request has. */
 static int
 conn_hosts(const struct http_request *req)
@@ -453,16 +518,16 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
-	if (c->state == CONN_WEBSOCKET) {
-		chat_on_read(c);
-		return;
-	}
 	if (c->state == CONN_LINGERING) {
 		evbuffer_drain(bufferevent_get_input(bev),
 		    evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
 	}
-	conn_process(c);
+	if (c->state == CONN_WEBSOCKET)
+		chat_on_read(c);
+	else
+		conn_process(c);
+	conn_flow(c);
 }
 
 static void
@@ -474,6 +539,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	if (c->state == CONN_WEBSOCKET) {
 		if (c->close_after_write)
 			conn_shut(c);
+		conn_flow(c);
 		return;
 	}
 	if (c->close_after_write && c->state == CONN_LINGERING) {
@@ -482,6 +548,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->state == CONN_READING)
 		conn_process(c);
+	conn_flow(c);
 }
 
 static void
