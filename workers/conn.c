@@ -1,7 +1,8 @@
 /*
  * conn: the life of one client connection on a worker's loop. Requests are
  * read one at a time and answered in order (pipelining); a handler may
- * answer later from an async callback. The struct is freed only from a
+ * answer later from an async callback. Reading stops while output or
+ * pipelined requests pile up (conn_flow). The struct is freed only from a
  * deferred event, never inside its own callback chain, and never while a
  * handler still owns its request.
  */
@@ -464,6 +465,8 @@ conn_flow(struct conn *c)
 		stop = out > (size_t)c->worker->conf->ws_output_limit;
 	else
 		stop = out > CONN_OUTPUT_HIGH || conn_backlog_full(c);
+	if (stop == !(bufferevent_get_enabled(c->bev) & EV_READ))
+		return;			/* as it should be */
 	if (stop)
 		bufferevent_disable(c->bev, EV_READ);
 	else
