@@ -190,16 +190,16 @@ api_string(struct conn *c, struct json_doc *doc, const char *key,
 {
 	switch (json_get_string(doc, key, out, len)) {
 	case JSON_OK:
-		return 1;
+		return 0;
 	case JSON_MISSING:
 		conn_error(c, 400, "%s is required", key);
-		return 0;
+		return -1;
 	case JSON_WRONG_TYPE:
 		conn_error(c, 400, "%s must be a string", key);
-		return 0;
+		return -1;
 	default:
 		conn_error(c, 400, "%s is not a valid string", key);
-		return 0;
+		return -1;
 	}
 }
 
@@ -209,18 +209,18 @@ api_paging(struct conn *c, const struct http_request *req, long long *limit,
 {
 	char v[32], *lv = NULL;
 	size_t qlen;
-	int r, ok = 0;
+	int r, rc = -1;
 
 	*limit = API_LIMIT_DEFAULT;
 	*before = INT64_MAX;
 	if (req->query == NULL)
-		return 1;
+		return 0;
 	/* limit may have any number of digits: a decoded value is never
 	 * longer than the query it comes from. */
 	qlen = strlen(req->query) + 1;
 	if ((lv = malloc(qlen)) == NULL) {
 		conn_error(c, 500, "out of memory");
-		return 0;
+		goto done;
 	}
 	if ((r = http_query_get(req->query, "limit", lv, qlen)) == -1 ||
 	    (r == 1 && api_parse_limit(lv, limit) == -1)) {
@@ -237,10 +237,10 @@ api_paging(struct conn *c, const struct http_request *req, long long *limit,
 		conn_error(c, 400, "before must be a positive integer");
 		goto done;
 	}
-	ok = 1;
+	rc = 0;
 done:
 	free(lv);
-	return ok;
+	return rc;
 }
 
 /*
@@ -271,10 +271,10 @@ api_id(struct conn *c, const char *s, const char *what, int64_t *id)
 
 	if (s == NULL || util_parse_int(s, 1, INT64_MAX, &v) == -1) {
 		conn_error(c, 400, "%s must be a positive integer", what);
-		return 0;
+		return -1;
 	}
 	*id = v;
-	return 1;
+	return 0;
 }
 
 void

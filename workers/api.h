@@ -48,20 +48,22 @@ const char *api_route_label(int route);
  */
 struct json_doc *api_body(struct conn *c, struct http_request *req);
 /*
- * A required string member: 1 with *out set, or 0 after answering 400
+ * A required string member: 0 with *out set, or -1 after answering 400
  * ("<key> is required" / "<key> must be a string").
  */
 int	api_string(struct conn *c, struct json_doc *doc, const char *key,
-	    const char **out, size_t *len);
+	    const char **out, size_t *len) __attribute__((warn_unused_result));
 /*
  * Paging parameters of list routes: limit (default 50, 1.., above 200 is
  * 200 however many digits it has) and before (an id >= 1; default: no
- * bound). 1, or 0 after 400 (or 500).
+ * bound). 0, or -1 after 400 (or 500).
  */
 int	api_paging(struct conn *c, const struct http_request *req,
-	    long long *limit, long long *before);
-/* A positive id from a path parameter or query value: 1, or 0 after 400. */
-int	api_id(struct conn *c, const char *s, const char *what, int64_t *id);
+	    long long *limit, long long *before)
+	    __attribute__((warn_unused_result));
+/* A positive id from a path parameter or query value: 0, or -1 after 400. */
+int	api_id(struct conn *c, const char *s, const char *what, int64_t *id)
+	    __attribute__((warn_unused_result));
 /*
  * Answer for a failed query: 503 when res is NULL (PostgreSQL away or too
  * slow), else 500 with the error logged.

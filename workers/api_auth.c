@@ -109,9 +109,9 @@ api_register(struct conn *c, struct http_request *req,
 	(void)m;
 	if ((doc = api_body(c, req)) == NULL)
 		return;
-	if (!api_string(c, doc, "username", &username, &ulen) ||
-	    !api_string(c, doc, "email", &email, &elen) ||
-	    !api_string(c, doc, "password", &password, &plen))
+	if (api_string(c, doc, "username", &username, &ulen) == -1 ||
+	    api_string(c, doc, "email", &email, &elen) == -1 ||
+	    api_string(c, doc, "password", &password, &plen) == -1)
 		goto done;
 	if (!valid_username(username, ulen)) {
 		conn_error(c, 400, "username must be 1 to 32 characters from "
@@ -355,8 +355,9 @@ api_login(struct conn *c, struct http_request *req,
 		conn_error(c, 400, "email or username is required");
 		goto done;
 	}
-	if (!api_string(c, doc, by_email ? "email" : "username", &ident,
-	    &ilen) || !api_string(c, doc, "password", &password, &plen))
+	if (api_string(c, doc, by_email ? "email" : "username", &ident,
+	    &ilen) == -1 ||
+	    api_string(c, doc, "password", &password, &plen) == -1)
 		goto done;
 	if (!bus_connected(w->redis)) {
 		conn_error(c, 503, AUTH_AWAY);

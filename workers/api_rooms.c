@@ -384,7 +384,7 @@ api_history(struct conn *c, struct http_request *req,
 		return;
 	if (!rooms_room_param(c, m, op))
 		return;
-	if (!api_paging(c, req, &limit, &before)) {
+	if (api_paging(c, req, &limit, &before) == -1) {
 		rooms_op_free(op);
 		return;
 	}
