@@ -120,7 +120,8 @@ api_register(struct conn *c, struct http_request *req,
 	}
 	if (!valid_email(email, elen)) {
 		conn_error(c, 400, "email must be at most 254 bytes with one @ "
-		    "and something on each side");
+		    "and something on each side, and no spaces or control "
+		    "characters");
 		goto done;
 	}
 	if (plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
@@ -359,6 +360,22 @@ api_login(struct conn *c, struct http_request *req,
 	    &ilen) == -1 ||
 	    api_string(c, doc, "password", &password, &plen) == -1)
 		goto done;
+	/*
+	 * SPEC.md §8: no silent truncation. Longer than any email or
+	 * username, or than any password, cannot be anyone's: say so rather
+	 * than try a cut copy (which could match the account of its first
+	 * bytes, or end mid-character).
+	 */
+	if (ilen > EMAIL_MAX) {
+		conn_error(c, 400, "%s must be at most %d bytes",
+		    by_email ? "email" : "username", EMAIL_MAX);
+		goto done;
+	}
+	if (plen > PASSWORD_MAX) {
+		conn_error(c, 400, "password must be at most %d bytes",
+		    PASSWORD_MAX);
+		goto done;
+	}
 	if (!bus_connected(w->redis)) {
 		conn_error(c, 503, AUTH_AWAY);
 		goto done;
@@ -368,11 +385,8 @@ api_login(struct conn *c, struct http_request *req,
 		goto done;
 	}
 	a->conn = c;
-	/* Too long to be anyone's: still a failure, counted as one. */
-	snprintf(a->email, sizeof(a->email), "%.*s", (int)(ilen > EMAIL_MAX ?
-	    EMAIL_MAX : ilen), ident);
-	snprintf(a->password, sizeof(a->password), "%.*s",
-	    (int)(plen > PASSWORD_MAX ? PASSWORD_MAX : plen), password);
+	memcpy(a->email, ident, ilen + 1);
+	memcpy(a->password, password, plen + 1);
 	/*
 	 * PostgreSQL's lower(), as in the unique indexes, not ours: what
 	 * matches is exactly what is unique (the database's LC_CTYPE decides
@@ -589,11 +603,25 @@ valid_username(const char *s, size_t len)
 	    "0123456789_.-") == len;
 }
 
+/*
+ * At most EMAIL_MAX bytes, one '@' with something on each side, and no
+ * space or control character (C0, DEL, or C1 as UTF-8 0xC2 0x80..0x9F): a
+ * "\r\n" in an address is a header injection waiting for the first mail.
+ * s is valid UTF-8 (json_get_string() checked it).
+ */
 static int
 valid_email(const char *s, size_t len)
 {
 	const char *at = memchr(s, '@', len);
 
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch <= 0x20 || ch == 0x7f || (ch == 0xc2 && i + 1 < len &&
+		    (unsigned char)s[i + 1] >= 0x80 &&
+		    (unsigned char)s[i + 1] <= 0x9f))
+			return 0;
+	}
 	return len <= EMAIL_MAX && at != NULL && at != s &&
 	    at != s + len - 1 && memchr(at + 1, '@', len - (size_t)(at - s) -
 	    1) == NULL;
