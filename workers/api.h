@@ -16,6 +16,7 @@ struct http_request;
 struct route_match;
 struct json_doc;
 struct db_result;
+struct worker;
 
 typedef void api_handler(struct conn *c, struct http_request *req,
 	    const struct route_match *m);
@@ -41,6 +42,14 @@ void	api_count(const struct http_request *req, int status);
 const char *api_route_label(int route);
 
 /* --- helpers for handlers (api.c) ---------------------------------------- */
+
+/*
+ * 1 if req's Origin header is absent, this server's own (its host[:port]
+ * is the Host header) or listed in allowed_origins; else 0. It decides
+ * the cross-site refusals of SPEC.md §5 (joinRoom) and §8 (cookies).
+ */
+int	api_origin_allowed(const struct worker *w,
+	    const struct http_request *req);
 
 /*
  * Parse the request body as a JSON object; on failure answer 400 and

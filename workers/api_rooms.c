@@ -48,8 +48,6 @@ static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
 static void	rooms_op_free(struct rooms_op *);
 static int	rooms_room_param(struct conn *, const struct route_match *,
 		    struct rooms_op *);
-static int	rooms_origin_allowed(const struct worker *,
-		    const struct http_request *);
 static void	rooms_created_cb(struct db_result *, void *);
 static void	rooms_listed_cb(struct db_result *, void *);
 static void	rooms_counted_cb(struct bus *, struct bus_reply *, void *);
@@ -491,7 +489,7 @@ rooms_join_cb(struct db_result *res, void *arg)
 		conn_error(c, 404, "no room %s", op->room);
 		goto done;
 	}
-	if (!rooms_origin_allowed(c->worker, op->req)) {
+	if (!api_origin_allowed(c->worker, op->req)) {
 		conn_error(c, 403, "WebSocket connections from origin %s are "
 		    "not allowed", http_header(op->req, "Origin"));
 		goto done;
@@ -507,43 +505,6 @@ rooms_join_cb(struct db_result *res, void *arg)
 	chat_upgrade(c, extra, op->room, op->uid, op->name, session);
 done:
 	rooms_op_free(op);
-}
-
-/*
- * Cookies make cross-site WebSocket hijacking possible: a page elsewhere
- * could open a socket with the user's cookie. An Origin must therefore be
- * this server itself (the Host the client asked for) or listed in
- * allowed_origins. Clients that send no Origin (not browsers) are fine.
- */
-static int
-rooms_origin_allowed(const struct worker *w, const struct http_request *req)
-{
-	const char *origin = http_header(req, "Origin");
-	const char *host = http_header(req, "Host");
-	const char *o, *list = w->conf->allowed_origins;
-	size_t olen, n;
-
-	if (origin == NULL)
-		return 1;
-	olen = strlen(origin);
-	while (olen > 0 && origin[olen - 1] == '/')
-		olen--;
-	for (const char *p = list; *p; p += n) {
-		p += strspn(p, " ,\t");
-		n = strcspn(p, " ,\t");
-		if (n > 0 && n == olen && strncasecmp(p, origin, n) == 0)
-			return 1;
-	}
-	if (host == NULL)
-		return 0;
-	if (strncasecmp(origin, "http://", 7) == 0)
-		o = origin + 7;
-	else if (strncasecmp(origin, "https://", 8) == 0)
-		o = origin + 8;
-	else
-		return 0;
-	return strlen(host) == olen - (size_t)(o - origin) &&
-	    strncasecmp(o, host, strlen(host)) == 0;
 }
 
 /* --- helpers ------------------------------------------------------------ */
