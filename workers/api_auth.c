@@ -23,6 +23,7 @@
 #include "workers/auth.h"
 #include "workers/conn.h"
 #include "workers/http.h"
+#include "workers/passwd.h"
 #include "workers/worker.h"
 
 #define USERNAME_MAX	32
@@ -176,8 +177,8 @@ register_taken_cb(struct db_result *res, void *arg)
 		    "email is already registered");
 		goto fail;
 	}
-	if (auth_hash(a->conn->worker->auth, a->password, register_hashed_cb,
-	    a) == -1) {
+	if (passwd_hash(a->conn->worker->passwd, a->password,
+	    register_hashed_cb, a) == -1) {
 		conn_error(a->conn, 503, "too many sign-ups at once; try "
 		    "again");
 		goto fail;
@@ -461,7 +462,7 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		    "try again in %lld seconds", secs);
 		goto fail;
 	}
-	if (auth_check(a->conn->worker->auth, mcf, a->password,
+	if (passwd_check(a->conn->worker->passwd, mcf, a->password,
 	    login_checked_cb, a) == -1) {
 		/* Not an attempt: give the reservation back. */
 		login_release(a);
