@@ -154,7 +154,7 @@ rooms_allowed_cb(long long retry_after, void *arg)
 	}
 }
 
-/* The counter of the rooms op's user creates. */
+/* The key that counts the rooms op->uid has created this hour. */
 static void
 rooms_limit_key(const struct rooms_op *op, char *key, size_t keylen)
 {
