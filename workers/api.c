@@ -254,15 +254,14 @@ api_string(struct conn *c, struct json_doc *doc, const char *key,
 }
 
 int
-api_paging(struct conn *c, const struct http_request *req, long long *limit,
-    long long *before)
+api_limit(struct conn *c, const struct http_request *req, long long def,
+    long long *limit)
 {
-	char v[32], *lv = NULL;
+	char *lv;
 	size_t qlen;
-	int r, rc = -1;
+	int r, rc = 0;
 
-	*limit = API_LIMIT_DEFAULT;
-	*before = INT64_MAX;
+	*limit = def;
 	if (req->query == NULL)
 		return 0;
 	/* limit may have any number of digits: a decoded value is never
@@ -270,27 +269,40 @@ api_paging(struct conn *c, const struct http_request *req, long long *limit,
 	qlen = strlen(req->query) + 1;
 	if ((lv = malloc(qlen)) == NULL) {
 		conn_error(c, 500, "out of memory");
-		goto done;
+		return -1;
 	}
-	if ((r = http_query_get(req->query, "limit", lv, qlen)) == -1 ||
-	    (r == 1 && api_parse_limit(lv, limit) == -1)) {
+	r = http_query_get(req->query, "limit", lv, qlen);
+	if (r == -1 || (r == 1 && api_parse_limit(lv, limit) == -1)) {
 		conn_error(c, 400, "limit must be a positive integer");
-		goto done;
+		rc = -1;
 	}
+	free(lv);
+	return rc;
+}
+
+int
+api_paging(struct conn *c, const struct http_request *req, long long *limit,
+    long long *before)
+{
+	char v[32];
+	int r;
+
+	*before = INT64_MAX;
+	if (api_limit(c, req, API_LIMIT_DEFAULT, limit) == -1)
+		return -1;
+	if (req->query == NULL)
+		return 0;
 	if ((r = http_query_get(req->query, "before", v, sizeof(v))) == 1) {
 		if (util_parse_int(v, 1, INT64_MAX, before) == -1) {
 			conn_error(c, 400, "before must be a positive integer "
 			    "(the id of the last item of the previous page)");
-			goto done;
+			return -1;
 		}
 	} else if (r == -1) {
 		conn_error(c, 400, "before must be a positive integer");
-		goto done;
+		return -1;
 	}
-	rc = 0;
-done:
-	free(lv);
-	return rc;
+	return 0;
 }
 
 /*

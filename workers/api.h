@@ -63,6 +63,12 @@ struct json_doc *api_body(struct conn *c, struct http_request *req);
 int	api_string(struct conn *c, struct json_doc *doc, const char *key,
 	    const char **out, size_t *len) __attribute__((warn_unused_result));
 /*
+ * The limit query parameter of a list route: def when absent, 1.., above
+ * 200 is 200 however many digits it has. 0, or -1 after 400 (or 500).
+ */
+int	api_limit(struct conn *c, const struct http_request *req,
+	    long long def, long long *limit) __attribute__((warn_unused_result));
+/*
  * Paging parameters of list routes: limit (default 50, 1.., above 200 is
  * 200 however many digits it has) and before (an id >= 1; default: no
  * bound). 0, or -1 after 400 (or 500).

@@ -23,6 +23,8 @@
 #include "workers/auth.h"
 #include "workers/conn.h"
 #include "workers/http.h"
+#include "workers/limit.h"
+#include "workers/passwd.h"
 #include "workers/worker.h"
 
 #define USERNAME_MAX	32
@@ -30,6 +32,7 @@
 #define PASSWORD_MIN	8
 #define PASSWORD_MAX	1024
 #define AUTH_AWAY	"the session store is unavailable; try again"
+#define REGISTER_WINDOW	3600	/* register_max is per hour */
 
 /* One registration or login in flight. */
 struct account {
@@ -78,6 +81,7 @@ static int	valid_email(const char *, size_t);
 static void	account_free(struct account *);
 static void	account_respond(struct account *, int);
 static void	register_taken_cb(struct db_result *, void *);
+static void	register_allowed_cb(long long, void *);
 static void	register_hashed_cb(const char *, void *);
 static void	register_fail(struct account *, int, const char *);
 static void	register_begun_cb(struct db_result *, void *);
@@ -160,6 +164,8 @@ static void
 register_taken_cb(struct db_result *res, void *arg)
 {
 	struct account *a = arg;
+	struct worker *w = a->conn->worker;
+	char key[LIMIT_KEY_MAX];
 	int user_taken, email_taken;
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -177,15 +183,39 @@ register_taken_cb(struct db_result *res, void *arg)
 		    "email is already registered");
 		goto fail;
 	}
-	if (auth_hash(a->conn->worker->auth, a->password, register_hashed_cb,
-	    a) == -1) {
-		conn_error(a->conn, 503, "too many sign-ups at once; try "
-		    "again");
+	/* Only what would cost a hash is counted: a 409 is not a sign-up. */
+	limit_key(w, "register", a->conn->peer, key, sizeof(key));
+	if (limit_take(w, key, w->conf->register_max, REGISTER_WINDOW,
+	    register_allowed_cb, a) == -1) {
+		conn_error(a->conn, 503, AUTH_AWAY);
 		goto fail;
 	}
 	return;
 fail:
 	account_free(a);
+}
+
+/* register_max per client address per hour (SPEC section 8). */
+static void
+register_allowed_cb(long long retry_after, void *arg)
+{
+	struct account *a = arg;
+
+	if (retry_after != 0) {
+		if (retry_after > 0)
+			limit_refuse(a->conn, retry_after, "registrations "
+			    "from this address");
+		else
+			conn_error(a->conn, 503, AUTH_AWAY);
+		account_free(a);
+		return;
+	}
+	if (passwd_hash(a->conn->worker->passwd, a->password,
+	    register_hashed_cb, a) == -1) {
+		conn_error(a->conn, 503, "too many sign-ups at once; try "
+		    "again");
+		account_free(a);
+	}
 }
 
 /*
@@ -476,7 +506,7 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		    "try again in %lld seconds", secs);
 		goto fail;
 	}
-	if (auth_check(a->conn->worker->auth, mcf, a->password,
+	if (passwd_check(a->conn->worker->passwd, mcf, a->password,
 	    login_checked_cb, a) == -1) {
 		/* Not an attempt: give the reservation back. */
 		login_release(a);
