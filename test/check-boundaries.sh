@@ -18,7 +18,7 @@ only 'libpq-fe\.h' common/db.c
 only 'hiredis/' common/bus.c
 only 'jsmn\.h' common/json.c
 only 'wslay/' workers/ws.c
-only 'libscrypt\.h' workers/auth.c
+only 'libscrypt\.h' workers/passwd.c
 only 'http_parser\.h' workers/http.c
 
 forbid() {	# forbid <description> <include regex> <files>...

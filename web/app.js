@@ -244,6 +244,23 @@ async function api(path, { method = 'GET', body, signal } = {}) {
 	throw new ApiError(errorText(res, data), res.status);
 }
 
+/*
+ * Every room: getRooms answers a page at a time (at most 200, each page
+ * after the last room of the one before), in creation order.
+ */
+async function allRooms(signal) {
+	const rooms = [];
+	for (;;) {
+		const after = rooms.length ?
+		    `&after=${encodeURIComponent(rooms[rooms.length - 1].id)}` : '';
+		const page = await api(`/ws/getRooms?limit=200${after}`,
+		    { signal });
+		rooms.push(...page);
+		if (page.length < 200)
+			return rooms;
+	}
+}
+
 function errorText(res, data) {
 	if (res.status === 429) {
 		const secs = parseInt(res.headers.get('Retry-After'), 10) || 60;
@@ -947,7 +964,7 @@ function roomsView(ctx) {
 
 	// Updates in place, so a refresh never moves focus or flickers.
 	async function refresh() {
-		const rooms = await api('/ws/getRooms', { signal: ctx.signal });
+		const rooms = await allRooms(ctx.signal);
 		const seen = new Set();
 		for (const room of rooms) {
 			seen.add(room.id);
@@ -1458,7 +1475,7 @@ function chatView(ctx, roomId) {
 	});
 
 	// The room's name: cosmetic, so the id stays shown if this fails.
-	api('/ws/getRooms', { signal: ctx.signal }).then((rooms) => {
+	allRooms(ctx.signal).then((rooms) => {
 		const room = rooms.find((r) => r.id === roomId);
 		if (room && !chat.stopped) {
 			title.textContent = room.name;

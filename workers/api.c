@@ -8,9 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
+#include "common/conf.h"
 #include "common/db.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -38,6 +40,8 @@ struct api_endpoint {
 #define API_LIMIT_MAX		200	/* a larger limit is clamped to it */
 
 static int	api_parse_limit(const char *, long long *);
+static int	api_cross_site(const struct worker *,
+		    const struct http_request *);
 
 #define OPEN(fn)	(&(const struct api_endpoint){ fn, NULL, 0 })
 #define USER(fn)	(&(const struct api_endpoint){ NULL, fn, 0 })
@@ -82,6 +86,14 @@ api_dispatch(struct conn *c, struct http_request *req)
 			conn_error(c, 411, "%s %s needs a Content-Length "
 			    "header (Content-Length: 0 for an empty body)",
 			    req->method_name, req->path);
+			return;
+		}
+		if (e->user != NULL && api_cross_site(c->worker, req)) {
+			conn_error(c, 403, "%s %s with the auth_token cookie is "
+			    "not allowed from origin %s; send \"Authorization: "
+			    "Bearer <token>\" or list the origin in "
+			    "allowed_origins", req->method_name, req->path,
+			    http_header(req, "Origin"));
 			return;
 		}
 		if (e->user != NULL)
@@ -163,6 +175,44 @@ api_route_label(int route)
 	return api_routes[i].pattern;
 }
 
+/*
+ * Cookies make cross-site requests possible: a page elsewhere can make the
+ * browser send the user's cookie, in a WebSocket upgrade as in a form POST.
+ * An Origin must therefore be this server itself (the Host the client
+ * asked for) or listed in allowed_origins. Clients that send no Origin
+ * (not browsers) are fine.
+ */
+int
+api_origin_allowed(const struct worker *w, const struct http_request *req)
+{
+	const char *origin = http_header(req, "Origin");
+	const char *host = http_header(req, "Host");
+	const char *o, *list = w->conf->allowed_origins;
+	size_t olen, n;
+
+	if (origin == NULL)
+		return 1;
+	olen = strlen(origin);
+	while (olen > 0 && origin[olen - 1] == '/')
+		olen--;
+	for (const char *p = list; *p; p += n) {
+		p += strspn(p, " ,\t");
+		n = strcspn(p, " ,\t");
+		if (n > 0 && n == olen && strncasecmp(p, origin, n) == 0)
+			return 1;
+	}
+	if (host == NULL)
+		return 0;
+	if (strncasecmp(origin, "http://", 7) == 0)
+		o = origin + 7;
+	else if (strncasecmp(origin, "https://", 8) == 0)
+		o = origin + 8;
+	else
+		return 0;
+	return strlen(host) == olen - (size_t)(o - origin) &&
+	    strncasecmp(o, host, strlen(host)) == 0;
+}
+
 struct json_doc *
 api_body(struct conn *c, struct http_request *req)
 {
@@ -190,57 +240,95 @@ api_string(struct conn *c, struct json_doc *doc, const char *key,
 {
 	switch (json_get_string(doc, key, out, len)) {
 	case JSON_OK:
-		return 1;
+		return 0;
 	case JSON_MISSING:
 		conn_error(c, 400, "%s is required", key);
-		return 0;
+		return -1;
 	case JSON_WRONG_TYPE:
 		conn_error(c, 400, "%s must be a string", key);
-		return 0;
+		return -1;
 	default:
 		conn_error(c, 400, "%s is not a valid string", key);
-		return 0;
+		return -1;
 	}
+}
+
+int
+api_limit(struct conn *c, const struct http_request *req, long long def,
+    long long *limit)
+{
+	char *lv;
+	size_t qlen;
+	int r, rc = 0;
+
+	*limit = def;
+	if (req->query == NULL)
+		return 0;
+	/* limit may have any number of digits: a decoded value is never
+	 * longer than the query it comes from. */
+	qlen = strlen(req->query) + 1;
+	if ((lv = malloc(qlen)) == NULL) {
+		conn_error(c, 500, "out of memory");
+		return -1;
+	}
+	r = http_query_get(req->query, "limit", lv, qlen);
+	if (r == -1 || (r == 1 && api_parse_limit(lv, limit) == -1)) {
+		conn_error(c, 400, "limit must be a positive integer");
+		rc = -1;
+	}
+	free(lv);
+	return rc;
 }
 
 int
 api_paging(struct conn *c, const struct http_request *req, long long *limit,
     long long *before)
 {
-	char v[32], *lv = NULL;
-	size_t qlen;
-	int r, ok = 0;
+	char v[32];
+	int r;
 
-	*limit = API_LIMIT_DEFAULT;
 	*before = INT64_MAX;
+	if (api_limit(c, req, API_LIMIT_DEFAULT, limit) == -1)
+		return -1;
 	if (req->query == NULL)
-		return 1;
-	/* limit may have any number of digits: a decoded value is never
-	 * longer than the query it comes from. */
-	qlen = strlen(req->query) + 1;
-	if ((lv = malloc(qlen)) == NULL) {
-		conn_error(c, 500, "out of memory");
 		return 0;
-	}
-	if ((r = http_query_get(req->query, "limit", lv, qlen)) == -1 ||
-	    (r == 1 && api_parse_limit(lv, limit) == -1)) {
-		conn_error(c, 400, "limit must be a positive integer");
-		goto done;
-	}
 	if ((r = http_query_get(req->query, "before", v, sizeof(v))) == 1) {
 		if (util_parse_int(v, 1, INT64_MAX, before) == -1) {
 			conn_error(c, 400, "before must be a positive integer "
 			    "(the id of the last item of the previous page)");
-			goto done;
+			return -1;
 		}
 	} else if (r == -1) {
 		conn_error(c, 400, "before must be a positive integer");
-		goto done;
+		return -1;
 	}
-	ok = 1;
-done:
-	free(lv);
-	return ok;
+	return 0;
+}
+
+/*
+ * SPEC.md §8: 1 for a request the auth_token cookie would authenticate
+ * (a cookie and no Authorization header: auth_request_token() takes a
+ * Bearer token first) with an unsafe method and an Origin that is not
+ * allowed. A Bearer token is not affected: a page elsewhere cannot make the
+ * browser send one. Checked before the session is looked up.
+ */
+static int
+api_cross_site(const struct worker *w, const struct http_request *req)
+{
+	char token[AUTH_TOKEN_MAX + 2];
+
+	switch (req->method) {
+	case HTTP_M_POST:
+	case HTTP_M_PUT:
+	case HTTP_M_PATCH:
+	case HTTP_M_DELETE:
+		break;
+	default:
+		return 0;
+	}
+	return http_header(req, "Authorization") == NULL &&
+	    http_cookie_get(req, "auth_token", token, sizeof(token)) != 0 &&
+	    !api_origin_allowed(w, req);
 }
 
 /*
@@ -271,10 +359,10 @@ api_id(struct conn *c, const char *s, const char *what, int64_t *id)
 
 	if (s == NULL || util_parse_int(s, 1, INT64_MAX, &v) == -1) {
 		conn_error(c, 400, "%s must be a positive integer", what);
-		return 0;
+		return -1;
 	}
 	*id = v;
-	return 1;
+	return 0;
 }
 
 void

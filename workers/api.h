@@ -16,6 +16,7 @@ struct http_request;
 struct route_match;
 struct json_doc;
 struct db_result;
+struct worker;
 
 typedef void api_handler(struct conn *c, struct http_request *req,
 	    const struct route_match *m);
@@ -43,25 +44,41 @@ const char *api_route_label(int route);
 /* --- helpers for handlers (api.c) ---------------------------------------- */
 
 /*
+ * 1 if req's Origin header is absent, this server's own (its host[:port]
+ * is the Host header) or listed in allowed_origins; else 0. It decides
+ * the cross-site refusals of SPEC.md §5 (joinRoom) and §8 (cookies).
+ */
+int	api_origin_allowed(const struct worker *w,
+	    const struct http_request *req);
+
+/*
  * Parse the request body as a JSON object; on failure answer 400 and
  * return NULL. The caller frees the doc.
  */
 struct json_doc *api_body(struct conn *c, struct http_request *req);
 /*
- * A required string member: 1 with *out set, or 0 after answering 400
+ * A required string member: 0 with *out set, or -1 after answering 400
  * ("<key> is required" / "<key> must be a string").
  */
 int	api_string(struct conn *c, struct json_doc *doc, const char *key,
-	    const char **out, size_t *len);
+	    const char **out, size_t *len) __attribute__((warn_unused_result));
+/*
+ * The limit query parameter of a list route: def when absent, 1.., above
+ * 200 is 200 however many digits it has. 0, or -1 after 400 (or 500).
+ */
+int	api_limit(struct conn *c, const struct http_request *req,
+	    long long def, long long *limit) __attribute__((warn_unused_result));
 /*
  * Paging parameters of list routes: limit (default 50, 1.., above 200 is
  * 200 however many digits it has) and before (an id >= 1; default: no
- * bound). 1, or 0 after 400 (or 500).
+ * bound). 0, or -1 after 400 (or 500).
  */
 int	api_paging(struct conn *c, const struct http_request *req,
-	    long long *limit, long long *before);
-/* A positive id from a path parameter or query value: 1, or 0 after 400. */
-int	api_id(struct conn *c, const char *s, const char *what, int64_t *id);
+	    long long *limit, long long *before)
+	    __attribute__((warn_unused_result));
+/* A positive id from a path parameter or query value: 0, or -1 after 400. */
+int	api_id(struct conn *c, const char *s, const char *what, int64_t *id)
+	    __attribute__((warn_unused_result));
 /*
  * Answer for a failed query: 503 when res is NULL (PostgreSQL away or too
  * slow), else 500 with the error logged.

@@ -23,6 +23,8 @@
 #include "workers/auth.h"
 #include "workers/conn.h"
 #include "workers/http.h"
+#include "workers/limit.h"
+#include "workers/passwd.h"
 #include "workers/worker.h"
 
 #define USERNAME_MAX	32
@@ -30,6 +32,7 @@
 #define PASSWORD_MIN	8
 #define PASSWORD_MAX	1024
 #define AUTH_AWAY	"the session store is unavailable; try again"
+#define REGISTER_WINDOW	3600	/* register_max is per hour */
 
 /* One registration or login in flight. */
 struct account {
@@ -78,6 +81,7 @@ static int	valid_email(const char *, size_t);
 static void	account_free(struct account *);
 static void	account_respond(struct account *, int);
 static void	register_taken_cb(struct db_result *, void *);
+static void	register_allowed_cb(long long, void *);
 static void	register_hashed_cb(const char *, void *);
 static void	register_fail(struct account *, int, const char *);
 static void	register_begun_cb(struct db_result *, void *);
@@ -109,9 +113,9 @@ api_register(struct conn *c, struct http_request *req,
 	(void)m;
 	if ((doc = api_body(c, req)) == NULL)
 		return;
-	if (!api_string(c, doc, "username", &username, &ulen) ||
-	    !api_string(c, doc, "email", &email, &elen) ||
-	    !api_string(c, doc, "password", &password, &plen))
+	if (api_string(c, doc, "username", &username, &ulen) == -1 ||
+	    api_string(c, doc, "email", &email, &elen) == -1 ||
+	    api_string(c, doc, "password", &password, &plen) == -1)
 		goto done;
 	if (!valid_username(username, ulen)) {
 		conn_error(c, 400, "username must be 1 to 32 characters from "
@@ -120,7 +124,8 @@ api_register(struct conn *c, struct http_request *req,
 	}
 	if (!valid_email(email, elen)) {
 		conn_error(c, 400, "email must be at most 254 bytes with one @ "
-		    "and something on each side");
+		    "and something on each side, and no spaces or control "
+		    "characters");
 		goto done;
 	}
 	if (plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
@@ -159,6 +164,8 @@ static void
 register_taken_cb(struct db_result *res, void *arg)
 {
 	struct account *a = arg;
+	struct worker *w = a->conn->worker;
+	char key[LIMIT_KEY_MAX];
 	int user_taken, email_taken;
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -176,15 +183,39 @@ register_taken_cb(struct db_result *res, void *arg)
 		    "email is already registered");
 		goto fail;
 	}
-	if (auth_hash(a->conn->worker->auth, a->password, register_hashed_cb,
-	    a) == -1) {
-		conn_error(a->conn, 503, "too many sign-ups at once; try "
-		    "again");
+	/* Only what would cost a hash is counted: a 409 is not a sign-up. */
+	limit_key(w, "register", a->conn->peer, key, sizeof(key));
+	if (limit_take(w, key, w->conf->register_max, REGISTER_WINDOW,
+	    register_allowed_cb, a) == -1) {
+		conn_error(a->conn, 503, AUTH_AWAY);
 		goto fail;
 	}
 	return;
 fail:
 	account_free(a);
+}
+
+/* register_max per client address per hour (SPEC section 8). */
+static void
+register_allowed_cb(long long retry_after, void *arg)
+{
+	struct account *a = arg;
+
+	if (retry_after != 0) {
+		if (retry_after > 0)
+			limit_refuse(a->conn, retry_after, "registrations "
+			    "from this address");
+		else
+			conn_error(a->conn, 503, AUTH_AWAY);
+		account_free(a);
+		return;
+	}
+	if (passwd_hash(a->conn->worker->passwd, a->password,
+	    register_hashed_cb, a) == -1) {
+		conn_error(a->conn, 503, "too many sign-ups at once; try "
+		    "again");
+		account_free(a);
+	}
 }
 
 /*
@@ -355,9 +386,26 @@ api_login(struct conn *c, struct http_request *req,
 		conn_error(c, 400, "email or username is required");
 		goto done;
 	}
-	if (!api_string(c, doc, by_email ? "email" : "username", &ident,
-	    &ilen) || !api_string(c, doc, "password", &password, &plen))
+	if (api_string(c, doc, by_email ? "email" : "username", &ident,
+	    &ilen) == -1 ||
+	    api_string(c, doc, "password", &password, &plen) == -1)
 		goto done;
+	/*
+	 * SPEC.md §8: no silent truncation. Longer than any email or
+	 * username, or than any password, cannot be anyone's: say so rather
+	 * than try a cut copy (which could match the account of its first
+	 * bytes, or end mid-character).
+	 */
+	if (ilen > EMAIL_MAX) {
+		conn_error(c, 400, "%s must be at most %d bytes",
+		    by_email ? "email" : "username", EMAIL_MAX);
+		goto done;
+	}
+	if (plen > PASSWORD_MAX) {
+		conn_error(c, 400, "password must be at most %d bytes",
+		    PASSWORD_MAX);
+		goto done;
+	}
 	if (!bus_connected(w->redis)) {
 		conn_error(c, 503, AUTH_AWAY);
 		goto done;
@@ -367,11 +415,8 @@ api_login(struct conn *c, struct http_request *req,
 		goto done;
 	}
 	a->conn = c;
-	/* Too long to be anyone's: still a failure, counted as one. */
-	snprintf(a->email, sizeof(a->email), "%.*s", (int)(ilen > EMAIL_MAX ?
-	    EMAIL_MAX : ilen), ident);
-	snprintf(a->password, sizeof(a->password), "%.*s",
-	    (int)(plen > PASSWORD_MAX ? PASSWORD_MAX : plen), password);
+	memcpy(a->email, ident, ilen + 1);
+	memcpy(a->password, password, plen + 1);
 	/*
 	 * PostgreSQL's lower(), as in the unique indexes, not ours: what
 	 * matches is exactly what is unique (the database's LC_CTYPE decides
@@ -461,7 +506,7 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		    "try again in %lld seconds", secs);
 		goto fail;
 	}
-	if (auth_check(a->conn->worker->auth, mcf, a->password,
+	if (passwd_check(a->conn->worker->passwd, mcf, a->password,
 	    login_checked_cb, a) == -1) {
 		/* Not an attempt: give the reservation back. */
 		login_release(a);
@@ -588,11 +633,25 @@ valid_username(const char *s, size_t len)
 	    "0123456789_.-") == len;
 }
 
+/*
+ * At most EMAIL_MAX bytes, one '@' with something on each side, and no
+ * space or control character (C0, DEL, or C1 as UTF-8 0xC2 0x80..0x9F): a
+ * "\r\n" in an address is a header injection waiting for the first mail.
+ * s is valid UTF-8 (json_get_string() checked it).
+ */
 static int
 valid_email(const char *s, size_t len)
 {
 	const char *at = memchr(s, '@', len);
 
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch <= 0x20 || ch == 0x7f || (ch == 0xc2 && i + 1 < len &&
+		    (unsigned char)s[i + 1] >= 0x80 &&
+		    (unsigned char)s[i + 1] <= 0x9f))
+			return 0;
+	}
 	return len <= EMAIL_MAX && at != NULL && at != s &&
 	    at != s + len - 1 && memchr(at + 1, '@', len - (size_t)(at - s) -
 	    1) == NULL;

@@ -138,7 +138,7 @@ api_post_create(struct conn *c, struct http_request *req,
 	(void)m;
 	if ((doc = api_body(c, req)) == NULL)
 		return;
-	if (!api_string(c, doc, "content", &s, &len))
+	if (api_string(c, doc, "content", &s, &len) == -1)
 		goto done;
 	/* json_get_string() has checked that s is valid UTF-8 without NUL. */
 	if (len == 0 || utf8_count(s, len) > POSTS_CONTENT_MAX ||
@@ -195,7 +195,7 @@ api_post_get(struct conn *c, struct http_request *req,
 	int64_t n;
 
 	(void)req;
-	if (!api_id(c, router_param(m, "id"), "the post id", &n))
+	if (api_id(c, router_param(m, "id"), "the post id", &n) == -1)
 		return;
 	if ((op = posts_op_new(c, uid, n)) == NULL)
 		return;
@@ -234,7 +234,7 @@ api_post_delete(struct conn *c, struct http_request *req,
 	int64_t n;
 
 	(void)req;
-	if (!api_id(c, router_param(m, "id"), "the post id", &n))
+	if (api_id(c, router_param(m, "id"), "the post id", &n) == -1)
 		return;
 	if ((op = posts_op_new(c, uid, n)) == NULL)
 		return;
@@ -283,7 +283,7 @@ api_user_posts(struct conn *c, struct http_request *req,
 {
 	int64_t n;
 
-	if (!api_id(c, router_param(m, "id"), "the user id", &n))
+	if (api_id(c, router_param(m, "id"), "the user id", &n) == -1)
 		return;
 	posts_list(c, req, uid, n, posts_user_list_sql, posts_user_list_cb);
 }
@@ -306,7 +306,7 @@ posts_list(struct conn *c, struct http_request *req, int64_t uid, int64_t id,
 	const char *params[3] = { idbuf, before, limit };
 	long long lim, bef;
 
-	if (!api_paging(c, req, &lim, &bef))
+	if (api_paging(c, req, &lim, &bef) == -1)
 		return;
 	if ((op = posts_op_new(c, uid, id)) == NULL)
 		return;

@@ -26,11 +26,14 @@
 #include "workers/chat.h"
 #include "workers/conn.h"
 #include "workers/http.h"
+#include "workers/limit.h"
 #include "workers/router.h"
 #include "workers/worker.h"
 #include "workers/ws.h"
 
 #define ROOMS_GENERATED_ID_BYTES 9	/* 12 base64url characters */
+#define ROOMS_LIMIT_WINDOW	3600	/* rooms_max_per_hour */
+#define ROOMS_LIST_DEFAULT	100	/* getRooms limit (SPEC section 8) */
 
 /* One rooms request in flight. */
 struct rooms_op {
@@ -48,8 +51,8 @@ static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
 static void	rooms_op_free(struct rooms_op *);
 static int	rooms_room_param(struct conn *, const struct route_match *,
 		    struct rooms_op *);
-static int	rooms_origin_allowed(const struct worker *,
-		    const struct http_request *);
+static void	rooms_allowed_cb(long long, void *);
+static void	rooms_limit_key(const struct rooms_op *, char *, size_t);
 static void	rooms_created_cb(struct db_result *, void *);
 static void	rooms_listed_cb(struct db_result *, void *);
 static void	rooms_counted_cb(struct bus *, struct bus_reply *, void *);
@@ -71,8 +74,8 @@ api_create_room(struct conn *c, struct http_request *req,
 {
 	struct json_doc *doc = NULL;
 	struct rooms_op *op;
-	const char *s, *params[3];
-	char uidbuf[24];
+	const char *s;
+	char key[LIMIT_KEY_MAX];
 	size_t len;
 	int r;
 
@@ -106,13 +109,10 @@ api_create_room(struct conn *c, struct http_request *req,
 		memcpy(op->name, s, len + 1);
 	} else
 		snprintf(op->name, sizeof(op->name), "%s", op->room);
-	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)uid);
-	params[0] = op->room;
-	params[1] = op->name;
-	params[2] = uidbuf;
-	if (db_query(c->worker->db, "INSERT INTO rooms (id, name, created_by) "
-	    "VALUES ($1, $2, $3)", 3, params, rooms_created_cb, op) == -1) {
-		api_db_error(c, NULL, "create room");
+	rooms_limit_key(op, key, sizeof(key));
+	if (limit_take(c->worker, key, c->worker->conf->rooms_max_per_hour,
+	    ROOMS_LIMIT_WINDOW, rooms_allowed_cb, op) == -1) {
+		conn_error(c, 503, "the limit store is unavailable; try again");
 		goto fail;
 	}
 	json_free(doc);
@@ -122,11 +122,57 @@ fail:
 	rooms_op_free(op);
 }
 
+/* rooms_max_per_hour per user (SPEC section 8): then the INSERT. */
+static void
+rooms_allowed_cb(long long retry_after, void *arg)
+{
+	struct rooms_op *op = arg;
+	const char *params[3];
+	char uidbuf[24];
+
+	if (retry_after != 0) {
+		if (retry_after > 0)
+			limit_refuse(op->conn, retry_after, "rooms created "
+			    "by this user");
+		else
+			conn_error(op->conn, 503, "the limit store is "
+			    "unavailable; try again");
+		rooms_op_free(op);
+		return;
+	}
+	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)op->uid);
+	params[0] = op->room;
+	params[1] = op->name;
+	params[2] = uidbuf;
+	if (db_query(op->conn->worker->db, "INSERT INTO rooms (id, name, "
+	    "created_by) VALUES ($1, $2, $3)", 3, params, rooms_created_cb,
+	    op) == -1) {
+		api_db_error(op->conn, NULL, "create room");
+		rooms_op_free(op);
+	}
+}
+
+/* The key that counts the rooms op->uid has created this hour. */
+static void
+rooms_limit_key(const struct rooms_op *op, char *key, size_t keylen)
+{
+	char uidbuf[24];
+
+	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)op->uid);
+	limit_key(op->conn->worker, "rooms", uidbuf, key, keylen);
+}
+
 static void
 rooms_created_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
+	char key[LIMIT_KEY_MAX];
 
+	/* A room that was not made does not count against the limit. */
+	if (res == NULL || !db_result_ok(res)) {
+		rooms_limit_key(op, key, sizeof(key));
+		limit_give_back(op->conn->worker, key);
+	}
 	if (res != NULL && strcmp(db_result_sqlstate(res), "23505") == 0)
 		conn_error(op->conn, 409, "room id %s is taken", op->room);
 	else if (res == NULL || !db_result_ok(res))
@@ -151,15 +197,43 @@ api_get_rooms(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct rooms_op *op;
+	const char *params[2];
+	long long limit;
+	char lim[24];
+	int r;
 
 	(void)m;
 	if ((op = rooms_op_new(c, req, uid)) == NULL)
 		return;
-	if (db_query(c->worker->db, "SELECT id, name FROM rooms ORDER BY seq",
-	    0, NULL, rooms_listed_cb, op) == -1) {
-		api_db_error(c, NULL, "list rooms");
-		rooms_op_free(op);
+	if (api_limit(c, req, ROOMS_LIST_DEFAULT, &limit) == -1)
+		goto fail;
+	/* after: the last room of the previous page ("" for the first). */
+	if (req->query != NULL && (r = http_query_get(req->query, "after",
+	    op->room, sizeof(op->room))) != 0 && (r == -1 ||
+	    !msg_room_id_valid(op->room, strlen(op->room)))) {
+		conn_error(c, 400, "after must be a room id (the last room of "
+		    "the previous page)");
+		goto fail;
 	}
+	snprintf(lim, sizeof(lim), "%lld", limit);
+	params[0] = op->room;
+	params[1] = lim;
+	/*
+	 * Keyset paging on the creation order. No row: after names no room
+	 * (400, see rooms_listed_cb); one row of NULLs: an empty page.
+	 */
+	if (db_query(c->worker->db, "SELECT r.id, r.name FROM "
+	    "(SELECT seq FROM rooms WHERE id = $1 UNION ALL "
+	    "SELECT 0 WHERE $1 = '') a LEFT JOIN LATERAL "
+	    "(SELECT id, name, seq FROM rooms WHERE seq > a.seq "
+	    "ORDER BY seq LIMIT $2) r ON true ORDER BY r.seq", 2, params,
+	    rooms_listed_cb, op) == -1) {
+		api_db_error(c, NULL, "list rooms");
+		goto fail;
+	}
+	return;
+fail:
+	rooms_op_free(op);
 }
 
 /*
@@ -179,7 +253,15 @@ rooms_listed_cb(struct db_result *res, void *arg)
 		api_db_error(op->conn, res, "list rooms");
 		goto fail;
 	}
-	n = db_result_ntuples(res);
+	if (db_result_ntuples(res) == 0) {
+		conn_error(op->conn, 400, "after: there is no room %s (now); "
+		    "start again without after", op->room);
+		goto fail;
+	}
+	/* The rows of the page; an empty page is one row of NULLs. */
+	for (n = 0; n < db_result_ntuples(res) && !db_result_isnull(res, n,
+	    0); n++)
+		;
 	if (n == 0) {
 		evbuffer_add(op->body, "[]", 2);
 		conn_json(op->conn, 200, op->body, NULL);
@@ -384,7 +466,7 @@ api_history(struct conn *c, struct http_request *req,
 		return;
 	if (!rooms_room_param(c, m, op))
 		return;
-	if (!api_paging(c, req, &limit, &before)) {
+	if (api_paging(c, req, &limit, &before) == -1) {
 		rooms_op_free(op);
 		return;
 	}
@@ -491,7 +573,7 @@ rooms_join_cb(struct db_result *res, void *arg)
 		conn_error(c, 404, "no room %s", op->room);
 		goto done;
 	}
-	if (!rooms_origin_allowed(c->worker, op->req)) {
+	if (!api_origin_allowed(c->worker, op->req)) {
 		conn_error(c, 403, "WebSocket connections from origin %s are "
 		    "not allowed", http_header(op->req, "Origin"));
 		goto done;
@@ -507,43 +589,6 @@ rooms_join_cb(struct db_result *res, void *arg)
 	chat_upgrade(c, extra, op->room, op->uid, op->name, session);
 done:
 	rooms_op_free(op);
-}
-
-/*
- * Cookies make cross-site WebSocket hijacking possible: a page elsewhere
- * could open a socket with the user's cookie. An Origin must therefore be
- * this server itself (the Host the client asked for) or listed in
- * allowed_origins. Clients that send no Origin (not browsers) are fine.
- */
-static int
-rooms_origin_allowed(const struct worker *w, const struct http_request *req)
-{
-	const char *origin = http_header(req, "Origin");
-	const char *host = http_header(req, "Host");
-	const char *o, *list = w->conf->allowed_origins;
-	size_t olen, n;
-
-	if (origin == NULL)
-		return 1;
-	olen = strlen(origin);
-	while (olen > 0 && origin[olen - 1] == '/')
-		olen--;
-	for (const char *p = list; *p; p += n) {
-		p += strspn(p, " ,\t");
-		n = strcspn(p, " ,\t");
-		if (n > 0 && n == olen && strncasecmp(p, origin, n) == 0)
-			return 1;
-	}
-	if (host == NULL)
-		return 0;
-	if (strncasecmp(origin, "http://", 7) == 0)
-		o = origin + 7;
-	else if (strncasecmp(origin, "https://", 8) == 0)
-		o = origin + 8;
-	else
-		return 0;
-	return strlen(host) == olen - (size_t)(o - origin) &&
-	    strncasecmp(o, host, strlen(host)) == 0;
 }
 
 /* --- helpers ------------------------------------------------------------ */

@@ -457,7 +457,7 @@ api_user_get(struct conn *c, struct http_request *req,
 	int64_t n;
 
 	(void)req;
-	if (!api_id(c, router_param(m, "id"), "the user id", &n))
+	if (api_id(c, router_param(m, "id"), "the user id", &n) == -1)
 		return;
 	snprintf(id, sizeof(id), "%" PRId64, n);
 	users_profile(c, uid, users_profile_by_id, id, 0);
@@ -581,8 +581,8 @@ users_list(struct conn *c, struct http_request *req,
 	long long lim, bef;
 	int64_t n;
 
-	if (!api_id(c, router_param(m, "id"), "the user id", &n) ||
-	    !api_paging(c, req, &lim, &bef))
+	if (api_id(c, router_param(m, "id"), "the user id", &n) == -1 ||
+	    api_paging(c, req, &lim, &bef) == -1)
 		return;
 	if ((op = users_op_new(c, 0, n)) == NULL)
 		return;

@@ -1,11 +1,10 @@
 /*
- * auth: passwords and sessions. Passwords are hashed and checked with
- * libscrypt on a small thread pool, never on the loop; results come back to
- * the loop through a pipe. Sessions live in Redis, keyed by the SHA-256 of
- * the token (so redis-cli never shows a usable token):
+ * auth: sessions, and the session check of routes that need a caller.
+ * Sessions live in Redis, keyed by the SHA-256 of the token (so redis-cli
+ * never shows a usable token):
  *	<prefix>session:<sha256 hex>	user id, expires after session_ttl
  *	<prefix>user:<id>:sessions	set of that user's session keys
- * auth.c is the only file that includes libscrypt.h.
+ * Passwords are hashed and checked by passwd.c.
  */
 #ifndef GC_AUTH_H
 #define GC_AUTH_H
@@ -13,7 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct event_base;
 struct conn;
 struct http_request;
 struct route_match;
@@ -21,31 +19,6 @@ struct worker;
 
 #define AUTH_TOKEN_MAX	64	/* longest token we accept */
 #define AUTH_KEY_MAX	160	/* longest session key */
-
-/* --- passwords ---------------------------------------------------------- */
-
-struct auth_pool;
-
-struct auth_pool *auth_pool_new(struct event_base *base, int threads);
-/* Joins the threads; jobs not yet done are dropped without callback. */
-void	auth_pool_free(struct auth_pool *pool);
-
-/* mcf is the hash to store, or NULL if hashing failed. */
-typedef void auth_hash_cb(const char *mcf, void *arg);
-/* match is 1 when the password is right. */
-typedef void auth_check_cb(int match, void *arg);
-
-/*
- * Queue a hash or a check; the callback runs later on the loop. -1 when
- * the queue is full (answer 503). auth_check with mcf NULL checks against a
- * dummy hash of the same cost, so that an unknown account takes as long as
- * a wrong password.
- */
-int	auth_hash(struct auth_pool *pool, const char *password,
-	    auth_hash_cb *cb, void *arg) __attribute__((warn_unused_result));
-int	auth_check(struct auth_pool *pool, const char *mcf,
-	    const char *password, auth_check_cb *cb, void *arg)
-	    __attribute__((warn_unused_result));
 
 /* --- sessions ----------------------------------------------------------- */
 

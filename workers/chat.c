@@ -32,6 +32,7 @@
 #include "workers/chat.h"
 #include "workers/conn.h"
 #include "workers/http.h"
+#include "workers/limit.h"
 #include "workers/worker.h"
 #include "workers/ws.h"
 
@@ -63,6 +64,7 @@ struct chat_member {
 	char		 session[AUTH_KEY_MAX];
 	int64_t		 last_seen_ms;	/* monotonic: last frame from it */
 	int		 ping_sent;
+	struct limit_bucket bucket;	/* ws_msg_rate, ws_msg_burst */
 };
 
 TAILQ_HEAD(member_list, chat_member);
@@ -242,6 +244,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	snprintf(m->username, sizeof(m->username), "%s", username);
 	snprintf(m->session, sizeof(m->session), "%s", session);
 	m->last_seen_ms = util_mono_ms();
+	limit_bucket_init(&m->bucket, w->conf->ws_msg_burst, m->last_seen_ms);
 	if ((m->room = chat_room_get(chat, room, 1)) == NULL) {
 		free(m);
 		conn_error(c, 500, "out of memory");
@@ -411,6 +414,13 @@ member_on_text(void *arg, const char *msg, size_t len)
 	if (memchr(msg, '\0', len) != NULL) {
 		chat_close_member(m, WS_CLOSE_BAD_DATA, "messages cannot "
 		    "contain NUL characters");
+		return;
+	}
+	/* Over the bucket: not accepted. A §5 client has no error event to
+	 * be told with, so its socket is closed (SPEC section 8). */
+	if (limit_bucket_take(&m->bucket, chat->w->conf->ws_msg_rate,
+	    chat->w->conf->ws_msg_burst, util_mono_ms()) != 0) {
+		chat_close_member(m, WS_CLOSE_POLICY, "too many messages");
 		return;
 	}
 	metrics_count(MC_MSGS_IN, 1);

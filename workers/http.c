@@ -33,6 +33,20 @@ enum http_piece {
 	HTTP_PIECE_VALUE
 };
 
+/*
+ * Where the head's bytes are, line by line, to find obs-fold (a header
+ * line that starts with a space or a tab, RFC 9112 5.2): http-parser joins
+ * it to the previous value without telling, and SPEC.md §8 wants a 400.
+ */
+enum http_fold {
+	HTTP_FOLD_START,	/* before the request line's first byte */
+	HTTP_FOLD_LINE,		/* in the request line */
+	HTTP_FOLD_BOL,		/* at the start of a header line */
+	HTTP_FOLD_BOL_CR,	/* after a CR there: the blank line? */
+	HTTP_FOLD_FIELD,	/* in a header line */
+	HTTP_FOLD_END		/* past the blank line: the body */
+};
+
 struct http_hdr_off {
 	size_t	name;
 	size_t	value;
@@ -57,6 +71,7 @@ struct http_reader {
 	size_t		 line_len;
 	int		 line_spaces;	/* fewer than 2: HTTP/0.9, a 505 */
 	char		 line_tail[9];	/* " HTTP/x.y" */
+	enum http_fold	 fold;
 
 	/*
 	 * The head's strings, NUL-terminated, one after the other: offsets,
@@ -86,6 +101,7 @@ struct http_reader {
 
 static int	http_is_tchar(unsigned char c);
 static void	http_track_line(struct http_reader *r, const char *p, size_t n);
+static int	http_track_fold(struct http_reader *r, const char *p, size_t n);
 static void	http_reader_reset(struct http_reader *r);
 static int	http_fail(struct http_reader *r, int status);
 static int	http_buf_reserve(struct http_reader *r, size_t n);
@@ -184,6 +200,11 @@ http_reader_feed(struct http_reader *r, const char *data, size_t len,
 				n = r->max_head - r->head_len;
 			if (!r->line_done)
 				http_track_line(r, data + off, n);
+			if (http_track_fold(r, data + off, n) == -1) {
+				r->status = 400;
+				r->phase = HTTP_PHASE_ERROR;
+				break;
+			}
 		}
 		got = http_parser_execute(&r->parser, &http_settings,
 		    data + off, n);
@@ -431,6 +452,43 @@ http_track_line(struct http_reader *r, const char *p, size_t n)
 	}
 }
 
+/*
+ * Follow the head's lines: -1 at a header line that starts with a space
+ * or a tab (obs-fold; also white space between the request line and the
+ * first header, which RFC 9112 2.2 lets a server refuse). Blank lines
+ * before the request line are allowed, as http-parser allows them.
+ */
+static int
+http_track_fold(struct http_reader *r, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n && r->fold != HTTP_FOLD_END; i++) {
+		switch (r->fold) {
+		case HTTP_FOLD_START:
+			if (p[i] != '\r' && p[i] != '\n')
+				r->fold = HTTP_FOLD_LINE;
+			break;
+		case HTTP_FOLD_LINE:
+		case HTTP_FOLD_FIELD:
+			if (p[i] == '\n')
+				r->fold = HTTP_FOLD_BOL;
+			break;
+		case HTTP_FOLD_BOL:
+			if (p[i] == ' ' || p[i] == '\t')
+				return -1;
+			r->fold = p[i] == '\r' ? HTTP_FOLD_BOL_CR :
+			    p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_FIELD;
+			break;
+		case HTTP_FOLD_BOL_CR:
+			r->fold = p[i] == '\n' ? HTTP_FOLD_END :
+			    HTTP_FOLD_FIELD;
+			break;
+		case HTTP_FOLD_END:
+			break;
+		}
+	}
+	return 0;
+}
+
 static void
 http_reader_reset(struct http_reader *r)
 {
@@ -444,6 +502,7 @@ http_reader_reset(struct http_reader *r)
 	r->line_done = r->line_ok = 0;
 	r->line_len = 0;
 	r->line_spaces = 0;
+	r->fold = HTTP_FOLD_START;
 	if (r->buf_cap > HTTP_BUF_KEEP) {
 		free(r->buf);
 		r->buf = NULL;

@@ -29,9 +29,9 @@
 #include "common/proc.h"
 #include "common/stats.h"
 #include "common/util.h"
-#include "workers/auth.h"
 #include "workers/chat.h"
 #include "workers/conn.h"
+#include "workers/passwd.h"
 #include "workers/static.h"
 #include "workers/worker.h"
 
@@ -82,7 +82,8 @@ worker_main(const struct proc_ctx *ctx)
 	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
 	    &w.stats)) == NULL)
 		fatalx("cannot set up stats");
-	if ((w.auth = auth_pool_new(w.base, w.conf->scrypt_threads)) == NULL)
+	if ((w.passwd = passwd_pool_new(w.base,
+	    w.conf->scrypt_threads)) == NULL)
 		fatalx("cannot start the password hashing threads");
 	if ((w.chat = chat_new(&w)) == NULL)
 		fatalx("cannot set up chat");
@@ -321,7 +322,7 @@ worker_free(struct worker *w)
 	/* Pending queries and commands are answered with errors here... */
 	bus_free(w->redis);
 	db_pool_free(w->db);
-	auth_pool_free(w->auth);
+	passwd_pool_free(w->passwd);
 	/* ...and the deferred frees they and the closes scheduled run now. */
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
 	static_free(w->web);

@@ -19,7 +19,7 @@ struct stats_pub;
 struct conn;
 struct static_files;
 struct proc_ctx;
-struct auth_pool;
+struct passwd_pool;
 struct chat;
 
 TAILQ_HEAD(conn_list, conn);
@@ -33,7 +33,7 @@ struct worker {
 	uint64_t		 next_conn_id;
 	struct db_pool		*db;
 	struct bus		*redis;		/* commands */
-	struct auth_pool	*auth;		/* scrypt threads */
+	struct passwd_pool	*passwd;	/* scrypt threads */
 	struct chat		*chat;		/* WebSocket members */
 	struct stats		 stats;
 	struct stats_pub	*stats_pub;

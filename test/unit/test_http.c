@@ -159,6 +159,12 @@ static const struct good_case {
 	{ "a body with NULs and CRLFs is copied whole",
 	    "POST /p HTTP/1.1\r\nContent-Length: 6\r\n\r\na\r\n\r\nb",
 	    HTTP_M_POST, "POST", "/p", NULL, "a\r\n\r\nb", 1, 0, 1, 0 },
+	{ "a body line that starts with a space is no obs-fold",
+	    "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\n a\n\tb",
+	    HTTP_M_POST, "POST", "/p", NULL, " a\n\tb", 1, 0, 1, 0 },
+	{ "white space inside and around a value",
+	    "GET / HTTP/1.1\r\nX-A:  b c\t\r\nHost:a\r\n\r\n",
+	    HTTP_M_GET, "GET", "/", NULL, NULL, 1, 0, 1, 0 },
 };
 
 static void
@@ -221,6 +227,15 @@ static const struct bad_case {
 	{ "header without a colon", "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
 	    400 },
 	{ "CR without LF", "GET / HTTP/1.1\r\nA: b\rX\r\n\r\n", 400 },
+	{ "obs-fold with a space", "GET / HTTP/1.1\r\nHost: a\r\n"
+	    "X-A: b\r\n c\r\n\r\n", 400 },
+	{ "obs-fold with a tab", "GET / HTTP/1.1\r\nX-A: b\r\n\tc\r\n"
+	    "Host: a\r\n\r\n", 400 },
+	{ "obs-fold after a bare LF", "GET / HTTP/1.1\nX-A: b\n c\n\n", 400 },
+	{ "obs-fold of an empty value", "GET / HTTP/1.1\r\nX-A:\r\n c\r\n"
+	    "\r\n", 400 },
+	{ "white space before the first header",
+	    "GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400 },
 	{ "two Content-Lengths",
 	    "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n"
 	    "\r\nab", 400 },
