@@ -210,6 +210,46 @@ describe('chat', () => {
 	});
 });
 
+describe('member list', () => {
+	// Joins that race the list: each page used to fetch getClients before
+	// opening its socket, and lost whoever joined in between (issue 12,
+	// 7e). Five people open a fresh room at the same moment, three times;
+	// every page must list all five.
+	test('everyone who joins at the same moment is listed by everyone',
+	    LIMIT, async () => {
+		const crowd = [];
+		for (let i = 0; i < 5; i++)
+			crowd.push(await register(await newPerson(),
+			    unique(`m${i}x`)));
+		for (let attempt = 0; attempt < 3; attempt++) {
+			const id = unique('race');
+			const res = await crowd[0].page.request.post(
+			    BASE + '/ws/createRoom', { data: { id } });
+			assert.equal(res.status(), 200, await res.text());
+			await Promise.all(crowd.map((p) => p.page.evaluate((h) => {
+				location.hash = h;
+			}, `#/rooms/${id}`)));
+			await Promise.all(crowd.map((p) => online(p)));
+			for (const p of crowd) {
+				const members = p.page.locator(
+				    '[data-testid="chat-member"]');
+				const want = crowd.map((q) => q.id).sort((x, y) => x - y);
+				const got = async () => (await members.evaluateAll(
+				    (els) => els.map((e) => Number(e.dataset.userId))))
+				    .sort((x, y) => x - y);
+				// The list settles within 5 s.
+				for (let t = 0; t < 50 && (await got()).length !==
+				    want.length; t++)
+					await sleep(100);
+				assert.deepEqual(await got(), want, `attempt ${
+				    attempt + 1}: ${p.username}'s "In the room" list`);
+			}
+		}
+		for (const p of crowd)
+			await p.context.close();
+	});
+});
+
 describe('social', () => {
 	test('a follow and a post appear in the follower\'s feed', LIMIT, async () => {
 		const ann = await register(await newPerson(), unique('ann'));
