@@ -910,3 +910,61 @@ bus_reply_element(const struct bus_reply *r, size_t i)
 		return NULL;
 	return (struct bus_reply *)rr->element[i];
 }
+
+/* ---- durability check (SPEC §8) ------------------------------------------ */
+
+static void	bus_aof_cb(struct bus *, struct bus_reply *, void *);
+
+/*
+ * 0: not asked yet, or the connection went before the answer (ask on the
+ * next connect); 1: asked, waiting; 2: answered, or the answer cannot be
+ * had (INFO renamed or refused). Per process: one warning at most.
+ */
+static int bus_aof_state;
+
+void
+bus_aof_check(struct bus *bus, void *arg)
+{
+	(void)arg;
+	if (bus_aof_state != 0)
+		return;
+	if (bus_command(bus, bus_aof_cb, NULL, "INFO persistence") == -1)
+		return;
+	bus_aof_state = 1;
+}
+
+/*
+ * The INFO section is "key:value\r\n" lines; aof_enabled is 0 or 1. An
+ * error (INFO renamed away by rename-command, refused by an ACL) or a reply
+ * without the field is no evidence either way: debug only.
+ */
+static void
+bus_aof_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	const char	*s, *p;
+
+	(void)arg;
+	if (reply == NULL) {
+		bus_aof_state = 0;
+		return;
+	}
+	bus_aof_state = 2;
+	if (bus_reply_type(reply) != BUS_STRING ||
+	    (s = bus_reply_str(reply, NULL)) == NULL) {
+		log_debug("%s: INFO persistence refused: AOF not checked",
+		    bus->where);
+		return;
+	}
+	for (p = s; (p = strstr(p, "aof_enabled:")) != NULL; p++) {
+		if (p != s && p[-1] != '\n')
+			continue;
+		if (p[strlen("aof_enabled:")] == '0')
+			log_warnx("Redis at %s has no AOF (appendonly no): "
+			    "chat messages accepted but not yet stored in "
+			    "PostgreSQL are lost if Redis crashes (README, "
+			    "Durability)", bus->where);
+		return;
+	}
+	log_debug("%s: INFO persistence has no aof_enabled: AOF not checked",
+	    bus->where);
+}

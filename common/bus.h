@@ -88,4 +88,13 @@ int	bus_url_valid(const char *url);
  */
 const char *bus_url_redact(const char *url, char *buf, size_t len);
 
+/*
+ * A bus_event_cb for on_connect (arg unused), or a call from one: asks this
+ * Redis once per process for INFO persistence and logs a warning when it
+ * has no AOF (SPEC §8: an accepted chat message lives only in Redis until
+ * the hub stores it). Asked again on a later connect only if the connection
+ * went before the answer. Not for a subscribed bus.
+ */
+void	bus_aof_check(struct bus *bus, void *arg);
+
 #endif

@@ -519,7 +519,7 @@ hub_on_connect(struct bus *bus, void *arg)
 {
 	struct hub *h = arg;
 
-	(void)bus;
+	bus_aof_check(bus, NULL);
 	hub_group_create(h);
 	hub_lease(h);
 }

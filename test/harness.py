@@ -4,8 +4,10 @@ harness and the engine of `make run`. Standard library only.
 
 As a module (test/integration/conftest.py imports it):
     Postgres(dir, port)   initdb + postgres on 127.0.0.1:port, database gochat
-    Redis(dir, port)      redis-server on 127.0.0.1:port, no persistence
-                          (password= adds --requirepass)
+    Redis(dir, port)      redis-server on 127.0.0.1:port with an AOF
+                          (appendonly yes, appendfsync everysec), no RDB
+                          snapshots (password= adds --requirepass,
+                          appendonly=False turns the AOF off)
     Server(bin, conf, dir)  gochat -c dir/gochat.conf in the foreground
     redis_cmd(port, *args)  one Redis command over a socket (no redis-cli)
     RawHTTP(host, port)   exact bytes over a socket, for malformed, slow and
@@ -19,9 +21,12 @@ child of the harness (no pg_ctl): it is reaped, and killed with it.
 
 As a command (what `make run` runs):
     harness.py run --dir DIR --bin BIN --srcdir SRCDIR [--port 8080]
-keeps PostgreSQL and Redis data under DIR (reused next time), starts them on
-free ports, runs the server on 127.0.0.1:PORT and stops all three cleanly on
-Ctrl-C or SIGTERM.
+    [--redis-port 6390]
+keeps PostgreSQL and Redis data under DIR (reused next time), starts
+PostgreSQL on a free port and Redis (with its AOF) on 127.0.0.1:REDIS_PORT
+(so that `redis-cli -p REDIS_PORT` reaches it), runs the server on
+127.0.0.1:PORT, or on what GOCHAT_LISTEN says, and stops all three cleanly
+on Ctrl-C or SIGTERM.
 
 Environment knobs for the integration tests:
     GOCHAT_TEST_KEEP=1     keep the temporary directory (configs, logs, the
@@ -499,16 +504,26 @@ def stats_hashes(port, pids, prefix="gochat:", **kw):
 class Redis:
 	"""A private redis-server on 127.0.0.1:port with its files in dir.
 
-	persist=False (tests): no RDB snapshots, no AOF. persist=True (make run):
-	Redis' default snapshots in dir, saved on a clean stop, so sessions
-	survive the next run. password: started with --requirepass, which
-	url and cmd() then use."""
+	Always appendonly yes with appendfsync everysec (SPEC §8: what make
+	run and the tests run, and what the README recommends), unless
+	appendonly=False: then Redis keeps chat messages in memory only and
+	gochat warns at start-up. Redis write()s the AOF before it answers, so
+	start() after kill() normally finds every acknowledged write: the fsync
+	once a second matters when the machine crashes, and a write Redis
+	postpones behind a slow fsync (at most 2 s) when it is killed. A dir
+	left with dump.rdb and no AOF is switched over without losing the
+	snapshot. persist=False (tests): no
+	RDB snapshots. persist=True (make run): Redis' default snapshots in dir
+	as well, saved on a clean stop. password: started with --requirepass,
+	which url and cmd() then use."""
 
-	def __init__(self, dir, port, persist=False, password=None):
+	def __init__(self, dir, port, persist=False, password=None,
+	    appendonly=True):
 		self.dir = os.path.abspath(str(dir))
 		self.port = int(port)
 		self.persist = persist
 		self.password = password
+		self.appendonly = appendonly
 		self.logfile = os.path.join(self.dir, "redis.log")
 		self.proc = None
 		self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -531,9 +546,17 @@ class Redis:
 			raise HarnessError("redis-server not found: install Debian's "
 			    "redis-server")
 		os.makedirs(self.dir, exist_ok=True)
+		# A dir an older make run left with RDB snapshots only: started
+		# with appendonly yes, Redis would begin an empty AOF and ignore
+		# dump.rdb. Load the snapshot first, then switch the AOF on.
+		migrate = self.appendonly and \
+		    os.path.exists(os.path.join(self.dir, "dump.rdb")) and \
+		    not os.path.exists(os.path.join(self.dir, "appendonlydir"))
 		argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
 		    "--dir", ".", "--daemonize", "no", "--logfile", "",
-		    "--appendonly", "no"]
+		    "--appendonly", "yes" if self.appendonly and not migrate
+		    else "no",
+		    "--appendfsync", "everysec"]
 		if not self.persist:
 			argv += ["--save", ""]
 		if self.password:
@@ -560,7 +583,22 @@ class Redis:
 			raise HarnessError("redis-server did not answer PING on port %d "
 			    "within %d s:\n%s" % (self.port, timeout,
 			    tail(self.logfile, 30)))
+		if migrate:
+			self._enable_aof(timeout)
 		return self
+
+	def _enable_aof(self, timeout):
+		"""CONFIG SET appendonly yes and wait for the AOF's first rewrite."""
+		self.cmd("CONFIG", "SET", "appendonly", "yes")
+
+		def written():
+			info = self.cmd("INFO", "persistence")
+			return "aof_rewrite_in_progress:0" in info and \
+			    "aof_rewrite_scheduled:0" in info and os.path.exists(
+			    os.path.join(self.dir, "appendonlydir"))
+		if not wait_for(written, timeout):
+			raise HarnessError("redis-server did not write its AOF within "
+			    "%d s:\n%s" % (timeout, tail(self.logfile, 30)))
 
 	def running(self):
 		return self.proc is not None and self.proc.poll() is None
@@ -964,9 +1002,23 @@ def cmd_run(args):
 	srcdir = os.path.abspath(args.srcdir)
 	if not os.access(bin, os.X_OK):
 		raise HarnessError("no gochat binary at %s: run make first" % bin)
-	if port_in_use(args.port):
-		raise HarnessError("port %d is already in use on 127.0.0.1: stop what "
-		    "listens there or choose another port (--port)" % args.port)
+	# GOCHAT_LISTEN=host:port make run: the server's own override, honoured
+	# here too (the server never sees the caller's GOCHAT_*: see Server).
+	host, port = "127.0.0.1", args.port
+	listen = os.environ.get("GOCHAT_LISTEN")
+	if listen:
+		host, _, p = listen.rpartition(":")
+		host = host.strip("[]")
+		if not host or not p.isdigit() or not 0 < int(p) < 65536:
+			raise HarnessError("GOCHAT_LISTEN must be host:port, not %r"
+			    % listen)
+		port = int(p)
+	for what, p, knob in (("HTTP", port, "GOCHAT_LISTEN=127.0.0.1:PORT "
+	    "or RUN_PORT=PORT"), ("Redis", args.redis_port, "RUN_REDIS_PORT=PORT")):
+		if port_in_use(p):
+			raise HarnessError("port %d (%s) is already in use on "
+			    "127.0.0.1: stop what listens there or choose another "
+			    "port (make run %s)" % (p, what, knob))
 	os.makedirs(run_dir, exist_ok=True)
 
 	stopping = []
@@ -978,7 +1030,8 @@ def cmd_run(args):
 	signal.signal(signal.SIGHUP, on_signal)
 
 	pg = Postgres(os.path.join(run_dir, "pg"), free_port())
-	redis = Redis(os.path.join(run_dir, "redis"), free_port(), persist=True)
+	redis = Redis(os.path.join(run_dir, "redis"), args.redis_port,
+	    persist=True)
 	server = None
 	rc = 0
 	try:
@@ -986,11 +1039,13 @@ def cmd_run(args):
 		print("gochat run: %s PostgreSQL in %s (port %d)" % (
 		    "creating" if fresh else "starting", pg.dir, pg.port), flush=True)
 		pg.start()
-		print("gochat run: starting Redis in %s (port %d)" % (redis.dir,
-		    redis.port), flush=True)
+		print("gochat run: starting Redis in %s (port %d, appendonly yes: "
+		    "redis-cli -p %d)" % (redis.dir, redis.port, redis.port),
+		    flush=True)
 		redis.start()
 		conf = {
-			"listen": "127.0.0.1:%d" % args.port,
+			"listen": "%s:%d" % ("[%s]" % host if ":" in host else host,
+			    port),
 			"workers": "auto",
 			"database_url": pg.url,
 			"redis_url": redis.url,
@@ -1016,8 +1071,8 @@ def cmd_run(args):
 				    "200 within 30 s (its output is above)")
 			time.sleep(0.1)
 		if not stopping:
-			print("\nGoChat is running: open http://127.0.0.1:%d/ — Ctrl-C "
-			    "stops it\n" % args.port, flush=True)
+			print("\nGoChat is running: open %s/ — Ctrl-C stops it\n"
+			    % server.base, flush=True)
 		while not stopping and server.proc.poll() is None:
 			time.sleep(0.2)
 		if not stopping:
@@ -1055,7 +1110,11 @@ def main(argv=None):
 	r.add_argument("--bin", required=True, help="the gochat binary")
 	r.add_argument("--srcdir", required=True, help="the source tree (sql/, web/)")
 	r.add_argument("--port", type=int, default=8080,
-	    help="HTTP port on 127.0.0.1 (default 8080)")
+	    help="HTTP port on 127.0.0.1 (default 8080); GOCHAT_LISTEN=host:port "
+	    "in the environment wins")
+	r.add_argument("--redis-port", type=int, default=6390,
+	    help="Redis' port on 127.0.0.1 (default 6390), fixed so that "
+	    "redis-cli -p finds it")
 	args = ap.parse_args(argv)
 	try:
 		return cmd_run(args)

@@ -1052,6 +1052,7 @@ function chatView(ctx, roomId) {
 		stopped: false,
 		wasOnline: false,        // a socket opened once: now "reconnecting"
 		joined: false,           // my first join notice was shown
+		synced: false,           // this socket's own join came: list asked
 		members: new Map(),      // user id → username
 		ids: [],                 // message ids shown, ascending
 		nodes: new Map(),        // message id → element
@@ -1117,7 +1118,9 @@ function chatView(ctx, roomId) {
 		chat.timer = null;
 		setStatus(chat.wasOnline ? 'reconnecting' : 'connecting',
 		    chat.wasOnline ? 'Reconnecting…' : 'Connecting…');
-		// Who is here now; and a 404 before any socket is opened.
+		// A 404 before any socket is opened, and who is here, for a
+		// start: the list is asked again once the socket's own join has
+		// come (see refreshMembers), as joins in between are not seen.
 		let clients;
 		try {
 			clients = await api(`/ws/getClients/${enc}`,
@@ -1131,6 +1134,10 @@ function chatView(ctx, roomId) {
 			    err.status === 503 ? 'The server cannot reach its ' +
 				'database' : err.message.replace(/\.$/, ''));
 		}
+		sync.seq++;
+		sync.running = null;
+		sync.log = null;
+		chat.synced = false;
 		setMembers(clients);
 		const ws = new WebSocket(wsUrl(roomId));
 		chat.ws = ws;
@@ -1233,10 +1240,15 @@ function chatView(ctx, roomId) {
 	function onJoinEvent(ev) {
 		const known = chat.members.has(ev.userId);
 		chat.members.set(ev.userId, ev.username);
+		sync.log?.push(ev);
 		renderMembers();
 		// Once per visit for me (a reconnect is not news), and only a
 		// person's first connection for others (a second tab is not).
 		if (ev.userId === state.me.id) {
+			if (!chat.synced) {
+				chat.synced = true;
+				refreshMembers();
+			}
 			if (!chat.joined)
 				live(() => addNotice('join', 'You joined'));
 			chat.joined = true;
@@ -1249,17 +1261,68 @@ function chatView(ctx, roomId) {
 	// One person may have several connections: the server's list says
 	// whether this leave was their last.
 	async function onLeaveEvent(ev) {
-		try {
-			setMembers(await api(`/ws/getClients/${enc}`,
-			    { signal: ctx.signal }));
-		} catch (err) {
-			if (err.name === 'AbortError' || err.handled)
-				return;
+		const ok = await refreshMembers();
+		if (ok === null || chat.stopped)
+			return;
+		if (!ok) {
 			chat.members.delete(ev.userId);
 			renderMembers();
 		}
 		if (!chat.members.has(ev.userId))
 			live(() => addNotice('leave', `${ev.username} left`));
+	}
+
+	// The members, from getClients, asked only once the socket's own join
+	// has come, so that every later join and leave reaches the socket.
+	// Joins that come while a fetch is in flight may be missing from its
+	// answer: they are applied again on top of it. A leave asks again
+	// (only the server knows whether it was someone's last connection),
+	// and calls made meanwhile share one more fetch. Resolves to true once
+	// the list is the server's, false if a fetch failed (the list is then
+	// what the events made it), null if this socket was replaced.
+	const sync = {
+		seq: 0,         // counts sockets: an older socket's fetch is void
+		running: null,  // the promise of the fetches in progress
+		again: false,   // asked again while a fetch was in flight
+		log: null,      // joins seen since the current fetch was sent
+	};
+
+	function refreshMembers() {
+		sync.again = true;
+		if (sync.running === null)
+			sync.running = fetchMembers(sync.seq);
+		return sync.running;
+	}
+
+	async function fetchMembers(seq) {
+		let ok = true;
+		try {
+			while (sync.again) {
+				sync.again = false;
+				sync.log = [];
+				const users = await api(`/ws/getClients/${enc}`,
+				    { signal: ctx.signal });
+				if (seq !== sync.seq)
+					return null;
+				const joins = sync.log;
+				sync.log = null;
+				setMembers(users);
+				for (const ev of joins)
+					chat.members.set(ev.userId, ev.username);
+				renderMembers();
+			}
+		} catch (err) {
+			if (err.name === 'AbortError' || err.handled ||
+			    seq !== sync.seq)
+				return null;
+			ok = false;
+		} finally {
+			if (seq === sync.seq) {
+				sync.running = null;
+				sync.log = null;
+			}
+		}
+		return ok;
 	}
 
 	function setMembers(users) {

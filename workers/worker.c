@@ -75,7 +75,7 @@ worker_main(const struct proc_ctx *ctx)
 		fatalx("cannot set up the PostgreSQL pool");
 	db_pool_prepare(w.db, w.conf->db_prepare);
 	if ((w.redis = bus_new(w.base, w.conf->redis_url,
-	    w.conf->redis_password, "commands", NULL,
+	    w.conf->redis_password, "commands", bus_aof_check,
 	    NULL, &w)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));

@@ -210,6 +210,60 @@ describe('chat', () => {
 	});
 });
 
+describe('member list', () => {
+	// Joins that race the list: each page used to fetch getClients before
+	// opening its socket, and lost whoever joined in between (issue 12,
+	// 7e). Five people open a fresh room at the same moment, three times,
+	// then all reload at once, then every worker is killed: each time
+	// every page must list all five.
+	test('everyone who joins at the same moment is listed by everyone',
+	    LIMIT, async () => {
+		const crowd = [];
+		for (let i = 0; i < 5; i++)
+			crowd.push(await register(await newPerson(),
+			    unique(`m${i}x`)));
+		const want = crowd.map((q) => q.id).sort((x, y) => x - y);
+		const listed = async (p) => (await p.page.locator(
+		    '[data-testid="chat-member"]').evaluateAll((els) =>
+		    els.map((e) => Number(e.dataset.userId))))
+		    .sort((x, y) => x - y);
+
+		async function everyoneListsEveryone(what) {
+			await Promise.all(crowd.map((p) => online(p, 20000)));
+			for (const p of crowd) {
+				// The list settles within 5 s.
+				for (let t = 0; t < 50 && (await listed(p)).length !==
+				    want.length; t++)
+					await sleep(100);
+				assert.deepEqual(await listed(p), want,
+				    `${what}: ${p.username}'s "In the room" list`);
+			}
+		}
+
+		let id;
+		for (let attempt = 1; attempt <= 3; attempt++) {
+			id = unique('race');
+			const res = await crowd[0].page.request.post(
+			    BASE + '/ws/createRoom', { data: { id } });
+			assert.equal(res.status(), 200, await res.text());
+			await Promise.all(crowd.map((p) => p.page.evaluate((h) => {
+				location.hash = h;
+			}, `#/rooms/${id}`)));
+			await everyoneListsEveryone(`joining, attempt ${attempt}`);
+		}
+		await Promise.all(crowd.map((p) => p.page.reload()));
+		await everyoneListsEveryone('all reloading at once');
+		for (const pid of workerPids())
+			process.kill(pid, 'SIGKILL');
+		await Promise.all(crowd.map((p) => p.page.locator(
+		    '[data-testid="chat-status"]:not([data-state="online"])')
+		    .waitFor({ timeout: 5000 })));
+		await everyoneListsEveryone('after every worker was killed');
+		for (const p of crowd)
+			await p.context.close();
+	});
+});
+
 describe('social', () => {
 	test('a follow and a post appear in the follower\'s feed', LIMIT, async () => {
 		const ann = await register(await newPerson(), unique('ann'));
