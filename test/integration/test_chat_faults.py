@@ -21,8 +21,8 @@ import pytest
 
 import harness
 from conftest import needs_own_server, own_service
-from test_chat import (all_history, assert_increasing, call, create_room,
-    join, login, ok_json, register, try_join, wait_clients)
+from test_chat import (all_history, all_rooms, assert_increasing, call,
+    create_room, join, login, ok_json, register, try_join, wait_clients)
 from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
 
 pytestmark = pytest.mark.usefixtures("own_server_only")
@@ -870,8 +870,7 @@ def test_rooms_and_ids_survive_a_restart_even_with_redis_emptied(make_server,
 	s2 = make_server()
 	settled(s2)
 	a2 = dict(a, token=login(s2, a))
-	rooms = [x for x in ok_json(call(s2, "GET", "/ws/getRooms", a2))
-	    if x["id"] == room]
+	rooms = [x for x in all_rooms(s2, a2) if x["id"] == room]
 	assert rooms == [{"id": room, "name": "survivor", "clients": 0}], rooms
 	hist = all_history(s2, a2, room)
 	assert [(e["id"], e["content"]) for e in hist] == [(e["id"], e["content"])
