@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "common/attr.h"
+
 struct event_base;
 struct bus;
 struct bus_reply;
@@ -67,10 +69,10 @@ int	bus_connected(const struct bus *bus);
  * MONITOR.
  */
 int	bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 int	bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 	    const char **argv, const size_t *argvlen)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 
 enum bus_reply_type bus_reply_type(const struct bus_reply *r);
 long long bus_reply_integer(const struct bus_reply *r);
