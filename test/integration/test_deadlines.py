@@ -1,0 +1,161 @@
+"""Deadlines on backend calls (SPEC.md §8): with backend_timeout = 1 s, a
+Redis or PostgreSQL that is stopped with SIGSTOP (stalled, not
+disconnected) makes a request answer 503 within the deadline plus slack
+instead of hanging, the keep-alive connection stays usable, and once the
+backend is continued (SIGCONT) the same connection gets proper answers
+again. Each test stops only a backend of its own or, for PostgreSQL, the
+shared one for the length of the test, and always continues it."""
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import harness
+from conftest import needs_own_server, own_service
+from test_chat import create_room, register, try_join
+
+BACKEND_TIMEOUT = 1
+SLACK = 3		# seconds over the deadline a 503 may take on a busy box
+
+
+@pytest.fixture
+def stall_redis(workdir):
+	"""A Redis of the test's own, stopped and continued by the test."""
+	needs_own_server()
+	yield from own_service(harness.Redis(workdir / ("deadline-redis-%d" %
+	    harness.free_port()), harness.free_port()))
+
+
+@contextlib.contextmanager
+def stopped(pids):
+	"""SIGSTOP every pid; SIGCONT them all whatever happens."""
+	done = []
+	try:
+		for pid in pids:
+			os.kill(pid, signal.SIGSTOP)
+			done.append(pid)
+		yield
+	finally:
+		for pid in done:
+			with contextlib.suppress(ProcessLookupError):
+				os.kill(pid, signal.SIGCONT)
+
+
+def pg_pids(pg):
+	"""The postmaster and all its children (backends, walwriter, ...)."""
+	return [pg.pid()] + [pid for pid, _ in harness.children_of(pg.pid())]
+
+
+class KeepAlive:
+	"""One keep-alive HTTP/1.1 connection that must never be reopened."""
+
+	def __init__(self, srv, token):
+		self.conn = http.client.HTTPConnection(srv.host, srv.port,
+		    timeout=BACKEND_TIMEOUT + SLACK + 10)
+		self.token = token
+		self.conn.connect()
+		self.sock = self.conn.sock
+		self.local = self.sock.getsockname()
+
+	def request(self, method, path, body=None, auth=True):
+		headers = {}
+		if auth:
+			headers["Authorization"] = "Bearer " + self.token
+		if body is not None:
+			body = json.dumps(body)
+			headers["Content-Type"] = "application/json"
+		t0 = time.monotonic()
+		self.conn.request(method, path, body=body, headers=headers)
+		r = self.conn.getresponse()
+		data = r.read()
+		took = time.monotonic() - t0
+		assert self.conn.sock is self.sock and \
+		    self.sock.getsockname() == self.local, \
+		    "the keep-alive connection was closed"
+		assert (r.getheader("Connection") or "").lower() != "close", \
+		    "%s %s: %d closes the connection" % (method, path, r.status)
+		return r.status, data, took
+
+	def expect_503(self, method, path, body=None, auth=True):
+		status, data, took = self.request(method, path, body, auth)
+		assert status == 503, "%s %s: %d %r" % (method, path, status, data)
+		assert took < BACKEND_TIMEOUT + SLACK, \
+		    "%s %s: 503 after %.1f s" % (method, path, took)
+		return json.loads(data)
+
+	def wait_ok(self, method, path, timeout=20):
+		"""Repeat until 200 (503 meanwhile); returns the body."""
+		deadline = time.monotonic() + timeout
+		while True:
+			status, data, _ = self.request(method, path)
+			if status == 200:
+				return json.loads(data)
+			assert status == 503, (status, data)
+			assert time.monotonic() < deadline, \
+			    "%s %s: still %d after %d s" % (method, path, status,
+			    timeout)
+			time.sleep(0.2)
+
+	def close(self):
+		self.conn.close()
+
+
+def test_a_stalled_redis_answers_503_and_the_connection_recovers(
+    make_server, stall_redis):
+	srv = make_server(redis=stall_redis, backend_timeout=BACKEND_TIMEOUT,
+	    workers=1)
+	user = register(srv)
+	room = create_room(srv, user)
+	ka = KeepAlive(srv, user["token"])
+	try:
+		me = ka.wait_ok("GET", "/me")
+		with stopped([stall_redis.proc.pid]):
+			ka.expect_503("GET", "/me")
+			# Later requests fail too (at once or within the
+			# deadline), whichever route needs Redis.
+			ka.expect_503("GET", "/me")
+			ka.expect_503("POST", "/login", {"username":
+			    user["username"], "password": "correct horse"},
+			    auth=False)
+			status, data, took = ka.request("GET", "/health",
+			    auth=False)
+			assert status == 503 and took < BACKEND_TIMEOUT + SLACK, \
+			    (status, data, took)
+			assert json.loads(data)["redis"] != "ok", data
+			t0 = time.monotonic()
+			answer = try_join(srv, room, token=user["token"])
+			assert answer.status == 503, answer
+			assert time.monotonic() - t0 < BACKEND_TIMEOUT + SLACK
+		assert ka.wait_ok("GET", "/me") == me
+		status, data, _ = ka.request("POST", "/login",
+		    {"username": user["username"], "password": "correct horse"},
+		    auth=False)
+		assert status == 200, (status, data)
+	finally:
+		ka.close()
+	assert "no reply in %d ms" % (BACKEND_TIMEOUT * 1000) in srv.log_text()
+
+
+def test_a_stalled_postgres_answers_503_and_the_connection_recovers(
+    make_server, pg):
+	srv = make_server(backend_timeout=BACKEND_TIMEOUT, workers=1)
+	user = register(srv)
+	ka = KeepAlive(srv, user["token"])
+	try:
+		me = ka.wait_ok("GET", "/me")
+		with stopped(pg_pids(pg)):
+			ka.expect_503("GET", "/me")
+			ka.expect_503("GET", "/me")
+			status, data, took = ka.request("GET", "/health",
+			    auth=False)
+			assert status == 503 and took < BACKEND_TIMEOUT + SLACK, \
+			    (status, data, took)
+			assert json.loads(data)["postgres"] != "ok", data
+		assert ka.wait_ok("GET", "/me") == me
+	finally:
+		ka.close()
