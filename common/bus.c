@@ -54,6 +54,8 @@ struct bus_url {
 /*
  * A command, from bus_command() to its one reply: the caller's callback
  * (or none), and when it went, for the latency metrics and the deadline.
+ * A (P)SUBSCRIBE on a bus with a deadline gets one too, only to be timed:
+ * hiredis never sees it, the confirmations count it down.
  */
 struct bus_call {
 	TAILQ_ENTRY(bus_call) entry;	/* in bus->calls while timed */
@@ -63,6 +65,7 @@ struct bus_call {
 	int64_t		 sent_us;	/* monotonic */
 	int		 blocking;	/* waits by design: not timed */
 	int		 timed;		/* in bus->calls */
+	long		 confirms;	/* (P)SUBSCRIBE: channels to confirm */
 };
 
 /*
@@ -121,6 +124,7 @@ static void	bus_retry_cb(evutil_socket_t, short, void *);
 static void	bus_timeout_cb(evutil_socket_t, short, void *);
 static void	bus_deadline_cb(evutil_socket_t, short, void *);
 static enum bus_cmd_kind bus_cmd_kind(const char *, int);
+static long	bus_cmd_argc(const char *, int);
 static int	bus_cmd_arg(const char **, const char *, const char **,
 		    long *);
 static int	bus_cmd_blocking(const char *, int);
@@ -133,6 +137,8 @@ static int	bus_vcommand(struct bus *, bus_cb *, void *, const char *,
 static struct bus_sub *bus_sub_get(struct bus *, bus_cb *, void *);
 static void	bus_call_cb(redisAsyncContext *, void *, void *);
 static void	bus_sub_cb(redisAsyncContext *, void *, void *);
+static void	bus_sub_confirmed(struct bus *, const redisReply *);
+static void	bus_calls_drop(struct bus *);
 
 /* ---- URL ----------------------------------------------------------------- */
 
@@ -462,6 +468,7 @@ bus_disconnect_cb(const redisAsyncContext *cac, int status)
 	bus->ac = NULL;
 	bus->state = BUS_IDLE;
 	evtimer_del(bus->timeout_ev);
+	bus_calls_drop(bus);
 	if (bus->freeing)
 		return;
 	if (!was_ready) {
@@ -708,6 +715,19 @@ bus_cmd_kind(const char *cmd, int len)
 	return BUS_CMD_PLAIN;
 }
 
+/* The number of arguments of a formatted command, the name included. */
+static long
+bus_cmd_argc(const char *cmd, int len)
+{
+	const char *p = cmd + 1;
+	long argc;
+
+	if (len < 2 || cmd[0] != '*' || bus_parse_num(&p, 1L << 30, &argc) ==
+	    -1)
+		return 0;
+	return argc;
+}
+
 /* The next argument of a formatted command ("$<n>\r\n<n bytes>\r\n"):
  * 0 with *arg and *len set and *pp past it, -1 at the end or if garbled. */
 static int
@@ -810,9 +830,17 @@ bus_send_formatted(struct bus *bus, bus_cb *cb, void *arg, const char *cmd,
 			goto fail;
 		fn = bus_sub_cb;
 		priv = sub;
+		if (bus->timeout_ms > 0) {
+			if ((call = calloc(1, sizeof(*call))) == NULL)
+				goto fail;
+			call->bus = bus;
+			call->sent_us = util_mono_us();
+			call->timed = 1;
+			call->confirms = bus_cmd_argc(cmd, len) - 1;
+		}
 	} else if (kind == BUS_CMD_PLAIN) {
 		/* Even without cb: its reply is counted and timed. */
-		if ((call = malloc(sizeof(*call))) == NULL)
+		if ((call = calloc(1, sizeof(*call))) == NULL)
 			goto fail;
 		call->bus = bus;
 		call->cb = cb;
@@ -972,8 +1000,53 @@ bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
 		if (s->lost_gen == s->bus->gen)
 			return;
 		s->lost_gen = s->bus->gen;
-	}
+	} else
+		bus_sub_confirmed(s->bus, r);
 	s->cb(s->bus, r, s->arg);
+}
+
+/*
+ * A reply on a subscribed connection: a ["(p)subscribe", channel, count]
+ * confirms one channel of the oldest (P)SUBSCRIBE still waiting (Redis
+ * confirms in order); messages and unsubscriptions are not timed.
+ */
+static void
+bus_sub_confirmed(struct bus *bus, const redisReply *r)
+{
+	struct bus_call *call;
+	const redisReply *kind;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+		return;
+	kind = r->element[0];
+	if (kind->type != REDIS_REPLY_STRING ||
+	    (strcasecmp(kind->str, "subscribe") != 0 &&
+	    strcasecmp(kind->str, "psubscribe") != 0))
+		return;
+	TAILQ_FOREACH(call, &bus->calls, entry)
+		if (call->confirms > 0)
+			break;
+	if (call != NULL && --call->confirms == 0) {
+		TAILQ_REMOVE(&bus->calls, call, entry);
+		free(call);
+	}
+}
+
+/*
+ * The connection is gone: hiredis has called back every command, so what
+ * is left timed is (P)SUBSCRIBEs, which only the bus holds.
+ */
+static void
+bus_calls_drop(struct bus *bus)
+{
+	struct bus_call *call;
+
+	while ((call = TAILQ_FIRST(&bus->calls)) != NULL) {
+		TAILQ_REMOVE(&bus->calls, call, entry);
+		call->timed = 0;
+		if (call->confirms > 0)
+			free(call);
+	}
 }
 
 /* ---- replies ------------------------------------------------------------- */

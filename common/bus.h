@@ -68,8 +68,9 @@ int	bus_connected(const struct bus *bus);
  * SELECT), so while Redis stays stalled commands fail at once (-1).
  * Commands that wait by design (BLPOP, XREAD(GROUP) ... BLOCK, WAIT, ...)
  * have no deadline, and a timed command queued behind one waits for it:
- * give a deadline only to a bus that sends none. (P)SUBSCRIBE confirmations
- * are not timed either.
+ * give a deadline only to a bus that sends none. A (P)SUBSCRIBE is timed
+ * until Redis has confirmed each of its channels; messages and
+ * (P)UNSUBSCRIBE are not.
  */
 void	bus_set_timeout(struct bus *bus, int ms);
 

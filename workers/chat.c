@@ -167,6 +167,7 @@ chat_new(struct worker *w)
 		chat_free(chat);
 		return NULL;
 	}
+	bus_set_timeout(chat->sub, w->conf->backend_timeout * 1000);
 	return chat;
 }
 

@@ -11,13 +11,16 @@ import http.client
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 import harness
 from conftest import needs_own_server, own_service
-from test_chat import create_room, register, try_join
+from test_chat import (WS, create_room, open_socket, read_head, register,
+    try_join, upgrade_request)
+from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
 
 BACKEND_TIMEOUT = 1
 SLACK = 3		# seconds over the deadline a 503 may take on a busy box
@@ -159,3 +162,51 @@ def test_a_stalled_postgres_answers_503_and_the_connection_recovers(
 		assert ka.wait_ok("GET", "/me") == me
 	finally:
 		ka.close()
+
+
+def test_a_join_whose_subscribe_stalls_is_closed_within_the_deadline(
+    make_server, stall_redis, pg):
+	"""The room's SUBSCRIBE is the one Redis command of a join made after
+	the upgrade. To have Redis stall right then, the join's room check
+	waits on a lock held in PostgreSQL while Redis is stopped: the upgrade
+	is answered when the lock goes, the SUBSCRIBE gets no confirmation, and
+	the WebSocket is closed with 1011 instead of waiting for ever."""
+	timeout = 3		# longer than the lock, so the check passes
+	srv = make_server(redis=stall_redis, backend_timeout=timeout,
+	    workers=1)
+	user = register(srv)
+	room = create_room(srv, user)
+	dbname = pg.url.rsplit("/", 1)[1].split("?")[0]
+	holder = threading.Thread(target=pg.psql, args=("BEGIN; LOCK TABLE "
+	    "rooms IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;",),
+	    kwargs={"dbname": dbname})
+	holder.start()
+	s = None
+	try:
+		assert harness.wait_for(lambda: pg.psql("SELECT count(*) FROM "
+		    "pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE "
+		    "c.relname = 'rooms' AND l.mode = 'AccessExclusiveLock' AND "
+		    "l.granted", dbname=dbname) == "1", 10), "no lock"
+		s = open_socket(srv)
+		req, _ = upgrade_request(srv, "/ws/joinRoom/%s" % room,
+		    token=user["token"])
+		s.sendall(req)
+		# The session was found in Redis: the room check waits.
+		assert harness.wait_for(lambda: pg.psql("SELECT count(*) FROM "
+		    "pg_stat_activity WHERE wait_event_type = 'Lock' AND query "
+		    "LIKE '%FROM rooms%'", dbname=dbname) == "1", 10), \
+		    "the join's room check is not waiting on the lock"
+		with stopped([stall_redis.proc.pid]):
+			answer, rest = read_head(s, timeout=10)
+			assert answer.status == 101, answer
+			ws = WS(s, rest)
+			s = None
+			ws.wait(lambda: ws.close_code is not None,
+			    timeout=timeout + SLACK, what="a close while the "
+			    "room's SUBSCRIBE stalls")
+			assert ws.close_code == 1011, ws.describe()
+	finally:
+		if s is not None:
+			s.close()
+		holder.join()
+	assert "no reply in %d ms" % (timeout * 1000) in srv.log_text()
