@@ -148,12 +148,20 @@ def test_a_stalled_postgres_answers_503_and_the_connection_recovers(
     make_server, pg):
 	srv = make_server(backend_timeout=BACKEND_TIMEOUT, workers=1)
 	user = register(srv)
+	room = create_room(srv, user)
 	ka = KeepAlive(srv, user["token"])
 	try:
 		me = ka.wait_ok("GET", "/me")
 		with stopped(pg_pids(pg)):
 			ka.expect_503("GET", "/me")
 			ka.expect_503("GET", "/me")
+			ka.expect_503("POST", "/login", {"username":
+			    user["username"], "password": "correct horse"},
+			    auth=False)
+			t0 = time.monotonic()
+			answer = try_join(srv, room, token=user["token"])
+			assert answer.status == 503, answer
+			assert time.monotonic() - t0 < BACKEND_TIMEOUT + SLACK
 			status, data, took = ka.request("GET", "/health",
 			    auth=False)
 			assert status == 503 and took < BACKEND_TIMEOUT + SLACK, \
