@@ -218,3 +218,31 @@ def test_a_join_whose_subscribe_stalls_is_closed_within_the_deadline(
 			s.close()
 		holder.join()
 	assert "no reply in %d ms" % (timeout * 1000) in srv.log_text()
+
+
+@pytest.mark.parametrize("db", ["/0", ""])
+def test_a_stalled_redis_fails_later_requests_at_once(make_server,
+    stall_redis, db):
+	"""After the first deadline the stalled connection is dropped, and the
+	new one counts as up only once Redis answers (SELECT, or PING when the
+	URL names no db): the requests that follow fail at once, not each
+	after the whole deadline."""
+	timeout = 5
+	srv = make_server(redis_url="redis://127.0.0.1:%d%s" % (
+	    stall_redis.port, db), backend_timeout=timeout, workers=1)
+	user = register(srv)
+	ka = KeepAlive(srv, user["token"])
+	try:
+		me = ka.wait_ok("GET", "/me")
+		with stopped([stall_redis.proc.pid]):
+			status, _, took = ka.request("GET", "/me")
+			assert status == 503 and took < timeout + SLACK, \
+			    (status, took)
+			for _ in range(3):
+				status, _, took = ka.request("GET", "/me")
+				assert status == 503 and took < timeout / 2, \
+				    (status, took)
+				time.sleep(0.5)
+		assert ka.wait_ok("GET", "/me") == me
+	finally:
+		ka.close()
