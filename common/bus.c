@@ -920,7 +920,8 @@ bus_sendv(struct bus *bus, int argc, const char **argv,
     const size_t *argvlen)
 {
 	if (bus_commandv(bus, NULL, NULL, argc, argv, argvlen) == -1)
-		bus_send_failed(bus, argc > 0 ? argv[0] : "");
+		bus_send_failed(bus, argc > 0 && argvlen == NULL ? argv[0] :
+		    "a command");
 	else
 		bus->send_failing = 0;
 }
