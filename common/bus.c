@@ -921,7 +921,7 @@ bus_sendv(struct bus *bus, int argc, const char **argv,
 {
 	if (bus_commandv(bus, NULL, NULL, argc, argv, argvlen) == -1)
 		bus_send_failed(bus, argc > 0 && argvlen == NULL ? argv[0] :
-		    "a command");
+		    "command");
 	else
 		bus->send_failing = 0;
 }
