@@ -6,6 +6,8 @@
  */
 #include "config.h"
 
+#include <sys/queue.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,14 +53,19 @@ struct bus_url {
 
 /*
  * A command, from bus_command() to its one reply: the caller's callback
- * (or none), and when it went, for the latency metrics.
+ * (or none), and when it went, for the latency metrics and the deadline.
+ * A (P)SUBSCRIBE on a bus with a deadline gets one too, only to be timed:
+ * hiredis never sees it, the confirmations count it down.
  */
 struct bus_call {
+	TAILQ_ENTRY(bus_call) entry;	/* in bus->calls while timed */
 	struct bus	*bus;
 	bus_cb		*cb;		/* NULL: no one wants the reply */
 	void		*arg;
 	int64_t		 sent_us;	/* monotonic */
 	int		 blocking;	/* waits by design: not timed */
+	int		 timed;		/* in bus->calls */
+	long		 confirms;	/* (P)SUBSCRIBE: channels to confirm */
 };
 
 /*
@@ -92,6 +99,10 @@ struct bus {
 	char		 why[256];	/* why we are closing ac ourselves */
 	int		 freeing;
 	struct bus_sub	*subs;
+	int		 timeout_ms;	/* a reply's deadline; 0: none */
+	struct event	*deadline_ev;	/* at the oldest timed call's */
+	TAILQ_HEAD(, bus_call) calls;	/* timed, oldest first */
+	int		 send_failing;	/* bus_send() logged a failure */
 };
 
 static int	bus_parse_num(const char **, long, long *);
@@ -111,15 +122,23 @@ static void	bus_auth_cb(redisAsyncContext *, void *, void *);
 static void	bus_select_cb(redisAsyncContext *, void *, void *);
 static void	bus_retry_cb(evutil_socket_t, short, void *);
 static void	bus_timeout_cb(evutil_socket_t, short, void *);
+static void	bus_deadline_cb(evutil_socket_t, short, void *);
 static enum bus_cmd_kind bus_cmd_kind(const char *, int);
+static long	bus_cmd_argc(const char *, int);
 static int	bus_cmd_arg(const char **, const char *, const char **,
 		    long *);
 static int	bus_cmd_blocking(const char *, int);
 static void	bus_refused(void);
-static int	bus_send(struct bus *, bus_cb *, void *, const char *, int);
+static int	bus_send_formatted(struct bus *, bus_cb *, void *,
+		    const char *, int);
+static void	bus_send_failed(struct bus *, const char *);
+static int	bus_vcommand(struct bus *, bus_cb *, void *, const char *,
+		    va_list);
 static struct bus_sub *bus_sub_get(struct bus *, bus_cb *, void *);
 static void	bus_call_cb(redisAsyncContext *, void *, void *);
 static void	bus_sub_cb(redisAsyncContext *, void *, void *);
+static void	bus_sub_confirmed(struct bus *, const redisReply *);
+static void	bus_calls_drop(struct bus *);
 
 /* ---- URL ----------------------------------------------------------------- */
 
@@ -411,17 +430,26 @@ bus_connect_cb(const redisAsyncContext *cac, int status)
 	}
 }
 
-/* The SELECT of a new connection, after AUTH if any; then it is ready. */
+/*
+ * The SELECT of a new connection, after AUTH if any, or a PING when there
+ * is no db to select; then it is ready. A connection is ready only once
+ * Redis has answered: a Redis that is stopped (SIGSTOP) still completes
+ * the TCP handshake, and taking that for "up" would make every request
+ * wait out its deadline instead of failing at once.
+ */
 static void
 bus_select(struct bus *bus)
 {
-	if (bus->url.db < 0) {
-		bus_ready(bus);
-		return;
-	}
-	if (redisAsyncCommand(bus->ac, bus_select_cb, bus, "SELECT %d",
-	    bus->url.db) != REDIS_OK) {
-		snprintf(bus->why, sizeof(bus->why), "cannot send SELECT");
+	int rc;
+
+	if (bus->url.db < 0)
+		rc = redisAsyncCommand(bus->ac, bus_select_cb, bus, "PING");
+	else
+		rc = redisAsyncCommand(bus->ac, bus_select_cb, bus,
+		    "SELECT %d", bus->url.db);
+	if (rc != REDIS_OK) {
+		snprintf(bus->why, sizeof(bus->why), "cannot send %s",
+		    bus->url.db < 0 ? "PING" : "SELECT");
 		bus_set_timer(bus->retry_ev, 0);
 	}
 }
@@ -440,6 +468,7 @@ bus_disconnect_cb(const redisAsyncContext *cac, int status)
 	bus->ac = NULL;
 	bus->state = BUS_IDLE;
 	evtimer_del(bus->timeout_ev);
+	bus_calls_drop(bus);
 	if (bus->freeing)
 		return;
 	if (!was_ready) {
@@ -448,7 +477,8 @@ bus_disconnect_cb(const redisAsyncContext *cac, int status)
 		return;
 	}
 	log_warnx("redis %s: connection to %s lost: %s", bus->name,
-	    bus->where, cac->c.errstr[0] != '\0' ? cac->c.errstr : "closed");
+	    bus->where, bus->why[0] != '\0' ? bus->why :
+	    cac->c.errstr[0] != '\0' ? cac->c.errstr : "closed");
 	bus->failing = 1;
 	bus_set_timer(bus->retry_ev, bus->backoff_ms);
 	if (bus->on_disconnect != NULL)
@@ -474,7 +504,8 @@ bus_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
 		bus_select(bus);
 }
 
-/* A refused SELECT closes the context, later: not from inside hiredis. */
+/* A refused SELECT (or PING) closes the context, later: not from inside
+ * hiredis. */
 static void
 bus_select_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -482,7 +513,10 @@ bus_select_cb(redisAsyncContext *ac, void *r, void *privdata)
 	char what[32];
 
 	(void)ac;
-	snprintf(what, sizeof(what), "SELECT %d", bus->url.db);
+	if (bus->url.db < 0)
+		snprintf(what, sizeof(what), "PING");
+	else
+		snprintf(what, sizeof(what), "SELECT %d", bus->url.db);
 	if (!bus_step_failed(bus, r, what))
 		bus_ready(bus);
 }
@@ -530,6 +564,36 @@ bus_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	bus_close(bus);
 }
 
+/*
+ * The oldest timed command may have passed its deadline. Replies come in
+ * the order the commands went, so a late one means the connection is
+ * stalled (Redis stopped, a network that drops without a reset): it is
+ * closed, which gives every pending callback NULL at once (the "Redis is
+ * away" path: 503), and no late reply can reach an owner that has freed
+ * what its callback points to. The reconnection is ready only when Redis
+ * answers (bus_select()), so meanwhile commands fail at once.
+ */
+static void
+bus_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bus *bus = arg;
+	struct bus_call *call;
+	int64_t now = util_mono_us();
+
+	(void)fd;
+	(void)what;
+	if ((call = TAILQ_FIRST(&bus->calls)) == NULL || bus->ac == NULL)
+		return;
+	if (call->sent_us + (int64_t)bus->timeout_ms * 1000 > now) {
+		bus_set_timer(bus->deadline_ev, (int)((call->sent_us +
+		    (int64_t)bus->timeout_ms * 1000 - now) / 1000) + 1);
+		return;
+	}
+	snprintf(bus->why, sizeof(bus->why), "no reply in %d ms",
+	    bus->timeout_ms);
+	redisAsyncFree(bus->ac);
+}
+
 struct bus *
 bus_new(struct event_base *base, const char *url, const char *password,
     const char *name, bus_event_cb *on_connect, bus_event_cb *on_disconnect,
@@ -566,10 +630,12 @@ bus_new(struct event_base *base, const char *url, const char *password,
 	bus->arg = arg;
 	bus->backoff_ms = BUS_BACKOFF_MIN_MS;
 	bus->name = strdup(name != NULL ? name : "bus");
+	TAILQ_INIT(&bus->calls);
 	bus->retry_ev = evtimer_new(base, bus_retry_cb, bus);
 	bus->timeout_ev = evtimer_new(base, bus_timeout_cb, bus);
+	bus->deadline_ev = evtimer_new(base, bus_deadline_cb, bus);
 	if (bus->name == NULL || bus->retry_ev == NULL ||
-	    bus->timeout_ev == NULL)
+	    bus->timeout_ev == NULL || bus->deadline_ev == NULL)
 		goto fail;
 	bus_connect(bus);
 	return bus;
@@ -594,6 +660,8 @@ bus_free(struct bus *bus)
 		event_free(bus->retry_ev);
 	if (bus->timeout_ev != NULL)
 		event_free(bus->timeout_ev);
+	if (bus->deadline_ev != NULL)
+		event_free(bus->deadline_ev);
 	while ((s = bus->subs) != NULL) {
 		bus->subs = s->next;
 		free(s);
@@ -606,6 +674,12 @@ int
 bus_connected(const struct bus *bus)
 {
 	return bus != NULL && bus->state == BUS_READY && !bus->freeing;
+}
+
+void
+bus_set_timeout(struct bus *bus, int ms)
+{
+	bus->timeout_ms = ms > 0 ? ms : 0;
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -639,6 +713,19 @@ bus_cmd_kind(const char *cmd, int len)
 	if (n == 7 && strncasecmp(name, "monitor", 7) == 0)
 		return BUS_CMD_MONITOR;
 	return BUS_CMD_PLAIN;
+}
+
+/* The number of arguments of a formatted command, the name included. */
+static long
+bus_cmd_argc(const char *cmd, int len)
+{
+	const char *p = cmd + 1;
+	long argc;
+
+	if (len < 2 || cmd[0] != '*' || bus_parse_num(&p, 1L << 30, &argc) ==
+	    -1)
+		return 0;
+	return argc;
 }
 
 /* The next argument of a formatted command ("$<n>\r\n<n bytes>\r\n"):
@@ -724,7 +811,8 @@ bus_sub_get(struct bus *bus, bus_cb *cb, void *arg)
  * can hand another command's reply to the wrong callback there.
  */
 static int
-bus_send(struct bus *bus, bus_cb *cb, void *arg, const char *cmd, int len)
+bus_send_formatted(struct bus *bus, bus_cb *cb, void *arg, const char *cmd,
+    int len)
 {
 	enum bus_cmd_kind kind = bus_cmd_kind(cmd, len);
 	redisCallbackFn *fn = NULL;
@@ -742,15 +830,24 @@ bus_send(struct bus *bus, bus_cb *cb, void *arg, const char *cmd, int len)
 			goto fail;
 		fn = bus_sub_cb;
 		priv = sub;
+		if (bus->timeout_ms > 0) {
+			if ((call = calloc(1, sizeof(*call))) == NULL)
+				goto fail;
+			call->bus = bus;
+			call->sent_us = util_mono_us();
+			call->timed = 1;
+			call->confirms = bus_cmd_argc(cmd, len) - 1;
+		}
 	} else if (kind == BUS_CMD_PLAIN) {
 		/* Even without cb: its reply is counted and timed. */
-		if ((call = malloc(sizeof(*call))) == NULL)
+		if ((call = calloc(1, sizeof(*call))) == NULL)
 			goto fail;
 		call->bus = bus;
 		call->cb = cb;
 		call->arg = arg;
 		call->sent_us = util_mono_us();
 		call->blocking = bus_cmd_blocking(cmd, len);
+		call->timed = bus->timeout_ms > 0 && !call->blocking;
 		fn = bus_call_cb;
 		priv = call;
 	}
@@ -759,6 +856,11 @@ bus_send(struct bus *bus, bus_cb *cb, void *arg, const char *cmd, int len)
 		goto fail;
 	if (kind == BUS_CMD_PLAIN)
 		metrics_count(MC_REDIS_COMMANDS, 1);
+	if (call != NULL && call->timed) {
+		TAILQ_INSERT_TAIL(&bus->calls, call, entry);
+		if (!evtimer_pending(bus->deadline_ev, NULL))
+			bus_set_timer(bus->deadline_ev, bus->timeout_ms);
+	}
 	call = NULL;
 	rc = 0;
 fail:
@@ -768,10 +870,10 @@ fail:
 	return rc;
 }
 
-int
-bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
+static int
+bus_vcommand(struct bus *bus, bus_cb *cb, void *arg, const char *fmt,
+    va_list ap)
 {
-	va_list ap;
 	char *cmd = NULL;
 	int len, rc;
 
@@ -779,14 +881,70 @@ bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
 		bus_refused();
 		return -1;
 	}
-	va_start(ap, fmt);
-	len = redisvFormatCommand(&cmd, fmt, ap);
-	va_end(ap);
-	if (len < 0)
+	if ((len = redisvFormatCommand(&cmd, fmt, ap)) < 0)
 		return -1;
-	rc = bus_send(bus, cb, arg, cmd, len);
+	rc = bus_send_formatted(bus, cb, arg, cmd, len);
 	redisFreeCommand(cmd);
 	return rc;
+}
+
+int
+bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = bus_vcommand(bus, cb, arg, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+void
+bus_send(struct bus *bus, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = bus_vcommand(bus, NULL, NULL, fmt, ap);
+	va_end(ap);
+	if (rc == -1)
+		bus_send_failed(bus, fmt);
+	else
+		bus->send_failing = 0;
+}
+
+void
+bus_sendv(struct bus *bus, int argc, const char **argv,
+    const size_t *argvlen)
+{
+	if (bus_commandv(bus, NULL, NULL, argc, argv, argvlen) == -1)
+		bus_send_failed(bus, argc > 0 && argvlen == NULL ? argv[0] :
+		    "command");
+	else
+		bus->send_failing = 0;
+}
+
+/*
+ * What bus_send() could not send is lost; the first loss of a run of them
+ * is a warning (named by the command's first word), the rest are debug, so
+ * an outage does not flood the log.
+ */
+static void
+bus_send_failed(struct bus *bus, const char *cmd)
+{
+	int n = (int)strcspn(cmd, " ");
+
+	if (n > 32)
+		n = 32;
+	if (!bus->send_failing)
+		log_warnx("redis %s: %.*s not sent: Redis is away; further "
+		    "losses are logged at debug level", bus->name, n, cmd);
+	else
+		log_debug("redis %s: %.*s not sent: Redis is away", bus->name,
+		    n, cmd);
+	bus->send_failing = 1;
 }
 
 int
@@ -802,7 +960,7 @@ bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 	}
 	if ((len = redisFormatCommandArgv(&cmd, argc, argv, argvlen)) < 0)
 		return -1;
-	rc = bus_send(bus, cb, arg, cmd, len);
+	rc = bus_send_formatted(bus, cb, arg, cmd, len);
 	redisFreeCommand(cmd);
 	return rc;
 }
@@ -815,6 +973,8 @@ bus_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 	const redisReply *reply = r;
 
 	(void)ac;
+	if (call->timed)
+		TAILQ_REMOVE(&call->bus->calls, call, entry);
 	if (reply == NULL)
 		metrics_count(MC_REDIS_UNAVAILABLE, 1);
 	else {
@@ -841,8 +1001,53 @@ bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
 		if (s->lost_gen == s->bus->gen)
 			return;
 		s->lost_gen = s->bus->gen;
-	}
+	} else
+		bus_sub_confirmed(s->bus, r);
 	s->cb(s->bus, r, s->arg);
+}
+
+/*
+ * A reply on a subscribed connection: a ["(p)subscribe", channel, count]
+ * confirms one channel of the oldest (P)SUBSCRIBE still waiting (Redis
+ * confirms in order); messages and unsubscriptions are not timed.
+ */
+static void
+bus_sub_confirmed(struct bus *bus, const redisReply *r)
+{
+	struct bus_call *call;
+	const redisReply *kind;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+		return;
+	kind = r->element[0];
+	if (kind->type != REDIS_REPLY_STRING ||
+	    (strcasecmp(kind->str, "subscribe") != 0 &&
+	    strcasecmp(kind->str, "psubscribe") != 0))
+		return;
+	TAILQ_FOREACH(call, &bus->calls, entry)
+		if (call->confirms > 0)
+			break;
+	if (call != NULL && --call->confirms == 0) {
+		TAILQ_REMOVE(&bus->calls, call, entry);
+		free(call);
+	}
+}
+
+/*
+ * The connection is gone: hiredis has called back every command, so what
+ * is left timed is (P)SUBSCRIBEs, which only the bus holds.
+ */
+static void
+bus_calls_drop(struct bus *bus)
+{
+	struct bus_call *call;
+
+	while ((call = TAILQ_FIRST(&bus->calls)) != NULL) {
+		TAILQ_REMOVE(&bus->calls, call, entry);
+		call->timed = 0;
+		if (call->confirms > 0)
+			free(call);
+	}
 }
 
 /* ---- replies ------------------------------------------------------------- */

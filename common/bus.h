@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "common/attr.h"
+
 struct event_base;
 struct bus;
 struct bus_reply;
@@ -57,6 +59,20 @@ struct bus *bus_new(struct event_base *base, const char *url,
 /* Disconnects; pending callbacks get NULL. Not from a bus callback. */
 void	bus_free(struct bus *bus);
 int	bus_connected(const struct bus *bus);
+/*
+ * Give every later command a deadline of ms (0, the default: none). A
+ * command without its reply ms after it went means the connection is
+ * stalled: the bus closes it, so every pending callback gets NULL (as when
+ * Redis goes away; a late reply can never come) and reconnects, and the
+ * new connection counts as up only once Redis answers a PING (or the
+ * SELECT), so while Redis stays stalled commands fail at once (-1).
+ * Commands that wait by design (BLPOP, XREAD(GROUP) ... BLOCK, WAIT, ...)
+ * have no deadline, and a timed command queued behind one waits for it:
+ * give a deadline only to a bus that sends none. A (P)SUBSCRIBE is timed
+ * until Redis has confirmed each of its channels; messages and
+ * (P)UNSUBSCRIBE are not.
+ */
+void	bus_set_timeout(struct bus *bus, int ms);
 
 /*
  * Send a command. Returns 0 when sent (cb, if not NULL, will be called once,
@@ -67,10 +83,18 @@ int	bus_connected(const struct bus *bus);
  * MONITOR.
  */
 int	bus_command(struct bus *bus, bus_cb *cb, void *arg, const char *fmt, ...)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 int	bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 	    const char **argv, const size_t *argvlen)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
+/*
+ * Fire and forget: send a command whose reply no one needs. A command that
+ * cannot be sent is lost; the first loss after one that went is logged
+ * (a warning naming the command), the rest at debug level.
+ */
+void	bus_send(struct bus *bus, const char *fmt, ...);
+void	bus_sendv(struct bus *bus, int argc, const char **argv,
+	    const size_t *argvlen);
 
 enum bus_reply_type bus_reply_type(const struct bus_reply *r);
 long long bus_reply_integer(const struct bus_reply *r);

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "common/attr.h"
+
 #define CONF_STR_MAX	1024
 
 struct conf {
@@ -59,7 +61,7 @@ void	conf_defaults(struct conf *c);
  * ("gochat.conf:12: unknown key 'lisen'") in err.
  */
 int	conf_load(struct conf *c, const char *path, char *err, size_t errlen)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 /* Split listen into host and port; -1 if malformed. */
 int	conf_listen_split(const char *listen, char *host, size_t hostlen,
 	    char *port, size_t portlen);

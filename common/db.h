@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "common/attr.h"
+
 struct event_base;
 struct db_pool;
 struct db_result;
@@ -73,7 +75,7 @@ int	db_pool_up(const struct db_pool *pool);
  */
 int	db_query(struct db_pool *pool, const char *sql, int nparams,
 	    const char *const *params, db_cb *cb, void *arg)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 
 /*
  * Transactions: several statements on one connection, pinned to the
@@ -95,7 +97,7 @@ struct db_txn;
  * be called, nothing to end).
  */
 struct db_txn *db_begin(struct db_pool *pool, db_cb *cb, void *arg)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 /*
  * One statement in the transaction, as db_query() (one at a time). A
  * statement that fails (cb gets a result that is not ok) leaves the
@@ -104,7 +106,7 @@ struct db_txn *db_begin(struct db_pool *pool, db_cb *cb, void *arg)
  */
 int	db_txn_query(struct db_txn *txn, const char *sql, int nparams,
 	    const char *const *params, db_cb *cb, void *arg)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 /*
  * End with COMMIT: cb gets an ok result when it committed, else NULL or an
  * error (nothing was committed, or with NULL, perhaps it was: the
@@ -112,7 +114,7 @@ int	db_txn_query(struct db_txn *txn, const char *sql, int nparams,
  * called) when it was broken already.
  */
 int	db_commit(struct db_txn *txn, db_cb *cb, void *arg)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 /* End with ROLLBACK, without waiting for it; txn is freed. */
 void	db_rollback(struct db_txn *txn);
 
@@ -137,6 +139,6 @@ const char *db_result_error(const struct db_result *res);
  * and PostgreSQL's message and SQLSTATE).
  */
 int	db_migrate(const char *conninfo, const char *dir, char *err,
-	    size_t errlen) __attribute__((warn_unused_result));
+	    size_t errlen) GC_MUSTCHECK;
 
 #endif

@@ -8,6 +8,8 @@
 
 #include <stdarg.h>
 
+#include "common/attr.h"
+
 enum log_level {
 	LOG_LVL_ERROR,		/* something failed and was not recovered */
 	LOG_LVL_WARN,		/* something failed and was worked around */
@@ -15,9 +17,6 @@ enum log_level {
 	LOG_LVL_DEBUG		/* per request / per message detail */
 };
 
-#define GC_PRINTF(f, a)	__attribute__((format(printf, f, a)))
-#define GC_NORETURN	__attribute__((noreturn))
-#define GC_MUSTCHECK	__attribute__((warn_unused_result))
 
 /* Set the role name shown in each line ("master", "worker 1", "hub"). */
 void	log_set_role(const char *role);

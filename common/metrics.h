@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/attr.h"
+
 #define METRICS_ROUTES		48	/* route indexes a worker counts
 					 * under (workers/api.c's table) */
 #define METRICS_CLASSES		5	/* 1xx .. 5xx */
@@ -82,7 +84,7 @@ extern const int64_t metrics_bucket_us[METRICS_BUCKETS];
  * In the master, once, before the first fork: map the region for nslots
  * processes. 0, or -1 with errno set (then exit GC_EXIT_FATAL).
  */
-int	metrics_init(int nslots) __attribute__((warn_unused_result));
+int	metrics_init(int nslots) GC_MUSTCHECK;
 /*
  * In a worker or the hub, first thing after fork: claim a free slot (or
  * the slot of a process that is gone). -1 when the region is full or was
@@ -90,7 +92,7 @@ int	metrics_init(int nslots) __attribute__((warn_unused_result));
  * stats hash still shows, but /metrics does not.
  */
 int	metrics_attach(enum metrics_role role, int id)
-	    __attribute__((warn_unused_result));
+	    GC_MUSTCHECK;
 /* Orderly exit: fold this process's counters into the retired total and
  * free the slot. Later counts go to a private slot. */
 void	metrics_detach(void);

@@ -52,6 +52,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/attr.h"
+
 #define MSG_ROOM_ID_MAX		64
 #define MSG_ROOM_NAME_MAX	100	/* characters */
 #define MSG_USERNAME_MAX	64	/* operators may use longer names than
@@ -85,7 +87,7 @@ int	msg_room_id_valid(const char *s, size_t len);
  */
 int	msg_entry_parse(struct msg_entry *e, const char *const *argv,
 	    const size_t *lens, size_t n, size_t max_content, char *err,
-	    size_t errlen) __attribute__((warn_unused_result));
+	    size_t errlen) GC_MUSTCHECK;
 
 /*
  * Writers of the hub's events, exactly as shown above (ts is RFC 3339 with

@@ -8,6 +8,8 @@
 
 #include <sys/types.h>
 
+#include "common/attr.h"
+
 struct conf;
 
 enum proc_role {
@@ -32,7 +34,7 @@ struct proc_ctx {
  */
 void	proc_title_init(int argc, char **argv);
 /* Set the ps(1) command line, e.g. "gochat: worker 1". */
-void	proc_title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void	proc_title_set(const char *fmt, ...) GC_PRINTF(1, 2);
 const char *proc_role_name(enum proc_role role);
 /*
  * The privilege rules of conf->user and allow_root for a master running

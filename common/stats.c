@@ -67,7 +67,7 @@ void
 stats_pub_remove(struct stats_pub *p)
 {
 	if (p != NULL && bus_connected(p->bus))
-		(void)!bus_command(p->bus, NULL, NULL, "DEL %s", p->key);
+		bus_send(p->bus, "DEL %s", p->key);
 }
 
 /* The hash's fields, in the order redis-cli shows them. */
@@ -124,7 +124,6 @@ stats_tick_cb(evutil_socket_t fd, short what, void *arg)
 		argv[argc++] = nums[i].name;
 		argv[argc++] = vals[i];
 	}
-	(void)!bus_commandv(p->bus, NULL, NULL, argc, argv, NULL);
-	(void)!bus_command(p->bus, NULL, NULL, "EXPIRE %s %d", p->key,
-	    STATS_TTL_S);
+	bus_sendv(p->bus, argc, argv, NULL);
+	bus_send(p->bus, "EXPIRE %s %d", p->key, STATS_TTL_S);
 }

@@ -1440,12 +1440,12 @@ hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
 	if (h->tx_failed) {
 		/* MULTI went if tx_count says so: undo what was queued. */
 		if (h->tx_count > 0)
-			(void)!bus_command(h->redis, NULL, NULL, "DISCARD");
+			bus_send(h->redis, "DISCARD");
 		rc = -1;
 	} else if (h->tx_count == 0)
 		rc = 1;
 	else if (bus_command(h->redis, cb, arg, "EXEC") == -1) {
-		(void)!bus_command(h->redis, NULL, NULL, "DISCARD");
+		bus_send(h->redis, "DISCARD");
 		rc = -1;
 	} else
 		rc = 0;

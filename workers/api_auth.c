@@ -615,8 +615,7 @@ logout_cb(int ok, void *arg)
 	snprintf(event, sizeof(event), "{\"type\":\"session_revoked\","
 	    "\"userId\":%lld,\"session\":\"%s\"}", (long long)l->uid,
 	    l->session);
-	(void)!bus_command(w->redis, NULL, NULL, "PUBLISH %s %s", channel,
-	    event);
+	bus_send(w->redis, "PUBLISH %s %s", channel, event);
 	auth_cookie_clear(cookie, sizeof(cookie));
 	conn_respond(l->conn, 202, "application/json", body, sizeof(body) - 1,
 	    cookie);

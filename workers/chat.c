@@ -169,6 +169,7 @@ chat_new(struct worker *w)
 		chat_free(chat);
 		return NULL;
 	}
+	bus_set_timeout(chat->sub, w->conf->backend_timeout * 1000);
 	return chat;
 }
 
@@ -515,8 +516,8 @@ chat_rooms_collect(struct chat *chat)
 			}
 			if (r->sub != ROOM_UNSUBSCRIBED &&
 			    bus_connected(chat->sub))
-				(void)!bus_command(chat->sub, NULL, NULL,
-				    "UNSUBSCRIBE %s", r->channel);
+				bus_send(chat->sub, "UNSUBSCRIBE %s",
+				    r->channel);
 			*pp = r->next;
 			free(r);
 			chat->nrooms--;
@@ -836,8 +837,8 @@ void
 chat_heartbeat(struct chat *chat)
 {
 	if (bus_connected(chat->beat))
-		(void)!bus_command(chat->beat, NULL, NULL,
-		    "SET %s 1 EX %d", chat->alive_key, CHAT_ALIVE_TTL_S);
+		bus_send(chat->beat, "SET %s 1 EX %d", chat->alive_key,
+		    CHAT_ALIVE_TTL_S);
 }
 
 /* On every connection of the heartbeat's bus: tell the hub at once. */

@@ -36,7 +36,6 @@
 #include "workers/worker.h"
 
 #define WORKER_STOP_GRACE_MS	5000	/* requests in flight get this long */
-#define WORKER_DB_TIMEOUT_MS	5000
 #define WORKER_GATE_MS		3000	/* accept after this even if PostgreSQL
 					 * or Redis is still away (then 503) */
 #define WORKER_ACCEPT_BATCH	4	/* connections taken per wake-up */
@@ -71,7 +70,7 @@ worker_main(const struct proc_ctx *ctx)
 	if ((w.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
 	if ((w.db = db_pool_new(w.base, w.conf->database_url,
-	    w.conf->db_pool_size, WORKER_DB_TIMEOUT_MS)) == NULL)
+	    w.conf->db_pool_size, w.conf->backend_timeout * 1000)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
 	db_pool_prepare(w.db, w.conf->db_prepare);
 	if ((w.redis = bus_new(w.base, w.conf->redis_url,
@@ -79,6 +78,7 @@ worker_main(const struct proc_ctx *ctx)
 	    NULL, &w)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));
+	bus_set_timeout(w.redis, w.conf->backend_timeout * 1000);
 	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
 	    &w.stats)) == NULL)
 		fatalx("cannot set up stats");
