@@ -77,6 +77,21 @@ static const char hub_takeover_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3]) return 1 "
     "else return 0 end";
+/*
+ * A batch's transaction, fenced: if the lease is still ours (KEYS[1] holds
+ * ARGV[1]), run the commands ARGV[2..] ("<argc>", argv..., one after the
+ * other) and answer their replies as EXEC would, a refused one as an error
+ * element that does not undo the others; else change nothing.
+ */
+static const char hub_tx_lua[] =
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then "
+    "return redis.error_reply('LEASE the leader lease is not ours') end "
+    "local out, i, n = {}, 2, #ARGV "
+    "while i <= n do "
+    "local argc = tonumber(ARGV[i]) "
+    "out[#out + 1] = redis.pcall(unpack(ARGV, i + 1, i + argc)) "
+    "i = i + 1 + argc end "
+    "return out";
 /* Give the lease back only if we hold it. */
 static const char hub_release_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -192,6 +207,8 @@ static void	hub_sweep_add(const char *, int64_t, int, void *);
 static void	hub_sweep_free(struct hub_sweep *);
 static void	hub_on_alive(struct bus *, struct bus_reply *, void *);
 static void	hub_on_sweep_exec(struct bus *, struct bus_reply *, void *);
+static int	hub_tx_arg(struct hub *, const char *, size_t);
+static void	hub_tx_clear(struct hub *);
 static void	hub_stop(struct hub *);
 static void	hub_finish(struct hub *);
 static void	hub_on_released(struct bus *, struct bus_reply *, void *);
@@ -231,7 +248,8 @@ hub_main(const struct proc_ctx *ctx)
 		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));
 	if ((h.store = store_new(h.base, h.conf)) == NULL)
 		fatalx("database_url: cannot use it");
-	if ((h.rooms = rooms_new(&h)) == NULL)
+	if ((h.rooms = rooms_new(&h)) == NULL ||
+	    (h.tx_args = evbuffer_new()) == NULL)
 		fatalx("out of memory");
 	if ((h.stats_pub = stats_pub_new(h.base, h.redis, h.conf,
 	    &h.stats)) == NULL)
@@ -267,6 +285,8 @@ hub_main(const struct proc_ctx *ctx)
 	bus_free(h.inbox);
 	bus_free(h.redis);
 	rooms_free(h.rooms);
+	evbuffer_free(h.tx_args);
+	free(h.tx_lens);
 	event_free(h.sig_term);
 	event_free(h.sig_int);
 	event_free(h.sig_usr1);
@@ -1211,8 +1231,9 @@ hub_on_stored(enum store_status st, void *arg)
 
 /*
  * Everything the batch changes, in entry order, then its acknowledgement,
- * in one MULTI/EXEC: Redis applies all of it or nothing. The next read
- * waits for EXEC's reply, so it never sees these entries again.
+ * in one fenced transaction (hub_tx_commit()): Redis applies all of it,
+ * or nothing if the lease is no longer ours. The next read waits for its
+ * reply, so it never sees these entries again.
  */
 static void
 hub_batch_commit(struct hub *h)
@@ -1341,9 +1362,10 @@ hub_on_unregister(struct hub *h, struct hub_entry *e, int64_t now)
 }
 
 /*
- * EXEC's reply: -1 if the transaction was not applied (then memory is
- * ahead of Redis, and must be rebuilt). A command refused inside it (say
- * WRONGTYPE, a key an operator overwrote) does not undo the others.
+ * The transaction's reply: -1 if it was not applied (then memory is
+ * ahead of Redis, and must be rebuilt; if the lease was lost, this hub
+ * stops leading). A command refused inside it (say WRONGTYPE, a key an
+ * operator overwrote) does not undo the others.
  */
 static int
 hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
@@ -1352,13 +1374,22 @@ hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
 	const char *first = NULL;
 	size_t bad = 0;
 
-	(void)h;
-	if (bus_reply_type(reply) != BUS_ARRAY) {
-		log_error("%s: EXEC failed: %s", what,
-		    bus_reply_type(reply) == BUS_ERROR ?
-		    bus_reply_str(reply, NULL) : "transaction aborted");
+	if (bus_reply_type(reply) == BUS_ERROR &&
+	    (first = bus_reply_str(reply, NULL)) != NULL &&
+	    strncmp(first, "LEASE", 5) == 0) {
+		/* Taken meanwhile (a pause, a failover): nothing applied. */
+		log_warnx("%s: not applied, the leader lease is no longer "
+		    "ours: standing by", what);
+		h->leader = 0;
 		return -1;
 	}
+	if (bus_reply_type(reply) != BUS_ARRAY) {
+		log_error("%s: transaction failed: %s", what,
+		    bus_reply_type(reply) == BUS_ERROR ?
+		    bus_reply_str(reply, NULL) : "unexpected reply");
+		return -1;
+	}
+	first = NULL;
 	for (size_t i = 0; i < bus_reply_elements(reply); i++) {
 		r = bus_reply_element(reply, i);
 		if (bus_reply_type(r) != BUS_ERROR)
@@ -1393,24 +1424,25 @@ hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 void
 hub_tx_begin(struct hub *h)
 {
+	hub_tx_clear(h);
 	h->tx_open = 1;
-	h->tx_failed = 0;
-	h->tx_count = 0;
 }
 
 void
 hub_tx_command(struct hub *h, int argc, const char **argv, const size_t *lens)
 {
+	char n[16];
+
 	if (!h->tx_open || h->tx_failed)
 		return;
-	if (h->tx_count == 0 &&
-	    bus_command(h->redis, NULL, NULL, "MULTI") == -1) {
-		h->tx_failed = 1;
+	snprintf(n, sizeof(n), "%d", argc);
+	if (hub_tx_arg(h, n, strlen(n)) == -1)
 		return;
-	}
+	for (int i = 0; i < argc; i++)
+		if (hub_tx_arg(h, argv[i], lens != NULL ? lens[i] :
+		    strlen(argv[i])) == -1)
+			return;
 	h->tx_count++;
-	if (bus_commandv(h->redis, NULL, NULL, argc, argv, lens) == -1)
-		h->tx_failed = 1;
 }
 
 void
@@ -1435,24 +1467,73 @@ hub_tx_publish(struct hub *h, const char *channel, struct evbuffer *payload)
 int
 hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
 {
-	int rc;
+	const char **argv = NULL;
+	size_t *lens = NULL, n = h->tx_nargs + 5, off = 0;
+	const char *args;
+	int rc = -1;
 
-	if (h->tx_failed) {
-		/* MULTI went if tx_count says so: undo what was queued. */
-		if (h->tx_count > 0)
-			(void)!bus_command(h->redis, NULL, NULL, "DISCARD");
-		rc = -1;
-	} else if (h->tx_count == 0)
+	if (h->tx_failed)
+		goto done;
+	if (h->tx_count == 0) {
 		rc = 1;
-	else if (bus_command(h->redis, cb, arg, "EXEC") == -1) {
-		(void)!bus_command(h->redis, NULL, NULL, "DISCARD");
-		rc = -1;
-	} else
-		rc = 0;
+		goto done;
+	}
+	if (n > INT_MAX || (argv = calloc(n, sizeof(*argv))) == NULL ||
+	    (lens = calloc(n, sizeof(*lens))) == NULL ||
+	    (args = (const char *)evbuffer_pullup(h->tx_args, -1)) == NULL)
+		goto done;
+	argv[0] = "EVAL";
+	argv[1] = hub_tx_lua;
+	argv[2] = "1";
+	argv[3] = h->lease_key;
+	argv[4] = h->lease_value;
+	for (int i = 0; i < 5; i++)
+		lens[i] = strlen(argv[i]);
+	for (size_t i = 0; i < h->tx_nargs; i++) {
+		argv[5 + i] = args + off;
+		lens[5 + i] = h->tx_lens[i];
+		off += h->tx_lens[i];
+	}
+	rc = bus_commandv(h->redis, cb, arg, (int)n, argv, lens) == 0 ? 0 : -1;
+done:
+	free(argv);
+	free(lens);
+	hub_tx_clear(h);
+	return rc;
+}
+
+/* Queue one argument of the transaction; -1 (and tx_failed) if out of
+ * memory. */
+static int
+hub_tx_arg(struct hub *h, const char *s, size_t len)
+{
+	size_t cap, *p;
+
+	if (h->tx_nargs == h->tx_cap) {
+		cap = h->tx_cap > 0 ? h->tx_cap * 2 : 256;
+		if ((p = realloc(h->tx_lens, cap * sizeof(*p))) == NULL) {
+			h->tx_failed = 1;
+			return -1;
+		}
+		h->tx_lens = p;
+		h->tx_cap = cap;
+	}
+	if (evbuffer_add(h->tx_args, s, len) == -1) {
+		h->tx_failed = 1;
+		return -1;
+	}
+	h->tx_lens[h->tx_nargs++] = len;
+	return 0;
+}
+
+static void
+hub_tx_clear(struct hub *h)
+{
 	h->tx_open = 0;
 	h->tx_failed = 0;
 	h->tx_count = 0;
-	return rc;
+	h->tx_nargs = 0;
+	(void)evbuffer_drain(h->tx_args, evbuffer_get_length(h->tx_args));
 }
 
 /* ---- dead workers -------------------------------------------------------- */
