@@ -24,6 +24,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/msg.h"
@@ -238,6 +239,8 @@ hub_main(const struct proc_ctx *ctx)
 
 	if ((h.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
+	if (hash_init() == -1)
+		fatalx("no random bytes for the room tables' hash key");
 	if ((h.redis = bus_new(h.base, h.conf->redis_url,
 	    h.conf->redis_password, "redis",
 	    hub_on_connect, hub_on_disconnect, &h)) == NULL ||

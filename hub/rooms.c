@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 
 #include "common/conf.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/utf8.h"
@@ -129,14 +130,12 @@ static void	rooms_hdel(struct rooms *, const char *, const char *);
 
 /* ---- hash tables --------------------------------------------------------- */
 
+/* Keyed (hash_init()): room ids come from clients, who must not be able
+ * to craft ids that pile into one bucket. */
 static uint32_t
 map_hash(const char *key)
 {
-	uint32_t hash = 2166136261u;
-
-	for (; *key != '\0'; key++)
-		hash = (hash ^ (unsigned char)*key) * 16777619u;
-	return hash;
+	return (uint32_t)hash_str(key);
 }
 
 static void *

@@ -22,6 +22,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -149,7 +150,7 @@ chat_new(struct worker *w)
 	const char *p = w->conf->redis_prefix;
 	struct chat *chat;
 
-	if ((chat = calloc(1, sizeof(*chat))) == NULL)
+	if (hash_init() == -1 || (chat = calloc(1, sizeof(*chat))) == NULL)
 		return NULL;
 	chat->w = w;
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
@@ -510,14 +511,11 @@ chat_close_member(struct chat_member *m, int code, const char *reason)
 
 /* --- rooms -------------------------------------------------------------- */
 
+/* Keyed (hash_init() in chat_new()): room ids come from clients. */
 static unsigned
 chat_hash(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % CHAT_BUCKETS;
+	return (unsigned)(hash_str(s) % CHAT_BUCKETS);
 }
 
 static struct chat_room *
