@@ -114,6 +114,7 @@ struct hub_entry {
 	int64_t		 user;
 	int		 msg;		/* index in msgs, or -1 */
 	int64_t		 below;		/* register: history below it */
+	int		 history;	/* register: messages it gets */
 };
 
 /*
@@ -876,6 +877,7 @@ hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
 	if ((e->buf = p = malloc(need)) == NULL)
 		return -1;
 	e->op = me.op;
+	e->history = me.history >= 0 ? me.history : h->conf->history_on_join;
 	e->conn = me.conn;
 	e->user = me.user;
 	e->room_id = memcpy(p, me.room, rlen + 1);
@@ -985,6 +987,13 @@ hub_batch_run(struct hub *h)
 			hub_batch_retry(h, HUB_RETRY_MS);
 			return;
 		}
+		/* A joiner from an instance that wants a longer history
+		 * than the ring keeps: load the room again, keeping more. */
+		if (e->op == MSG_REGISTER && e->history > e->room->keep) {
+			e->room->keep = e->history;
+			if (e->room->state == ROOM_LOADED)
+				e->room->state = ROOM_UNKNOWN;
+		}
 		if (e->room->state == ROOM_LOADED ||
 		    e->room->state == ROOM_LOADING)
 			continue;
@@ -998,10 +1007,15 @@ hub_batch_run(struct hub *h)
 	if ((ids = calloc(b->nload, sizeof(*ids))) == NULL)
 		rc = -1;
 	else {
-		for (size_t i = 0; i < b->nload; i++)
+		int keep = 0;
+
+		for (size_t i = 0; i < b->nload; i++) {
 			ids[i] = b->load[i]->id;
-		rc = store_load(h->store, ids, b->nload,
-		    h->conf->history_on_join, hub_on_loaded, b);
+			if (b->load[i]->keep > keep)
+				keep = b->load[i]->keep;
+		}
+		rc = store_load(h->store, ids, b->nload, keep, hub_on_loaded,
+		    b);
 		free(ids);
 	}
 	if (rc == -1) {
@@ -1340,7 +1354,7 @@ static void
 hub_on_register(struct hub *h, struct hub_entry *e, int64_t now)
 {
 	switch (rooms_register(h->rooms, e->room, e->worker, e->conn, e->user,
-	    e->username, now, e->below)) {
+	    e->username, now, e->below, e->history)) {
 	case -1:
 		h->tx_failed = 1;	/* out of memory: start over */
 		break;

@@ -402,9 +402,9 @@ static int
 chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
     const char *content, size_t len)
 {
-	char user[24], conn[24];
-	const char *argv[17];
-	size_t lens[17];
+	char user[24], conn[24], history[24];
+	const char *argv[19];
+	size_t lens[19];
 	int argc = 0;
 
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
@@ -428,6 +428,13 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 	if (content != NULL) {
 		ARG("content", 7);
 		ARG(content, len);
+	}
+	if (strcmp(op, "register") == 0) {
+		/* This instance's setting, whichever hub leads. */
+		snprintf(history, sizeof(history), "%d",
+		    chat->w->conf->history_on_join);
+		ARG("history", 7);
+		ARG(history, strlen(history));
 	}
 #undef ARG
 	if (bus_commandv(chat->w->redis, content != NULL ? chat_broadcast_cb :
