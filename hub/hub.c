@@ -56,6 +56,8 @@
 					 * operators (XRANGE) */
 #define HUB_ROOM_IDLE_MS	600000	/* an empty room is forgotten */
 #define HUB_GC_MS		10000
+#define HUB_REPLAY_MS		5000	/* a live leader replays pending
+					 * entries again this often */
 #define HUB_BAD_LOG_MAX		20	/* bad entries logged a second */
 #define HUB_SCAN_COUNT		"1000"
 #define HUB_FIELDS_MAX		32	/* fields + values of an entry */
@@ -350,6 +352,19 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 		rooms_gc(h->rooms, now, HUB_ROOM_IDLE_MS);
 		h->gc_ms = now;
 	}
+	/*
+	 * A hub that lost the lease while its blocking read was out may
+	 * still be handed entries (the group and consumer are shared): they
+	 * stay pending, unseen by a leader that replayed before. Replay
+	 * again now and then; with nothing in flight, whatever is pending
+	 * is such an orphan.
+	 */
+	if (hub_leading(h) && h->phase == HUB_LIVE &&
+	    now - h->replayed_ms >= HUB_REPLAY_MS) {
+		h->phase = HUB_PENDING;
+		h->replay_quiet = 1;
+		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
+	}
 	hub_gauges(h);
 	hub_advance(h);
 }
@@ -578,6 +593,7 @@ hub_on_inbox_connect(struct bus *bus, void *arg)
 	(void)bus;
 	if (h->phase == HUB_LIVE || h->phase == HUB_PENDING) {
 		h->phase = HUB_PENDING;
+		h->replay_quiet = 0;
 		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
 	}
 	hub_advance(h);
@@ -686,6 +702,7 @@ hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
 	    "unacknowledged entries", rooms_connections(h->rooms),
 	    rooms_active(h->rooms));
 	h->phase = HUB_PENDING;
+	h->replay_quiet = 0;
 	snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
 	hub_advance(h);
 }
@@ -724,7 +741,8 @@ hub_read(struct hub *h)
 
 	if (h->reading || !bus_connected(h->inbox))
 		return;
-	if (h->phase == HUB_PENDING)
+	h->read_replay = h->phase == HUB_PENDING;
+	if (h->read_replay)
 		rc = bus_command(h->inbox, hub_on_read, h,
 		    "XREADGROUP GROUP " HUB_GROUP " " HUB_GROUP " COUNT %d "
 		    "STREAMS %s %s", HUB_BATCH, h->inbox_key, h->pending_from);
@@ -783,22 +801,27 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	if (b->n == 0) {
 		hub_batch_free(b);
-		if (h->phase == HUB_PENDING) {
-			log_info("inbox: no entry left to replay; reading new "
-			    "ones");
+		if (h->read_replay && h->phase == HUB_PENDING) {
+			if (!h->replay_quiet)
+				log_info("inbox: no entry left to replay; "
+				    "reading new ones");
 			h->phase = HUB_LIVE;
+			h->replay_quiet = 0;
+			h->replayed_ms = util_mono_ms();
 		}
 		hub_advance(h);
 		return;
 	}
-	if (h->phase == HUB_PENDING) {
+	/* A live read answered after the cron asked for a replay is a live
+	 * batch all the same: the replay reads next. */
+	if (h->read_replay) {
 		log_info("inbox: replaying %zu unacknowledged entries from %s",
 		    b->n, b->e[0].id);
 		snprintf(h->pending_from, sizeof(h->pending_from), "%s",
 		    b->e[b->n - 1].id);
 	}
-	b->live = h->phase == HUB_LIVE;
-	b->replay = h->phase == HUB_PENDING;
+	b->live = !h->read_replay;
+	b->replay = h->read_replay;
 	metrics_count(MC_INBOX_ENTRIES, b->n);
 	h->batch = b;
 	hub_gauges(h);

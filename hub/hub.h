@@ -66,7 +66,10 @@ struct hub {
 						 * older replies are stale */
 	char			 pending_from[48]; /* replay from */
 	int			 reading;	/* an XREADGROUP out */
+	int			 read_replay;	/* ... for pending entries */
 	unsigned		 read_epoch;	/* ... sent in this epoch */
+	int64_t			 replayed_ms;	/* last replay (monotonic) */
+	int			 replay_quiet;	/* ... a periodic one */
 	int			 exec_pending;	/* a batch's EXEC out */
 	int			 sweep_pending;	/* a heartbeat MGET out */
 	struct hub_batch	*batch;		/* in progress, or NULL */
