@@ -268,7 +268,7 @@ def test_an_entry_a_deposed_hub_was_handed_is_published_by_the_leader(
 		    ["XREADGROUP", "GROUP", "hub", "hub", "COUNT", "1", "STREAMS",
 		    INBOX, ">"], ["EXEC"]])
 		assert got[-1][1], "the entry was not read as a deposed hub's"
-		assert wait_for(lambda: watch.of(ch, "message"), 10), \
+		assert wait_for(lambda: watch.of(ch, "message"), 20), \
 		    "an entry handed to a deposed hub was never published"
 		time.sleep(1)
 		assert [e["content"] for e in watch.of(ch, "message")] == [
