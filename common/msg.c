@@ -34,11 +34,12 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
     const size_t *lens, size_t n, size_t max_content, char *err,
     size_t errlen)
 {
-	const char *op = NULL, *user = NULL, *conn = NULL;
+	const char *op = NULL, *user = NULL, *conn = NULL, *history = NULL;
 	size_t room_len = 0, name_len = 0;
 	long long v;
 
 	memset(e, 0, sizeof(*e));
+	e->history = -1;
 	if (n % 2 != 0) {
 		snprintf(err, errlen, "odd number of fields");
 		return -1;
@@ -62,6 +63,8 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 			conn = val;
 		else if (strcmp(k, "user") == 0)
 			user = val;
+		else if (strcmp(k, "history") == 0)
+			history = val;
 		else if (strcmp(k, "username") == 0) {
 			e->username = val;
 			name_len = lens[i + 1];
@@ -106,6 +109,13 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 			return -1;
 		}
 		e->conn = (uint64_t)v;
+	}
+	if (history != NULL) {
+		if (util_parse_int(history, 0, INT64_MAX, &v) == -1) {
+			snprintf(err, errlen, "invalid history");
+			return -1;
+		}
+		e->history = v > MSG_HISTORY_MAX ? MSG_HISTORY_MAX : (int)v;
 	}
 	switch (e->op) {
 	case MSG_REGISTER:

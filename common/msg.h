@@ -22,7 +22,10 @@
  *   <wid> is "<instance>:<pid>", unique across instances.
  *
  * Inbox entries are flat field/value lists; every entry has "op":
- *   op register    room, worker, conn, user, username
+ *   op register    room, worker, conn, user, username [, history]
+ *                  (history: the worker's history_on_join, the number of
+ *                  messages its joiner gets; the hub caps it at
+ *                  MSG_HISTORY_MAX; without it, the hub's own setting)
  *   op unregister  room, worker, conn, user, username
  *   op broadcast   room, user, username, content [, worker, conn]
  *                  (an operator's XADD has only room, username, content:
@@ -58,6 +61,7 @@
 #define MSG_ROOM_NAME_MAX	100	/* characters */
 #define MSG_USERNAME_MAX	64	/* operators may use longer names than
 					 * accounts (32) */
+#define MSG_HISTORY_MAX		200	/* history_on_join's upper bound */
 
 enum msg_op {
 	MSG_REGISTER,
@@ -75,6 +79,8 @@ struct msg_entry {
 	const char	*username;
 	const char	*content;
 	size_t		 content_len;
+	int		 history;	/* register: messages wanted, or -1
+					 * if the entry does not say */
 };
 
 /* 1 if s (len bytes) is a valid room id: 1-64 of A-Z a-z 0-9 _ -. */

@@ -24,6 +24,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/msg.h"
@@ -55,6 +56,8 @@
 					 * operators (XRANGE) */
 #define HUB_ROOM_IDLE_MS	600000	/* an empty room is forgotten */
 #define HUB_GC_MS		10000
+#define HUB_REPLAY_MS		5000	/* a live leader replays pending
+					 * entries again this often */
 #define HUB_BAD_LOG_MAX		20	/* bad entries logged a second */
 #define HUB_SCAN_COUNT		"1000"
 #define HUB_FIELDS_MAX		32	/* fields + values of an entry */
@@ -77,6 +80,21 @@ static const char hub_takeover_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3]) return 1 "
     "else return 0 end";
+/*
+ * A batch's transaction, fenced: if the lease is still ours (KEYS[1] holds
+ * ARGV[1]), run the commands ARGV[2..] ("<argc>", argv..., one after the
+ * other) and answer their replies as EXEC would, a refused one as an error
+ * element that does not undo the others; else change nothing.
+ */
+static const char hub_tx_lua[] =
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then "
+    "return redis.error_reply('LEASE the leader lease is not ours') end "
+    "local out, i, n = {}, 2, #ARGV "
+    "while i <= n do "
+    "local argc = tonumber(ARGV[i]) "
+    "out[#out + 1] = redis.pcall(unpack(ARGV, i + 1, i + argc)) "
+    "i = i + 1 + argc end "
+    "return out";
 /* Give the lease back only if we hold it. */
 static const char hub_release_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -98,6 +116,7 @@ struct hub_entry {
 	int64_t		 user;
 	int		 msg;		/* index in msgs, or -1 */
 	int64_t		 below;		/* register: history below it */
+	int		 history;	/* register: messages it gets */
 };
 
 /*
@@ -192,6 +211,8 @@ static void	hub_sweep_add(const char *, int64_t, int, void *);
 static void	hub_sweep_free(struct hub_sweep *);
 static void	hub_on_alive(struct bus *, struct bus_reply *, void *);
 static void	hub_on_sweep_exec(struct bus *, struct bus_reply *, void *);
+static int	hub_tx_arg(struct hub *, const char *, size_t);
+static void	hub_tx_clear(struct hub *);
 static void	hub_stop(struct hub *);
 static void	hub_finish(struct hub *);
 static void	hub_on_released(struct bus *, struct bus_reply *, void *);
@@ -221,6 +242,8 @@ hub_main(const struct proc_ctx *ctx)
 
 	if ((h.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
+	if (hash_init() == -1)
+		fatalx("no random bytes for the room tables' hash key");
 	if ((h.redis = bus_new(h.base, h.conf->redis_url,
 	    h.conf->redis_password, "redis",
 	    hub_on_connect, hub_on_disconnect, &h)) == NULL ||
@@ -231,7 +254,8 @@ hub_main(const struct proc_ctx *ctx)
 		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));
 	if ((h.store = store_new(h.base, h.conf)) == NULL)
 		fatalx("database_url: cannot use it");
-	if ((h.rooms = rooms_new(&h)) == NULL)
+	if ((h.rooms = rooms_new(&h)) == NULL ||
+	    (h.tx_args = evbuffer_new()) == NULL)
 		fatalx("out of memory");
 	if ((h.stats_pub = stats_pub_new(h.base, h.redis, h.conf,
 	    &h.stats)) == NULL)
@@ -267,6 +291,8 @@ hub_main(const struct proc_ctx *ctx)
 	bus_free(h.inbox);
 	bus_free(h.redis);
 	rooms_free(h.rooms);
+	evbuffer_free(h.tx_args);
+	free(h.tx_lens);
 	event_free(h.sig_term);
 	event_free(h.sig_int);
 	event_free(h.sig_usr1);
@@ -325,6 +351,19 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 	if (h->batch == NULL && now - h->gc_ms >= HUB_GC_MS) {
 		rooms_gc(h->rooms, now, HUB_ROOM_IDLE_MS);
 		h->gc_ms = now;
+	}
+	/*
+	 * A hub that lost the lease while its blocking read was out may
+	 * still be handed entries (the group and consumer are shared): they
+	 * stay pending, unseen by a leader that replayed before. Replay
+	 * again now and then; with nothing in flight, whatever is pending
+	 * is such an orphan.
+	 */
+	if (hub_leading(h) && h->phase == HUB_LIVE &&
+	    now - h->replayed_ms >= HUB_REPLAY_MS) {
+		h->phase = HUB_PENDING;
+		h->replay_quiet = 1;
+		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
 	}
 	hub_gauges(h);
 	hub_advance(h);
@@ -554,6 +593,7 @@ hub_on_inbox_connect(struct bus *bus, void *arg)
 	(void)bus;
 	if (h->phase == HUB_LIVE || h->phase == HUB_PENDING) {
 		h->phase = HUB_PENDING;
+		h->replay_quiet = 0;
 		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
 	}
 	hub_advance(h);
@@ -662,6 +702,7 @@ hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
 	    "unacknowledged entries", rooms_connections(h->rooms),
 	    rooms_active(h->rooms));
 	h->phase = HUB_PENDING;
+	h->replay_quiet = 0;
 	snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
 	hub_advance(h);
 }
@@ -700,7 +741,8 @@ hub_read(struct hub *h)
 
 	if (h->reading || !bus_connected(h->inbox))
 		return;
-	if (h->phase == HUB_PENDING)
+	h->read_replay = h->phase == HUB_PENDING;
+	if (h->read_replay)
 		rc = bus_command(h->inbox, hub_on_read, h,
 		    "XREADGROUP GROUP " HUB_GROUP " " HUB_GROUP " COUNT %d "
 		    "STREAMS %s %s", HUB_BATCH, h->inbox_key, h->pending_from);
@@ -759,22 +801,27 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	if (b->n == 0) {
 		hub_batch_free(b);
-		if (h->phase == HUB_PENDING) {
-			log_info("inbox: no entry left to replay; reading new "
-			    "ones");
+		if (h->read_replay && h->phase == HUB_PENDING) {
+			if (!h->replay_quiet)
+				log_info("inbox: no entry left to replay; "
+				    "reading new ones");
 			h->phase = HUB_LIVE;
+			h->replay_quiet = 0;
+			h->replayed_ms = util_mono_ms();
 		}
 		hub_advance(h);
 		return;
 	}
-	if (h->phase == HUB_PENDING) {
+	/* A live read answered after the cron asked for a replay is a live
+	 * batch all the same: the replay reads next. */
+	if (h->read_replay) {
 		log_info("inbox: replaying %zu unacknowledged entries from %s",
 		    b->n, b->e[0].id);
 		snprintf(h->pending_from, sizeof(h->pending_from), "%s",
 		    b->e[b->n - 1].id);
 	}
-	b->live = h->phase == HUB_LIVE;
-	b->replay = h->phase == HUB_PENDING;
+	b->live = !h->read_replay;
+	b->replay = h->read_replay;
 	metrics_count(MC_INBOX_ENTRIES, b->n);
 	h->batch = b;
 	hub_gauges(h);
@@ -853,6 +900,7 @@ hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
 	if ((e->buf = p = malloc(need)) == NULL)
 		return -1;
 	e->op = me.op;
+	e->history = me.history >= 0 ? me.history : h->conf->history_on_join;
 	e->conn = me.conn;
 	e->user = me.user;
 	e->room_id = memcpy(p, me.room, rlen + 1);
@@ -962,6 +1010,13 @@ hub_batch_run(struct hub *h)
 			hub_batch_retry(h, HUB_RETRY_MS);
 			return;
 		}
+		/* A joiner from an instance that wants a longer history
+		 * than the ring keeps: load the room again, keeping more. */
+		if (e->op == MSG_REGISTER && e->history > e->room->keep) {
+			e->room->keep = e->history;
+			if (e->room->state == ROOM_LOADED)
+				e->room->state = ROOM_UNKNOWN;
+		}
 		if (e->room->state == ROOM_LOADED ||
 		    e->room->state == ROOM_LOADING)
 			continue;
@@ -975,10 +1030,15 @@ hub_batch_run(struct hub *h)
 	if ((ids = calloc(b->nload, sizeof(*ids))) == NULL)
 		rc = -1;
 	else {
-		for (size_t i = 0; i < b->nload; i++)
+		int keep = 0;
+
+		for (size_t i = 0; i < b->nload; i++) {
 			ids[i] = b->load[i]->id;
-		rc = store_load(h->store, ids, b->nload,
-		    h->conf->history_on_join, hub_on_loaded, b);
+			if (b->load[i]->keep > keep)
+				keep = b->load[i]->keep;
+		}
+		rc = store_load(h->store, ids, b->nload, keep, hub_on_loaded,
+		    b);
 		free(ids);
 	}
 	if (rc == -1) {
@@ -1211,8 +1271,9 @@ hub_on_stored(enum store_status st, void *arg)
 
 /*
  * Everything the batch changes, in entry order, then its acknowledgement,
- * in one MULTI/EXEC: Redis applies all of it or nothing. The next read
- * waits for EXEC's reply, so it never sees these entries again.
+ * in one fenced transaction (hub_tx_commit()): Redis applies all of it,
+ * or nothing if the lease is no longer ours. The next read waits for its
+ * reply, so it never sees these entries again.
  */
 static void
 hub_batch_commit(struct hub *h)
@@ -1316,7 +1377,7 @@ static void
 hub_on_register(struct hub *h, struct hub_entry *e, int64_t now)
 {
 	switch (rooms_register(h->rooms, e->room, e->worker, e->conn, e->user,
-	    e->username, now, e->below)) {
+	    e->username, now, e->below, e->history)) {
 	case -1:
 		h->tx_failed = 1;	/* out of memory: start over */
 		break;
@@ -1341,9 +1402,10 @@ hub_on_unregister(struct hub *h, struct hub_entry *e, int64_t now)
 }
 
 /*
- * EXEC's reply: -1 if the transaction was not applied (then memory is
- * ahead of Redis, and must be rebuilt). A command refused inside it (say
- * WRONGTYPE, a key an operator overwrote) does not undo the others.
+ * The transaction's reply: -1 if it was not applied (then memory is
+ * ahead of Redis, and must be rebuilt; if the lease was lost, this hub
+ * stops leading). A command refused inside it (say WRONGTYPE, a key an
+ * operator overwrote) does not undo the others.
  */
 static int
 hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
@@ -1352,13 +1414,22 @@ hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
 	const char *first = NULL;
 	size_t bad = 0;
 
-	(void)h;
-	if (bus_reply_type(reply) != BUS_ARRAY) {
-		log_error("%s: EXEC failed: %s", what,
-		    bus_reply_type(reply) == BUS_ERROR ?
-		    bus_reply_str(reply, NULL) : "transaction aborted");
+	if (bus_reply_type(reply) == BUS_ERROR &&
+	    (first = bus_reply_str(reply, NULL)) != NULL &&
+	    strncmp(first, "LEASE", 5) == 0) {
+		/* Taken meanwhile (a pause, a failover): nothing applied. */
+		log_warnx("%s: not applied, the leader lease is no longer "
+		    "ours: standing by", what);
+		h->leader = 0;
 		return -1;
 	}
+	if (bus_reply_type(reply) != BUS_ARRAY) {
+		log_error("%s: transaction failed: %s", what,
+		    bus_reply_type(reply) == BUS_ERROR ?
+		    bus_reply_str(reply, NULL) : "unexpected reply");
+		return -1;
+	}
+	first = NULL;
 	for (size_t i = 0; i < bus_reply_elements(reply); i++) {
 		r = bus_reply_element(reply, i);
 		if (bus_reply_type(r) != BUS_ERROR)
@@ -1393,24 +1464,25 @@ hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 void
 hub_tx_begin(struct hub *h)
 {
+	hub_tx_clear(h);
 	h->tx_open = 1;
-	h->tx_failed = 0;
-	h->tx_count = 0;
 }
 
 void
 hub_tx_command(struct hub *h, int argc, const char **argv, const size_t *lens)
 {
+	char n[16];
+
 	if (!h->tx_open || h->tx_failed)
 		return;
-	if (h->tx_count == 0 &&
-	    bus_command(h->redis, NULL, NULL, "MULTI") == -1) {
-		h->tx_failed = 1;
+	snprintf(n, sizeof(n), "%d", argc);
+	if (hub_tx_arg(h, n, strlen(n)) == -1)
 		return;
-	}
+	for (int i = 0; i < argc; i++)
+		if (hub_tx_arg(h, argv[i], lens != NULL ? lens[i] :
+		    strlen(argv[i])) == -1)
+			return;
 	h->tx_count++;
-	if (bus_commandv(h->redis, NULL, NULL, argc, argv, lens) == -1)
-		h->tx_failed = 1;
 }
 
 void
@@ -1435,24 +1507,73 @@ hub_tx_publish(struct hub *h, const char *channel, struct evbuffer *payload)
 int
 hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
 {
-	int rc;
+	const char **argv = NULL;
+	size_t *lens = NULL, n = h->tx_nargs + 5, off = 0;
+	const char *args;
+	int rc = -1;
 
-	if (h->tx_failed) {
-		/* MULTI went if tx_count says so: undo what was queued. */
-		if (h->tx_count > 0)
-			bus_send(h->redis, "DISCARD");
-		rc = -1;
-	} else if (h->tx_count == 0)
+	if (h->tx_failed)
+		goto done;
+	if (h->tx_count == 0) {
 		rc = 1;
-	else if (bus_command(h->redis, cb, arg, "EXEC") == -1) {
-		bus_send(h->redis, "DISCARD");
-		rc = -1;
-	} else
-		rc = 0;
+		goto done;
+	}
+	if (n > INT_MAX || (argv = calloc(n, sizeof(*argv))) == NULL ||
+	    (lens = calloc(n, sizeof(*lens))) == NULL ||
+	    (args = (const char *)evbuffer_pullup(h->tx_args, -1)) == NULL)
+		goto done;
+	argv[0] = "EVAL";
+	argv[1] = hub_tx_lua;
+	argv[2] = "1";
+	argv[3] = h->lease_key;
+	argv[4] = h->lease_value;
+	for (int i = 0; i < 5; i++)
+		lens[i] = strlen(argv[i]);
+	for (size_t i = 0; i < h->tx_nargs; i++) {
+		argv[5 + i] = args + off;
+		lens[5 + i] = h->tx_lens[i];
+		off += h->tx_lens[i];
+	}
+	rc = bus_commandv(h->redis, cb, arg, (int)n, argv, lens) == 0 ? 0 : -1;
+done:
+	free(argv);
+	free(lens);
+	hub_tx_clear(h);
+	return rc;
+}
+
+/* Queue one argument of the transaction; -1 (and tx_failed) if out of
+ * memory. */
+static int
+hub_tx_arg(struct hub *h, const char *s, size_t len)
+{
+	size_t cap, *p;
+
+	if (h->tx_nargs == h->tx_cap) {
+		cap = h->tx_cap > 0 ? h->tx_cap * 2 : 256;
+		if ((p = realloc(h->tx_lens, cap * sizeof(*p))) == NULL) {
+			h->tx_failed = 1;
+			return -1;
+		}
+		h->tx_lens = p;
+		h->tx_cap = cap;
+	}
+	if (evbuffer_add(h->tx_args, s, len) == -1) {
+		h->tx_failed = 1;
+		return -1;
+	}
+	h->tx_lens[h->tx_nargs++] = len;
+	return 0;
+}
+
+static void
+hub_tx_clear(struct hub *h)
+{
 	h->tx_open = 0;
 	h->tx_failed = 0;
 	h->tx_count = 0;
-	return rc;
+	h->tx_nargs = 0;
+	(void)evbuffer_drain(h->tx_args, evbuffer_get_length(h->tx_args));
 }
 
 /* ---- dead workers -------------------------------------------------------- */

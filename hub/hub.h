@@ -66,7 +66,10 @@ struct hub {
 						 * older replies are stale */
 	char			 pending_from[48]; /* replay from */
 	int			 reading;	/* an XREADGROUP out */
+	int			 read_replay;	/* ... for pending entries */
 	unsigned		 read_epoch;	/* ... sent in this epoch */
+	int64_t			 replayed_ms;	/* last replay (monotonic) */
+	int			 replay_quiet;	/* ... a periodic one */
 	int			 exec_pending;	/* a batch's EXEC out */
 	int			 sweep_pending;	/* a heartbeat MGET out */
 	struct hub_batch	*batch;		/* in progress, or NULL */
@@ -75,9 +78,12 @@ struct hub {
 	int64_t			 gc_ms;		/* last rooms_gc() */
 
 	int			 tx_open;	/* hub_tx_begin() called */
-	int			 tx_failed;	/* a command was not sent */
-	size_t			 tx_count;	/* commands queued (MULTI
-						 * goes with the first) */
+	int			 tx_failed;	/* a command was not queued */
+	size_t			 tx_count;	/* commands queued */
+	struct evbuffer		*tx_args;	/* their arguments, end to
+						 * end: "<argc>", argv... */
+	size_t			*tx_lens;	/* each argument's length */
+	size_t			 tx_nargs, tx_cap;
 
 	int			 bad_logged;	/* bad entries logged, and */
 	int			 bad_hidden;	/* ... and not logged */
@@ -91,10 +97,12 @@ struct hub {
 
 /*
  * The hub's Redis transaction: everything one batch (or one heartbeat
- * check) changes goes between MULTI and EXEC on the command connection, so
- * Redis applies all of it or none: a hub killed half way leaves no event
- * published without its acknowledgement, and no presence half written.
- * hub_tx_publish() counts one event out.
+ * check) changes is queued here and sent as one script, which Redis runs
+ * atomically: a hub killed half way leaves no event published without its
+ * acknowledgement, and no presence half written. The script first checks
+ * that the leader lease is still this hub's, and changes nothing if it is
+ * not (fencing: a hub that lost its lease, whatever its clock says, can
+ * neither publish nor acknowledge). hub_tx_publish() counts one event out.
  */
 void	hub_tx_begin(struct hub *h);
 void	hub_tx_command(struct hub *h, int argc, const char **argv,
@@ -102,11 +110,13 @@ void	hub_tx_command(struct hub *h, int argc, const char **argv,
 void	hub_tx_publish(struct hub *h, const char *channel,
 	    struct evbuffer *payload);
 /*
- * EXEC: 0 when sent, and cb will get the reply (an array; NULL if the
- * connection went). 1 when the transaction was empty: nothing was sent
- * and cb will not be called. -1 when a command could not be sent: nothing
- * is applied (DISCARD), cb will not be called, and what the caller changed
- * in memory for it must be forgotten.
+ * Send it: 0 when sent, and cb will get the reply (an array of each
+ * command's reply, like EXEC's; an error "LEASE ..." if the lease was not
+ * ours, then nothing was applied; NULL if the connection went). 1 when the
+ * transaction was empty: nothing was sent and cb will not be called. -1
+ * when a command could not be queued or the script not sent: nothing is
+ * applied, cb will not be called, and what the caller changed in memory
+ * for it must be forgotten.
  */
 int	hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
 	    __attribute__((warn_unused_result));

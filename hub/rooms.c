@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 
 #include "common/conf.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/utf8.h"
@@ -114,7 +115,7 @@ static void	ring_clear(struct room_ring *);
 static void	ring_free(struct room_ring *);
 static void	ring_push(struct room_ring *, int64_t, struct evbuffer *);
 static void	ring_history(struct room_ring *, struct evbuffer *,
-		    int64_t);
+		    int64_t, int);
 static void	ring_item(struct evbuffer *, const struct ring_item *, int);
 static void	room_free(struct room *);
 static struct pworker *worker_get(struct rooms *, const char *);
@@ -129,14 +130,12 @@ static void	rooms_hdel(struct rooms *, const char *, const char *);
 
 /* ---- hash tables --------------------------------------------------------- */
 
+/* Keyed (hash_init()): room ids come from clients, who must not be able
+ * to craft ids that pile into one bucket. */
 static uint32_t
 map_hash(const char *key)
 {
-	uint32_t hash = 2166136261u;
-
-	for (; *key != '\0'; key++)
-		hash = (hash ^ (unsigned char)*key) * 16777619u;
-	return hash;
+	return (uint32_t)hash_str(key);
 }
 
 static void *
@@ -371,25 +370,28 @@ ring_item(struct evbuffer *out, const struct ring_item *it, int comma)
 }
 
 /*
- * Append the history's elements with ids up to upto, oldest first: each
- * stored event with its closing brace replaced. The whole ring is rendered
- * once per change, however many join meanwhile.
+ * Append the last max of the history's elements with ids up to upto,
+ * oldest first: each stored event with its closing brace replaced. The
+ * whole ring is rendered once per change, however many join meanwhile
+ * wanting all of it.
  */
 static void
-ring_history(struct room_ring *ring, struct evbuffer *out, int64_t upto)
+ring_history(struct room_ring *ring, struct evbuffer *out, int64_t upto,
+    int max)
 {
-	struct ring_item *it;
-	int n = 0;
+	int end, first;
 
-	if (ring == NULL || ring->len == 0)
+	if (ring == NULL || ring->len == 0 || max <= 0)
 		return;
-	it = &ring->items[(ring->start + ring->len - 1) % ring->cap];
-	if (it->id > upto) {
-		for (int i = 0; i < ring->len; i++) {
-			it = &ring->items[(ring->start + i) % ring->cap];
-			if (it->id <= upto)
-				ring_item(out, it, n++ > 0);
-		}
+	/* Ids grow along the ring: those up to upto are its first end. */
+	for (end = ring->len; end > 0 && ring->items[(ring->start + end - 1) %
+	    ring->cap].id > upto; end--)
+		;
+	first = end > max ? end - max : 0;
+	if (first > 0 || end < ring->len) {
+		for (int i = first; i < end; i++)
+			ring_item(out, &ring->items[(ring->start + i) %
+			    ring->cap], i > first);
 		return;
 	}
 	if (ring->cache == NULL) {
@@ -480,6 +482,7 @@ rooms_get(struct rooms *rs, const char *id, int create)
 	r->channel = rooms_fmt("%sroom:%s", p, id);
 	r->clients_key = rooms_fmt("%sroom:%s:clients", p, id);
 	r->used_ms = util_mono_ms();
+	r->keep = rs->conf->history_on_join;
 	if (r->id == NULL || r->channel == NULL || r->clients_key == NULL ||
 	    map_put(&rs->rooms, id, r) == -1) {
 		room_free(r);
@@ -491,10 +494,13 @@ rooms_get(struct rooms *rs, const char *id, int create)
 void
 rooms_loaded(struct rooms *rs, struct room *r, int64_t last_id)
 {
-	if (r->ring == NULL)
-		r->ring = ring_new(rs->conf->history_on_join);
-	else
+	(void)rs;
+	if (r->ring != NULL && r->ring->cap == r->keep)
 		ring_clear(r->ring);
+	else {
+		ring_free(r->ring);
+		r->ring = ring_new(r->keep);
+	}
 	r->state = ROOM_LOADED;
 	r->last_id = last_id;
 	r->used_ms = util_mono_ms();
@@ -591,7 +597,7 @@ rooms_message(struct rooms *rs, struct room *r, int64_t id, int64_t user,
 int
 rooms_register(struct rooms *rs, struct room *r, const char *wid,
     uint64_t conn, int64_t user, const char *username, int64_t ts_ms,
-    int64_t below)
+    int64_t below, int history)
 {
 	char ts[32], uid[24], *key, *value;
 	int64_t upto = r->last_id < below ? r->last_id : below - 1;
@@ -618,7 +624,7 @@ rooms_register(struct rooms *rs, struct room *r, const char *wid,
 	/* The history first: the worker holds the joiner's live events
 	 * until it has come. */
 	msg_write_history_head(b, conn, r->id, upto);
-	ring_history(r->ring, b, upto);
+	ring_history(r->ring, b, upto, history);
 	(void)evbuffer_add(b, "]}", 2);
 	hub_tx_publish(rs->h, pc->worker->channel, b);
 	(void)evbuffer_drain(b, evbuffer_get_length(b));

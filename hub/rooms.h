@@ -42,6 +42,10 @@ struct room {
 	size_t		 nconns;	/* registered connections */
 	int64_t		 used_ms;	/* monotonic: last event */
 	struct room_ring *ring;		/* history, NULL until loaded */
+	int		 keep;		/* messages the ring keeps: the most
+					 * any joiner's instance asked for
+					 * (history_on_join), this hub's
+					 * at least */
 };
 
 /* Everything starts empty; h gives the configuration and the transaction. */
@@ -59,8 +63,8 @@ struct room *rooms_get(struct rooms *rs, const char *id, int create);
 
 /* ---- loading (from PostgreSQL) ------------------------------------------- */
 
-/* r exists with last_id; its history is emptied, to be refilled with
- * rooms_history_add() oldest first. */
+/* r exists with last_id; its history (r->keep messages) is emptied, to be
+ * refilled with rooms_history_add() oldest first. */
 void	rooms_loaded(struct rooms *rs, struct room *r, int64_t last_id);
 void	rooms_history_add(struct rooms *rs, struct room *r, int64_t id,
 	    int64_t user, const char *username, const char *content,
@@ -85,12 +89,13 @@ void	rooms_message(struct rooms *rs, struct room *r, int64_t id,
  * ends at id `below` - 1 at most (its upto says so): messages from there
  * on, stored by an earlier hub but not yet published, follow live, and a
  * worker must not take them for replays it has seen. INT64_MAX: no limit.
- * Returns 0, 1 if that connection is registered already (a replayed
+ * history is how many messages the joiner gets at most (its instance's
+ * history_on_join; r->keep at least that much, or it gets fewer). Returns 0, 1 if that connection is registered already (a replayed
  * entry: it was all done then), -1 if out of memory.
  */
 int	rooms_register(struct rooms *rs, struct room *r, const char *wid,
 	    uint64_t conn, int64_t user, const char *username, int64_t ts_ms,
-	    int64_t below);
+	    int64_t below, int history);
 /* The connection leaves: 0, or 1 if it was not registered. */
 int	rooms_unregister(struct rooms *rs, const char *room, const char *wid,
 	    uint64_t conn, int64_t ts_ms);

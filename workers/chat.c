@@ -22,6 +22,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -41,9 +42,14 @@
 					 * sequential, so chains stay even */
 #define CHAT_ALIVE_TTL_S	3	/* heartbeat key lifetime */
 #define CHAT_CLOSE_GRACE_MS	2000	/* then a closing socket is cut */
+#define CHAT_HOLD_MAX		(64 * 1024)	/* input held for a member
+					 * not yet registered */
 
 enum member_state {
-	MEMBER_SUBSCRIBING,	/* waiting for the room's SUBSCRIBE */
+	MEMBER_SUBSCRIBING,	/* waiting for the room's SUBSCRIBE; its
+				 * input is not read until it registers, so
+				 * its messages reach the hub after its
+				 * register (and come back to it live) */
 	MEMBER_REGISTERING,	/* registered, waiting for its history */
 	MEMBER_JOINED,		/* receives the room's events */
 	MEMBER_CLOSING		/* close started; unregistered */
@@ -110,6 +116,7 @@ static struct chat_room *chat_room_get(struct chat *, const char *, int);
 static void	chat_rooms_collect(struct chat *);
 static void	chat_subscribe(struct chat *, struct chat_room *);
 static void	chat_register(struct chat *, struct chat_member *);
+static void	chat_recheck_cb(struct bus *, struct bus_reply *, void *);
 static int	chat_inbox_op(struct chat *, struct chat_member *,
 		    const char *, const char *, size_t);
 static void	chat_sub_connected(struct bus *, void *);
@@ -145,7 +152,7 @@ chat_new(struct worker *w)
 	const char *p = w->conf->redis_prefix;
 	struct chat *chat;
 
-	if ((chat = calloc(1, sizeof(*chat))) == NULL)
+	if (hash_init() == -1 || (chat = calloc(1, sizeof(*chat))) == NULL)
 		return NULL;
 	chat->w = w;
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
@@ -272,17 +279,21 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	if (m->room->sub == ROOM_SUBSCRIBED)
 		chat_register(chat, m);
 	else {
+		/* Bounded: reading pauses once this much is held. */
 		m->state = MEMBER_SUBSCRIBING;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, CHAT_HOLD_MAX);
 		chat_subscribe(chat, m->room);
 	}
 	/* Frames the client sent right behind its handshake. */
 	chat_on_read(c);
 }
 
+/* A member still subscribing is not read: chat_register() reads it. */
 void
 chat_on_read(struct conn *c)
 {
-	if (c->member != NULL && c->member->ws != NULL)
+	if (c->member != NULL && c->member->ws != NULL &&
+	    c->member->state != MEMBER_SUBSCRIBING)
 		ws_read(c->member->ws);
 }
 
@@ -329,16 +340,62 @@ chat_member_free(struct chat_member *m)
  * Tell the hub about a member whose room channel is subscribed. If the
  * XADD cannot be sent, no history or join will ever come: close it (1011)
  * so that its client tries again. The close may remove m from its room.
+ *
+ * Then its session is looked up once more: a logout or an account
+ * deletion whose control event this worker handled before m was in its
+ * room's list (the upgrade was in flight) has removed the session key by
+ * then, and chat_recheck_cb() closes m (1008). One that comes later finds
+ * m in the list (chat_on_control()). So no revoked socket stays open.
  */
 static void
 chat_register(struct chat *chat, struct chat_member *m)
 {
 	m->state = MEMBER_REGISTERING;
-	if (chat_inbox_op(chat, m, "register", NULL, 0) == 0)
-		m->registered = 1;
-	else
+	if (chat_inbox_op(chat, m, "register", NULL, 0) == -1) {
 		chat_close_member(m, WS_CLOSE_ERROR, "cannot join the room "
 		    "now; try again");
+		return;
+	}
+	m->registered = 1;
+	if (m->session[0] != '\0') {
+		conn_hold(m->conn);
+		if (bus_command(chat->w->redis, chat_recheck_cb, m->conn,
+		    "GET %s", m->session) == -1) {
+			conn_release(m->conn);
+			chat_close_member(m, WS_CLOSE_ERROR, "cannot join the "
+			    "room now; try again");
+		}
+	}
+}
+
+/*
+ * The session of a member that has just registered, read again (the conn
+ * is held until now). Gone or another user's: revoked while the upgrade
+ * was in flight, closed with 1008. No answer: it cannot be trusted, 1011.
+ */
+static void
+chat_recheck_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct conn *c = arg;
+	struct chat_member *m = c->member;
+	const char *v;
+	long long uid;
+
+	(void)bus;
+	if (m != NULL && m->room != NULL) {
+		if (reply == NULL || bus_reply_type(reply) == BUS_ERROR)
+			chat_close_member(m, WS_CLOSE_ERROR, "cannot join the "
+			    "room now; try again");
+		else if ((v = bus_reply_str(reply, NULL)) == NULL ||
+		    util_parse_int(v, 1, INT64_MAX, &uid) == -1 ||
+		    uid != m->uid) {
+			log_debug("conn %llu: session revoked during the "
+			    "upgrade", (unsigned long long)c->id);
+			chat_close_member(m, WS_CLOSE_POLICY, "session "
+			    "revoked");
+		}
+	}
+	conn_release(c);
 }
 
 /*
@@ -349,9 +406,9 @@ static int
 chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
     const char *content, size_t len)
 {
-	char user[24], conn[24];
-	const char *argv[17];
-	size_t lens[17];
+	char user[24], conn[24], history[24];
+	const char *argv[19];
+	size_t lens[19];
 	int argc = 0;
 
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
@@ -375,6 +432,13 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 	if (content != NULL) {
 		ARG("content", 7);
 		ARG(content, len);
+	}
+	if (strcmp(op, "register") == 0) {
+		/* This instance's setting, whichever hub leads. */
+		snprintf(history, sizeof(history), "%d",
+		    chat->w->conf->history_on_join);
+		ARG("history", 7);
+		ARG(history, strlen(history));
 	}
 #undef ARG
 	if (bus_commandv(chat->w->redis, content != NULL ? chat_broadcast_cb :
@@ -413,7 +477,7 @@ member_on_text(void *arg, const char *msg, size_t len)
 		return;			/* an empty frame carries no message */
 	/* Valid UTF-8, but no database text can hold it. */
 	if (memchr(msg, '\0', len) != NULL) {
-		chat_close_member(m, WS_CLOSE_BAD_DATA, "messages cannot "
+		chat_close_member(m, WS_CLOSE_POLICY, "messages cannot "
 		    "contain NUL characters");
 		return;
 	}
@@ -465,14 +529,11 @@ chat_close_member(struct chat_member *m, int code, const char *reason)
 
 /* --- rooms -------------------------------------------------------------- */
 
+/* Keyed (hash_init() in chat_new()): room ids come from clients. */
 static unsigned
 chat_hash(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % CHAT_BUCKETS;
+	return (unsigned)(hash_str(s) % CHAT_BUCKETS);
 }
 
 static struct chat_room *
@@ -627,8 +688,12 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		r->sub = ROOM_SUBSCRIBED;
 		for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
 			next = TAILQ_NEXT(m, entry);
-			if (m->state == MEMBER_SUBSCRIBING)
-				chat_register(chat, m);
+			if (m->state != MEMBER_SUBSCRIBING)
+				continue;
+			chat_register(chat, m);
+			/* What it sent meanwhile goes after its register. */
+			bufferevent_setwatermark(m->conn->bev, EV_READ, 0, 0);
+			chat_on_read(m->conn);
 		}
 		return;
 	}
