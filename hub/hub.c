@@ -179,6 +179,7 @@ static void	hub_group_create(struct hub *);
 static void	hub_on_group(struct bus *, struct bus_reply *, void *);
 static void	hub_advance(struct hub *);
 static void	hub_lead(struct hub *);
+static void	hub_fenced_cb(enum store_status, int64_t, void *);
 static int	hub_scan(struct hub *, const char *);
 static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
 static void	hub_reset(struct hub *);
@@ -412,6 +413,7 @@ hub_advance(struct hub *h)
 	case HUB_STANDBY:
 		hub_lead(h);
 		break;
+	case HUB_FENCE:
 	case HUB_REBUILD:
 		break;
 	case HUB_PENDING:
@@ -623,17 +625,51 @@ hub_on_group(struct bus *bus, struct bus_reply *reply, void *arg)
 
 /* ---- leading ------------------------------------------------------------- */
 
-/* The lease is ours: rebuild presence, then replay, then read. */
+/*
+ * The lease is ours: raise the epoch in PostgreSQL (from then on no hub
+ * that led before can store anything), rebuild presence, replay, read.
+ */
 static void
 hub_lead(struct hub *h)
 {
-	if (!bus_connected(h->redis))
-		return;
-	rooms_reset(h->rooms);
-	if (hub_scan(h, "0") == -1)
+	struct hub_scan *sc;
+
+	if (!bus_connected(h->redis) || (sc = malloc(sizeof(*sc))) == NULL)
 		return;		/* the cron tries again */
+	sc->h = h;
+	sc->epoch = h->epoch;
+	if (store_fence(h->store, 0, h->lease_value, hub_fenced_cb, sc) ==
+	    -1) {
+		free(sc);
+		return;
+	}
+	h->phase = HUB_FENCE;
+}
+
+static void
+hub_fenced_cb(enum store_status st, int64_t fence, void *arg)
+{
+	struct hub_scan *sc = arg;
+	struct hub *h = sc->h;
+	unsigned epoch = sc->epoch;
+
+	free(sc);
+	if (h->exiting || epoch != h->epoch || h->phase != HUB_FENCE)
+		return;
+	if (st != STORE_OK) {
+		h->phase = HUB_STANDBY;
+		hub_kick(h, HUB_RETRY_MS);
+		return;
+	}
+	h->fence = fence;
+	rooms_reset(h->rooms);
+	if (hub_scan(h, "0") == -1) {
+		h->phase = HUB_STANDBY;
+		return;		/* the cron tries again */
+	}
 	h->phase = HUB_REBUILD;
-	log_info("leading: rebuilding presence from %s", h->presence_key);
+	log_info("leading with epoch %lld: rebuilding presence from %s",
+	    (long long)fence, h->presence_key);
 }
 
 static int
@@ -1175,8 +1211,8 @@ hub_batch_store(struct hub *h)
 		hub_batch_commit(h);
 		return;
 	}
-	if (store_write(h->store, b->msgs, b->nmsgs, b->sql_errors >= 2,
-	    hub_on_stored, b) == -1) {
+	if (store_write(h->store, 0, h->fence, b->msgs, b->nmsgs,
+	    b->sql_errors >= 2, hub_on_stored, b) == -1) {
 		hub_batch_retry(h, HUB_RETRY_MS);
 		return;
 	}
@@ -1245,6 +1281,18 @@ hub_on_stored(enum store_status st, void *arg)
 	switch (st) {
 	case STORE_AWAY:
 		hub_batch_retry(h, HUB_RETRY_MS);
+		return;
+	case STORE_FENCED:
+		/*
+		 * Another hub raised the epoch: it leads, whatever our
+		 * clock says. Nothing was stored; the entries stay pending
+		 * for it. Lead again only if Redis gives us the lease.
+		 */
+		log_warnx("inbox: another hub raised the epoch above %lld: "
+		    "batch of %zu messages not stored; standing by",
+		    (long long)h->fence, b->nmsgs);
+		h->leader = 0;
+		hub_reset(h);
 		return;
 	case STORE_ERROR:
 		/*

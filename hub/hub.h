@@ -28,6 +28,7 @@ struct hub_batch;
 /* How far the leader is; a standby hub stays at HUB_STANDBY. */
 enum hub_phase {
 	HUB_STANDBY,	/* not leading: no rooms, no presence in memory */
+	HUB_FENCE,	/* leading: raising the epoch in PostgreSQL */
 	HUB_REBUILD,	/* leading: reading <p>hub:presence back */
 	HUB_PENDING,	/* leading: replaying entries delivered but never
 			 * acknowledged (by us or an earlier hub) */
@@ -64,6 +65,9 @@ struct hub {
 	enum hub_phase		 phase;
 	unsigned		 epoch;		/* bumped when leading stops:
 						 * older replies are stale */
+	int64_t			 fence;		/* the epoch raised in
+						 * PostgreSQL when leading
+						 * began: stores need it */
 	char			 pending_from[48]; /* replay from */
 	int			 reading;	/* an XREADGROUP out */
 	int			 read_replay;	/* ... for pending entries */

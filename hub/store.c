@@ -1,9 +1,10 @@
 /*
  * store: the hub's reads and writes of rooms and messages in PostgreSQL,
  * through a small pool of its own. Owns the pool and one operation record
- * per call in flight. A batch of broadcasts is one INSERT; the entries it
- * did not insert were stored by an earlier hub, and one SELECT finds the
- * ids and times they were given then.
+ * per call in flight. A batch of broadcasts is one INSERT of arrays,
+ * fenced by the partition's epoch; the entries it did not insert were
+ * stored by an earlier hub, and one SELECT finds the ids and times they
+ * were given then.
  */
 #include "config.h"
 
@@ -15,7 +16,6 @@
 
 #include "common/conf.h"
 #include "common/db.h"
-#include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "hub/store.h"
@@ -42,15 +42,34 @@ static const char store_load_sql[] =
     "WHERE r.id = ANY ($1::text[]) ORDER BY r.id, h.id";
 
 /*
- * $1 a JSON array of message objects. Only a conflict on inbox_id is
- * expected (an entry stored by an earlier hub); one on (room_id, id) means
- * our idea of the room's last id is wrong, and must fail loudly.
+ * $1 partition, $2 its epoch as this hub raised it, $3.. one array per
+ * column (text[] literals: no JSON to decode per row). The partition's row
+ * is locked FOR SHARE in the same statement, so an epoch raise
+ * (store_fence_sql, an UPDATE) waits for this store to commit, and a store
+ * that comes after the raise finds no row and inserts nothing: then the
+ * result has no row at all; otherwise one row per message inserted, or a
+ * single NULL. Only a conflict on inbox_id is expected (an entry stored by
+ * an earlier hub); one on (room_id, id) means our idea of the room's last
+ * id is wrong, and must fail loudly.
  */
 static const char store_insert_sql[] =
-    "INSERT INTO messages (room_id, id, user_id, username, content, "
-    "inbox_id, created_at) SELECT room_id, id, user_id, username, content, "
-    "inbox_id, created_at FROM json_populate_recordset(NULL::messages, "
-    "$1::json) ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id";
+    "WITH f AS (SELECT epoch FROM hub_partitions WHERE partition = $1::int "
+    "AND epoch = $2::bigint FOR SHARE), "
+    "i AS (INSERT INTO messages (room_id, id, user_id, username, content, "
+    "inbox_id, created_at) SELECT v.r, v.m, v.u, v.n, v.c, v.x, "
+    "timestamptz 'epoch' + v.t * interval '1 millisecond' "
+    "FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[], "
+    "$7::text[], $8::text[], $9::bigint[]) AS v (r, m, u, n, c, x, t) "
+    "WHERE EXISTS (SELECT 1 FROM f) "
+    "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id) "
+    "SELECT i.inbox_id FROM f LEFT JOIN i ON true";
+
+/* $1 partition, $2 the lease holder: the partition's new epoch. */
+static const char store_fence_sql[] =
+    "INSERT INTO hub_partitions AS p (partition, holder) "
+    "VALUES ($1::int, $2) ON CONFLICT (partition) DO UPDATE "
+    "SET epoch = p.epoch + 1, holder = excluded.holder, taken_at = now() "
+    "RETURNING epoch";
 
 /* $1 text[] of inbox ids. */
 static const char store_fetch_sql[] =
@@ -67,6 +86,7 @@ struct store_op {
 	struct store	*s;
 	store_cb	*cb;
 	store_load_cb	*lcb;
+	store_fence_cb	*fcb;
 	void		*arg;
 	struct store_msg *msgs;
 	size_t		 n;
@@ -74,9 +94,24 @@ struct store_op {
 	size_t		 next;		/* isolate: message written */
 	int		 isolate;
 	int		 find;		/* store_find(): not found is ok */
+	char		 partition[16];	/* store_write()'s fence */
+	char		 epoch[24];
+};
+
+/* The columns of a store_write(), as array literals. */
+enum store_col {
+	STORE_COL_ROOM,
+	STORE_COL_ID,
+	STORE_COL_USER,
+	STORE_COL_USERNAME,
+	STORE_COL_CONTENT,
+	STORE_COL_INBOX,
+	STORE_COL_TS,
+	STORE_NCOLS
 };
 
 static void	store_array(struct evbuffer *, const char *);
+static void	store_array_n(struct evbuffer *, const char *, size_t);
 static char	*store_param(struct evbuffer *);
 static struct store_op *store_op_new(struct store *, struct store_msg *,
 		    size_t, store_cb *, void *);
@@ -91,6 +126,7 @@ static int	store_int(const struct db_result *, int, int, int64_t *);
 static void	store_loaded_cb(struct db_result *, void *);
 static void	store_inserted_cb(struct db_result *, void *);
 static void	store_fetched_cb(struct db_result *, void *);
+static void	store_fenced_cb(struct db_result *, void *);
 
 struct store *
 store_new(struct event_base *base, const struct conf *conf)
@@ -158,14 +194,40 @@ done:
 }
 
 int
-store_write(struct store *s, struct store_msg *msgs, size_t n, int isolate,
-    store_cb *cb, void *arg)
+store_fence(struct store *s, int partition, const char *holder,
+    store_fence_cb *cb, void *arg)
+{
+	struct store_op *op;
+	const char *params[2];
+	char p[16];
+
+	if ((op = calloc(1, sizeof(*op))) == NULL)
+		return -1;
+	op->s = s;
+	op->fcb = cb;
+	op->arg = arg;
+	snprintf(p, sizeof(p), "%d", partition);
+	params[0] = p;
+	params[1] = holder;
+	if (db_query(s->db, store_fence_sql, 2, params, store_fenced_cb,
+	    op) == -1) {
+		store_op_free(op);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_write(struct store *s, int partition, int64_t epoch,
+    struct store_msg *msgs, size_t n, int isolate, store_cb *cb, void *arg)
 {
 	struct store_op *op;
 
 	if ((op = store_op_new(s, msgs, n, cb, arg)) == NULL)
 		return -1;
 	op->isolate = isolate;
+	snprintf(op->partition, sizeof(op->partition), "%d", partition);
+	snprintf(op->epoch, sizeof(op->epoch), "%lld", (long long)epoch);
 	if ((op->next = store_next(op, 0)) == n || store_insert(op) == -1) {
 		store_op_free(op);
 		return -1;
@@ -227,12 +289,25 @@ store_next(struct store_op *op, size_t i)
 static void
 store_array(struct evbuffer *b, const char *s)
 {
+	store_array_n(b, s, strlen(s));
+}
+
+/* The same for len bytes (no NUL among them): runs without a quote or a
+ * backslash are copied in one go. */
+static void
+store_array_n(struct evbuffer *b, const char *s, size_t len)
+{
+	size_t from = 0;
+
 	(void)evbuffer_add(b, "\"", 1);
-	for (; *s != '\0'; s++) {
-		if (*s == '"' || *s == '\\')
-			(void)evbuffer_add(b, "\\", 1);
-		(void)evbuffer_add(b, s, 1);
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] != '"' && s[i] != '\\')
+			continue;
+		(void)evbuffer_add(b, s + from, i - from);
+		(void)evbuffer_add(b, "\\", 1);
+		from = i;
 	}
+	(void)evbuffer_add(b, s + from, len - from);
 	(void)evbuffer_add(b, "\"", 1);
 }
 
@@ -277,46 +352,55 @@ store_insert(struct store_op *op)
 {
 	size_t from = op->isolate ? op->next : 0;
 	size_t to = op->isolate ? op->next + 1 : op->n;
-	struct evbuffer *b;
-	char ts[32], *json;
-	int rc, first = 1;
+	struct evbuffer *col[STORE_NCOLS];
+	char *params[2 + STORE_NCOLS] = { NULL };
+	int rc = -1, first = 1, c;
 
-	if ((b = evbuffer_new()) == NULL)
+	for (c = 0; c < STORE_NCOLS; c++)
+		if ((col[c] = evbuffer_new()) == NULL)
+			break;
+	if (c < STORE_NCOLS) {
+		while (c-- > 0)
+			evbuffer_free(col[c]);
 		return -1;
-	(void)evbuffer_add(b, "[", 1);
+	}
+	for (c = 0; c < STORE_NCOLS; c++)
+		(void)evbuffer_add(col[c], "{", 1);
 	for (size_t i = from; i < to; i++) {
 		const struct store_msg *m = &op->msgs[i];
 
 		if (m->result != STORE_PENDING)
 			continue;
-		util_rfc3339(m->ts_ms, ts, sizeof(ts));
-		(void)evbuffer_add(b, first ? "{" : ",{", first ? 1 : 2);
+		if (!first)
+			for (c = 0; c < STORE_NCOLS; c++)
+				(void)evbuffer_add(col[c], ",", 1);
 		first = 0;
-		json_add_key(b, "room_id");
-		json_add_cstr(b, m->room);
-		(void)evbuffer_add_printf(b, ",\"id\":%lld,\"user_id\":%lld,",
-		    (long long)m->id, (long long)m->user);
-		json_add_key(b, "username");
-		json_add_cstr(b, m->username);
-		(void)evbuffer_add(b, ",", 1);
-		json_add_key(b, "content");
-		json_add_string(b, m->content, m->content_len);
-		(void)evbuffer_add(b, ",", 1);
-		json_add_key(b, "inbox_id");
-		json_add_cstr(b, m->inbox_id);
-		(void)evbuffer_add(b, ",", 1);
-		json_add_key(b, "created_at");
-		json_add_cstr(b, ts);
-		(void)evbuffer_add(b, "}", 1);
+		store_array(col[STORE_COL_ROOM], m->room);
+		(void)evbuffer_add_printf(col[STORE_COL_ID], "%lld",
+		    (long long)m->id);
+		(void)evbuffer_add_printf(col[STORE_COL_USER], "%lld",
+		    (long long)m->user);
+		store_array(col[STORE_COL_USERNAME], m->username);
+		store_array_n(col[STORE_COL_CONTENT], m->content,
+		    m->content_len);
+		store_array(col[STORE_COL_INBOX], m->inbox_id);
+		(void)evbuffer_add_printf(col[STORE_COL_TS], "%lld",
+		    (long long)m->ts_ms);
 	}
-	(void)evbuffer_add(b, "]", 1);
-	json = store_param(b);
-	evbuffer_free(b);
-	if (json == NULL)
-		return -1;
-	rc = db_query(op->s->db, store_insert_sql, 1, (const char **)&json,
-	    store_inserted_cb, op);
-	free(json);
+	for (c = 0; c < STORE_NCOLS; c++) {
+		(void)evbuffer_add(col[c], "}", 1);
+		if ((params[2 + c] = store_param(col[c])) == NULL)
+			goto done;
+	}
+	params[0] = op->partition;
+	params[1] = op->epoch;
+	rc = db_query(op->s->db, store_insert_sql, 2 + STORE_NCOLS,
+	    (const char **)params, store_inserted_cb, op);
+done:
+	for (c = 0; c < STORE_NCOLS; c++) {
+		evbuffer_free(col[c]);
+		free(params[2 + c]);
+	}
 	return rc;
 }
 
@@ -454,9 +538,12 @@ store_inserted_cb(struct db_result *res, void *arg)
 		    "room %s: %s (SQLSTATE %s); dropped", m->inbox_id, m->room,
 		    db_result_error(res), db_result_sqlstate(res));
 		m->result = STORE_BAD;
+	} else if (db_result_ntuples(res) == 0) {
+		store_done(op, STORE_FENCED);
+		return;
 	} else
 		for (int i = 0; i < db_result_ntuples(res); i++)
-			if ((m = store_lookup(op,
+			if (!db_result_isnull(res, i, 0) && (m = store_lookup(op,
 			    db_result_value(res, i, 0))) != NULL)
 				m->result = STORE_NEW;
 	if (op->isolate && (op->next = store_next(op, op->next + 1)) < op->n) {
@@ -519,4 +606,26 @@ store_fetched_cb(struct db_result *res, void *arg)
 			op->msgs[i].result = STORE_BAD;
 		}
 	store_done(op, STORE_OK);
+}
+
+static void
+store_fenced_cb(struct db_result *res, void *arg)
+{
+	struct store_op *op = arg;
+	int64_t epoch;
+
+	if (res == NULL)
+		op->fcb(STORE_AWAY, 0, op->arg);
+	else if (!db_result_ok(res)) {
+		log_warnx("store: cannot raise the partition's epoch: %s "
+		    "(SQLSTATE %s)", db_result_error(res),
+		    db_result_sqlstate(res));
+		op->fcb(STORE_ERROR, 0, op->arg);
+	} else if (db_result_ntuples(res) != 1 ||
+	    store_int(res, 0, 0, &epoch) == -1) {
+		log_warnx("store: the epoch raise returned no epoch");
+		op->fcb(STORE_ERROR, 0, op->arg);
+	} else
+		op->fcb(STORE_OK, epoch, op->arg);
+	store_op_free(op);
 }

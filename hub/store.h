@@ -4,6 +4,9 @@
  * writes the broadcasts of a batch in one statement, recognising those an
  * earlier hub already stored (messages.inbox_id is unique) so that they are
  * published again with the id they were given then, not a new one.
+ * Writes are fenced (SPEC.md section 11): store_fence() raises a
+ * partition's epoch when its lease is taken, and store_write() stores
+ * nothing unless that epoch is still the one it was given.
  */
 #ifndef GC_HUB_STORE_H
 #define GC_HUB_STORE_H
@@ -19,7 +22,10 @@ enum store_status {
 	STORE_OK,
 	STORE_AWAY,	/* PostgreSQL unreachable or the query timed out:
 			 * nothing is known, try again later */
-	STORE_ERROR	/* PostgreSQL refused the statement (logged) */
+	STORE_ERROR,	/* PostgreSQL refused the statement (logged) */
+	STORE_FENCED	/* store_write(): the partition's epoch is no
+			 * longer ours (another hub took it): nothing was
+			 * stored */
 };
 
 /* What became of one message of store_write(). */
@@ -57,6 +63,8 @@ struct store_row {
 };
 
 typedef void store_cb(enum store_status st, void *arg);
+/* epoch (for STORE_OK): the partition's epoch, now ours. */
+typedef void store_fence_cb(enum store_status st, int64_t epoch, void *arg);
 /*
  * rows (for STORE_OK) are valid during the call only: for each room that
  * exists, its history messages oldest first, or one row with id == 0 when
@@ -81,6 +89,16 @@ int	store_load(struct store *s, const char *const *rooms, size_t n,
 	    __attribute__((warn_unused_result));
 
 /*
+ * The lease of the partition was just taken by holder (the lease value):
+ * raise the partition's epoch in PostgreSQL (creating its row at 1), and
+ * give the new one to cb. The raise waits for every store_write() still
+ * running under the old epoch; none can begin after it. Returns as
+ * store_load() does.
+ */
+int	store_fence(struct store *s, int partition, const char *holder,
+	    store_fence_cb *cb, void *arg) __attribute__((warn_unused_result));
+
+/*
  * Store the messages of msgs[0..n) whose result is STORE_PENDING (the
  * others are left alone) and set each one's result. With isolate, each
  * message is written by a statement of its own, so that one PostgreSQL
@@ -88,10 +106,13 @@ int	store_load(struct store *s, const char *const *rooms, size_t n,
  * go in one statement and a refusal fails the call (STORE_ERROR). msgs
  * must stay valid until cb has run. Returns 0 when under way (cb is called
  * once, later), -1 when PostgreSQL is unreachable or nothing is pending (cb
- * is not called).
+ * is not called). Only while partition's epoch is still epoch (the one
+ * store_fence() gave): otherwise nothing is stored and cb gets
+ * STORE_FENCED.
  */
-int	store_write(struct store *s, struct store_msg *msgs, size_t n,
-	    int isolate, store_cb *cb, void *arg)
+int	store_write(struct store *s, int partition, int64_t epoch,
+	    struct store_msg *msgs, size_t n, int isolate, store_cb *cb,
+	    void *arg)
 	    __attribute__((warn_unused_result));
 
 /*

@@ -1,0 +1,155 @@
+"""The hub past one leader (SPEC.md §11, issue 13): fencing by epoch in
+PostgreSQL. Taking the lease raises the partition's epoch in
+hub_partitions, and a store is conditional on it in the same statement, so
+a hub that lost its lease (paused, cut off) can store nothing once its
+successor has raised the epoch, whatever its own clock says.
+
+Driven through Redis and PostgreSQL as in test_hub.py."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+import harness
+from conftest import wait_for
+from test_hub import (INBOX, P, Sub, entry, hub_pid, new_room, pending,
+    pipeline, sql, start, stored, wait_leading)
+
+pytestmark = pytest.mark.usefixtures("own_server_only")
+
+
+@pytest.fixture
+def own_server_only():
+	from conftest import needs_own_server
+	needs_own_server()
+
+
+class Session:
+	"""One psql session kept open (a transaction that holds locks across
+	steps of a test): statements go to its stdin; wait() reads up to a
+	marker it \\echo-es."""
+
+	def __init__(self, pg):
+		argv = [os.path.join(harness.pg_bindir(), "psql"), "-X", "-q",
+		    "-tA", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+		    str(pg.port), "-U", "postgres", "-d", "gochat"]
+		self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+		    env=harness._clean_env())
+		self.n = 0
+
+	def run(self, statements):
+		"""Send statements and wait until psql has run them."""
+		self.n += 1
+		mark = "done-%d" % self.n
+		self.proc.stdin.write(statements + "\n\\echo " + mark + "\n")
+		self.proc.stdin.flush()
+		out = []
+		while True:
+			line = self.proc.stdout.readline()
+			assert line, "psql ended: %s" % "".join(out)
+			if line.strip() == mark:
+				return "".join(out)
+			out.append(line)
+
+	def close(self):
+		if self.proc.poll() is None:
+			self.proc.stdin.close()
+			try:
+				self.proc.wait(10)
+			except subprocess.TimeoutExpired:
+				self.proc.kill()
+				self.proc.wait()
+
+
+def epoch(pg, partition=0):
+	row = sql(pg, "SELECT epoch, holder FROM hub_partitions WHERE "
+	    "partition = %d" % partition)
+	e, holder = row.split("|")
+	return int(e), holder
+
+
+def after_renewal(redis):
+	"""Return right after the leading hub renewed its lease: by its own
+	clock it then leads for seconds, and renews again in about one."""
+	last = redis.cmd("PTTL", P + "hub:leader")
+	deadline = time.monotonic() + 5
+	while time.monotonic() < deadline:
+		now = redis.cmd("PTTL", P + "hub:leader")
+		if now > last + 50:
+			return
+		last = now
+		time.sleep(0.002)
+	pytest.fail("the hub did not renew its lease")
+
+
+def test_taking_the_lease_raises_the_epoch(make_server, redis, pg):
+	"""Each time a hub takes the lease the partition's epoch goes up and
+	names it; with partitions = 1 the §7 keys are unchanged."""
+	srv = start(make_server, redis, pg, instance="host-epoch")
+	pid = hub_pid(srv)
+	assert wait_for(lambda: "leading with epoch" in srv.log_text(), 10)
+	e1, holder = epoch(pg)
+	assert holder == "host-epoch:%d" % pid
+	assert redis.cmd("GET", P + "hub:leader") == holder
+	assert redis.cmd("TYPE", INBOX) == "stream"
+	# The lease goes and comes back: a new epoch.
+	redis.cmd("SET", P + "hub:leader", "host-elsewhere:1", "PX", "1500")
+	assert wait_for(lambda: epoch(pg)[0] > e1, 10), srv.log_tail()
+	assert epoch(pg)[1] == holder
+
+
+def test_a_hub_whose_epoch_was_raised_stores_nothing(make_server, redis, pg):
+	"""The leading hub is deposed while a batch of its is on its way to
+	PostgreSQL: the lease goes to another holder and the epoch is raised
+	(as a successor does on taking over) while the hub, by its own clock,
+	still leads and then sends its INSERT. Nothing may be stored or
+	published; once the lease is free again the hub leads again (a new
+	epoch) and the message is stored and published exactly once."""
+	srv = start(make_server, redis, pg, instance="host-deposed")
+	warm, room = new_room(pg), new_room(pg)
+	wch, ch = P + "room:" + warm, P + "room:" + room
+	watch = Sub(redis.port, wch, ch)
+	lock = Session(pg)
+	try:
+		pipeline(redis.port, [entry("broadcast", warm, username="ops",
+		    content="warm-up")])
+		assert wait_for(lambda: watch.of(wch), 10), "no warm-up message"
+		e0, _ = epoch(pg)
+		# Loading `room` (unknown to the hub) waits for this lock, so the
+		# batch's INSERT goes out only when it is released.
+		lock.run("BEGIN; LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE;")
+		after_renewal(redis)
+		pipeline(redis.port, [entry("broadcast", room, username="ops",
+		    content="fenced")])
+		time.sleep(0.2)
+		# A successor takes the lease and raises the epoch; then the
+		# hub's load goes on, and its INSERT comes with the old epoch.
+		redis.cmd("SET", P + "hub:leader", "host-elsewhere:1", "PX",
+		    "30000")
+		lock.run("UPDATE hub_partitions SET epoch = epoch + 1, holder = "
+		    "'host-elsewhere:1' WHERE partition = 0; COMMIT;")
+		assert wait_for(lambda: stored(pg, room) or "another hub "
+		    "raised the epoch" in srv.log_text(), 5), srv.log_tail()
+		time.sleep(1)
+		assert stored(pg, room) == {}, "stored under a stale epoch"
+		assert "another hub raised the epoch" in srv.log_text()
+		assert watch.of(ch) == [], "published by a deposed hub"
+		assert pending(redis) == 1
+		assert epoch(pg) == (e0 + 1, "host-elsewhere:1")
+		# The lease is free again: this hub leads with a new epoch.
+		redis.cmd("DEL", P + "hub:leader")
+		assert wait_for(lambda: len(watch.of(ch, "message")) == 1, 10), \
+		    "not published once the lease was free\n" + srv.log_tail()
+		time.sleep(0.5)
+		events = watch.of(ch, "message")
+		assert [e["content"] for e in events] == ["fenced"]
+		assert stored(pg, room) == {"fenced": (events[0]["id"],
+		    events[0]["ts"])}
+		assert epoch(pg)[0] == e0 + 2
+		assert wait_for(lambda: pending(redis) == 0, 5)
+	finally:
+		lock.close()
+		watch.close()
