@@ -15,6 +15,24 @@
 #include "common/utf8.h"
 #include "common/util.h"
 
+#define MSG_ROOM_CHANNEL	"room:"
+
+static const struct {
+	const char	*name;
+	enum msg_event	 ev;
+} msg_events[] = {
+	{ "message", MSG_EV_MESSAGE },
+	{ "join", MSG_EV_JOIN },
+	{ "leave", MSG_EV_LEAVE },
+	{ "history", MSG_EV_HISTORY },
+	{ "dropped", MSG_EV_DROPPED },
+	{ "user_deleted", MSG_EV_USER_DELETED },
+	{ "session_revoked", MSG_EV_SESSION_REVOKED }
+};
+
+static int	msg_key(char *, size_t, const char *, const char *,
+		    const char *, const char *);
+
 static const char msg_room_chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
@@ -190,4 +208,121 @@ void
 msg_write_dropped(struct evbuffer *out)
 {
 	(void)evbuffer_add(out, "{\"type\":\"dropped\"}", 18);
+}
+
+/* ---- names --------------------------------------------------------------- */
+
+/* prefix, a, b and c end to end (b and c may be NULL). */
+static int
+msg_key(char *buf, size_t len, const char *prefix, const char *a,
+    const char *b, const char *c)
+{
+	return snprintf(buf, len, "%s%s%s%s", prefix, a, b != NULL ? b : "",
+	    c != NULL ? c : "");
+}
+
+int
+msg_key_inbox(char *buf, size_t len, const char *prefix)
+{
+	return msg_key(buf, len, prefix, "hub:inbox", NULL, NULL);
+}
+
+int
+msg_key_leader(char *buf, size_t len, const char *prefix)
+{
+	return msg_key(buf, len, prefix, "hub:leader", NULL, NULL);
+}
+
+int
+msg_key_presence(char *buf, size_t len, const char *prefix)
+{
+	return msg_key(buf, len, prefix, "hub:presence", NULL, NULL);
+}
+
+int
+msg_key_control(char *buf, size_t len, const char *prefix)
+{
+	return msg_key(buf, len, prefix, "control", NULL, NULL);
+}
+
+int
+msg_key_room(char *buf, size_t len, const char *prefix, const char *room)
+{
+	return msg_key(buf, len, prefix, MSG_ROOM_CHANNEL, room, NULL);
+}
+
+int
+msg_key_room_clients(char *buf, size_t len, const char *prefix,
+    const char *room)
+{
+	return msg_key(buf, len, prefix, MSG_ROOM_CHANNEL, room, ":clients");
+}
+
+int
+msg_key_worker(char *buf, size_t len, const char *prefix, const char *wid)
+{
+	return msg_key(buf, len, prefix, "worker:", wid, NULL);
+}
+
+int
+msg_key_worker_alive(char *buf, size_t len, const char *prefix,
+    const char *wid)
+{
+	return msg_key(buf, len, prefix, "worker:", wid, ":alive");
+}
+
+int
+msg_key_session(char *buf, size_t len, const char *prefix, const char *hex)
+{
+	return msg_key(buf, len, prefix, "session:", hex, NULL);
+}
+
+int
+msg_key_user_sessions(char *buf, size_t len, const char *prefix,
+    int64_t user)
+{
+	return snprintf(buf, len, "%suser:%lld:sessions", prefix,
+	    (long long)user);
+}
+
+int
+msg_key_login_fail(char *buf, size_t len, const char *prefix,
+    const char *kind, const char *subject)
+{
+	return snprintf(buf, len, "%slogin:fail:%s:%s", prefix, kind, subject);
+}
+
+int
+msg_key_limit(char *buf, size_t len, const char *prefix, const char *what,
+    const char *subject)
+{
+	return snprintf(buf, len, "%slimit:%s:%s", prefix, what, subject);
+}
+
+int
+msg_key_stats(char *buf, size_t len, const char *prefix,
+    const char *instance, long pid)
+{
+	return snprintf(buf, len, "%sstats:%s:%ld", prefix, instance, pid);
+}
+
+const char *
+msg_channel_room(const char *channel, const char *prefix)
+{
+	size_t n = strlen(prefix), r = sizeof(MSG_ROOM_CHANNEL) - 1;
+
+	if (strncmp(channel, prefix, n) != 0 ||
+	    strncmp(channel + n, MSG_ROOM_CHANNEL, r) != 0)
+		return NULL;
+	return channel + n + r;
+}
+
+enum msg_event
+msg_event_type(const char *type)
+{
+	for (size_t i = 0; i < sizeof(msg_events) / sizeof(msg_events[0]);
+	    i++)
+		if (strcmp(type, msg_events[i].name) == 0)
+			return msg_events[i].ev;
+	return MSG_EV_UNKNOWN;
 }

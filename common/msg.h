@@ -20,6 +20,10 @@
  *                               registered connection, so that a hub that
  *                               takes over rebuilds presence from it
  *   <wid> is "<instance>:<pid>", unique across instances.
+ * The workers' own keys (sessions, rate limits) are named here too:
+ *   <p>session:<sha256 hex>, <p>user:<id>:sessions,
+ *   <p>login:fail:{user,name,addr}:<subject>, <p>limit:<what>:<subject>,
+ *   <p>stats:<instance>:<pid> (every process's counters).
  *
  * Inbox entries are flat field/value lists; every entry has "op":
  *   op register    room, worker, conn, user, username [, history]
@@ -82,6 +86,65 @@ struct msg_entry {
 	int		 history;	/* register: messages wanted, or -1
 					 * if the entry does not say */
 };
+
+/*
+ * Key and channel names: this file alone spells them (the table above,
+ * plus the workers' own keys: sessions, login and rate counters, stats).
+ * Each writes prefix (redis_prefix) and the name into buf (len bytes) as
+ * snprintf() does, and returns the name's length: >= len means it was cut
+ * short. MSG_KEY_MAX holds any of them whose variable parts are at most
+ * 128 bytes.
+ */
+#define MSG_KEY_MAX		256
+
+int	msg_key_inbox(char *buf, size_t len, const char *prefix);
+int	msg_key_leader(char *buf, size_t len, const char *prefix);
+int	msg_key_presence(char *buf, size_t len, const char *prefix);
+int	msg_key_control(char *buf, size_t len, const char *prefix);
+int	msg_key_room(char *buf, size_t len, const char *prefix,
+	    const char *room);
+int	msg_key_room_clients(char *buf, size_t len, const char *prefix,
+	    const char *room);
+int	msg_key_worker(char *buf, size_t len, const char *prefix,
+	    const char *wid);
+int	msg_key_worker_alive(char *buf, size_t len, const char *prefix,
+	    const char *wid);
+int	msg_key_session(char *buf, size_t len, const char *prefix,
+	    const char *hex);
+int	msg_key_user_sessions(char *buf, size_t len, const char *prefix,
+	    int64_t user);
+/* <p>login:fail:<kind>:<subject>, kind "user", "name" or "addr". */
+int	msg_key_login_fail(char *buf, size_t len, const char *prefix,
+	    const char *kind, const char *subject);
+/* <p>limit:<what>:<subject>. */
+int	msg_key_limit(char *buf, size_t len, const char *prefix,
+	    const char *what, const char *subject);
+/* <p>stats:<instance>:<pid>. */
+int	msg_key_stats(char *buf, size_t len, const char *prefix,
+	    const char *instance, long pid);
+/*
+ * The room id of a room channel's name (<p>room:<id>), pointing into
+ * channel; NULL if channel is not one.
+ */
+const char *msg_channel_room(const char *channel, const char *prefix);
+
+/*
+ * The type of an event the hub or a worker published (the "type" member
+ * of the JSON objects above). Readers switch on it; MSG_EV_UNKNOWN is for
+ * anything else, which they log and drop.
+ */
+enum msg_event {
+	MSG_EV_UNKNOWN,
+	MSG_EV_MESSAGE,
+	MSG_EV_JOIN,
+	MSG_EV_LEAVE,
+	MSG_EV_HISTORY,
+	MSG_EV_DROPPED,
+	MSG_EV_USER_DELETED,
+	MSG_EV_SESSION_REVOKED
+};
+
+enum msg_event msg_event_type(const char *type);
 
 /* 1 if s (len bytes) is a valid room id: 1-64 of A-Z a-z 0-9 _ -. */
 int	msg_room_id_valid(const char *s, size_t len);

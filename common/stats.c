@@ -16,6 +16,7 @@
 #include "common/bus.h"
 #include "common/conf.h"
 #include "common/metrics.h"
+#include "common/msg.h"
 #include "common/stats.h"
 #include "common/util.h"
 
@@ -43,7 +44,7 @@ stats_pub_new(struct event_base *base, struct bus *bus,
 	p->bus = bus;
 	p->s = s;
 	snprintf(p->host, sizeof(p->host), "%s", conf->instance);
-	snprintf(p->key, sizeof(p->key), "%sstats:%s:%ld", conf->redis_prefix,
+	(void)msg_key_stats(p->key, sizeof(p->key), conf->redis_prefix,
 	    p->host, (long)getpid());
 	p->timer = event_new(base, -1, EV_PERSIST, stats_tick_cb, p);
 	if (p->timer == NULL || event_add(p->timer, &one) == -1) {

@@ -233,12 +233,11 @@ hub_main(const struct proc_ctx *ctx)
 		log_warnx("no metrics slot free: /metrics will miss the hub");
 	h.stats.role = "hub";
 	h.stats.started_ms = util_mono_ms();
-	snprintf(h.lease_key, sizeof(h.lease_key), "%shub:leader", p);
+	(void)msg_key_leader(h.lease_key, sizeof(h.lease_key), p);
 	snprintf(h.lease_value, sizeof(h.lease_value), "%s:%ld",
 	    h.conf->instance, (long)getpid());
-	snprintf(h.inbox_key, sizeof(h.inbox_key), "%shub:inbox", p);
-	snprintf(h.presence_key, sizeof(h.presence_key), "%shub:presence", p);
-	snprintf(h.worker_prefix, sizeof(h.worker_prefix), "%sworker:", p);
+	(void)msg_key_inbox(h.inbox_key, sizeof(h.inbox_key), p);
+	(void)msg_key_presence(h.presence_key, sizeof(h.presence_key), p);
 	snprintf(h.pending_from, sizeof(h.pending_from), "0-0");
 
 	if ((h.base = event_base_new()) == NULL)
@@ -1655,12 +1654,10 @@ hub_sweep(struct hub *h)
 		goto done;
 	argv[0] = "MGET";
 	for (size_t i = 0; i < n; i++) {
-		size_t len = strlen(h->worker_prefix) + strlen(sw->wids[i]) + 7;
-
-		if ((keys[i] = malloc(len)) == NULL)
+		if ((keys[i] = malloc(MSG_KEY_MAX)) == NULL)
 			goto done;
-		snprintf(keys[i], len, "%s%s:alive", h->worker_prefix,
-		    sw->wids[i]);
+		(void)msg_key_worker_alive(keys[i], MSG_KEY_MAX,
+		    h->conf->redis_prefix, sw->wids[i]);
 		argv[i + 1] = keys[i];
 	}
 	if (bus_commandv(h->redis, hub_on_alive, sw, (int)n + 1, argv, NULL) ==

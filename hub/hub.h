@@ -54,7 +54,6 @@ struct hub {
 	char			 lease_value[128];	/* instance:pid */
 	char			 inbox_key[128];	/* <p>hub:inbox */
 	char			 presence_key[128]; /* <p>hub:presence */
-	char			 worker_prefix[128];	/* <p>worker: */
 	int			 leader;	/* we hold the lease */
 	int			 lease_pending;	/* a lease command out */
 	int64_t			 lease_sent;	/* monotonic: ... sent */

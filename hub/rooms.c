@@ -472,6 +472,7 @@ struct room *
 rooms_get(struct rooms *rs, const char *id, int create)
 {
 	const char *p = rs->conf->redis_prefix;
+	char k[MSG_KEY_MAX];
 	struct room *r;
 
 	if ((r = map_get(&rs->rooms, id)) != NULL || !create)
@@ -479,8 +480,10 @@ rooms_get(struct rooms *rs, const char *id, int create)
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
 	r->id = strdup(id);
-	r->channel = rooms_fmt("%sroom:%s", p, id);
-	r->clients_key = rooms_fmt("%sroom:%s:clients", p, id);
+	(void)msg_key_room(k, sizeof(k), p, id);
+	r->channel = strdup(k);
+	(void)msg_key_room_clients(k, sizeof(k), p, id);
+	r->clients_key = strdup(k);
 	r->used_ms = util_mono_ms();
 	r->keep = rs->conf->history_on_join;
 	if (r->id == NULL || r->channel == NULL || r->clients_key == NULL ||
@@ -701,6 +704,7 @@ static struct pworker *
 worker_get(struct rooms *rs, const char *wid)
 {
 	struct pworker *w;
+	char k[MSG_KEY_MAX];
 
 	if ((w = map_get(&rs->workers, wid)) != NULL)
 		return w;
@@ -709,7 +713,8 @@ worker_get(struct rooms *rs, const char *wid)
 	TAILQ_INIT(&w->conns);
 	w->added_ms = util_mono_ms();
 	w->wid = strdup(wid);
-	w->channel = rooms_fmt("%s%s", rs->h->worker_prefix, wid);
+	(void)msg_key_worker(k, sizeof(k), rs->conf->redis_prefix, wid);
+	w->channel = strdup(k);
 	if (w->wid == NULL || w->channel == NULL ||
 	    map_put(&rs->workers, wid, w) == -1) {
 		worker_free(w);

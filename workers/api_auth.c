@@ -18,6 +18,7 @@
 #include "common/db.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/msg.h"
 #include "common/util.h"
 #include "workers/api.h"
 #include "workers/auth.h"
@@ -464,19 +465,20 @@ login_found_cb(struct db_result *res, void *arg)
 		    db_result_value(res, 0, 3));
 		snprintf(a->mcf, sizeof(a->mcf), "%s",
 		    db_result_value(res, 0, 4));
-		snprintf(a->fail_account, sizeof(a->fail_account),
-		    "%slogin:fail:user:%lld", prefix, id);
+		snprintf(hex, sizeof(hex), "%lld", id);
+		(void)msg_key_login_fail(a->fail_account,
+		    sizeof(a->fail_account), prefix, "user", hex);
 	} else {
 		/* Keyed by the name as the database lowers it, so that
 		 * every spelling of it shares one counter. */
 		const char *name = db_result_value(res, 0, 0);
 
 		crypto_sha256_hex(name, strlen(name), hex);
-		snprintf(a->fail_account, sizeof(a->fail_account),
-		    "%slogin:fail:name:%s", prefix, hex);
+		(void)msg_key_login_fail(a->fail_account,
+		    sizeof(a->fail_account), prefix, "name", hex);
 	}
-	snprintf(a->fail_addr, sizeof(a->fail_addr), "%slogin:fail:addr:%s",
-	    prefix, a->conn->peer);
+	(void)msg_key_login_fail(a->fail_addr, sizeof(a->fail_addr), prefix,
+	    "addr", a->conn->peer);
 	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
 	snprintf(window, sizeof(window), "%d", w->conf->login_window);
 	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s %s",
@@ -611,7 +613,7 @@ logout_cb(int ok, void *arg)
 		free(l);
 		return;
 	}
-	snprintf(channel, sizeof(channel), "%scontrol", w->conf->redis_prefix);
+	(void)msg_key_control(channel, sizeof(channel), w->conf->redis_prefix);
 	snprintf(event, sizeof(event), "{\"type\":\"session_revoked\","
 	    "\"userId\":%lld,\"session\":\"%s\"}", (long long)l->uid,
 	    l->session);

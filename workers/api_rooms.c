@@ -280,7 +280,7 @@ rooms_listed_cb(struct db_result *res, void *arg)
 	argv[2] = op->name;
 	snprintf(op->name, sizeof(op->name), "%d", n);
 	for (i = 0; i < n; i++) {
-		snprintf(keys[i], sizeof(keys[i]), "%sroom:%s:clients",
+		(void)msg_key_room_clients(keys[i], sizeof(keys[i]),
 		    w->conf->redis_prefix, db_result_value(res, i, 0));
 		argv[3 + i] = keys[i];
 		/* Each row as `"id":..,"name":..` separated by NUL. */
@@ -374,6 +374,7 @@ rooms_clients_room_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
 	struct worker *w = op->conn->worker;
+	char key[MSG_KEY_MAX];
 
 	if (res == NULL || !db_result_ok(res)) {
 		api_db_error(op->conn, res, "room lookup");
@@ -383,8 +384,10 @@ rooms_clients_room_cb(struct db_result *res, void *arg)
 		conn_error(op->conn, 404, "no room %s", op->room);
 		goto fail;
 	}
-	if (bus_command(w->redis, rooms_clients_cb, op, "HGETALL %sroom:%s:"
-	    "clients", w->conf->redis_prefix, op->room) == -1) {
+	(void)msg_key_room_clients(key, sizeof(key), w->conf->redis_prefix,
+	    op->room);
+	if (bus_command(w->redis, rooms_clients_cb, op, "HGETALL %s", key) ==
+	    -1) {
 		conn_error(op->conn, 503, "the presence store is unavailable; "
 		    "try again");
 		goto fail;

@@ -19,6 +19,7 @@
 #include "common/db.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/msg.h"
 #include "common/util.h"
 #include "workers/api.h"
 #include "workers/auth.h"
@@ -274,7 +275,7 @@ users_publish_deleted(struct worker *w, int64_t uid)
 {
 	char channel[sizeof(w->conf->redis_prefix) + 16], payload[80];
 
-	snprintf(channel, sizeof(channel), "%scontrol", w->conf->redis_prefix);
+	(void)msg_key_control(channel, sizeof(channel), w->conf->redis_prefix);
 	snprintf(payload, sizeof(payload),
 	    "{\"type\":\"user_deleted\",\"userId\":%" PRId64 "}", uid);
 	if (bus_command(w->redis, users_published_cb, NULL, "PUBLISH %s %s",

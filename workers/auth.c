@@ -14,6 +14,7 @@
 #include "common/conf.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/msg.h"
 #include "common/util.h"
 #include "workers/auth.h"
 #include "workers/conn.h"
@@ -86,14 +87,13 @@ auth_session_key(const struct worker *w, const char *token, char *key,
 	char hex[65];
 
 	crypto_sha256_hex(token, strlen(token), hex);
-	snprintf(key, keylen, "%ssession:%s", w->conf->redis_prefix, hex);
+	(void)msg_key_session(key, keylen, w->conf->redis_prefix, hex);
 }
 
 static void
 auth_index_key(const struct worker *w, int64_t uid, char *key, size_t keylen)
 {
-	snprintf(key, keylen, "%suser:%lld:sessions", w->conf->redis_prefix,
-	    (long long)uid);
+	(void)msg_key_user_sessions(key, keylen, w->conf->redis_prefix, uid);
 }
 
 void

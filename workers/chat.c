@@ -157,13 +157,13 @@ chat_new(struct worker *w)
 	chat->w = w;
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
 	    (long)getpid());
-	snprintf(chat->worker_channel, sizeof(chat->worker_channel),
-	    "%sworker:%s", p, chat->wid);
-	snprintf(chat->control_channel, sizeof(chat->control_channel),
-	    "%scontrol", p);
-	snprintf(chat->alive_key, sizeof(chat->alive_key), "%sworker:%s:alive",
+	(void)msg_key_worker(chat->worker_channel,
+	    sizeof(chat->worker_channel), p, chat->wid);
+	(void)msg_key_control(chat->control_channel,
+	    sizeof(chat->control_channel), p);
+	(void)msg_key_worker_alive(chat->alive_key, sizeof(chat->alive_key),
 	    p, chat->wid);
-	snprintf(chat->inbox, sizeof(chat->inbox), "%shub:inbox", p);
+	(void)msg_key_inbox(chat->inbox, sizeof(chat->inbox), p);
 	chat->sub = bus_new(w->base, w->conf->redis_url,
 	    w->conf->redis_password, "subscriptions",
 	    chat_sub_connected, chat_sub_lost, chat);
@@ -548,7 +548,7 @@ chat_room_get(struct chat *chat, const char *id, int create)
 	if (!create || (r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
 	snprintf(r->id, sizeof(r->id), "%s", id);
-	snprintf(r->channel, sizeof(r->channel), "%sroom:%s",
+	(void)msg_key_room(r->channel, sizeof(r->channel),
 	    chat->w->conf->redis_prefix, id);
 	TAILQ_INIT(&r->members);
 	r->next = chat->buckets[h];
@@ -666,7 +666,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct chat *chat = arg;
 	const char *kind, *channel, *payload, *id;
-	size_t plen, prefix = strlen(chat->w->conf->redis_prefix);
+	size_t plen;
 	struct chat_room *r;
 	struct chat_member *m, *next;
 
@@ -678,9 +678,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	channel = bus_reply_str(bus_reply_element(reply, 1), NULL);
 	if (kind == NULL || channel == NULL)
 		return;
-	id = strncmp(channel, chat->w->conf->redis_prefix, prefix) == 0 &&
-	    strncmp(channel + prefix, "room:", 5) == 0 ?
-	    channel + prefix + 5 : NULL;
+	id = msg_channel_room(channel, chat->w->conf->redis_prefix);
 	if (strcmp(kind, "subscribe") == 0) {
 		if (id == NULL || (r = chat_room_get(chat, id, 0)) == NULL ||
 		    r->sub != ROOM_SUBSCRIBING)
@@ -734,7 +732,7 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	}
 	if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
 		goto done;
-	if (strcmp(type, "message") == 0) {
+	if (msg_event_type(type) == MSG_EV_MESSAGE) {
 		if (json_get_int(doc, "id", &id) != JSON_OK ||
 		    id <= r->last_id)
 			goto done;
@@ -779,12 +777,24 @@ chat_on_worker_msg(struct chat *chat, const char *payload, size_t len)
 
 	if ((doc = json_parse(payload, len)) == NULL)
 		return;
-	if (json_get_string(doc, "type", &type, NULL) == JSON_OK) {
-		if (strcmp(type, "history") == 0)
-			chat_on_history(chat, doc, payload, len);
-		else if (strcmp(type, "dropped") == 0)
-			chat_on_dropped(chat);
+	if (json_get_string(doc, "type", &type, NULL) != JSON_OK) {
+		log_warnx("%s: event without a type dropped",
+		    chat->worker_channel);
+		goto done;
 	}
+	switch (msg_event_type(type)) {
+	case MSG_EV_HISTORY:
+		chat_on_history(chat, doc, payload, len);
+		break;
+	case MSG_EV_DROPPED:
+		chat_on_dropped(chat);
+		break;
+	default:
+		log_warnx("%s: unexpected event '%.32s' dropped",
+		    chat->worker_channel, type);
+		break;
+	}
+done:
 	json_free(doc);
 }
 
@@ -871,12 +881,23 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 	if (json_get_string(doc, "type", &type, NULL) != JSON_OK ||
 	    json_get_int(doc, "userId", &uid) != JSON_OK)
 		goto done;
-	deleted = strcmp(type, "user_deleted") == 0;
-	if (!deleted && (strcmp(type, "session_revoked") != 0 ||
-	    json_get_string(doc, "session", &session, NULL) != JSON_OK))
+	switch (msg_event_type(type)) {
+	case MSG_EV_USER_DELETED:
+		deleted = 1;
+		break;
+	case MSG_EV_SESSION_REVOKED:
+		deleted = 0;
+		if (json_get_string(doc, "session", &session, NULL) !=
+		    JSON_OK)
+			goto done;
+		break;
+	default:
+		log_warnx("%s: unexpected event '%.32s' dropped",
+		    chat->control_channel, type);
 		goto done;
+	}
 	if (session != NULL)
-		snprintf(key, sizeof(key), "%ssession:%s",
+		(void)msg_key_session(key, sizeof(key),
 		    chat->w->conf->redis_prefix, session);
 	for (int i = 0; i < CHAT_BUCKETS; i++)
 		for (r = chat->buckets[i]; r != NULL; r = r->next)

@@ -11,6 +11,7 @@
 #include "common/bus.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/msg.h"
 #include "workers/conn.h"
 #include "workers/limit.h"
 #include "workers/worker.h"
@@ -47,8 +48,7 @@ void
 limit_key(const struct worker *w, const char *what, const char *subject,
     char *key, size_t keylen)
 {
-	snprintf(key, keylen, "%slimit:%s:%s", w->conf->redis_prefix, what,
-	    subject);
+	(void)msg_key_limit(key, keylen, w->conf->redis_prefix, what, subject);
 }
 
 int

@@ -22,6 +22,73 @@ parse_register(struct msg_entry *e, const char *h)
 	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
 }
 
+/* Every key and channel name, as SPEC.md section 7 shows them. */
+static void
+test_names(void)
+{
+	char k[MSG_KEY_MAX], small[8];
+	const char *p = "gochat:";
+
+	(void)msg_key_inbox(k, sizeof(k), p);
+	ok(strcmp(k, "gochat:hub:inbox") == 0, "inbox: %s", k);
+	(void)msg_key_leader(k, sizeof(k), p);
+	ok(strcmp(k, "gochat:hub:leader") == 0, "leader: %s", k);
+	(void)msg_key_presence(k, sizeof(k), p);
+	ok(strcmp(k, "gochat:hub:presence") == 0, "presence: %s", k);
+	(void)msg_key_control(k, sizeof(k), p);
+	ok(strcmp(k, "gochat:control") == 0, "control: %s", k);
+	(void)msg_key_room(k, sizeof(k), p, "lobby");
+	ok(strcmp(k, "gochat:room:lobby") == 0, "room channel: %s", k);
+	(void)msg_key_room_clients(k, sizeof(k), p, "lobby");
+	ok(strcmp(k, "gochat:room:lobby:clients") == 0, "room clients: %s", k);
+	(void)msg_key_worker(k, sizeof(k), p, "vm:12");
+	ok(strcmp(k, "gochat:worker:vm:12") == 0, "worker channel: %s", k);
+	(void)msg_key_worker_alive(k, sizeof(k), p, "vm:12");
+	ok(strcmp(k, "gochat:worker:vm:12:alive") == 0, "heartbeat: %s", k);
+	(void)msg_key_session(k, sizeof(k), p, "ab12");
+	ok(strcmp(k, "gochat:session:ab12") == 0, "session: %s", k);
+	(void)msg_key_user_sessions(k, sizeof(k), p, 42);
+	ok(strcmp(k, "gochat:user:42:sessions") == 0, "sessions: %s", k);
+	(void)msg_key_login_fail(k, sizeof(k), p, "addr", "127.0.0.1");
+	ok(strcmp(k, "gochat:login:fail:addr:127.0.0.1") == 0,
+	    "login failures: %s", k);
+	(void)msg_key_limit(k, sizeof(k), p, "msg", "7");
+	ok(strcmp(k, "gochat:limit:msg:7") == 0, "limit: %s", k);
+	(void)msg_key_stats(k, sizeof(k), p, "vm", 99);
+	ok(strcmp(k, "gochat:stats:vm:99") == 0, "stats: %s", k);
+	(void)msg_key_room(k, sizeof(k), "", "x");
+	ok(strcmp(k, "room:x") == 0, "an empty prefix: %s", k);
+	ok(msg_key_room(small, sizeof(small), p, "lobby") ==
+	    (int)strlen("gochat:room:lobby") && strlen(small) ==
+	    sizeof(small) - 1, "cut short: the full length is returned");
+
+	ok(msg_channel_room("gochat:room:lobby", p) != NULL &&
+	    strcmp(msg_channel_room("gochat:room:lobby", p), "lobby") == 0,
+	    "the room of a room channel");
+	ok(msg_channel_room("gochat:worker:vm:1", p) == NULL,
+	    "a worker channel is no room channel");
+	ok(msg_channel_room("other:room:lobby", p) == NULL,
+	    "another prefix's room channel is not ours");
+	ok(msg_channel_room("gochat:roo", p) == NULL, "a short name");
+}
+
+static void
+test_events(void)
+{
+	ok(msg_event_type("message") == MSG_EV_MESSAGE, "message");
+	ok(msg_event_type("join") == MSG_EV_JOIN, "join");
+	ok(msg_event_type("leave") == MSG_EV_LEAVE, "leave");
+	ok(msg_event_type("history") == MSG_EV_HISTORY, "history");
+	ok(msg_event_type("dropped") == MSG_EV_DROPPED, "dropped");
+	ok(msg_event_type("user_deleted") == MSG_EV_USER_DELETED,
+	    "user_deleted");
+	ok(msg_event_type("session_revoked") == MSG_EV_SESSION_REVOKED,
+	    "session_revoked");
+	ok(msg_event_type("Message") == MSG_EV_UNKNOWN, "case matters");
+	ok(msg_event_type("") == MSG_EV_UNKNOWN, "empty: unknown");
+	ok(msg_event_type("messages") == MSG_EV_UNKNOWN, "a longer name");
+}
+
 int
 main(void)
 {
@@ -38,5 +105,7 @@ main(void)
 	ok(parse_register(&e, "-1") == -1, "a negative history is refused");
 	ok(parse_register(&e, "5x") == -1, "garbage is refused");
 	ok(parse_register(&e, "") == -1, "an empty history is refused");
+	test_names();
+	test_events();
 	return tap_done();
 }
