@@ -150,6 +150,12 @@ struct hub_scan {
 	unsigned	 epoch;
 };
 
+/* The orphan check of a live batch (hub_orphans()). */
+struct hub_check {
+	struct hub	*h;
+	struct hub_batch *b;
+};
+
 /* A heartbeat check: the workers asked about, in MGET's order. */
 struct hub_sweep {
 	struct hub	*h;
@@ -185,6 +191,8 @@ static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
 static void	hub_reset(struct hub *);
 static void	hub_read(struct hub *);
 static void	hub_on_read(struct bus *, struct bus_reply *, void *);
+static int	hub_orphans(struct hub *, struct hub_batch *);
+static void	hub_on_orphans_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_bad(struct hub *, struct hub_entry *, const char *, ...)
 		    GC_PRINTF(3, 4);
 static int	hub_entry_parse(struct hub *, struct hub_entry *,
@@ -860,7 +868,79 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	metrics_count(MC_INBOX_ENTRIES, b->n);
 	h->batch = b;
 	hub_gauges(h);
+	if (b->live && hub_orphans(h, b) == 0)
+		return;		/* hub_on_orphans_cb() goes on */
 	hub_batch_run(h);
+}
+
+/*
+ * Every hub reads as the same consumer, so a hub deposed while its
+ * blocking XREADGROUP was out may have been handed entries since our
+ * replay: they are pending, older than this live batch, and some may be
+ * from the same senders. Publishing this batch first would reorder them.
+ * Ask Redis for the oldest pending entry up to the batch's first: if it
+ * is not that one, drop the batch (its entries stay pending) and replay
+ * everything pending, in id order. 0: asked (b is busy until the reply).
+ */
+static int
+hub_orphans(struct hub *h, struct hub_batch *b)
+{
+	struct hub_check *c;
+
+	if ((c = malloc(sizeof(*c))) == NULL)
+		return -1;
+	c->h = h;
+	c->b = b;
+	if (bus_command(h->redis, hub_on_orphans_cb, c,
+	    "XPENDING %s " HUB_GROUP " - %s 1", h->inbox_key, b->e[0].id) ==
+	    -1) {
+		free(c);
+		return -1;
+	}
+	b->busy = 1;
+	return 0;
+}
+
+static void
+hub_on_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub_check *c = arg;
+	struct hub *h = c->h;
+	struct hub_batch *b = c->b;
+	struct bus_reply *oldest;
+	const char *id = NULL;
+
+	(void)bus;
+	free(c);
+	if (h->exiting)
+		return;		/* hub_main() frees the batch */
+	b->busy = 0;
+	if (b->abandoned) {
+		hub_batch_free(b);
+		return;
+	}
+	if (reply != NULL && bus_reply_type(reply) == BUS_ARRAY) {
+		if (bus_reply_elements(reply) == 0)
+			id = b->e[0].id;	/* acknowledged meanwhile? */
+		else if ((oldest = bus_reply_element(reply, 0)) != NULL &&
+		    bus_reply_type(oldest) == BUS_ARRAY &&
+		    bus_reply_elements(oldest) >= 1)
+			id = bus_reply_str(bus_reply_element(oldest, 0), NULL);
+	}
+	if (id == NULL || strcmp(id, b->e[0].id) != 0) {
+		if (id != NULL)
+			log_warnx("inbox: entry %s, handed to a deposed hub, "
+			    "precedes %s: replaying pending entries first",
+			    id, b->e[0].id);
+		h->batch = NULL;
+		hub_batch_free(b);
+		h->phase = HUB_PENDING;
+		h->replay_quiet = id == NULL;
+		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
+		hub_kick(h, id == NULL ? HUB_READ_RETRY_MS : 0);
+		return;
+	}
+	hub_advance(h);
 }
 
 /* Rate-limited: hostile entries must not flood the log. */

@@ -153,3 +153,35 @@ def test_a_hub_whose_epoch_was_raised_stores_nothing(make_server, redis, pg):
 	finally:
 		lock.close()
 		watch.close()
+
+
+def test_an_orphaned_entry_is_published_before_later_ones(make_server,
+    redis, pg):
+	"""Every hub reads the inbox as the same consumer, so a hub deposed
+	while its blocking XREADGROUP was out can be handed an entry after
+	the new leader replayed the pending ones (made here by reading it as
+	that hub would). A later message of the same sender, read live by the
+	leader, must not overtake it: both are published in the order sent,
+	with increasing ids, once each."""
+	srv = start(make_server, redis, pg, instance="host-order")
+	room = new_room(pg)
+	ch = P + "room:" + room
+	watch = Sub(redis.port, ch)
+	try:
+		send = lambda content: entry("broadcast", room, user="5",
+		    username="sender", content=content)
+		got = pipeline(redis.port, [["MULTI"], send("first"),
+		    ["XREADGROUP", "GROUP", "hub", "hub", "COUNT", "1", "STREAMS",
+		    INBOX, ">"], send("second"), ["EXEC"]])
+		assert got[-1][1], "the entry was not read as a deposed hub's"
+		assert wait_for(lambda: len(watch.of(ch, "message")) >= 2, 15), \
+		    "not both published\n" + srv.log_tail()
+		time.sleep(1)
+		events = watch.of(ch, "message")
+		assert [e["content"] for e in events] == ["first", "second"], \
+		    "a later message overtook an orphaned one: %r" % events
+		assert events[0]["id"] < events[1]["id"]
+		assert "handed to a deposed hub" in srv.log_text()
+		assert wait_for(lambda: pending(redis) == 0, 5)
+	finally:
+		watch.close()
