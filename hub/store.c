@@ -48,19 +48,24 @@ static const char store_load_sql[] =
  * (store_fence_sql, an UPDATE) waits for this store to commit, and a store
  * that comes after the raise finds no row and inserts nothing: then the
  * result has no row at all; otherwise one row per message inserted, or a
- * single NULL. Only a conflict on inbox_id is expected (an entry stored by
- * an earlier hub); one on (room_id, id) means our idea of the room's last
- * id is wrong, and must fail loudly.
+ * single NULL. Each distinct room of the batch is locked FOR KEY SHARE
+ * once (messages have no foreign key, see sql/002_partitions.sql): a
+ * message whose room is gone is not inserted, and store_fetch() finds it
+ * neither, so it is dropped as refused. Only a conflict on inbox_id is
+ * expected (an entry stored by an earlier hub); one on (room_id, id) means
+ * our idea of the room's last id is wrong, and must fail loudly.
  */
 static const char store_insert_sql[] =
     "WITH f AS (SELECT epoch FROM hub_partitions WHERE partition = $1::int "
     "AND epoch = $2::bigint FOR SHARE), "
+    "r AS (SELECT id FROM rooms WHERE id = ANY ($3::text[]) "
+    "FOR KEY SHARE), "
     "i AS (INSERT INTO messages (room_id, id, user_id, username, content, "
     "inbox_id, created_at) SELECT v.r, v.m, v.u, v.n, v.c, v.x, "
     "timestamptz 'epoch' + v.t * interval '1 millisecond' "
     "FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[], "
     "$7::text[], $8::text[], $9::bigint[]) AS v (r, m, u, n, c, x, t) "
-    "WHERE EXISTS (SELECT 1 FROM f) "
+    "WHERE EXISTS (SELECT 1 FROM f) AND v.r IN (SELECT id FROM r) "
     "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id) "
     "SELECT i.inbox_id FROM f LEFT JOIN i ON true";
 

@@ -12,3 +12,24 @@ CREATE TABLE hub_partitions (
 	holder		text NOT NULL,	-- the lease value: instance:pid
 	taken_at	timestamptz NOT NULL DEFAULT now()
 );
+
+-- The hub stores a batch's messages in one statement and knows their rooms
+-- exist, so the foreign key's per-row check (a lookup and a row lock per
+-- message) buys nothing: the store statement instead locks each distinct
+-- room of the batch once (FOR KEY SHARE) and inserts only the messages of
+-- rooms it found; a room deleted meanwhile loses its messages, which the
+-- hub drops as refused. Deleting a room still deletes its messages, by the
+-- trigger below (as ON DELETE CASCADE did), so no message outlives its
+-- room whatever deletes it.
+ALTER TABLE messages DROP CONSTRAINT messages_room_id_fkey;
+
+CREATE FUNCTION rooms_delete_messages() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+	DELETE FROM messages WHERE room_id = OLD.id;
+	RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER rooms_delete_messages BEFORE DELETE ON rooms
+	FOR EACH ROW EXECUTE PROCEDURE rooms_delete_messages();

@@ -185,3 +185,35 @@ def test_an_orphaned_entry_is_published_before_later_ones(make_server,
 		assert wait_for(lambda: pending(redis) == 0, 5)
 	finally:
 		watch.close()
+
+
+def test_a_deleted_room_loses_its_messages_and_gets_no_more(make_server,
+    redis, pg):
+	"""messages has no foreign key to rooms (the hub's store locks each
+	room of a batch once instead of checking every row): deleting a room
+	still deletes its messages, and a message to a room deleted after the
+	hub loaded it is dropped, neither stored nor published."""
+	srv = start(make_server, redis, pg, instance="host-rooms")
+	room = new_room(pg)
+	ch = P + "room:" + room
+	watch = Sub(redis.port, ch)
+	try:
+		pipeline(redis.port, [entry("broadcast", room, username="ops",
+		    content="before")])
+		assert wait_for(lambda: watch.of(ch, "message"), 10)
+		assert list(stored(pg, room)) == ["before"]
+		sql(pg, "DELETE FROM rooms WHERE id = '%s'" % room)
+		assert stored(pg, room) == {}, "the room's messages outlived it"
+		pipeline(redis.port, [entry("broadcast", room, username="ops",
+		    content="after")])
+		count = lambda: sql(pg, "SELECT count(*) FROM messages WHERE "
+		    "room_id = '%s'" % room)
+		assert wait_for(lambda: pending(redis) == 0 and (count() != "0" or
+		    "neither stored nor found" in srv.log_text()), 10), \
+		    srv.log_tail()
+		time.sleep(0.5)
+		assert count() == "0", "stored for a deleted room"
+		assert [e["content"] for e in watch.of(ch, "message")] == [
+		    "before"]
+	finally:
+		watch.close()
