@@ -34,6 +34,7 @@
 #include "hub/hub.h"
 #include "hub/rooms.h"
 #include "hub/store.h"
+#include "hub/tx.h"
 
 #define HUB_LEASE_MS		5000	/* a silent leader loses the lease
 					 * after */
@@ -80,21 +81,6 @@ static const char hub_takeover_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3]) return 1 "
     "else return 0 end";
-/*
- * A batch's transaction, fenced: if the lease is still ours (KEYS[1] holds
- * ARGV[1]), run the commands ARGV[2..] ("<argc>", argv..., one after the
- * other) and answer their replies as EXEC would, a refused one as an error
- * element that does not undo the others; else change nothing.
- */
-static const char hub_tx_lua[] =
-    "if redis.call('get', KEYS[1]) ~= ARGV[1] then "
-    "return redis.error_reply('LEASE the leader lease is not ours') end "
-    "local out, i, n = {}, 2, #ARGV "
-    "while i <= n do "
-    "local argc = tonumber(ARGV[i]) "
-    "out[#out + 1] = redis.pcall(unpack(ARGV, i + 1, i + argc)) "
-    "i = i + 1 + argc end "
-    "return out";
 /* Give the lease back only if we hold it. */
 static const char hub_release_lua[] =
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -220,8 +206,6 @@ static void	hub_sweep_add(const char *, int64_t, int, void *);
 static void	hub_sweep_free(struct hub_sweep *);
 static void	hub_on_alive(struct bus *, struct bus_reply *, void *);
 static void	hub_on_sweep_exec(struct bus *, struct bus_reply *, void *);
-static int	hub_tx_arg(struct hub *, const char *, size_t);
-static void	hub_tx_clear(struct hub *);
 static void	hub_stop(struct hub *);
 static void	hub_finish(struct hub *);
 static void	hub_on_released(struct bus *, struct bus_reply *, void *);
@@ -262,8 +246,8 @@ hub_main(const struct proc_ctx *ctx)
 		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));
 	if ((h.store = store_new(h.base, h.conf)) == NULL)
 		fatalx("database_url: cannot use it");
-	if ((h.rooms = rooms_new(&h)) == NULL ||
-	    (h.tx_args = evbuffer_new()) == NULL)
+	if ((h.tx = tx_new(h.redis, h.lease_key, h.lease_value)) == NULL ||
+	    (h.rooms = rooms_new(h.conf, h.tx, h.presence_key)) == NULL)
 		fatalx("out of memory");
 	if ((h.stats_pub = stats_pub_new(h.base, h.redis, h.conf,
 	    &h.stats)) == NULL)
@@ -299,8 +283,7 @@ hub_main(const struct proc_ctx *ctx)
 	bus_free(h.inbox);
 	bus_free(h.redis);
 	rooms_free(h.rooms);
-	evbuffer_free(h.tx_args);
-	free(h.tx_lens);
+	tx_free(h.tx);
 	event_free(h.sig_term);
 	event_free(h.sig_int);
 	event_free(h.sig_usr1);
@@ -1398,7 +1381,7 @@ hub_on_stored(enum store_status st, void *arg)
 
 /*
  * Everything the batch changes, in entry order, then its acknowledgement,
- * in one fenced transaction (hub_tx_commit()): Redis applies all of it,
+ * in one fenced transaction (tx_commit()): Redis applies all of it,
  * or nothing if the lease is no longer ours. The next read waits for its
  * reply, so it never sees these entries again.
  */
@@ -1435,7 +1418,7 @@ hub_batch_commit(struct hub *h)
 		    b->msgs[e->msg].id < e->room->hold)
 			e->room->hold = b->msgs[e->msg].id;
 	}
-	hub_tx_begin(h);
+	tx_begin(h->tx);
 	for (size_t i = 0; i < b->n; i++) {
 		struct hub_entry *e = &b->e[i];
 
@@ -1455,14 +1438,14 @@ hub_batch_commit(struct hub *h)
 		}
 	}
 	if ((argv = calloc(b->n + 3, sizeof(*argv))) == NULL)
-		h->tx_failed = 1;
+		tx_fail(h->tx);
 	else {
 		argv[0] = "XACK";
 		argv[1] = h->inbox_key;
 		argv[2] = HUB_GROUP;
 		for (size_t i = 0; i < b->n; i++)
 			argv[3 + i] = b->e[i].id;
-		hub_tx_command(h, (int)b->n + 3, argv, NULL);
+		tx_command(h->tx, (int)b->n + 3, argv, NULL);
 		free(argv);
 	}
 	/* Entries before those are all acknowledged (replay is over). */
@@ -1473,10 +1456,10 @@ hub_batch_commit(struct hub *h)
 		    minid };
 
 		snprintf(minid, sizeof(minid), "%lld", ms - HUB_INBOX_KEEP_MS);
-		hub_tx_command(h, 5, targv, NULL);
+		tx_command(h->tx, 5, targv, NULL);
 		h->trimmed_ms = mono;
 	}
-	rc = hub_tx_commit(h, hub_on_exec, h);
+	rc = tx_commit(h->tx, hub_on_exec, h);
 	hub_batch_free(b);
 	if (rc == -1) {
 		log_warnx("inbox: cannot send a batch's transaction to Redis; "
@@ -1506,7 +1489,7 @@ hub_on_register(struct hub *h, struct hub_entry *e, int64_t now)
 	switch (rooms_register(h->rooms, e->room, e->worker, e->conn, e->user,
 	    e->username, now, e->below, e->history)) {
 	case -1:
-		h->tx_failed = 1;	/* out of memory: start over */
+		tx_fail(h->tx);	/* out of memory: start over */
 		break;
 	case 1:
 		log_debug("inbox entry %s: connection %s %llu is in room %s "
@@ -1584,123 +1567,6 @@ hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 		return;
 	}
 	hub_advance(h);
-}
-
-/* ---- the Redis transaction ----------------------------------------------- */
-
-void
-hub_tx_begin(struct hub *h)
-{
-	hub_tx_clear(h);
-	h->tx_open = 1;
-}
-
-void
-hub_tx_command(struct hub *h, int argc, const char **argv, const size_t *lens)
-{
-	char n[16];
-
-	if (!h->tx_open || h->tx_failed)
-		return;
-	snprintf(n, sizeof(n), "%d", argc);
-	if (hub_tx_arg(h, n, strlen(n)) == -1)
-		return;
-	for (int i = 0; i < argc; i++)
-		if (hub_tx_arg(h, argv[i], lens != NULL ? lens[i] :
-		    strlen(argv[i])) == -1)
-			return;
-	h->tx_count++;
-}
-
-void
-hub_tx_publish(struct hub *h, const char *channel, struct evbuffer *payload)
-{
-	const char *argv[3];
-	size_t lens[3];
-
-	argv[0] = "PUBLISH";
-	lens[0] = 7;
-	argv[1] = channel;
-	lens[1] = strlen(channel);
-	lens[2] = evbuffer_get_length(payload);
-	if ((argv[2] = (const char *)evbuffer_pullup(payload, -1)) == NULL) {
-		h->tx_failed = 1;
-		return;
-	}
-	hub_tx_command(h, 3, argv, lens);
-	metrics_count(MC_MSGS_OUT, 1);
-}
-
-int
-hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
-{
-	const char **argv = NULL;
-	size_t *lens = NULL, n = h->tx_nargs + 5, off = 0;
-	const char *args;
-	int rc = -1;
-
-	if (h->tx_failed)
-		goto done;
-	if (h->tx_count == 0) {
-		rc = 1;
-		goto done;
-	}
-	if (n > INT_MAX || (argv = calloc(n, sizeof(*argv))) == NULL ||
-	    (lens = calloc(n, sizeof(*lens))) == NULL ||
-	    (args = (const char *)evbuffer_pullup(h->tx_args, -1)) == NULL)
-		goto done;
-	argv[0] = "EVAL";
-	argv[1] = hub_tx_lua;
-	argv[2] = "1";
-	argv[3] = h->lease_key;
-	argv[4] = h->lease_value;
-	for (int i = 0; i < 5; i++)
-		lens[i] = strlen(argv[i]);
-	for (size_t i = 0; i < h->tx_nargs; i++) {
-		argv[5 + i] = args + off;
-		lens[5 + i] = h->tx_lens[i];
-		off += h->tx_lens[i];
-	}
-	rc = bus_commandv(h->redis, cb, arg, (int)n, argv, lens) == 0 ? 0 : -1;
-done:
-	free(argv);
-	free(lens);
-	hub_tx_clear(h);
-	return rc;
-}
-
-/* Queue one argument of the transaction; -1 (and tx_failed) if out of
- * memory. */
-static int
-hub_tx_arg(struct hub *h, const char *s, size_t len)
-{
-	size_t cap, *p;
-
-	if (h->tx_nargs == h->tx_cap) {
-		cap = h->tx_cap > 0 ? h->tx_cap * 2 : 256;
-		if ((p = realloc(h->tx_lens, cap * sizeof(*p))) == NULL) {
-			h->tx_failed = 1;
-			return -1;
-		}
-		h->tx_lens = p;
-		h->tx_cap = cap;
-	}
-	if (evbuffer_add(h->tx_args, s, len) == -1) {
-		h->tx_failed = 1;
-		return -1;
-	}
-	h->tx_lens[h->tx_nargs++] = len;
-	return 0;
-}
-
-static void
-hub_tx_clear(struct hub *h)
-{
-	h->tx_open = 0;
-	h->tx_failed = 0;
-	h->tx_count = 0;
-	h->tx_nargs = 0;
-	(void)evbuffer_drain(h->tx_args, evbuffer_get_length(h->tx_args));
 }
 
 /* ---- dead workers -------------------------------------------------------- */
@@ -1809,7 +1675,7 @@ hub_on_alive(struct bus *bus, struct bus_reply *reply, void *arg)
 	    bus_reply_type(reply) != BUS_ARRAY ||
 	    bus_reply_elements(reply) != sw->n)
 		goto done;
-	hub_tx_begin(h);
+	tx_begin(h->tx);
 	for (size_t i = 0; i < sw->n; i++) {
 		if (bus_reply_type(bus_reply_element(reply, i)) != BUS_NIL) {
 			rooms_worker_alive(h->rooms, sw->wids[i]);
@@ -1823,7 +1689,7 @@ hub_on_alive(struct bus *bus, struct bus_reply *reply, void *arg)
 			    "connections leave", sw->wids[i], sw->alive[i] ?
 			    "any more" : "ever", gone);
 	}
-	if ((rc = hub_tx_commit(h, hub_on_sweep_exec, h)) == -1) {
+	if ((rc = tx_commit(h->tx, hub_on_sweep_exec, h)) == -1) {
 		log_warnx("cannot send the leaves of dead workers to Redis; "
 		    "starting over");
 		hub_reset(h);

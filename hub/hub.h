@@ -4,7 +4,8 @@
  * gives each message its room's next id, stores the batch in PostgreSQL,
  * publishes every event on the room's channel, keeps presence, and only
  * then acknowledges the entries. hub.c runs the loop, the lease and the
- * inbox; rooms.c keeps rooms and presence; store.c talks to PostgreSQL.
+ * inbox; rooms.c keeps rooms and presence; store.c talks to PostgreSQL;
+ * tx.c is the lease-fenced Redis transaction each batch's changes go in.
  */
 #ifndef GC_HUB_H
 #define GC_HUB_H
@@ -24,6 +25,7 @@ struct conf;
 struct rooms;
 struct store;
 struct hub_batch;
+struct tx;
 
 /* How far the leader is; a standby hub stays at HUB_STANDBY. */
 enum hub_phase {
@@ -80,13 +82,7 @@ struct hub {
 	int64_t			 trimmed_ms;	/* last XTRIM */
 	int64_t			 gc_ms;		/* last rooms_gc() */
 
-	int			 tx_open;	/* hub_tx_begin() called */
-	int			 tx_failed;	/* a command was not queued */
-	size_t			 tx_count;	/* commands queued */
-	struct evbuffer		*tx_args;	/* their arguments, end to
-						 * end: "<argc>", argv... */
-	size_t			*tx_lens;	/* each argument's length */
-	size_t			 tx_nargs, tx_cap;
+	struct tx		*tx;		/* the Redis transaction */
 
 	int			 bad_logged;	/* bad entries logged, and */
 	int			 bad_hidden;	/* ... and not logged */
@@ -97,31 +93,5 @@ struct hub {
 	int			 exiting;	/* the loop is over: callbacks
 						 * only free things */
 };
-
-/*
- * The hub's Redis transaction: everything one batch (or one heartbeat
- * check) changes is queued here and sent as one script, which Redis runs
- * atomically: a hub killed half way leaves no event published without its
- * acknowledgement, and no presence half written. The script first checks
- * that the leader lease is still this hub's, and changes nothing if it is
- * not (fencing: a hub that lost its lease, whatever its clock says, can
- * neither publish nor acknowledge). hub_tx_publish() counts one event out.
- */
-void	hub_tx_begin(struct hub *h);
-void	hub_tx_command(struct hub *h, int argc, const char **argv,
-	    const size_t *lens);
-void	hub_tx_publish(struct hub *h, const char *channel,
-	    struct evbuffer *payload);
-/*
- * Send it: 0 when sent, and cb will get the reply (an array of each
- * command's reply, like EXEC's; an error "LEASE ..." if the lease was not
- * ours, then nothing was applied; NULL if the connection went). 1 when the
- * transaction was empty: nothing was sent and cb will not be called. -1
- * when a command could not be queued or the script not sent: nothing is
- * applied, cb will not be called, and what the caller changed in memory
- * for it must be forgotten.
- */
-int	hub_tx_commit(struct hub *h, bus_cb *cb, void *arg)
-	    __attribute__((warn_unused_result));
 
 #endif

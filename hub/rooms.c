@@ -22,8 +22,8 @@
 #include "common/msg.h"
 #include "common/utf8.h"
 #include "common/util.h"
-#include "hub/hub.h"
 #include "hub/rooms.h"
+#include "hub/tx.h"
 
 #define MAP_MIN_BUCKETS	16
 
@@ -92,7 +92,8 @@ struct pworker {
 };
 
 struct rooms {
-	struct hub	*h;
+	struct tx	*tx;
+	const char	*presence_key;	/* <p>hub:presence */
 	const struct conf *conf;
 	struct map	 rooms;		/* id -> struct room */
 	struct map	 users;		/* "<room> <uid>" -> room_user */
@@ -280,7 +281,7 @@ rooms_hset(struct rooms *rs, const char *key, const char *field,
 {
 	const char *argv[4] = { "HSET", key, field, value };
 
-	hub_tx_command(rs->h, 4, argv, NULL);
+	tx_command(rs->tx, 4, argv, NULL);
 }
 
 static void
@@ -288,7 +289,7 @@ rooms_hdel(struct rooms *rs, const char *key, const char *field)
 {
 	const char *argv[3] = { "HDEL", key, field };
 
-	hub_tx_command(rs->h, 3, argv, NULL);
+	tx_command(rs->tx, 3, argv, NULL);
 }
 
 /* ---- history rings ------------------------------------------------------- */
@@ -408,14 +409,15 @@ ring_history(struct room_ring *ring, struct evbuffer *out, int64_t upto,
 /* ---- rooms --------------------------------------------------------------- */
 
 struct rooms *
-rooms_new(struct hub *h)
+rooms_new(const struct conf *conf, struct tx *tx, const char *presence_key)
 {
 	struct rooms *rs;
 
 	if ((rs = calloc(1, sizeof(*rs))) == NULL)
 		return NULL;
-	rs->h = h;
-	rs->conf = h->conf;
+	rs->tx = tx;
+	rs->presence_key = presence_key;
+	rs->conf = conf;
 	return rs;
 }
 
@@ -582,13 +584,13 @@ rooms_message(struct rooms *rs, struct room *r, int64_t id, int64_t user,
 	char ts[32];
 
 	if ((b = evbuffer_new()) == NULL) {
-		rs->h->tx_failed = 1;
+		tx_fail(rs->tx);
 		return;
 	}
 	util_rfc3339(ts_ms, ts, sizeof(ts));
 	msg_write_message(b, id, r->id, user, username, content, content_len,
 	    ts, 0);
-	hub_tx_publish(rs->h, r->channel, b);
+	tx_publish(rs->tx, r->channel, b);
 	if (id > r->last_id) {
 		r->last_id = id;
 		ring_push(r->ring, id, b);
@@ -629,22 +631,22 @@ rooms_register(struct rooms *rs, struct room *r, const char *wid,
 	msg_write_history_head(b, conn, r->id, upto);
 	ring_history(r->ring, b, upto, history);
 	(void)evbuffer_add(b, "]}", 2);
-	hub_tx_publish(rs->h, pc->worker->channel, b);
+	tx_publish(rs->tx, pc->worker->channel, b);
 	(void)evbuffer_drain(b, evbuffer_get_length(b));
 
 	util_rfc3339(ts_ms, ts, sizeof(ts));
 	msg_write_presence(b, "join", r->id, user, pc->username, ts);
-	hub_tx_publish(rs->h, r->channel, b);
+	tx_publish(rs->tx, r->channel, b);
 	evbuffer_free(b);
 
 	snprintf(uid, sizeof(uid), "%lld", (long long)user);
 	if (new_user)
 		rooms_hset(rs, r->clients_key, uid, pc->username);
 	if ((value = rooms_fmt("%s %s", uid, pc->username)) == NULL) {
-		rs->h->tx_failed = 1;
+		tx_fail(rs->tx);
 		return 0;
 	}
-	rooms_hset(rs, rs->h->presence_key, pc->key, value);
+	rooms_hset(rs, rs->presence_key, pc->key, value);
 	free(value);
 	return 0;
 }
@@ -658,7 +660,7 @@ rooms_unregister(struct rooms *rs, const char *room, const char *wid,
 
 	if ((key = rooms_fmt("%s %s %llu", room, wid,
 	    (unsigned long long)conn)) == NULL) {
-		rs->h->tx_failed = 1;
+		tx_fail(rs->tx);
 		return 0;
 	}
 	pc = map_get(&rs->conns, key);
@@ -685,14 +687,14 @@ rooms_worker_gone(struct rooms *rs, const char *wid, int64_t ts_ms)
 	 * transaction; before the last removal frees w.
 	 */
 	if ((b = evbuffer_new()) == NULL) {
-		rs->h->tx_failed = 1;
+		tx_fail(rs->tx);
 		return 0;
 	}
 	msg_write_dropped(b);
 	n = w->nconns;
 	for (size_t i = 0; i < n - 1; i++)
 		conn_remove(rs, TAILQ_FIRST(&w->conns), ts_ms);
-	hub_tx_publish(rs->h, w->channel, b);
+	tx_publish(rs->tx, w->channel, b);
 	conn_remove(rs, TAILQ_FIRST(&w->conns), ts_ms);
 	evbuffer_free(b);
 	return n;
@@ -817,21 +819,21 @@ conn_remove(struct rooms *rs, struct pconn *pc, int64_t ts_ms)
 		util_rfc3339(ts_ms, ts, sizeof(ts));
 		msg_write_presence(b, "leave", r->id, pc->uid, pc->username,
 		    ts);
-		hub_tx_publish(rs->h, r->channel, b);
+		tx_publish(rs->tx, r->channel, b);
 		evbuffer_free(b);
 	} else
-		rs->h->tx_failed = 1;
+		tx_fail(rs->tx);
 
 	snprintf(uid, sizeof(uid), "%lld", (long long)pc->uid);
 	if ((ukey = rooms_fmt("%s %s", r->id, uid)) == NULL)
-		rs->h->tx_failed = 1;
+		tx_fail(rs->tx);
 	else if ((u = map_get(&rs->users, ukey)) != NULL &&
 	    --u->nconns == 0) {
 		rooms_hdel(rs, r->clients_key, uid);
 		free(map_del(&rs->users, ukey));
 	}
 	free(ukey);
-	rooms_hdel(rs, rs->h->presence_key, pc->key);
+	rooms_hdel(rs, rs->presence_key, pc->key);
 
 	map_del(&rs->conns, pc->key);
 	TAILQ_REMOVE(&w->conns, pc, entry);

@@ -3,7 +3,7 @@
  * recent history (a ring of the events as published), and presence: which
  * connection of which worker is in which room, and so which users. Every
  * change that others must see is written through the hub's transaction
- * (hub_tx_*), in the order clients must see it:
+ * (tx.h), in the order clients must see it:
  *	history (to the joiner's worker), join, HSET clients, HSET presence
  *	leave, HDEL clients, HDEL presence
  * Operations are O(1) per event (hash tables), except a worker's removal,
@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct hub;
+struct conf;
+struct tx;
 struct rooms;
 struct room_ring;
 struct evbuffer;
@@ -48,8 +49,12 @@ struct room {
 					 * at least */
 };
 
-/* Everything starts empty; h gives the configuration and the transaction. */
-struct rooms *rooms_new(struct hub *h);
+/*
+ * Everything starts empty. Changes go into tx; presence_key is
+ * <p>hub:presence. conf, tx and presence_key must outlive the rooms.
+ */
+struct rooms *rooms_new(const struct conf *conf, struct tx *tx,
+	    const char *presence_key);
 void	rooms_free(struct rooms *rs);
 /* Forget every room, connection and worker (leadership ended). */
 void	rooms_reset(struct rooms *rs);
