@@ -125,7 +125,11 @@ struct hub_batch {
 	int		 replay;	/* read as pending entries */
 	int		 built;		/* msgs are filled in */
 	int		 found;		/* replay: stored ones are known */
+	int		 stored;	/* stored: its commit waits for the
+					 * previous batch's EXEC */
 	int64_t		 retry_at;	/* monotonic ms, if waiting */
+	char		 after[48];	/* live: the last live read's last
+					 * id ("-": none), for orphans */
 	int64_t		 oldest_ms;	/* the first entry's id: ms
 					 * (the inbox lag) */
 };
@@ -175,6 +179,8 @@ static void	hub_fenced_cb(enum store_status, int64_t, void *);
 static int	hub_scan(struct hub *, const char *);
 static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
 static void	hub_reset(struct hub *);
+static void	hub_drop(struct hub *);
+static void	hub_replay(struct hub *);
 static void	hub_read(struct hub *);
 static void	hub_on_read(struct bus *, struct bus_reply *, void *);
 static int	hub_orphans(struct hub *, struct hub_batch *);
@@ -231,6 +237,7 @@ hub_main(const struct proc_ctx *ctx)
 	(void)msg_key_inbox(h.inbox_key, sizeof(h.inbox_key), p);
 	(void)msg_key_presence(h.presence_key, sizeof(h.presence_key), p);
 	snprintf(h.pending_from, sizeof(h.pending_from), "0-0");
+	snprintf(h.live_last, sizeof(h.live_last), "-");
 
 	if ((h.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
@@ -279,7 +286,9 @@ hub_main(const struct proc_ctx *ctx)
 	store_free(h.store);
 	if (h.batch != NULL)
 		hub_batch_free(h.batch);
-	h.batch = NULL;
+	if (h.next != NULL)
+		hub_batch_free(h.next);
+	h.batch = h.next = NULL;
 	bus_free(h.inbox);
 	bus_free(h.redis);
 	rooms_free(h.rooms);
@@ -339,7 +348,8 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	hub_lease(h);
 	hub_sweep(h);
-	if (h->batch == NULL && now - h->gc_ms >= HUB_GC_MS) {
+	if (h->batch == NULL && h->next == NULL &&
+	    now - h->gc_ms >= HUB_GC_MS) {
 		rooms_gc(h->rooms, now, HUB_ROOM_IDLE_MS);
 		h->gc_ms = now;
 	}
@@ -408,11 +418,25 @@ hub_advance(struct hub *h)
 		break;
 	case HUB_PENDING:
 	case HUB_LIVE:
+		if (h->batch == NULL && h->next != NULL && !h->next->busy) {
+			h->batch = h->next;
+			h->next = NULL;
+		}
 		if (h->batch != NULL) {
 			if (!h->batch->busy &&
 			    util_mono_ms() >= h->batch->retry_at)
 				hub_batch_run(h);
-		} else if (!h->exec_pending)
+			/*
+			 * The pipeline: while a live batch is in flight,
+			 * read the next one (">" never hands out the same
+			 * entries twice); its ids and store wait for this
+			 * one's (hub_batch_commit()).
+			 */
+			else if (h->batch->busy && h->batch->live &&
+			    h->phase == HUB_LIVE && h->next == NULL)
+				hub_read(h);
+		} else if (h->next == NULL && (!h->exec_pending ||
+		    h->phase == HUB_LIVE))
 			hub_read(h);
 		break;
 	}
@@ -742,17 +766,9 @@ hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
 static void
 hub_reset(struct hub *h)
 {
-	struct hub_batch *b = h->batch;
-
 	h->epoch++;
 	h->phase = HUB_STANDBY;
-	h->batch = NULL;
-	if (b != NULL) {
-		if (b->busy)
-			b->abandoned = 1;
-		else
-			hub_batch_free(b);
-	}
+	hub_drop(h);
 	rooms_reset(h->rooms);
 	evtimer_del(h->kick);
 	hub_gauges(h);
@@ -849,11 +865,62 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	b->live = !h->read_replay;
 	b->replay = h->read_replay;
 	metrics_count(MC_INBOX_ENTRIES, b->n);
+	if (b->live) {
+		/* Orphans can only lie between the last live read and this
+		 * one: ">" hands out runs of the stream, in order. */
+		snprintf(b->after, sizeof(b->after), "%s", h->live_last);
+		snprintf(h->live_last, sizeof(h->live_last), "%s",
+		    b->e[b->n - 1].id);
+	} else
+		snprintf(h->live_last, sizeof(h->live_last), "-");
+	if (h->batch != NULL) {
+		/* Read ahead: checked now, run once the batch before it
+		 * has committed. */
+		h->next = b;
+		if (hub_orphans(h, b) == -1) {
+			h->next = NULL;
+			hub_batch_free(b);
+			hub_replay(h);
+		}
+		return;
+	}
 	h->batch = b;
 	hub_gauges(h);
 	if (b->live && hub_orphans(h, b) == 0)
 		return;		/* hub_on_orphans_cb() goes on */
 	hub_batch_run(h);
+}
+
+/*
+ * Forget the batches in flight: a busy one is abandoned (the reply it
+ * waits for frees it). Their entries stay pending.
+ */
+static void
+hub_drop(struct hub *h)
+{
+	struct hub_batch *bs[2] = { h->batch, h->next };
+
+	h->batch = h->next = NULL;
+	snprintf(h->live_last, sizeof(h->live_last), "-");
+	for (int i = 0; i < 2; i++) {
+		if (bs[i] == NULL)
+			continue;
+		if (bs[i]->busy)
+			bs[i]->abandoned = 1;
+		else
+			hub_batch_free(bs[i]);
+	}
+}
+
+/* Replay every pending entry, in id order, once the batches in flight
+ * are done (hub_advance() reads pending entries only then). */
+static void
+hub_replay(struct hub *h)
+{
+	h->phase = HUB_PENDING;
+	snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
+	snprintf(h->live_last, sizeof(h->live_last), "-");
+	hub_kick(h, 0);
 }
 
 /*
@@ -875,7 +942,8 @@ hub_orphans(struct hub *h, struct hub_batch *b)
 	c->h = h;
 	c->b = b;
 	if (bus_command(h->redis, hub_on_orphans_cb, c,
-	    "XPENDING %s " HUB_GROUP " - %s 1", h->inbox_key, b->e[0].id) ==
+	    "XPENDING %s " HUB_GROUP " %s%s %s 1", h->inbox_key,
+	    strcmp(b->after, "-") == 0 ? "" : "(", b->after, b->e[0].id) ==
 	    -1) {
 		free(c);
 		return -1;
@@ -915,12 +983,20 @@ hub_on_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 			log_warnx("inbox: entry %s, handed to a deposed hub, "
 			    "precedes %s: replaying pending entries first",
 			    id, b->e[0].id);
-		h->batch = NULL;
+		/* The batch read after it (if any) goes too: newer. */
+		if (h->next == b)
+			h->next = NULL;
+		else {
+			h->batch = NULL;
+			if (h->next != NULL && h->next->busy)
+				h->next->abandoned = 1;
+			else if (h->next != NULL)
+				hub_batch_free(h->next);
+			h->next = NULL;
+		}
 		hub_batch_free(b);
-		h->phase = HUB_PENDING;
 		h->replay_quiet = id == NULL;
-		snprintf(h->pending_from, sizeof(h->pending_from), "0-0");
-		hub_kick(h, id == NULL ? HUB_READ_RETRY_MS : 0);
+		hub_replay(h);
 		return;
 	}
 	hub_advance(h);
@@ -1097,6 +1173,10 @@ hub_batch_run(struct hub *h)
 	const char **ids;
 	int rc;
 
+	if (b->stored) {
+		hub_batch_commit(h);
+		return;
+	}
 	b->retry_at = 0;
 	b->nload = 0;
 	for (size_t i = 0; i < b->n; i++) {
@@ -1397,6 +1477,14 @@ hub_batch_commit(struct hub *h)
 
 	if (!hub_leading(h))
 		return;		/* hub_reset() took the batch */
+	/*
+	 * One EXEC at a time: were the one before to fail, this batch must
+	 * not be published before its entries are (it was stored after them
+	 * and is published again with the same ids, in order).
+	 */
+	b->stored = 1;
+	if (h->exec_pending)
+		return;		/* hub_on_exec() commits it */
 	h->batch = NULL;
 	/*
 	 * A joiner's history stops below the messages that an earlier hub
@@ -1564,6 +1652,12 @@ hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 		return;
 	if (hub_exec_check(h, reply, "inbox batch") == -1) {
 		hub_reset(h);
+		return;
+	}
+	/* The next batch, stored meanwhile, goes now, even when stopping. */
+	if (h->batch != NULL && h->batch->stored && !h->batch->busy &&
+	    h->leader) {
+		hub_batch_commit(h);
 		return;
 	}
 	hub_advance(h);
@@ -1755,20 +1849,14 @@ hub_finish(struct hub *h)
 {
 	struct timeval tv = { HUB_STOP_MS / 1000, (HUB_STOP_MS % 1000) * 1000 };
 	struct timeval quick = { 0, 200000 };
-	struct hub_batch *b = h->batch;
-
 	if (h->finishing)
 		return;
 	h->finishing = 1;
-	h->batch = NULL;
-	if (b != NULL) {
-		log_info("stopping with a batch of %zu entries unfinished: "
-		    "they stay pending for the next hub", b->n);
-		if (b->busy)
-			b->abandoned = 1;
-		else
-			hub_batch_free(b);
-	}
+	if (h->batch != NULL || h->next != NULL)
+		log_info("stopping with %zu entries unfinished: they stay "
+		    "pending for the next hub", (h->batch != NULL ?
+		    h->batch->n : 0) + (h->next != NULL ? h->next->n : 0));
+	hub_drop(h);
 	evtimer_del(h->stop_timer);
 	if (h->leader && bus_connected(h->redis) && bus_command(h->redis,
 	    hub_on_released, h, "EVAL %s 1 %s %s", hub_release_lua,

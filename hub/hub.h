@@ -78,6 +78,11 @@ struct hub {
 	int			 exec_pending;	/* a batch's EXEC out */
 	int			 sweep_pending;	/* a heartbeat MGET out */
 	struct hub_batch	*batch;		/* in progress, or NULL */
+	struct hub_batch	*next;		/* live, read while batch
+						 * was in flight: it goes
+						 * next, or NULL */
+	char			 live_last[48];	/* last entry id of the last
+						 * live read, or "-" */
 	unsigned		 pass;		/* counts id assignments */
 	int64_t			 trimmed_ms;	/* last XTRIM */
 	int64_t			 gc_ms;		/* last rooms_gc() */
