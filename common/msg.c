@@ -222,27 +222,16 @@ msg_key(char *buf, size_t len, const char *prefix, const char *a,
 }
 
 int
-msg_key_inbox(char *buf, size_t len, const char *prefix)
+msg_key_name(char *buf, size_t len, const char *prefix, enum msg_name name)
 {
-	return msg_key(buf, len, prefix, "hub:inbox", NULL, NULL);
-}
+	static const char *const names[] = {
+		[MSG_INBOX] = "hub:inbox",
+		[MSG_LEADER] = "hub:leader",
+		[MSG_PRESENCE] = "hub:presence",
+		[MSG_CONTROL] = "control"
+	};
 
-int
-msg_key_leader(char *buf, size_t len, const char *prefix)
-{
-	return msg_key(buf, len, prefix, "hub:leader", NULL, NULL);
-}
-
-int
-msg_key_presence(char *buf, size_t len, const char *prefix)
-{
-	return msg_key(buf, len, prefix, "hub:presence", NULL, NULL);
-}
-
-int
-msg_key_control(char *buf, size_t len, const char *prefix)
-{
-	return msg_key(buf, len, prefix, "control", NULL, NULL);
+	return msg_key(buf, len, prefix, names[name], NULL, NULL);
 }
 
 int

@@ -97,10 +97,16 @@ struct msg_entry {
  */
 #define MSG_KEY_MAX		256
 
-int	msg_key_inbox(char *buf, size_t len, const char *prefix);
-int	msg_key_leader(char *buf, size_t len, const char *prefix);
-int	msg_key_presence(char *buf, size_t len, const char *prefix);
-int	msg_key_control(char *buf, size_t len, const char *prefix);
+/* The names that take no parameter. */
+enum msg_name {
+	MSG_INBOX,	/* <p>hub:inbox */
+	MSG_LEADER,	/* <p>hub:leader */
+	MSG_PRESENCE,	/* <p>hub:presence */
+	MSG_CONTROL	/* <p>control */
+};
+
+int	msg_key_name(char *buf, size_t len, const char *prefix,
+	    enum msg_name name);
 int	msg_key_room(char *buf, size_t len, const char *prefix,
 	    const char *room);
 int	msg_key_room_clients(char *buf, size_t len, const char *prefix,

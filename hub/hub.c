@@ -138,12 +138,7 @@ struct hub_batch {
 struct hub_scan {
 	struct hub	*h;
 	unsigned	 epoch;
-};
-
-/* The orphan check of a live batch (hub_orphans()). */
-struct hub_check {
-	struct hub	*h;
-	struct hub_batch *b;
+	struct hub_batch *b;	/* hub_orphans(): the batch checked */
 };
 
 /* A heartbeat check: the workers asked about, in MGET's order. */
@@ -176,6 +171,7 @@ static void	hub_on_group(struct bus *, struct bus_reply *, void *);
 static void	hub_advance(struct hub *);
 static void	hub_lead(struct hub *);
 static void	hub_fenced_cb(enum store_status, int64_t, void *);
+static struct hub_scan *hub_scan_new(struct hub *, struct hub_batch *);
 static int	hub_scan(struct hub *, const char *);
 static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
 static void	hub_reset(struct hub *);
@@ -231,11 +227,12 @@ hub_main(const struct proc_ctx *ctx)
 		log_warnx("no metrics slot free: /metrics will miss the hub");
 	h.stats.role = "hub";
 	h.stats.started_ms = util_mono_ms();
-	(void)msg_key_leader(h.lease_key, sizeof(h.lease_key), p);
+	(void)msg_key_name(h.lease_key, sizeof(h.lease_key), p, MSG_LEADER);
 	snprintf(h.lease_value, sizeof(h.lease_value), "%s:%ld",
 	    h.conf->instance, (long)getpid());
-	(void)msg_key_inbox(h.inbox_key, sizeof(h.inbox_key), p);
-	(void)msg_key_presence(h.presence_key, sizeof(h.presence_key), p);
+	(void)msg_key_name(h.inbox_key, sizeof(h.inbox_key), p, MSG_INBOX);
+	(void)msg_key_name(h.presence_key, sizeof(h.presence_key), p,
+	    MSG_PRESENCE);
 	snprintf(h.pending_from, sizeof(h.pending_from), "0-0");
 	snprintf(h.live_last, sizeof(h.live_last), "-");
 
@@ -648,10 +645,8 @@ hub_lead(struct hub *h)
 {
 	struct hub_scan *sc;
 
-	if (!bus_connected(h->redis) || (sc = malloc(sizeof(*sc))) == NULL)
+	if (!bus_connected(h->redis) || (sc = hub_scan_new(h, NULL)) == NULL)
 		return;		/* the cron tries again */
-	sc->h = h;
-	sc->epoch = h->epoch;
 	if (store_fence(h->store, 0, h->lease_value, hub_fenced_cb, sc) ==
 	    -1) {
 		free(sc);
@@ -686,15 +681,26 @@ hub_fenced_cb(enum store_status st, int64_t fence, void *arg)
 	    (long long)fence, h->presence_key);
 }
 
+static struct hub_scan *
+hub_scan_new(struct hub *h, struct hub_batch *b)
+{
+	struct hub_scan *sc;
+
+	if ((sc = malloc(sizeof(*sc))) == NULL)
+		return NULL;
+	sc->h = h;
+	sc->epoch = h->epoch;
+	sc->b = b;
+	return sc;
+}
+
 static int
 hub_scan(struct hub *h, const char *cursor)
 {
 	struct hub_scan *sc;
 
-	if ((sc = malloc(sizeof(*sc))) == NULL)
+	if ((sc = hub_scan_new(h, NULL)) == NULL)
 		return -1;
-	sc->h = h;
-	sc->epoch = h->epoch;
 	if (bus_command(h->redis, hub_on_presence, sc,
 	    "HSCAN %s %s COUNT " HUB_SCAN_COUNT, h->presence_key, cursor) ==
 	    -1) {
@@ -935,12 +941,10 @@ hub_replay(struct hub *h)
 static int
 hub_orphans(struct hub *h, struct hub_batch *b)
 {
-	struct hub_check *c;
+	struct hub_scan *c;
 
-	if ((c = malloc(sizeof(*c))) == NULL)
+	if ((c = hub_scan_new(h, b)) == NULL)
 		return -1;
-	c->h = h;
-	c->b = b;
 	if (bus_command(h->redis, hub_on_orphans_cb, c,
 	    "XPENDING %s " HUB_GROUP " %s%s %s 1", h->inbox_key,
 	    strcmp(b->after, "-") == 0 ? "" : "(", b->after, b->e[0].id) ==
@@ -955,7 +959,7 @@ hub_orphans(struct hub *h, struct hub_batch *b)
 static void
 hub_on_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
-	struct hub_check *c = arg;
+	struct hub_scan *c = arg;
 	struct hub *h = c->h;
 	struct hub_batch *b = c->b;
 	struct bus_reply *oldest;

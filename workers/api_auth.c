@@ -613,7 +613,8 @@ logout_cb(int ok, void *arg)
 		free(l);
 		return;
 	}
-	(void)msg_key_control(channel, sizeof(channel), w->conf->redis_prefix);
+	(void)msg_key_name(channel, sizeof(channel), w->conf->redis_prefix,
+	    MSG_CONTROL);
 	snprintf(event, sizeof(event), "{\"type\":\"session_revoked\","
 	    "\"userId\":%lld,\"session\":\"%s\"}", (long long)l->uid,
 	    l->session);

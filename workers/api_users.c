@@ -275,7 +275,8 @@ users_publish_deleted(struct worker *w, int64_t uid)
 {
 	char channel[sizeof(w->conf->redis_prefix) + 16], payload[80];
 
-	(void)msg_key_control(channel, sizeof(channel), w->conf->redis_prefix);
+	(void)msg_key_name(channel, sizeof(channel), w->conf->redis_prefix,
+	    MSG_CONTROL);
 	snprintf(payload, sizeof(payload),
 	    "{\"type\":\"user_deleted\",\"userId\":%" PRId64 "}", uid);
 	if (bus_command(w->redis, users_published_cb, NULL, "PUBLISH %s %s",

@@ -159,11 +159,11 @@ chat_new(struct worker *w)
 	    (long)getpid());
 	(void)msg_key_worker(chat->worker_channel,
 	    sizeof(chat->worker_channel), p, chat->wid);
-	(void)msg_key_control(chat->control_channel,
-	    sizeof(chat->control_channel), p);
+	(void)msg_key_name(chat->control_channel,
+	    sizeof(chat->control_channel), p, MSG_CONTROL);
 	(void)msg_key_worker_alive(chat->alive_key, sizeof(chat->alive_key),
 	    p, chat->wid);
-	(void)msg_key_inbox(chat->inbox, sizeof(chat->inbox), p);
+	(void)msg_key_name(chat->inbox, sizeof(chat->inbox), p, MSG_INBOX);
 	chat->sub = bus_new(w->base, w->conf->redis_url,
 	    w->conf->redis_password, "subscriptions",
 	    chat_sub_connected, chat_sub_lost, chat);

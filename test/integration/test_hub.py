@@ -84,6 +84,20 @@ def wait_leading(server, redis, timeout, other_than=None):
 	return pid
 
 
+def after_renewal(redis):
+	"""Return right after the leading hub renewed its lease: by its own
+	clock it then leads for seconds, and renews again in about one."""
+	last = redis.cmd("PTTL", P + "hub:leader")
+	deadline = time.monotonic() + 5
+	while time.monotonic() < deadline:
+		now = redis.cmd("PTTL", P + "hub:leader")
+		if now > last + 50:
+			return
+		last = now
+		time.sleep(0.002)
+	pytest.fail("the hub did not renew its lease")
+
+
 def entry(op, room, **fields):
 	args = ["XADD", INBOX, "*", "op", op, "room", room]
 	for k, v in fields.items():

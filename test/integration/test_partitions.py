@@ -14,8 +14,8 @@ import pytest
 
 import harness
 from conftest import wait_for
-from test_hub import (INBOX, P, Sub, entry, hub_pid, new_room, pending,
-    pipeline, sql, start, stored, wait_leading)
+from test_hub import (INBOX, P, Sub, after_renewal, entry, hub_pid,
+    new_room, pending, pipeline, sql, start, stored)
 
 pytestmark = pytest.mark.usefixtures("own_server_only")
 
@@ -69,20 +69,6 @@ def epoch(pg, partition=0):
 	    "partition = %d" % partition)
 	e, holder = row.split("|")
 	return int(e), holder
-
-
-def after_renewal(redis):
-	"""Return right after the leading hub renewed its lease: by its own
-	clock it then leads for seconds, and renews again in about one."""
-	last = redis.cmd("PTTL", P + "hub:leader")
-	deadline = time.monotonic() + 5
-	while time.monotonic() < deadline:
-		now = redis.cmd("PTTL", P + "hub:leader")
-		if now > last + 50:
-			return
-		last = now
-		time.sleep(0.002)
-	pytest.fail("the hub did not renew its lease")
 
 
 def test_taking_the_lease_raises_the_epoch(make_server, redis, pg):

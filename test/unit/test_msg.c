@@ -29,13 +29,13 @@ test_names(void)
 	char k[MSG_KEY_MAX], small[8];
 	const char *p = "gochat:";
 
-	(void)msg_key_inbox(k, sizeof(k), p);
+	(void)msg_key_name(k, sizeof(k), p, MSG_INBOX);
 	ok(strcmp(k, "gochat:hub:inbox") == 0, "inbox: %s", k);
-	(void)msg_key_leader(k, sizeof(k), p);
+	(void)msg_key_name(k, sizeof(k), p, MSG_LEADER);
 	ok(strcmp(k, "gochat:hub:leader") == 0, "leader: %s", k);
-	(void)msg_key_presence(k, sizeof(k), p);
+	(void)msg_key_name(k, sizeof(k), p, MSG_PRESENCE);
 	ok(strcmp(k, "gochat:hub:presence") == 0, "presence: %s", k);
-	(void)msg_key_control(k, sizeof(k), p);
+	(void)msg_key_name(k, sizeof(k), p, MSG_CONTROL);
 	ok(strcmp(k, "gochat:control") == 0, "control: %s", k);
 	(void)msg_key_room(k, sizeof(k), p, "lobby");
 	ok(strcmp(k, "gochat:room:lobby") == 0, "room channel: %s", k);
