@@ -18,6 +18,7 @@
 #include "common/db.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "workers/api.h"
 #include "workers/auth.h"
@@ -633,27 +634,21 @@ valid_username(const char *s, size_t len)
 }
 
 /*
- * At most EMAIL_MAX bytes, one '@' with something on each side, and no
- * space or control character (C0, DEL, or C1 as UTF-8 0xC2 0x80..0x9F): a
- * "\r\n" in an address is a header injection waiting for the first mail.
- * s is valid UTF-8 (json_get_string() checked it).
+ * At most EMAIL_MAX bytes, one '@' with something on each side, and
+ * nothing invisible: no white space (ASCII or Unicode), no control
+ * character and no format character (zero-width, bidi override): a "\r\n"
+ * in an address is a header injection waiting for the first mail, and an
+ * invisible character makes two addresses look the same. s is valid UTF-8
+ * (json_get_string() checked it).
  */
 static int
 valid_email(const char *s, size_t len)
 {
 	const char *at = memchr(s, '@', len);
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch <= 0x20 || ch == 0x7f || (ch == 0xc2 && i + 1 < len &&
-		    (unsigned char)s[i + 1] >= 0x80 &&
-		    (unsigned char)s[i + 1] <= 0x9f))
-			return 0;
-	}
 	return len <= EMAIL_MAX && at != NULL && at != s &&
 	    at != s + len - 1 && memchr(at + 1, '@', len - (size_t)(at - s) -
-	    1) == NULL;
+	    1) == NULL && !utf8_has_invisible(s, len);
 }
 
 /* 200 or 201 with {"id","username","email","token"} and the cookie. */

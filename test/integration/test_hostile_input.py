@@ -245,7 +245,9 @@ def test_a_password_over_1024_bytes_cannot_register(server):
 @pytest.mark.parametrize("email", ["a@b.example\r\nX-Injected:1",
     "a@b.example\n", "a b@example.org", "a@example.org ", "\ta@example.org",
     "a@exa\x00mple.org", "a@exa\x7fmple.org", "a@exa\u0085mple.org",
-    "a@exa\x1bmple.org"])
+    "a@exa\x1bmple.org", "a\u00a0@example.org", "a\u2028@example.org",
+    "a\u2029@example.org", "a\u3000@example.org", "a\u1680@example.org",
+    "a\u200b@example.org", "\ufeffa@example.org", "a\u202e@example.org"])
 def test_an_email_with_spaces_or_control_characters_is_400(server, email):
 	name = unique()
 	r = requests.post(server.base + "/register", json={"username": name,
