@@ -392,7 +392,9 @@ void
 api_db_error(struct conn *c, struct db_result *res, const char *what)
 {
 	if (res == NULL) {
-		conn_error(c, 503, "the database is unavailable; try again");
+		/* A query that went out and timed out may still have run. */
+		conn_error(c, 503, "the database is unavailable or did not "
+		    "answer in time; a change may or may not have been made");
 		return;
 	}
 	log_warnx("conn %llu: %s failed: %s (SQLSTATE %s)",

@@ -460,10 +460,21 @@ chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct conn *c = arg;
 
 	(void)bus;
-	if ((reply == NULL || bus_reply_type(reply) == BUS_ERROR) &&
-	    c->member != NULL && c->member->room != NULL)
-		chat_close_member(c->member, WS_CLOSE_ERROR, "message not "
-		    "accepted; try again");
+	/*
+	 * An error reply: Redis refused it. No reply at all: the connection
+	 * broke or stalled past backend_timeout after the XADD went out, so
+	 * Redis may still have taken it: say so rather than invite a
+	 * duplicate.
+	 */
+	if (c->member != NULL && c->member->room != NULL) {
+		if (reply == NULL)
+			chat_close_member(c->member, WS_CLOSE_ERROR, "message "
+			    "may not have been accepted; look at the history "
+			    "before sending it again");
+		else if (bus_reply_type(reply) == BUS_ERROR)
+			chat_close_member(c->member, WS_CLOSE_ERROR, "message "
+			    "not accepted; try again");
+	}
 	conn_release(c);
 }
 
