@@ -43,7 +43,8 @@ enum http_fold {
 	HTTP_FOLD_LINE,		/* in the request line */
 	HTTP_FOLD_BOL,		/* at the start of a header line */
 	HTTP_FOLD_BOL_CR,	/* after a CR there: the blank line? */
-	HTTP_FOLD_FIELD,	/* in a header line */
+	HTTP_FOLD_NAME,		/* in a header line's field name */
+	HTTP_FOLD_FIELD,	/* in a header line, past its colon */
 	HTTP_FOLD_END		/* past the blank line: the body */
 };
 
@@ -468,7 +469,9 @@ http_track_line(struct http_reader *r, const char *p, size_t n)
  * Follow the head's lines: the index in p of the first byte of a header
  * line that starts with a space or a tab (obs-fold; also white space
  * between the request line and the first header, which RFC 9112 2.2 lets
- * a server refuse), or n if there is none. Blank lines before the request
+ * a server refuse), or of white space in a field name or before its colon
+ * (which RFC 9112 5.1 says a server must refuse: proxies disagree on what
+ * "Content-Length : 5" means), or n if there is none. Blank lines before the request
  * line are allowed, as http-parser allows them. Only commit moves r's
  * state on: the caller scans first, then commits what the parser took.
  */
@@ -493,10 +496,18 @@ http_track_fold(struct http_reader *r, const char *p, size_t n, int commit)
 			if (p[i] == ' ' || p[i] == '\t')
 				return i;
 			f = p[i] == '\r' ? HTTP_FOLD_BOL_CR :
-			    p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_FIELD;
+			    p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_NAME;
 			break;
 		case HTTP_FOLD_BOL_CR:
-			f = p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_FIELD;
+			f = p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_NAME;
+			break;
+		case HTTP_FOLD_NAME:
+			if (p[i] == ' ' || p[i] == '\t')
+				return i;
+			if (p[i] == ':')
+				f = HTTP_FOLD_FIELD;
+			else if (p[i] == '\n')
+				f = HTTP_FOLD_BOL;
 			break;
 		case HTTP_FOLD_END:
 			break;
