@@ -192,6 +192,11 @@ api_origin_allowed(const struct worker *w, const struct http_request *req)
 
 	if (origin == NULL)
 		return 1;
+	/* Browsers send one: two are a forgery, whichever comes first. */
+	for (int i = 0, seen = 0; i < req->nheaders; i++)
+		if (strcasecmp(req->headers[i].name, "Origin") == 0 &&
+		    ++seen > 1)
+			return 0;
 	olen = strlen(origin);
 	while (olen > 0 && origin[olen - 1] == '/')
 		olen--;

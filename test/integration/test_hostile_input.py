@@ -137,6 +137,22 @@ def test_every_unsafe_route_refuses_a_foreign_origin_with_the_cookie(server,
 	assert_error(r, 404)
 
 
+def test_two_origin_headers_are_foreign_whichever_comes_first(server, raw):
+	"""Browsers send one Origin: a request with two (the own one first,
+	then a foreign one) is not let through on the first."""
+	u = register(server)
+	body = json.dumps({"content": "two origins"}).encode()
+	c = raw(server)
+	c.send(b"POST /posts HTTP/1.1\r\nHost: %s:%d\r\n"
+	    b"Cookie: auth_token=%s\r\nOrigin: %s\r\nOrigin: %s\r\n"
+	    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+	    server.host.encode(), server.port, u["token"].encode(),
+	    own_origin(server).encode(), EVIL.encode(), len(body), body))
+	r = c.read_response()
+	assert r.status == 403, r
+	assert post_count(server, u) == 0
+
+
 def test_a_bearer_token_is_not_affected_by_origin(server):
 	u, other = register(server), register(server)
 	r = send(server, "POST", "/posts", user=u, origin=EVIL,
