@@ -291,3 +291,28 @@ def test_a_pong_is_not_held_behind_the_message_of_the_same_read(server):
 	pongs = [p for op, p in seen if op == OP_PONG]
 	assert pongs == [b"first", b"second"], "frames before the message: " \
 	    "%r" % seen
+
+
+def test_a_ping_before_a_close_is_answered(server):
+	"""ping then close in one TCP segment: the pong comes, then the close
+	(RFC 6455 5.5.2: only a ping after the close goes unanswered; wslay
+	drops queued pongs once its close is queued)."""
+	a = register(server)
+	room = create_room(server, a)
+	ws = WS.connect(server, room, token=a["token"], reader=False)
+	ws.send_raw(encode_frame(OP_PING, b"before") + encode_frame(OP_CLOSE,
+	    struct.pack("!H", 1000)))
+	ws.sock.settimeout(10)
+	seen, buf = [], bytearray(ws.buf)
+	while not any(op == OP_CLOSE for op, _ in seen):
+		f = decode_frame(buf)
+		if f is None:
+			data = ws.sock.recv(65536)
+			assert data, "closed without a close frame: %r" % seen
+			buf += data
+			continue
+		del buf[:f[5]]
+		seen.append((f[2], f[4]))
+	control = [(op, p) for op, p in seen if op in (OP_PONG, OP_CLOSE)]
+	assert control == [(OP_PONG, b"before"), (OP_CLOSE,
+	    struct.pack("!H", 1000))], control
