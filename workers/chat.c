@@ -75,6 +75,25 @@ struct chat_member {
 
 TAILQ_HEAD(member_list, chat_member);
 
+/*
+ * An unregister Redis did not take (it was away, or stalled past
+ * backend_timeout, so the XADD may or may not have gone in): kept and sent
+ * again from the cron until Redis answers it, so that the hub does not
+ * list a user whose socket is gone (an unregister of a connection the hub
+ * no longer holds is a no-op there).
+ */
+struct chat_leave {
+	TAILQ_ENTRY(chat_leave) entry;	/* in chat->leaves until answered */
+	struct chat	*chat;		/* NULL once chat is freed */
+	int		 sent;		/* its XADD awaits an answer */
+	uint64_t	 conn;
+	int64_t		 uid;
+	char		 room[MSG_ROOM_ID_MAX + 1];
+	char		 username[MSG_USERNAME_MAX + 1];
+};
+
+TAILQ_HEAD(leave_list, chat_leave);
+
 enum room_sub {
 	ROOM_UNSUBSCRIBED,
 	ROOM_SUBSCRIBING,
@@ -108,6 +127,7 @@ struct chat {
 					 * join storm */
 	uint64_t	 nmembers;
 	uint64_t	 nrooms;
+	struct leave_list leaves;	/* unregisters not yet answered */
 	struct event	*cron;		/* heartbeat, pings: every second */
 	int		 stopping;
 };
@@ -119,6 +139,12 @@ static void	chat_register(struct chat *, struct chat_member *);
 static void	chat_recheck_cb(struct bus *, struct bus_reply *, void *);
 static int	chat_inbox_op(struct chat *, struct chat_member *,
 		    const char *, const char *, size_t);
+static int	chat_inbox_xadd(struct chat *, const char *, const char *,
+		    uint64_t, int64_t, const char *, const char *, size_t,
+		    bus_cb *, void *);
+static void	chat_leave(struct chat *, struct chat_member *);
+static void	chat_leave_send(struct chat_leave *);
+static void	chat_leave_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_sub_connected(struct bus *, void *);
 static void	chat_sub_lost(struct bus *, void *);
 static void	chat_sub_cb(struct bus *, struct bus_reply *, void *);
@@ -155,6 +181,7 @@ chat_new(struct worker *w)
 	if (hash_init() == -1 || (chat = calloc(1, sizeof(*chat))) == NULL)
 		return NULL;
 	chat->w = w;
+	TAILQ_INIT(&chat->leaves);
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
 	    (long)getpid());
 	snprintf(chat->worker_channel, sizeof(chat->worker_channel),
@@ -184,9 +211,17 @@ void
 chat_free(struct chat *chat)
 {
 	struct chat_room *r, *next;
+	struct chat_leave *l;
 
 	if (chat == NULL)
 		return;
+	while ((l = TAILQ_FIRST(&chat->leaves)) != NULL) {
+		TAILQ_REMOVE(&chat->leaves, l, entry);
+		if (l->sent)
+			l->chat = NULL;	/* chat_leave_cb() frees it */
+		else
+			free(l);
+	}
 	for (int i = 0; i < CHAT_BUCKETS; i++)
 		for (r = chat->buckets[i]; r != NULL; r = next) {
 			next = r->next;
@@ -311,7 +346,7 @@ chat_on_close(struct conn *c)
 	if (m == NULL || m->room == NULL)
 		return;
 	if (m->registered)
-		(void)chat_inbox_op(chat, m, "unregister", NULL, 0);
+		chat_leave(chat, m);
 	m->state = MEMBER_CLOSING;
 	for (pp = &chat->by_conn[c->id % CHAT_MEMBER_BUCKETS]; *pp != NULL;
 	    pp = &(*pp)->hnext)
@@ -406,21 +441,33 @@ static int
 chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
     const char *content, size_t len)
 {
+	return chat_inbox_xadd(chat, op, m->room->id, m->conn->id, m->uid,
+	    m->username, content, len, content != NULL ? chat_broadcast_cb :
+	    NULL, content != NULL ? m->conn : NULL);
+}
+
+/* XADD an entry for connection conn of user uid in room; cb as in
+ * bus_commandv(). -1 (logged) if Redis is away. */
+static int
+chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
+    uint64_t connid, int64_t uid, const char *username, const char *content,
+    size_t len, bus_cb *cb, void *arg)
+{
 	char user[24], conn[24], history[24];
 	const char *argv[19];
 	size_t lens[19];
 	int argc = 0;
 
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
-	snprintf(user, sizeof(user), "%lld", (long long)m->uid);
-	snprintf(conn, sizeof(conn), "%llu", (unsigned long long)m->conn->id);
+	snprintf(user, sizeof(user), "%lld", (long long)uid);
+	snprintf(conn, sizeof(conn), "%llu", (unsigned long long)connid);
 	ARG("XADD", 4);
 	ARG(chat->inbox, strlen(chat->inbox));
 	ARG("*", 1);
 	ARG("op", 2);
 	ARG(op, strlen(op));
 	ARG("room", 4);
-	ARG(m->room->id, strlen(m->room->id));
+	ARG(room, strlen(room));
 	ARG("worker", 6);
 	ARG(chat->wid, strlen(chat->wid));
 	ARG("conn", 4);
@@ -428,7 +475,7 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 	ARG("user", 4);
 	ARG(user, strlen(user));
 	ARG("username", 8);
-	ARG(m->username, strlen(m->username));
+	ARG(username, strlen(username));
 	if (content != NULL) {
 		ARG("content", 7);
 		ARG(content, len);
@@ -441,13 +488,62 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 		ARG(history, strlen(history));
 	}
 #undef ARG
-	if (bus_commandv(chat->w->redis, content != NULL ? chat_broadcast_cb :
-	    NULL, content != NULL ? m->conn : NULL, argc, argv, lens) == -1) {
+	if (bus_commandv(chat->w->redis, cb, arg, argc, argv, lens) == -1) {
 		log_warnx("conn %llu: cannot %s: Redis is away",
-		    (unsigned long long)m->conn->id, op);
+		    (unsigned long long)connid, op);
 		return -1;
 	}
 	return 0;
+}
+
+/* The member leaves its room: unregister it, now or once Redis is back. */
+static void
+chat_leave(struct chat *chat, struct chat_member *m)
+{
+	struct chat_leave *l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		/* Its worker's next restart or death clears it. */
+		log_warn("conn %llu: cannot unregister: calloc",
+		    (unsigned long long)m->conn->id);
+		return;
+	}
+	l->chat = chat;
+	l->conn = m->conn->id;
+	l->uid = m->uid;
+	snprintf(l->room, sizeof(l->room), "%s", m->room->id);
+	snprintf(l->username, sizeof(l->username), "%s", m->username);
+	TAILQ_INSERT_TAIL(&chat->leaves, l, entry);
+	chat_leave_send(l);
+}
+
+/* Send l's unregister; if Redis is away, the cron tries again. */
+static void
+chat_leave_send(struct chat_leave *l)
+{
+	l->sent = chat_inbox_xadd(l->chat, "unregister", l->room, l->conn,
+	    l->uid, l->username, NULL, 0, chat_leave_cb, l) == 0;
+}
+
+static void
+chat_leave_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat_leave *l = arg;
+
+	(void)bus;
+	if (l->chat == NULL) {
+		free(l);
+		return;
+	}
+	l->sent = 0;
+	if (reply == NULL)
+		return;	/* lost with the connection: perhaps taken, perhaps
+			 * not: the cron sends it again */
+	if (bus_reply_type(reply) == BUS_ERROR)
+		log_warnx("conn %llu: unregister refused: %s",
+		    (unsigned long long)l->conn, bus_reply_str(reply, NULL));
+	TAILQ_REMOVE(&l->chat->leaves, l, entry);
+	free(l);
 }
 
 /*
@@ -938,11 +1034,16 @@ chat_cron_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t interval = (int64_t)chat->w->conf->ws_ping_interval * 1000;
 	struct chat_room *r;
 	struct chat_member *m, *next;
+	struct chat_leave *l;
 
 	(void)fd;
 	(void)what;
 	chat_heartbeat(chat);
 	chat_rooms_collect(chat);
+	if (bus_connected(chat->w->redis))
+		TAILQ_FOREACH(l, &chat->leaves, entry)
+			if (!l->sent)
+				chat_leave_send(l);
 	for (int i = 0; i < CHAT_BUCKETS; i++)
 		for (r = chat->buckets[i]; r != NULL; r = r->next)
 			for (m = TAILQ_FIRST(&r->members); m != NULL;
