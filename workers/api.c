@@ -403,9 +403,12 @@ api_op_free(void *arg)
 const char *
 api_op_int(struct api_op *op, long long v)
 {
-	/* A fixed number per op: more would be a bug in the caller. */
-	if (op->nints >= API_OP_INTS)
-		fatalx("api_op_int: more than %d integers", API_OP_INTS);
+	/* A fixed number per op: more is a bug in the caller, logged; the
+	 * NULL is an SQL NULL, which matches no row. */
+	if (op->nints >= API_OP_INTS) {
+		log_warnx("api_op_int: more than %d integers", API_OP_INTS);
+		return NULL;
+	}
 	snprintf(op->ints[op->nints], sizeof(op->ints[0]), "%lld", v);
 	return op->ints[op->nints++];
 }

@@ -92,7 +92,7 @@ void	api_db_error(struct conn *c, struct db_result *res, const char *what);
  * Owned by the handler until it hands the op to a callback, freed by
  * whoever answers.
  */
-#define API_OP_INTS	4	/* api_op_int() texts per op */
+#define API_OP_INTS	8	/* api_op_int() texts per op */
 struct api_op {
 	struct conn	*conn;
 	struct http_request *req;	/* valid until the answer is sent */
@@ -114,7 +114,8 @@ void	*api_op_new(struct conn *c, struct http_request *req, int64_t uid,
 void	 api_op_free(void *op);
 /*
  * The text of v as a query parameter, held by op until it is freed (up to
- * API_OP_INTS of them): params[1] = api_op_int(&op->api, limit).
+ * API_OP_INTS of them, NULL past that): params[1] = api_op_int(&op->api,
+ * limit).
  */
 const char *api_op_int(struct api_op *op, long long v);
 /*
@@ -165,5 +166,11 @@ api_user_handler api_get_rooms;
 api_user_handler api_get_clients;
 api_user_handler api_join_room;
 api_user_handler api_history;
+api_user_handler api_room_get;
+api_user_handler api_room_delete;
+api_user_handler api_room_members;
+api_user_handler api_room_member_add;
+api_user_handler api_room_member_remove;
+api_user_handler api_dm;
 
 #endif

@@ -130,6 +130,8 @@ static void	chat_on_history(struct chat *, struct json_doc *,
 static void	chat_on_dropped(struct chat *);
 static void	chat_beat_connected(struct bus *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
+static void	chat_on_room_control(struct chat *, struct json_doc *, int,
+		    int64_t);
 static void	chat_cron_cb(evutil_socket_t, short, void *);
 static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_close_member(struct chat_member *, int, const char *);
@@ -871,6 +873,11 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 	if (json_get_string(doc, "type", &type, NULL) != JSON_OK ||
 	    json_get_int(doc, "userId", &uid) != JSON_OK)
 		goto done;
+	if (strcmp(type, "member_removed") == 0 ||
+	    strcmp(type, "room_deleted") == 0) {
+		chat_on_room_control(chat, doc, type[0] == 'r', uid);
+		goto done;
+	}
 	deleted = strcmp(type, "user_deleted") == 0;
 	if (!deleted && (strcmp(type, "session_revoked") != 0 ||
 	    json_get_string(doc, "session", &session, NULL) != JSON_OK))
@@ -891,6 +898,33 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 			}
 done:
 	json_free(doc);
+}
+
+/*
+ * Room events of SPEC section 10 (workers/api_rooms.c publishes them once
+ * committed): a member removed from a private room (its sockets to that
+ * room close) or a room deleted (all of its sockets close), 1008 both.
+ * A room this worker has no member of is not in its table: nothing to do.
+ */
+static void
+chat_on_room_control(struct chat *chat, struct json_doc *doc, int deleted,
+    int64_t uid)
+{
+	struct chat_room *r;
+	struct chat_member *m, *next;
+	const char *room;
+
+	if (json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	    (r = chat_room_get(chat, room, 0)) == NULL)
+		return;
+	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, entry);
+		if (deleted)
+			chat_close_member(m, WS_CLOSE_POLICY, "room deleted");
+		else if (m->uid == uid)
+			chat_close_member(m, WS_CLOSE_POLICY, "removed from "
+			    "the room");
+	}
 }
 
 /*
