@@ -49,9 +49,12 @@ struct rooms_op {
 
 static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
 		    int64_t);
-static int	rooms_room_param(struct conn *, const struct route_match *,
-		    struct rooms_op *);
+static struct rooms_op *rooms_op_room(struct conn *, struct http_request *,
+		    const struct route_match *, int64_t);
+static struct rooms_op *rooms_op_paged(struct conn *, struct http_request *,
+		    const struct route_match *, int64_t, const char *[4]);
 static void	rooms_unknown(struct conn *, const char *);
+static void	rooms_dm_fixed(struct conn *, const char *);
 static void	rooms_show(struct rooms_op *);
 static void	rooms_add_room(struct evbuffer *, struct db_result *, int);
 static void	rooms_publish(struct worker *, const char *, const char *,
@@ -285,9 +288,7 @@ api_room_get(struct conn *c, struct http_request *req,
 {
 	struct rooms_op *op;
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	rooms_show(op);
 }
@@ -429,9 +430,7 @@ api_get_clients(struct conn *c, struct http_request *req,
 	struct rooms_op *op;
 	const char *params[2];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	params[0] = op->room;
 	params[1] = api_op_int(&op->api, uid);
@@ -528,26 +527,15 @@ api_history(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct rooms_op *op;
-	long long limit, before;
 	const char *params[4];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
+	if ((op = rooms_op_paged(c, req, m, uid, params)) == NULL)
 		return;
-	if (!rooms_room_param(c, m, op))
-		return;
-	if (api_paging(c, req, &limit, &before) == -1) {
-		api_op_free(op);
-		return;
-	}
-	params[0] = op->room;
-	params[1] = api_op_int(&op->api, before);
-	params[2] = api_op_int(&op->api, limit);
-	params[3] = api_op_int(&op->api, uid);
 	api_query(&op->api, "SELECT m.id, m.user_id, m.username, m.content, "
 	    API_SQL_TIME("m.created_at") " FROM rooms r "
 	    "LEFT JOIN LATERAL (SELECT * FROM messages WHERE room_id = r.id "
-	    "AND id < $2 ORDER BY id DESC LIMIT $3) m ON true "
-	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$4") " ORDER BY m.id", 4,
+	    "AND id < $3 ORDER BY id DESC LIMIT $4) m ON true "
+	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$2") " ORDER BY m.id", 4,
 	    params, rooms_history_cb);
 }
 
@@ -604,9 +592,7 @@ api_join_room(struct conn *c, struct http_request *req,
 	struct rooms_op *op;
 	const char *params[2];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	params[0] = api_op_int(&op->api, uid);
 	params[1] = op->room;
@@ -669,9 +655,7 @@ api_room_delete(struct conn *c, struct http_request *req,
 	struct rooms_op *op;
 	const char *params[2];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	params[0] = op->room;
 	params[1] = api_op_int(&op->api, uid);
@@ -710,21 +694,10 @@ api_room_members(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct rooms_op *op;
-	long long limit, before;
 	const char *params[4];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
+	if ((op = rooms_op_paged(c, req, m, uid, params)) == NULL)
 		return;
-	if (!rooms_room_param(c, m, op))
-		return;
-	if (api_paging(c, req, &limit, &before) == -1) {
-		api_op_free(op);
-		return;
-	}
-	params[0] = op->room;
-	params[1] = api_op_int(&op->api, uid);
-	params[2] = api_op_int(&op->api, before);
-	params[3] = api_op_int(&op->api, limit);
 	api_query(&op->api, "SELECT l.id, l.username FROM rooms r "
 	    "LEFT JOIN LATERAL (SELECT u.id, u.username FROM room_members mm "
 	    "JOIN users u ON u.id = mm.user_id WHERE mm.room_id = r.id AND "
@@ -783,9 +756,7 @@ api_room_member_add(struct conn *c, struct http_request *req,
 	int64_t id;
 	int r;
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	if ((doc = api_body(c, req)) == NULL)
 		goto fail;
@@ -829,8 +800,7 @@ rooms_member_added_cb(struct db_result *res, void *arg)
 	else if (db_result_ntuples(res) == 0)
 		rooms_unknown(c, op->room);
 	else if (strcmp(db_result_value(res, 0, 0), "t") == 0)
-		conn_error(c, 403, "room %s is a direct conversation: nobody "
-		    "is added to it or removed from it", op->room);
+		rooms_dm_fixed(c, op->room);
 	else if (strcmp(db_result_value(res, 0, 1), "t") != 0)
 		conn_error(c, 403, "only the owner of room %s can add members",
 		    op->room);
@@ -868,9 +838,7 @@ api_room_member_remove(struct conn *c, struct http_request *req,
 
 	if (api_id(c, router_param(m, "userId"), "the user id", &id) == -1)
 		return;
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	op->api.id = id;
 	params[0] = op->room;
@@ -903,8 +871,7 @@ rooms_member_removed_cb(struct db_result *res, void *arg)
 	}
 	owner = strcmp(db_result_value(res, 0, 1), "t") == 0;
 	if (strcmp(db_result_value(res, 0, 0), "t") == 0)
-		conn_error(c, 403, "room %s is a direct conversation: nobody "
-		    "is added to it or removed from it", op->room);
+		rooms_dm_fixed(c, op->room);
 	else if (owner && self)
 		conn_error(c, 400, "the owner cannot leave room %s; delete it "
 		    "instead (DELETE /ws/rooms/%s)", op->room, op->room);
@@ -1039,20 +1006,56 @@ rooms_unknown(struct conn *c, const char *room)
 	conn_error(c, 404, "no room %s", room);
 }
 
-/* The {roomId} parameter; an id that cannot exist is an unknown room. */
-static int
-rooms_room_param(struct conn *c, const struct route_match *m,
-    struct rooms_op *op)
+/* A direct room's two members are fixed (SPEC section 10). */
+static void
+rooms_dm_fixed(struct conn *c, const char *room)
+{
+	conn_error(c, 403, "room %s is a direct conversation: nobody is "
+	    "added to it or removed from it", room);
+}
+
+/*
+ * An op for the room of the {roomId} parameter; an id that cannot exist
+ * is an unknown room. NULL once answered.
+ */
+static struct rooms_op *
+rooms_op_room(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
 {
 	const char *id = router_param(m, "roomId");
+	struct rooms_op *op;
 
 	if (id == NULL || !msg_room_id_valid(id, strlen(id))) {
 		rooms_unknown(c, id != NULL ? id : "");
-		api_op_free(op);
-		return 0;
+		return NULL;
 	}
-	snprintf(op->room, sizeof(op->room), "%s", id);
-	return 1;
+	if ((op = rooms_op_new(c, req, uid)) != NULL)
+		snprintf(op->room, sizeof(op->room), "%s", id);
+	return op;
+}
+
+/*
+ * The op of a room's list route (history, members) and its parameters:
+ * $1 the room, $2 the caller, $3 before, $4 limit. NULL once answered.
+ */
+static struct rooms_op *
+rooms_op_paged(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid, const char *params[4])
+{
+	struct rooms_op *op;
+	long long limit, before;
+
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
+		return NULL;
+	if (api_paging(c, req, &limit, &before) == -1) {
+		api_op_free(op);
+		return NULL;
+	}
+	params[0] = op->room;
+	params[1] = api_op_int(&op->api, uid);
+	params[2] = api_op_int(&op->api, before);
+	params[3] = api_op_int(&op->api, limit);
+	return op;
 }
 
 /* `"id":..,"name":..,"private":..,"dm":..,"owner":..` of a row read with

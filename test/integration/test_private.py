@@ -39,6 +39,14 @@ def private_room(srv, owner, name=None):
 	return rid
 
 
+def room_with(srv, owner, *users):
+	"""A private room of owner's with users added: its id."""
+	rid = private_room(srv, owner)
+	for u in users:
+		add(srv, owner, rid, u)
+	return rid
+
+
 def add(srv, owner, rid, user, status=200):
 	r = call(srv, "POST", "/ws/rooms/%s/members" % rid, owner,
 	    json={"userId": user["id"] if isinstance(user, dict) else user})
@@ -179,9 +187,7 @@ def test_public_rooms_have_no_member_list(pair):
 def test_a_removed_members_sockets_close_within_1_s_on_every_instance(pair):
 	a, b = pair
 	owner, m, stay = register(a), register(b), register(b)
-	rid = private_room(a, owner)
-	add(a, owner, rid, m)
-	add(a, owner, rid, stay)
+	rid = room_with(a, owner, m, stay)
 	ws_b = join(b, rid, m)
 	ws_a = join(a, rid, m)
 	ws_stay = join(b, rid, stay)
@@ -288,9 +294,7 @@ def test_both_of_a_pair_asking_at_once_on_two_instances_get_one_room(pair,
 def test_account_deletion_removes_memberships_and_owners(pair):
 	a, b = pair
 	owner, m, other = register(a), register(b), register(b)
-	rid = private_room(a, owner)
-	add(a, owner, rid, m)
-	add(a, owner, rid, other)
+	rid = room_with(a, owner, m, other)
 	ws = join(b, rid, m)
 	assert call(b, "DELETE", "/delete", m).status_code == 204
 	ws.wait_closed(timeout=2)
