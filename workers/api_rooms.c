@@ -45,6 +45,7 @@ struct rooms_op {
 	char		 name[4 * MSG_ROOM_NAME_MAX + 1];
 	int		 private;	/* createRoom: "private": true */
 	int		 single;	/* rooms_show(): one room, not a page */
+	int64_t		 asked_ms;	/* join: when the check was sent */
 };
 
 static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
@@ -598,6 +599,7 @@ api_join_room(struct conn *c, struct http_request *req,
 	params[1] = op->room;
 	/* Membership is checked here, once: messages on the socket are not
 	 * (a removed member's socket is closed, see chat.c). */
+	op->asked_ms = util_mono_ms();
 	api_query(&op->api, "SELECT u.username, EXISTS (SELECT 1 FROM "
 	    "rooms r WHERE r.id = $2 AND " ROOMS_VISIBLE("$1") ") FROM users u "
 	    "WHERE u.id = $1", 2, params, rooms_join_cb);
@@ -618,7 +620,14 @@ rooms_join_cb(struct db_result *res, void *arg)
 		conn_error(c, 401, "the account no longer exists");
 		goto done;
 	}
-	if (strcmp(db_result_value(res, 0, 1), "t") != 0) {
+	/*
+	 * A removal (or deletion) heard since the check was sent may have
+	 * come after the row was read: its event found no socket to close
+	 * yet, so the join is refused as the next one would be.
+	 */
+	if (strcmp(db_result_value(res, 0, 1), "t") != 0 ||
+	    chat_room_revoked(c->worker->chat, op->room, op->api.uid,
+	    op->asked_ms)) {
 		rooms_unknown(c, op->room);
 		goto done;
 	}
