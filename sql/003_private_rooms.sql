@@ -31,3 +31,11 @@ CREATE TABLE room_members (
 	PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX room_members_user ON room_members (user_id, room_seq);
+
+-- The ids of deleted rooms, never given again: the hub may still hold a
+-- deleted room's last messages in memory (its history ring), which a new
+-- room of the same id would otherwise show to whoever joins it.
+CREATE TABLE rooms_deleted (
+	id		text PRIMARY KEY,
+	deleted_at	timestamptz NOT NULL DEFAULT now()
+);

@@ -185,11 +185,13 @@ rooms_allowed_cb(long long retry_after, void *arg)
 	params[1] = op->name;
 	params[2] = api_op_int(&op->api, op->api.uid);
 	params[3] = op->private ? "t" : "f";
+	/* No row: the id was a deleted room's (rooms_deleted), 409. */
 	api_query(&op->api, "WITH r AS (INSERT INTO rooms (id, name, "
-	    "created_by, owner_id, private) VALUES ($1, $2, $3, $3, $4) "
-	    "RETURNING id, seq, private) INSERT INTO room_members (room_id, "
-	    "user_id, room_seq) SELECT id, $3, seq FROM r WHERE private",
-	    4, params, rooms_created_cb);
+	    "created_by, owner_id, private) SELECT $1, $2, $3, $3, $4 WHERE "
+	    "NOT EXISTS (SELECT 1 FROM rooms_deleted WHERE id = $1) "
+	    "RETURNING id, seq, private), m AS (INSERT INTO room_members "
+	    "(room_id, user_id, room_seq) SELECT id, $3, seq FROM r WHERE "
+	    "private) SELECT 1 FROM r", 4, params, rooms_created_cb);
 }
 
 /* The key that counts the rooms op->api.uid has created this hour. */
@@ -209,12 +211,16 @@ rooms_created_cb(struct db_result *res, void *arg)
 	char key[LIMIT_KEY_MAX];
 
 	/* A room that was not made does not count against the limit. */
-	if (res == NULL || !db_result_ok(res)) {
+	if (res == NULL || !db_result_ok(res) || db_result_ntuples(res) == 0) {
 		rooms_limit_key(op, key, sizeof(key));
 		limit_give_back(op->api.conn->worker, key);
 	}
 	if (res != NULL && strcmp(db_result_sqlstate(res), "23505") == 0)
 		conn_error(op->api.conn, 409, "room id %s is taken", op->room);
+	else if (res != NULL && db_result_ok(res) &&
+	    db_result_ntuples(res) == 0)
+		conn_error(op->api.conn, 409, "room id %s belonged to a deleted "
+		    "room and is not given again", op->room);
 	else if (res == NULL || !db_result_ok(res))
 		api_db_error(op->api.conn, res, "create room");
 	else {
@@ -653,7 +659,8 @@ done:
 
 /*
  * The owner only: the room goes, its messages and members with it (the
- * foreign keys cascade), then every instance closes its sockets. Zero
+ * foreign keys cascade), its id is never given again (rooms_deleted),
+ * then every instance closes its sockets. Zero
  * rows: the caller cannot see the room (404); a row with nothing deleted:
  * not the owner (403).
  */
@@ -671,8 +678,9 @@ api_room_delete(struct conn *c, struct http_request *req,
 	api_query(&op->api, "WITH v AS (SELECT r.id, r.owner_id FROM rooms r "
 	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$2") "), d AS (DELETE FROM "
 	    "rooms x USING v WHERE x.id = v.id AND v.owner_id = $2 RETURNING "
-	    "x.id) SELECT (SELECT count(*) FROM d) FROM v", 2, params,
-	    rooms_deleted_cb);
+	    "x.id), t AS (INSERT INTO rooms_deleted (id) SELECT id FROM d "
+	    "ON CONFLICT DO NOTHING) SELECT (SELECT count(*) FROM d) FROM v",
+	    2, params, rooms_deleted_cb);
 }
 
 static void

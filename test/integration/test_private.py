@@ -228,6 +228,12 @@ def test_deleting_a_room_closes_its_sockets_and_forgets_it(pair, pg):
 	    "'%s') + (SELECT count(*) FROM room_members WHERE room_id = '%s')"
 	    % (rid, rid), dbname="gochat")
 	assert left.strip() == "0", left
+	# Its id is not given again: a new room of that id would show the
+	# deleted one's last messages (the hub's history) to whoever joins.
+	for srv, u, private in ((a, owner, True), (b, m, False)):
+		assert_json_error(call(srv, "POST", "/ws/createRoom", u,
+		    json={"id": rid, "private": private}), 409)
+	assert try_join(b, rid, token=m["token"]).status == 404
 
 
 def test_direct_rooms(pair):
