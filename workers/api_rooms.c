@@ -660,9 +660,8 @@ done:
 /*
  * The owner only: the room goes, its messages and members with it (the
  * foreign keys cascade), its id is never given again (rooms_deleted),
- * then every instance closes its sockets. Zero
- * rows: the caller cannot see the room (404); a row with nothing deleted:
- * not the owner (403).
+ * then every instance closes its sockets. Zero rows: the caller cannot
+ * see the room (404); a row with nothing deleted: not the owner (403).
  */
 void
 api_room_delete(struct conn *c, struct http_request *req,
