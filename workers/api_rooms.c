@@ -219,21 +219,23 @@ rooms_created_cb(struct db_result *res, void *arg)
 		conn_error(op->api.conn, 409, "room id %s is taken", op->room);
 	else if (res != NULL && db_result_ok(res) &&
 	    db_result_ntuples(res) == 0)
-		conn_error(op->api.conn, 409, "room id %s belonged to a deleted "
-		    "room and is not given again", op->room);
+		conn_error(op->api.conn, 409, "room id %s belonged to a "
+		    "deleted room and is not given again", op->room);
 	else if (res == NULL || !db_result_ok(res))
 		api_db_error(op->api.conn, res, "create room");
 	else {
-		evbuffer_add(op->api.body, "{", 1);
-		json_add_key(op->api.body, "id");
-		json_add_cstr(op->api.body, op->room);
-		evbuffer_add(op->api.body, ",", 1);
-		json_add_key(op->api.body, "name");
-		json_add_cstr(op->api.body, op->name);
-		evbuffer_add_printf(op->api.body, ",\"private\":%s,\"dm\":false,"
+		struct evbuffer *b = op->api.body;
+
+		evbuffer_add(b, "{", 1);
+		json_add_key(b, "id");
+		json_add_cstr(b, op->room);
+		evbuffer_add(b, ",", 1);
+		json_add_key(b, "name");
+		json_add_cstr(b, op->name);
+		evbuffer_add_printf(b, ",\"private\":%s,\"dm\":false,"
 		    "\"owner\":%lld,\"clients\":0}", op->private ? "true" :
 		    "false", (long long)op->api.uid);
-		conn_json(op->api.conn, 200, op->api.body, NULL);
+		conn_json(op->api.conn, 200, b, NULL);
 	}
 	api_op_free(op);
 }
@@ -513,8 +515,8 @@ rooms_clients_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		const char *name = bus_reply_str(bus_reply_element(reply,
 		    2 * users[i].i + 1), &len);
 
-		evbuffer_add_printf(op->api.body, "%s{\"id\":%lld,", i ? "," : "",
-		    users[i].id);
+		evbuffer_add_printf(op->api.body, "%s{\"id\":%lld,",
+		    i ? "," : "", users[i].id);
 		json_add_key(op->api.body, "username");
 		json_add_string(op->api.body, name != NULL ? name : "",
 		    name != NULL ? len : 0);
