@@ -38,6 +38,7 @@
 #include "workers/ws.h"
 
 #define CHAT_BUCKETS		1024	/* rooms hash table */
+#define CHAT_REVOKED	256	/* room events kept for chat_room_revoked() */
 #define CHAT_MEMBER_BUCKETS	16384	/* members by conn id: ids are
 					 * sequential, so chains stay even */
 #define CHAT_ALIVE_TTL_S	3	/* heartbeat key lifetime */
@@ -129,6 +130,13 @@ struct chat {
 	uint64_t	 nrooms;
 	struct leave_list leaves;	/* unregisters not yet answered */
 	struct event	*cron;		/* heartbeat, pings: every second */
+	struct chat_room_event {	/* the last room events heard, for
+					 * chat_room_revoked() */
+		char	 room[MSG_ROOM_ID_MAX + 1];
+		int64_t	 uid;		/* 0: the room was deleted */
+		int64_t	 at_ms;		/* monotonic, when heard */
+	}		 revoked[CHAT_REVOKED];
+	unsigned	 nrevoked;	/* events heard, ever */
 	int		 stopping;
 };
 
@@ -156,6 +164,8 @@ static void	chat_on_history(struct chat *, struct json_doc *,
 static void	chat_on_dropped(struct chat *);
 static void	chat_beat_connected(struct bus *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
+static void	chat_on_room_control(struct chat *, struct json_doc *, int,
+		    int64_t);
 static void	chat_cron_cb(evutil_socket_t, short, void *);
 static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_close_member(struct chat_member *, int, const char *);
@@ -978,6 +988,11 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 	if (json_get_string(doc, "type", &type, NULL) != JSON_OK ||
 	    json_get_int(doc, "userId", &uid) != JSON_OK)
 		goto done;
+	if (strcmp(type, "member_removed") == 0 ||
+	    strcmp(type, "room_deleted") == 0) {
+		chat_on_room_control(chat, doc, type[0] == 'r', uid);
+		goto done;
+	}
 	deleted = strcmp(type, "user_deleted") == 0;
 	if (!deleted && (strcmp(type, "session_revoked") != 0 ||
 	    json_get_string(doc, "session", &session, NULL) != JSON_OK))
@@ -998,6 +1013,60 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 			}
 done:
 	json_free(doc);
+}
+
+/*
+ * Room events of SPEC section 10 (workers/api_rooms.c publishes them once
+ * committed): a member removed from a private room (its sockets to that
+ * room close) or a room deleted (all of its sockets close), 1008 both.
+ * A room this worker has no member of is not in its table: nothing to do.
+ */
+static void
+chat_on_room_control(struct chat *chat, struct json_doc *doc, int deleted,
+    int64_t uid)
+{
+	struct chat_room_event *e;
+	struct chat_room *r;
+	struct chat_member *m, *next;
+	const char *room;
+
+	if (json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	    !msg_room_id_valid(room, strlen(room)))
+		return;
+	e = &chat->revoked[chat->nrevoked++ % CHAT_REVOKED];
+	snprintf(e->room, sizeof(e->room), "%s", room);
+	e->uid = deleted ? 0 : uid;
+	e->at_ms = util_mono_ms();
+	if ((r = chat_room_get(chat, room, 0)) == NULL)
+		return;
+	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, entry);
+		if (deleted)
+			chat_close_member(m, WS_CLOSE_POLICY, "room deleted");
+		else if (m->uid == uid)
+			chat_close_member(m, WS_CLOSE_POLICY, "removed from "
+			    "the room");
+	}
+}
+
+int
+chat_room_revoked(struct chat *chat, const char *room, int64_t uid,
+    int64_t since_ms)
+{
+	const struct chat_room_event *e;
+	unsigned n = chat->nrevoked < CHAT_REVOKED ? chat->nrevoked :
+	    CHAT_REVOKED;
+
+	for (unsigned i = 1; i <= n; i++) {
+		e = &chat->revoked[(chat->nrevoked - i) % CHAT_REVOKED];
+		if (e->at_ms < since_ms)
+			return 0;	/* older ones are older still */
+		if ((e->uid == 0 || e->uid == uid) &&
+		    strcmp(e->room, room) == 0)
+			return 1;
+	}
+	/* All kept events are recent: one that fell out may be the one. */
+	return chat->nrevoked > CHAT_REVOKED;
 }
 
 /*
