@@ -60,7 +60,8 @@ struct json_member {
 	int		 status;	/* JSON_OK, or why it is unusable */
 	const char	*str;	/* JSON_T_STRING: decoded, in the arena */
 	size_t		 len;
-	int64_t		 num;	/* JSON_T_NUMBER that is an int64 */
+	int64_t		 num;	/* JSON_T_NUMBER that is an int64; a
+				 * JSON_T_BOOL: 1 true, 0 false */
 };
 
 struct json_doc {
@@ -206,6 +207,19 @@ json_get_int(struct json_doc *doc, const char *key, int64_t *out)
 	if (m->status != JSON_OK)
 		return m->status;
 	*out = m->num;
+	return JSON_OK;
+}
+
+int
+json_get_bool(struct json_doc *doc, const char *key, int *out)
+{
+	const struct json_member *m;
+
+	if ((m = json_find(doc, key)) == NULL || m->type == JSON_T_NULL)
+		return JSON_MISSING;
+	if (m->type != JSON_T_BOOL)
+		return JSON_WRONG_TYPE;
+	*out = m->num != 0;
 	return JSON_OK;
 }
 
@@ -678,6 +692,7 @@ json_member_value(struct json_member *m, const char *s, size_t len,
 	}
 	if (s[0] == 't' || s[0] == 'f') {
 		m->type = JSON_T_BOOL;
+		m->num = s[0] == 't';
 		return;
 	}
 	if (s[0] == 'n') {

@@ -35,6 +35,8 @@ void	json_free(struct json_doc *doc);
 int	json_get_string(struct json_doc *doc, const char *key, const char **out,
 	    size_t *len);
 int	json_get_int(struct json_doc *doc, const char *key, int64_t *out);
+/* true or false as 1 or 0. */
+int	json_get_bool(struct json_doc *doc, const char *key, int *out);
 /* 1 if the key is present (any type, including null). */
 int	json_has(struct json_doc *doc, const char *key);
 

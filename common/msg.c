@@ -27,7 +27,9 @@ static const struct {
 	{ "history", MSG_EV_HISTORY },
 	{ "dropped", MSG_EV_DROPPED },
 	{ "user_deleted", MSG_EV_USER_DELETED },
-	{ "session_revoked", MSG_EV_SESSION_REVOKED }
+	{ "session_revoked", MSG_EV_SESSION_REVOKED },
+	{ "member_removed", MSG_EV_MEMBER_REMOVED },
+	{ "room_deleted", MSG_EV_ROOM_DELETED }
 };
 
 static int	msg_key(char *, size_t, const char *, const char *,

@@ -52,6 +52,8 @@
  * Messages on <p>control:
  *   {"type":"user_deleted","userId":N}
  *   {"type":"session_revoked","userId":N,"session":"<sha256 hex>"}
+ *   {"type":"member_removed"|"room_deleted","roomId":..,"userId":N}
+ *   (private rooms, SPEC section 10: published by workers/api_rooms.c)
  */
 #ifndef GC_MSG_H
 #define GC_MSG_H
@@ -147,7 +149,9 @@ enum msg_event {
 	MSG_EV_HISTORY,
 	MSG_EV_DROPPED,
 	MSG_EV_USER_DELETED,
-	MSG_EV_SESSION_REVOKED
+	MSG_EV_SESSION_REVOKED,
+	MSG_EV_MEMBER_REMOVED,
+	MSG_EV_ROOM_DELETED
 };
 
 enum msg_event msg_event_type(const char *type);

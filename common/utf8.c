@@ -31,6 +31,7 @@
 static int	utf8_step(unsigned *state, unsigned char c);
 static size_t	utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
 static int	utf8_is_space(uint32_t cp);
+static int	utf8_is_invisible(uint32_t cp);
 
 int
 utf8_valid(const char *s, size_t len)
@@ -69,6 +70,24 @@ utf8_blank(const char *s, size_t len)
 		len -= n;
 	}
 	return 1;
+}
+
+int
+utf8_has_invisible(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp;
+	size_t n;
+
+	while (len > 0) {
+		if ((n = utf8_decode(p, len, &cp)) == 0)
+			return 1;	/* invalid text shows nothing right */
+		if (utf8_is_space(cp) || utf8_is_invisible(cp))
+			return 1;
+		p += n;
+		len -= n;
+	}
+	return 0;
 }
 
 int
@@ -175,4 +194,26 @@ utf8_is_space(uint32_t cp)
 		return 1;
 	}
 	return (cp >= 0x0009 && cp <= 0x000d) || (cp >= 0x2000 && cp <= 0x200a);
+}
+
+/* Controls (Cc) and format characters (Cf) of Unicode 15. */
+static int
+utf8_is_invisible(uint32_t cp)
+{
+	static const uint32_t ranges[][2] = {
+		{ 0x0000, 0x001f }, { 0x007f, 0x009f }, { 0x00ad, 0x00ad },
+		{ 0x0600, 0x0605 }, { 0x061c, 0x061c }, { 0x06dd, 0x06dd },
+		{ 0x070f, 0x070f }, { 0x0890, 0x0891 }, { 0x08e2, 0x08e2 },
+		{ 0x180e, 0x180e }, { 0x200b, 0x200f }, { 0x202a, 0x202e },
+		{ 0x2060, 0x2064 }, { 0x2066, 0x206f }, { 0xfeff, 0xfeff },
+		{ 0xfff9, 0xfffb }, { 0x110bd, 0x110bd }, { 0x110cd, 0x110cd },
+		{ 0x13430, 0x1343f }, { 0x1bca0, 0x1bca3 },
+		{ 0x1d173, 0x1d17a }, { 0xe0001, 0xe0001 },
+		{ 0xe0020, 0xe007f }
+	};
+
+	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+		if (cp >= ranges[i][0] && cp <= ranges[i][1])
+			return 1;
+	return 0;
 }

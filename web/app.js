@@ -831,7 +831,9 @@ async function profileView(ctx, id, tab) {
 	    el('button', { type: 'button', class: 'btn btn-danger-ghost',
 		testid: 'delete-account', text: 'Delete account',
 		onclick: deleteAccount }) :
-	    followButton(ctx, id, following, showCounts);
+	    el('div', { class: 'profile-actions' },
+		messageButton(ctx, id),
+		followButton(ctx, id, following, showCounts));
 	const joined = `Joined ${fmtMonth.format(new Date(user.created_at))}`;
 	view.replaceChildren(
 	    el('div', { class: 'card profile-card' },
@@ -851,6 +853,21 @@ async function profileView(ctx, id, tab) {
 			'profile-show-following'))),
 	    tab === 'posts' ? profilePosts(ctx, user, counts.posts) :
 		profileUsers(ctx, user, tab));
+}
+
+// The direct room with user id (SPEC §10: made on the first call).
+function messageButton(ctx, id) {
+	const button = el('button', { type: 'button', class: 'btn',
+	    testid: 'message-button', text: 'Message' });
+	button.addEventListener('click', () => {
+		clearError();
+		busy(button, 'Opening…', async () => {
+			const room = await api(`/ws/dm/${id}`, { method: 'POST',
+			    signal: ctx.signal });
+			go(roomHref(room.id));
+		});
+	});
+	return button;
 }
 
 function followButton(ctx, id, following, showCounts) {
@@ -939,6 +956,10 @@ async function deleteAccount() {
 function roomsView(ctx) {
 	document.title = 'Rooms · GoChat';
 	const list = el('ul', { class: 'room-list', testid: 'room-list' });
+	// Direct rooms apart (SPEC §10: named after the other user).
+	const dmList = el('ul', { class: 'room-list', testid: 'dm-list' });
+	const dmEmpty = el('p', { class: 'empty', text: 'No conversations ' +
+	    'yet. Open a profile and press Message.' });
 	const empty = el('p', { class: 'empty', hidden: true,
 	    text: 'No rooms yet. Create the first one.' });
 	const items = new Map();   // room id → {node, name, clients, count}
@@ -950,11 +971,16 @@ function roomsView(ctx) {
 		const count = el('span', { class: 'room-count' },
 		    el('span', { class: 'live-dot', 'aria-hidden': 'true' }),
 		    clients, ' online');
-		const node = el('li', { class: 'card room', testid: 'room-item',
-		    data: { roomId: room.id } },
-		    avatar(room.name || room.id, 'md', 'room-badge'),
+		const node = el('li', { class: 'card room', testid: room.dm ?
+		    'dm-item' : 'room-item', data: { roomId: room.id,
+		    private: String(room.private) } },
+		    avatar(room.name || room.id, 'md', room.dm ? 'avatar' :
+			'room-badge'),
 		    el('div', { class: 'room-text' }, name,
-			el('span', { class: 'room-id', text: `#${room.id}` })),
+			room.dm ? null : el('span', { class: 'room-id',
+			    text: `#${room.id}` }),
+			room.private && !room.dm ? el('span', { class: 'badge',
+			    testid: 'room-private', text: 'private' }) : null),
 		    count,
 		    el('a', { class: 'btn btn-primary btn-small',
 			href: roomHref(room.id), testid: 'room-join',
@@ -972,7 +998,7 @@ function roomsView(ctx) {
 			if (!item) {
 				item = roomItem(room);
 				items.set(room.id, item);
-				list.append(item.node);
+				(room.dm ? dmList : list).append(item.node);
 			}
 			item.name.textContent = room.name;
 			item.clients.textContent = String(room.clients);
@@ -984,7 +1010,8 @@ function roomsView(ctx) {
 				items.delete(id);
 			}
 		}
-		empty.hidden = items.size > 0;
+		empty.hidden = list.children.length > 0;
+		dmEmpty.hidden = dmList.children.length > 0;
 	}
 
 	const roomId = el('input', { testid: 'room-create-id', maxlength: 64,
@@ -992,6 +1019,8 @@ function roomsView(ctx) {
 	    autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false' });
 	const roomName = el('input', { testid: 'room-create-name',
 	    maxlength: 100, placeholder: 'Coffee corner', autocomplete: 'off' });
+	const isPrivate = el('input', { type: 'checkbox',
+	    testid: 'room-create-private' });
 	const submit = el('button', { type: 'submit', class: 'btn btn-primary',
 	    testid: 'room-create-submit', text: 'Create room' });
 	const form = el('form', { class: 'card form create-room' },
@@ -999,6 +1028,9 @@ function roomsView(ctx) {
 	    field('Name', roomName),
 	    field('ID (optional)', roomId, 'Letters, digits, _ and -. Left ' +
 		'empty, one is made for you.'),
+	    el('label', { class: 'check' }, isPrivate,
+		el('span', { text: ' Private: only the members you add can ' +
+		    'see it' })),
 	    submit);
 	form.addEventListener('submit', (e) => {
 		e.preventDefault();
@@ -1010,11 +1042,14 @@ function roomsView(ctx) {
 			body.id = roomId.value.trim();
 		if (roomName.value.trim() !== '')
 			body.name = roomName.value.trim();
+		if (isPrivate.checked)
+			body.private = true;
 		busy(submit, 'Creating…', async () => {
 			const room = await api('/ws/createRoom', { method: 'POST',
 			    body, signal: ctx.signal });
 			roomId.value = '';
 			roomName.value = '';
+			isPrivate.checked = false;
 			await refresh();
 			const item = items.get(room.id);
 			item?.node.classList.add('is-new');
@@ -1025,7 +1060,9 @@ function roomsView(ctx) {
 	mount(el('section', { class: 'view rooms', testid: 'rooms-view' },
 	    el('div', { class: 'rooms-main' },
 		el('h1', { class: 'page-title', text: 'Rooms' }),
-		list, empty),
+		list, empty,
+		el('h2', { class: 'page-title', text: 'Direct messages' }),
+		dmList, dmEmpty),
 	    form));
 	refresh().catch(report);
 	const timer = setInterval(() => {
@@ -1088,6 +1125,9 @@ function chatView(ctx, roomId) {
 	const memberCount = el('span', { class: 'badge' });
 	const memberList = el('ul', { class: 'member-list',
 	    testid: 'chat-members', 'aria-label': 'In the room' });
+	// A private room's members (SPEC §10), filled in by loadRoom().
+	const roomPanel = el('div', { class: 'room-panel', hidden: true,
+	    testid: 'room-panel' });
 	const view = el('section', { class: 'chat', testid: 'chat-view',
 	    data: { roomId } },
 	    el('div', { class: 'card chat-main' },
@@ -1102,9 +1142,139 @@ function chatView(ctx, roomId) {
 		el('div', { class: 'chat-body' }, scroller, jump),
 		hint, composer),
 	    el('aside', { class: 'card chat-aside' },
-		el('h2', {}, 'In the room ', memberCount), memberList));
+		el('h2', {}, 'In the room ', memberCount), memberList,
+		roomPanel));
 	mount(view);
 	app.classList.add('is-chat');
+
+	/* The room: its name, and for a private room its members panel */
+
+	async function loadRoom() {
+		let room;
+		try {
+			room = await api(`/ws/rooms/${enc}`, { signal: ctx.signal });
+		} catch (err) {
+			if (err.name !== 'AbortError' && !err.handled &&
+			    err.status !== 404)
+				report(err);
+			return;
+		}
+		if (chat.stopped)
+			return;
+		title.textContent = room.name;
+		document.title = `${room.dm ? '' : '#'}${room.name} · GoChat`;
+		view.dataset.private = String(room.private);
+		view.dataset.dm = String(room.dm);
+		if (room.private)
+			await privatePanel(room);
+	}
+
+	async function privatePanel(room) {
+		const owner = room.owner === state.me.id;
+		const list = el('ul', { class: 'member-list',
+		    testid: 'room-members' });
+		const head = el('h2', { text: room.dm ? 'Conversation' :
+		    'Members' });
+		const parts = [head, list];
+		async function refresh() {
+			const users = [];
+			for (let before = ''; ;) {
+				const page = await api(`/ws/rooms/${enc}/members?` +
+				    `limit=200${before}`, { signal: ctx.signal });
+				users.push(...page);
+				if (page.length < 200)
+					break;
+				before = `&before=${page[page.length - 1].id}`;
+			}
+			list.replaceChildren(...users.map((u) => el('li', {
+			    class: 'member', testid: 'room-member',
+			    data: { userId: u.id } },
+			    el('a', { href: userHref(u.id), class: 'member-link' },
+				avatar(u.username, 'sm'),
+				el('span', { class: 'member-name',
+				    text: u.username })),
+			    owner && !room.dm && u.id !== state.me.id ?
+				el('button', { type: 'button', class: 'icon-btn',
+				    testid: 'member-remove', 'aria-label':
+				    `Remove ${u.username}`, title: 'Remove',
+				    text: '×', onclick: () => removeMember(u) }) :
+				null)));
+		}
+		async function removeMember(u) {
+			clearError();
+			try {
+				await api(`/ws/rooms/${enc}/members/${u.id}`,
+				    { method: 'DELETE', signal: ctx.signal });
+				await refresh();
+			} catch (err) {
+				report(err);
+			}
+		}
+		if (owner && !room.dm) {
+			const name = el('input', { testid: 'member-add-name',
+			    placeholder: 'username', autocomplete: 'off',
+			    autocapitalize: 'none', spellcheck: 'false',
+			    'aria-label': 'Username to add' });
+			const add = el('button', { type: 'submit',
+			    class: 'btn btn-small', testid: 'member-add-submit',
+			    text: 'Add' });
+			const form = el('form', { class: 'member-add' }, name, add);
+			form.addEventListener('submit', (e) => {
+				e.preventDefault();
+				clearError();
+				const wanted = name.value.trim();
+				if (wanted === '')
+					return;
+				busy(add, 'Adding…', async () => {
+					const u = await api('/users?username=' +
+					    encodeURIComponent(wanted),
+					    { signal: ctx.signal });
+					await api(`/ws/rooms/${enc}/members`,
+					    { method: 'POST', body: { userId: u.id },
+					    signal: ctx.signal });
+					name.value = '';
+					await refresh();
+				});
+			});
+			const del = el('button', { type: 'button',
+			    class: 'btn btn-danger-ghost btn-small',
+			    testid: 'room-delete', text: 'Delete room' });
+			del.addEventListener('click', async () => {
+				if (!await confirmDialog({ title: 'Delete this room?',
+				    text: 'Its messages and members go with it.',
+				    yes: 'Delete room' }))
+					return;
+				busy(del, 'Deleting…', async () => {
+					await api(`/ws/rooms/${enc}`,
+					    { method: 'DELETE', signal: ctx.signal });
+					go('#/rooms');
+				});
+			});
+			parts.push(form, del);
+		} else if (!room.dm) {
+			const leave = el('button', { type: 'button',
+			    class: 'btn btn-danger-ghost btn-small',
+			    testid: 'room-leave', text: 'Leave room' });
+			leave.addEventListener('click', () => {
+				clearError();
+				busy(leave, 'Leaving…', async () => {
+					await api(`/ws/rooms/${enc}/members/` +
+					    state.me.id, { method: 'DELETE',
+					    signal: ctx.signal });
+					go('#/rooms');
+				});
+			});
+			parts.push(leave);
+		}
+		roomPanel.replaceChildren(...parts);
+		roomPanel.hidden = false;
+		try {
+			await refresh();
+		} catch (err) {
+			if (err.name !== 'AbortError' && !err.handled)
+				report(err);
+		}
+	}
 
 	/* Connection */
 
@@ -1537,14 +1707,9 @@ function chatView(ctx, roomId) {
 			jump.hidden = true;
 	});
 
-	// The room's name: cosmetic, so the id stays shown if this fails.
-	allRooms(ctx.signal).then((rooms) => {
-		const room = rooms.find((r) => r.id === roomId);
-		if (room && !chat.stopped) {
-			title.textContent = room.name;
-			document.title = `${room.name} · GoChat`;
-		}
-	}).catch(() => {});
+	// The room's name (cosmetic: the id stays shown if this fails) and
+	// a private room's members panel.
+	loadRoom();
 	connect();
 	// Not on touch screens: the keyboard would cover the history.
 	if (matchMedia('(pointer: fine)').matches)

@@ -192,6 +192,11 @@ api_origin_allowed(const struct worker *w, const struct http_request *req)
 
 	if (origin == NULL)
 		return 1;
+	/* Browsers send one: two are a forgery, whichever comes first. */
+	for (int i = 0, seen = 0; i < req->nheaders; i++)
+		if (strcasecmp(req->headers[i].name, "Origin") == 0 &&
+		    ++seen > 1)
+			return 0;
 	olen = strlen(origin);
 	while (olen > 0 && origin[olen - 1] == '/')
 		olen--;
@@ -365,14 +370,62 @@ api_id(struct conn *c, const char *s, const char *what, int64_t *id)
 	return 0;
 }
 
+void *
+api_op_new(struct conn *c, struct http_request *req, int64_t uid,
+    size_t size)
+{
+	struct api_op *op;
+
+	if ((op = calloc(1, size)) == NULL ||
+	    (op->body = evbuffer_new()) == NULL) {
+		free(op);
+		conn_error(c, 500, "out of memory");
+		return NULL;
+	}
+	op->conn = c;
+	op->req = req;
+	op->uid = uid;
+	op->size = size;
+	return op;
+}
+
 void
-api_query(struct conn *c, void *op, const char *sql, int nparams,
+api_op_free(void *arg)
+{
+	struct api_op *op = arg;
+	volatile unsigned char *p = arg;
+
+	if (op == NULL)
+		return;
+	evbuffer_free(op->body);
+	/* Ops may hold passwords and tokens (api_auth.c): wiped, every one,
+	 * through a volatile pointer so that the stores are not dropped. */
+	for (size_t i = op->size; i > 0; i--)
+		p[i - 1] = 0;
+	free(op);
+}
+
+const char *
+api_op_int(struct api_op *op, long long v)
+{
+	/* A fixed number per op: more is a bug in the caller, logged; the
+	 * NULL is an SQL NULL, which matches no row. */
+	if (op->nints >= API_OP_INTS) {
+		log_warnx("api_op_int: more than %d integers", API_OP_INTS);
+		return NULL;
+	}
+	snprintf(op->ints[op->nints], sizeof(op->ints[0]), "%lld", v);
+	return op->ints[op->nints++];
+}
+
+void
+api_query(struct api_op *op, const char *sql, int nparams,
     const char *const *params, void (*cb)(struct db_result *, void *))
 {
-	if (db_query(c->worker->db, sql, nparams, params, cb, op) == 0)
+	if (db_query(op->conn->worker->db, sql, nparams, params, cb, op) == 0)
 		return;
-	api_db_error(c, NULL, sql);
-	free(op);
+	api_db_error(op->conn, NULL, sql);
+	api_op_free(op);
 }
 
 void
@@ -392,7 +445,9 @@ void
 api_db_error(struct conn *c, struct db_result *res, const char *what)
 {
 	if (res == NULL) {
-		conn_error(c, 503, "the database is unavailable; try again");
+		/* A query that went out and timed out may still have run. */
+		conn_error(c, 503, "the database is unavailable or did not "
+		    "answer in time; a change may or may not have been made");
 		return;
 	}
 	log_warnx("conn %llu: %s failed: %s (SQLSTATE %s)",

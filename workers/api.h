@@ -84,11 +84,45 @@ int	api_id(struct conn *c, const char *s, const char *what, int64_t *id)
  * slow), else 500 with the error logged.
  */
 void	api_db_error(struct conn *c, struct db_result *res, const char *what);
+
 /*
- * Queue one statement for a handler's op (any malloc'd state); cb answers
- * and frees op. If it cannot be queued, answer 503 and free op here.
+ * One request in flight, the state every handler shares: each api_*.c
+ * keeps it as the first member of its own op (struct posts_op { struct
+ * api_op api; ... }), made by api_op_new() and freed by api_op_free().
+ * Owned by the handler until it hands the op to a callback, freed by
+ * whoever answers.
  */
-void	api_query(struct conn *c, void *op, const char *sql, int nparams,
+#define API_OP_INTS	8	/* api_op_int() texts per op */
+struct api_op {
+	struct conn	*conn;
+	struct http_request *req;	/* valid until the answer is sent */
+	int64_t		 uid;		/* the caller (0: none) */
+	int64_t		 id;		/* the route's target id, if any */
+	struct evbuffer	*body;		/* the answer being written */
+	size_t		 size;		/* of the whole op, for api_op_free() */
+	int		 nints;		/* ints used */
+	char		 ints[API_OP_INTS][24];	/* see api_op_int() */
+};
+/*
+ * A zeroed op of size bytes (sizeof the file's op) whose struct api_op is
+ * filled in; NULL after answering 500.
+ */
+void	*api_op_new(struct conn *c, struct http_request *req, int64_t uid,
+	    size_t size);
+/* Wipe and free an op made by api_op_new() (it is the op's first
+ * member); NULL is fine. */
+void	 api_op_free(void *op);
+/*
+ * The text of v as a query parameter, held by op until it is freed (up to
+ * API_OP_INTS of them, NULL past that): params[1] = api_op_int(&op->api,
+ * limit).
+ */
+const char *api_op_int(struct api_op *op, long long v);
+/*
+ * Queue one statement for op; cb answers and frees op. If it cannot be
+ * queued, answer 503 and free op here.
+ */
+void	api_query(struct api_op *op, const char *sql, int nparams,
 	    const char *const *params, void (*cb)(struct db_result *, void *));
 /*
  * Append "key":<n> for an integer column (a count, an id): the text form
@@ -132,5 +166,11 @@ api_user_handler api_get_rooms;
 api_user_handler api_get_clients;
 api_user_handler api_join_room;
 api_user_handler api_history;
+api_user_handler api_room_get;
+api_user_handler api_room_delete;
+api_user_handler api_room_members;
+api_user_handler api_room_member_add;
+api_user_handler api_room_member_remove;
+api_user_handler api_dm;
 
 #endif

@@ -19,6 +19,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/msg.h"
+#include "common/utf8.h"
 #include "common/util.h"
 #include "workers/api.h"
 #include "workers/auth.h"
@@ -37,8 +38,7 @@
 
 /* One registration or login in flight. */
 struct account {
-	struct conn	*conn;
-	int64_t		 uid;
+	struct api_op	 api;		/* uid: the account's */
 	char		 username[USERNAME_MAX + 1];
 	char		 email[EMAIL_MAX + 1];
 	char		 password[PASSWORD_MAX + 1];	/* login only */
@@ -79,7 +79,6 @@ static const char login_release_lua[] =
 
 static int	valid_username(const char *, size_t);
 static int	valid_email(const char *, size_t);
-static void	account_free(struct account *);
 static void	account_respond(struct account *, int);
 static void	register_taken_cb(struct db_result *, void *);
 static void	register_allowed_cb(long long, void *);
@@ -138,11 +137,8 @@ api_register(struct conn *c, struct http_request *req,
 		conn_error(c, 503, AUTH_AWAY);
 		goto done;
 	}
-	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		conn_error(c, 500, "out of memory");
+	if ((a = api_op_new(c, req, 0, sizeof(*a))) == NULL)
 		goto done;
-	}
-	a->conn = c;
 	memcpy(a->username, username, ulen + 1);
 	memcpy(a->email, email, elen + 1);
 	memcpy(a->password, password, plen + 1);
@@ -150,13 +146,10 @@ api_register(struct conn *c, struct http_request *req,
 	params[1] = a->email;
 	/* Name what is taken before paying for a hash; the unique indexes
 	 * still decide races (register_inserted_cb). */
-	if (db_query(w->db, "SELECT bool_or(lower(username) = lower($1)), "
+	api_query(&a->api, "SELECT bool_or(lower(username) = lower($1)), "
 	    "bool_or(lower(email) = lower($2)) FROM users "
 	    "WHERE lower(username) = lower($1) OR lower(email) = lower($2)",
-	    2, params, register_taken_cb, a) == -1) {
-		conn_error(c, 503, "the database is unavailable; try again");
-		account_free(a);
-	}
+	    2, params, register_taken_cb);
 done:
 	json_free(doc);
 }
@@ -165,35 +158,35 @@ static void
 register_taken_cb(struct db_result *res, void *arg)
 {
 	struct account *a = arg;
-	struct worker *w = a->conn->worker;
+	struct worker *w = a->api.conn->worker;
 	char key[LIMIT_KEY_MAX];
 	int user_taken, email_taken;
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(a->conn, res, "registration check");
+		api_db_error(a->api.conn, res, "registration check");
 		goto fail;
 	}
 	user_taken = strcmp(db_result_value(res, 0, 0), "t") == 0;
 	email_taken = strcmp(db_result_value(res, 0, 1), "t") == 0;
 	if (user_taken && email_taken) {
-		conn_error(a->conn, 409, "username and email are both taken");
+		conn_error(a->api.conn, 409, "username and email are both taken");
 		goto fail;
 	}
 	if (user_taken || email_taken) {
-		conn_error(a->conn, 409, user_taken ? "username is taken" :
+		conn_error(a->api.conn, 409, user_taken ? "username is taken" :
 		    "email is already registered");
 		goto fail;
 	}
 	/* Only what would cost a hash is counted: a 409 is not a sign-up. */
-	limit_key(w, "register", a->conn->peer, key, sizeof(key));
+	limit_key(w, "register", a->api.conn->peer, key, sizeof(key));
 	if (limit_take(w, key, w->conf->register_max, REGISTER_WINDOW,
 	    register_allowed_cb, a) == -1) {
-		conn_error(a->conn, 503, AUTH_AWAY);
+		conn_error(a->api.conn, 503, AUTH_AWAY);
 		goto fail;
 	}
 	return;
 fail:
-	account_free(a);
+	api_op_free(a);
 }
 
 /* register_max per client address per hour (SPEC section 8). */
@@ -204,18 +197,18 @@ register_allowed_cb(long long retry_after, void *arg)
 
 	if (retry_after != 0) {
 		if (retry_after > 0)
-			limit_refuse(a->conn, retry_after, "registrations "
+			limit_refuse(a->api.conn, retry_after, "registrations "
 			    "from this address");
 		else
-			conn_error(a->conn, 503, AUTH_AWAY);
-		account_free(a);
+			conn_error(a->api.conn, 503, AUTH_AWAY);
+		api_op_free(a);
 		return;
 	}
-	if (passwd_hash(a->conn->worker->passwd, a->password,
+	if (passwd_hash(a->api.conn->worker->passwd, a->password,
 	    register_hashed_cb, a) == -1) {
-		conn_error(a->conn, 503, "too many sign-ups at once; try "
+		conn_error(a->api.conn, 503, "too many sign-ups at once; try "
 		    "again");
-		account_free(a);
+		api_op_free(a);
 	}
 }
 
@@ -231,19 +224,19 @@ register_hashed_cb(const char *mcf, void *arg)
 	struct account *a = arg;
 
 	if (mcf == NULL) {
-		conn_error(a->conn, 500, "password hashing failed");
+		conn_error(a->api.conn, 500, "password hashing failed");
 		goto fail;
 	}
 	snprintf(a->mcf, sizeof(a->mcf), "%s", mcf);
-	if ((a->txn = db_begin(a->conn->worker->db, register_begun_cb,
+	if ((a->txn = db_begin(a->api.conn->worker->db, register_begun_cb,
 	    a)) == NULL) {
-		conn_error(a->conn, 503, "the database is unavailable; try "
+		conn_error(a->api.conn, 503, "the database is unavailable; try "
 		    "again");
 		goto fail;
 	}
 	return;
 fail:
-	account_free(a);
+	api_op_free(a);
 }
 
 /* Roll back, answer status with msg, free a. */
@@ -252,8 +245,8 @@ register_fail(struct account *a, int status, const char *msg)
 {
 	db_rollback(a->txn);
 	a->txn = NULL;
-	conn_error(a->conn, status, "%s", msg);
-	account_free(a);
+	conn_error(a->api.conn, status, "%s", msg);
+	api_op_free(a);
 }
 
 static void
@@ -265,8 +258,8 @@ register_begun_cb(struct db_result *res, void *arg)
 	if (res == NULL || !db_result_ok(res)) {
 		db_rollback(a->txn);
 		a->txn = NULL;
-		api_db_error(a->conn, res, "BEGIN");
-		account_free(a);
+		api_db_error(a->api.conn, res, "BEGIN");
+		api_op_free(a);
 		return;
 	}
 	if (db_txn_query(a->txn, "INSERT INTO users (username, email, "
@@ -293,17 +286,17 @@ register_inserted_cb(struct db_result *res, void *arg)
 	    &id) == -1) {
 		db_rollback(a->txn);
 		a->txn = NULL;
-		api_db_error(a->conn, res, "registration");
-		account_free(a);
+		api_db_error(a->api.conn, res, "registration");
+		api_op_free(a);
 		return;
 	}
-	a->uid = id;
+	a->api.uid = id;
 	/* Nobody is waiting for the token: keep nothing. */
-	if (a->conn->state == CONN_CLOSED || a->conn->peer_eof) {
+	if (a->api.conn->state == CONN_CLOSED || a->api.conn->peer_eof) {
 		register_fail(a, 503, "the client went away");
 		return;
 	}
-	if (auth_session_create(a->conn->worker, a->uid, a->token,
+	if (auth_session_create(a->api.conn->worker, a->api.uid, a->token,
 	    sizeof(a->token), register_session_cb, a) == -1)
 		register_session_cb(0, a);
 }
@@ -333,11 +326,11 @@ register_committed_cb(struct db_result *res, void *arg)
 		return;
 	}
 	log_warnx("conn %llu: registration of user %lld: COMMIT failed: %s",
-	    (unsigned long long)a->conn->id, (long long)a->uid,
+	    (unsigned long long)a->api.conn->id, (long long)a->api.uid,
 	    res != NULL ? db_result_error(res) : "connection lost");
 	register_unsession(a);
-	conn_error(a->conn, 503, "the database is unavailable; try again");
-	account_free(a);
+	conn_error(a->api.conn, 503, "the database is unavailable; try again");
+	api_op_free(a);
 }
 
 /* The session of a registration that did not commit goes again (its user
@@ -349,8 +342,8 @@ register_unsession(struct account *a)
 
 	if ((uid = malloc(24)) == NULL)
 		return;
-	snprintf(uid, 24, "%lld", (long long)a->uid);
-	if (auth_session_revoke(a->conn->worker, a->uid, a->token,
+	snprintf(uid, 24, "%lld", (long long)a->api.uid);
+	if (auth_session_revoke(a->api.conn->worker, a->api.uid, a->token,
 	    register_unsession_cb, uid) == -1)
 		register_unsession_cb(0, uid);
 }
@@ -411,11 +404,8 @@ api_login(struct conn *c, struct http_request *req,
 		conn_error(c, 503, AUTH_AWAY);
 		goto done;
 	}
-	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		conn_error(c, 500, "out of memory");
+	if ((a = api_op_new(c, req, 0, sizeof(*a))) == NULL)
 		goto done;
-	}
-	a->conn = c;
 	memcpy(a->email, ident, ilen + 1);
 	memcpy(a->password, password, plen + 1);
 	/*
@@ -424,17 +414,14 @@ api_login(struct conn *c, struct http_request *req,
 	 * non-ASCII letters). One row always, with the name as lowered.
 	 */
 	params[0] = a->email;
-	if (db_query(w->db, by_email ?
+	api_query(&a->api, by_email ?
 	    "SELECT l.name, u.id, u.username, u.email, u.password_hash "
 	    "FROM (SELECT lower($1) AS name) l "
 	    "LEFT JOIN users u ON lower(u.email) = l.name" :
 	    "SELECT l.name, u.id, u.username, u.email, u.password_hash "
 	    "FROM (SELECT lower($1) AS name) l "
 	    "LEFT JOIN users u ON lower(u.username) = l.name", 1, params,
-	    login_found_cb, a) == -1) {
-		conn_error(c, 503, "the database is unavailable; try again");
-		account_free(a);
-	}
+	    login_found_cb);
 done:
 	json_free(doc);
 }
@@ -443,14 +430,14 @@ static void
 login_found_cb(struct db_result *res, void *arg)
 {
 	struct account *a = arg;
-	struct worker *w = a->conn->worker;
+	struct worker *w = a->api.conn->worker;
 	const char *prefix = w->conf->redis_prefix;
 	char hex[65], max[16], window[16];
 	long long id;
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(a->conn, res, "login lookup");
-		account_free(a);
+		api_db_error(a->api.conn, res, "login lookup");
+		api_op_free(a);
 		return;
 	}
 	/* The account's counter: by user id when it exists, else by the
@@ -458,7 +445,7 @@ login_found_cb(struct db_result *res, void *arg)
 	if (db_result_ntuples(res) == 1 && !db_result_isnull(res, 0, 1) &&
 	    util_parse_int(db_result_value(res, 0, 1), 1, INT64_MAX,
 	    &id) == 0) {
-		a->uid = id;
+		a->api.uid = id;
 		snprintf(a->username, sizeof(a->username), "%s",
 		    db_result_value(res, 0, 2));
 		snprintf(a->email, sizeof(a->email), "%s",
@@ -478,14 +465,14 @@ login_found_cb(struct db_result *res, void *arg)
 		    sizeof(a->fail_account), prefix, "name", hex);
 	}
 	(void)msg_key_login_fail(a->fail_addr, sizeof(a->fail_addr), prefix,
-	    "addr", a->conn->peer);
+	    "addr", a->api.conn->peer);
 	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
 	snprintf(window, sizeof(window), "%d", w->conf->login_window);
 	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s %s",
 	    login_reserve_lua, a->fail_account, a->fail_addr, max,
 	    window) == -1) {
-		conn_error(a->conn, 503, AUTH_AWAY);
-		account_free(a);
+		conn_error(a->api.conn, 503, AUTH_AWAY);
+		api_op_free(a);
 	}
 }
 
@@ -493,31 +480,31 @@ static void
 login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct account *a = arg;
-	const char *mcf = a->uid != 0 ? a->mcf : NULL;
+	const char *mcf = a->api.uid != 0 ? a->mcf : NULL;
 	char retry[48];
 	long long secs;
 
 	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_INTEGER) {
-		conn_error(a->conn, 503, AUTH_AWAY);
+		conn_error(a->api.conn, 503, AUTH_AWAY);
 		goto fail;
 	}
 	if ((secs = bus_reply_integer(reply)) > 0) {
 		snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", secs);
-		conn_error_hdr(a->conn, 429, retry, "too many failed logins; "
+		conn_error_hdr(a->api.conn, 429, retry, "too many failed logins; "
 		    "try again in %lld seconds", secs);
 		goto fail;
 	}
-	if (passwd_check(a->conn->worker->passwd, mcf, a->password,
+	if (passwd_check(a->api.conn->worker->passwd, mcf, a->password,
 	    login_checked_cb, a) == -1) {
 		/* Not an attempt: give the reservation back. */
 		login_release(a);
-		conn_error(a->conn, 503, "too many logins at once; try again");
+		conn_error(a->api.conn, 503, "too many logins at once; try again");
 		goto fail;
 	}
 	return;
 fail:
-	account_free(a);
+	api_op_free(a);
 }
 
 /* The attempt was reserved by login_reserve_lua: a failure is already
@@ -526,17 +513,17 @@ static void
 login_checked_cb(int match, void *arg)
 {
 	struct account *a = arg;
-	struct worker *w = a->conn->worker;
+	struct worker *w = a->api.conn->worker;
 
 	if (!match) {
 		/* The same answer for a wrong password and an unknown
 		 * account. */
-		conn_error(a->conn, 401, "wrong email, username or password");
-		account_free(a);
+		conn_error(a->api.conn, 401, "wrong email, username or password");
+		api_op_free(a);
 		return;
 	}
 	login_release(a);
-	if (auth_session_create(w, a->uid, a->token, sizeof(a->token),
+	if (auth_session_create(w, a->api.uid, a->token, sizeof(a->token),
 	    login_session_cb, a) == -1)
 		login_session_cb(0, a);
 }
@@ -545,7 +532,7 @@ login_checked_cb(int match, void *arg)
 static void
 login_release(struct account *a)
 {
-	struct worker *w = a->conn->worker;
+	struct worker *w = a->api.conn->worker;
 
 	if (bus_command(w->redis, NULL, NULL, "EVAL %s 2 %s %s",
 	    login_release_lua, a->fail_account, a->fail_addr) == -1)
@@ -562,16 +549,15 @@ login_session_cb(int ok, void *arg)
 	if (ok)
 		account_respond(a, 200);
 	else {
-		conn_error(a->conn, 503, AUTH_AWAY);
-		account_free(a);
+		conn_error(a->api.conn, 503, AUTH_AWAY);
+		api_op_free(a);
 	}
 }
 
 /* --- POST /logout ------------------------------------------------------- */
 
 struct logout {
-	struct conn	*conn;
-	int64_t		 uid;
+	struct api_op	 api;
 	char		 session[65];	/* SHA-256 hex of the token */
 };
 
@@ -583,17 +569,13 @@ api_logout(struct conn *c, struct http_request *req,
 	struct logout *l;
 
 	(void)m;
-	if ((l = calloc(1, sizeof(*l))) == NULL) {
-		conn_error(c, 500, "out of memory");
+	if ((l = api_op_new(c, req, uid, sizeof(*l))) == NULL)
 		return;
-	}
-	l->conn = c;
-	l->uid = uid;
 	/* auth_require() has just read this token. */
 	if (auth_request_token(req, token, sizeof(token)) != 1 ||
 	    auth_session_revoke(c->worker, uid, token, logout_cb, l) == -1) {
 		conn_error(c, 503, AUTH_AWAY);
-		free(l);
+		api_op_free(l);
 		return;
 	}
 	crypto_sha256_hex(token, strlen(token), l->session);
@@ -604,25 +586,25 @@ static void
 logout_cb(int ok, void *arg)
 {
 	struct logout *l = arg;
-	struct worker *w = l->conn->worker;
+	struct worker *w = l->api.conn->worker;
 	char cookie[128], channel[128], event[160];
 	static const char body[] = "{\"status\":\"logged out\"}";
 
 	if (!ok) {
-		conn_error(l->conn, 503, AUTH_AWAY);
-		free(l);
+		conn_error(l->api.conn, 503, AUTH_AWAY);
+		api_op_free(l);
 		return;
 	}
 	(void)msg_key_name(channel, sizeof(channel), w->conf->redis_prefix,
 	    MSG_CONTROL);
 	snprintf(event, sizeof(event), "{\"type\":\"session_revoked\","
-	    "\"userId\":%lld,\"session\":\"%s\"}", (long long)l->uid,
+	    "\"userId\":%lld,\"session\":\"%s\"}", (long long)l->api.uid,
 	    l->session);
 	bus_send(w->redis, "PUBLISH %s %s", channel, event);
 	auth_cookie_clear(cookie, sizeof(cookie));
-	conn_respond(l->conn, 202, "application/json", body, sizeof(body) - 1,
+	conn_respond(l->api.conn, 202, "application/json", body, sizeof(body) - 1,
 	    cookie);
-	free(l);
+	api_op_free(l);
 }
 
 /* --- helpers ------------------------------------------------------------ */
@@ -636,42 +618,31 @@ valid_username(const char *s, size_t len)
 }
 
 /*
- * At most EMAIL_MAX bytes, one '@' with something on each side, and no
- * space or control character (C0, DEL, or C1 as UTF-8 0xC2 0x80..0x9F): a
- * "\r\n" in an address is a header injection waiting for the first mail.
- * s is valid UTF-8 (json_get_string() checked it).
+ * At most EMAIL_MAX bytes, one '@' with something on each side, and
+ * nothing invisible: no white space (ASCII or Unicode), no control
+ * character and no format character (zero-width, bidi override): a "\r\n"
+ * in an address is a header injection waiting for the first mail, and an
+ * invisible character makes two addresses look the same. s is valid UTF-8
+ * (json_get_string() checked it).
  */
 static int
 valid_email(const char *s, size_t len)
 {
 	const char *at = memchr(s, '@', len);
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch <= 0x20 || ch == 0x7f || (ch == 0xc2 && i + 1 < len &&
-		    (unsigned char)s[i + 1] >= 0x80 &&
-		    (unsigned char)s[i + 1] <= 0x9f))
-			return 0;
-	}
 	return len <= EMAIL_MAX && at != NULL && at != s &&
 	    at != s + len - 1 && memchr(at + 1, '@', len - (size_t)(at - s) -
-	    1) == NULL;
+	    1) == NULL && !utf8_has_invisible(s, len);
 }
 
 /* 200 or 201 with {"id","username","email","token"} and the cookie. */
 static void
 account_respond(struct account *a, int status)
 {
-	struct evbuffer *body = evbuffer_new();
+	struct evbuffer *body = a->api.body;
 	char cookie[256];
 
-	if (body == NULL) {
-		conn_error(a->conn, 500, "out of memory");
-		account_free(a);
-		return;
-	}
-	evbuffer_add_printf(body, "{\"id\":%lld,", (long long)a->uid);
+	evbuffer_add_printf(body, "{\"id\":%lld,", (long long)a->api.uid);
 	json_add_key(body, "username");
 	json_add_cstr(body, a->username);
 	evbuffer_add(body, ",", 1);
@@ -681,18 +652,7 @@ account_respond(struct account *a, int status)
 	json_add_key(body, "token");
 	json_add_cstr(body, a->token);
 	evbuffer_add(body, "}", 1);
-	auth_cookie_set(a->conn->worker, a->token, cookie, sizeof(cookie));
-	conn_json(a->conn, status, body, cookie);
-	evbuffer_free(body);
-	account_free(a);
-}
-
-static void
-account_free(struct account *a)
-{
-	volatile char *p = (volatile char *)a;
-
-	for (size_t i = 0; i < sizeof(*a); i++)
-		p[i] = 0;
-	free(a);
+	auth_cookie_set(a->api.conn->worker, a->token, cookie, sizeof(cookie));
+	conn_json(a->api.conn, status, body, cookie);
+	api_op_free(a);
 }

@@ -2,7 +2,7 @@
  * api_posts: the posts and the feed of SPEC.md §4: creating, reading and
  * deleting a post, a user's posts and the caller's feed (own posts plus
  * those of everyone followed). Each handler runs one SQL statement; its
- * state lives in a struct posts_op until the answer is sent.
+ * state lives in a struct api_op until the answer is sent.
  */
 #include "config.h"
 
@@ -28,22 +28,13 @@
 /* 401 for a valid session whose user row is gone (deleted meanwhile). */
 #define POSTS_GONE		"this account no longer exists"
 
-/*
- * One request in flight: owned by the handler until it hands it to a
- * callback, freed by whoever answers.
- */
-struct posts_op {
-	struct conn	*conn;
-	int64_t		 uid;		/* the caller */
-	int64_t		 id;		/* the post, or a list's user */
-};
-
-static struct posts_op *posts_op_new(struct conn *, int64_t, int64_t);
+static struct api_op *posts_op_new(struct conn *, struct http_request *,
+		    int64_t, int64_t);
 static void	posts_list(struct conn *, struct http_request *, int64_t,
 		    int64_t, const char *, db_cb *);
-static void	posts_answer_list(struct posts_op *, struct db_result *);
+static void	posts_answer_list(struct api_op *, struct db_result *);
 static void	posts_add_post(struct evbuffer *, struct db_result *, int);
-static void	posts_answer_post(struct posts_op *, struct db_result *, int);
+static void	posts_answer_post(struct api_op *, struct db_result *, int);
 
 static void	posts_create_cb(struct db_result *, void *);
 static void	posts_get_cb(struct db_result *, void *);
@@ -130,9 +121,8 @@ api_post_create(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct json_doc *doc;
-	struct posts_op *op;
+	struct api_op *op;
 	const char *s, *params[2];
-	char me[24];
 	size_t len;
 
 	(void)m;
@@ -147,12 +137,11 @@ api_post_create(struct conn *c, struct http_request *req,
 		    "only white space", POSTS_CONTENT_MAX);
 		goto done;
 	}
-	if ((op = posts_op_new(c, uid, 0)) == NULL)
+	if ((op = posts_op_new(c, req, uid, 0)) == NULL)
 		goto done;
-	snprintf(me, sizeof(me), "%" PRId64, uid);
-	params[0] = me;
+	params[0] = api_op_int(op, uid);
 	params[1] = s;	/* copied by db_query() */
-	api_query(op->conn, op, posts_create_sql, 2, params, posts_create_cb);
+	api_query(op, posts_create_sql, 2, params, posts_create_cb);
 done:
 	json_free(doc);
 }
@@ -160,7 +149,7 @@ done:
 static void
 posts_create_cb(struct db_result *res, void *arg)
 {
-	struct posts_op *op = arg;
+	struct api_op *op = arg;
 
 	/* The only foreign key is the author's: the caller's row is gone. */
 	if (res != NULL && !db_result_ok(res) &&
@@ -180,7 +169,7 @@ posts_create_cb(struct db_result *res, void *arg)
 	posts_answer_post(op, res, 201);
 	return;
 done:
-	free(op);
+	api_op_free(op);
 }
 
 /* --- GET /posts/{id} ----------------------------------------------------- */
@@ -189,24 +178,22 @@ void
 api_post_get(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
-	struct posts_op *op;
-	char id[24];
-	const char *params[1] = { id };
+	struct api_op *op;
+	const char *params[1];
 	int64_t n;
 
-	(void)req;
 	if (api_id(c, router_param(m, "id"), "the post id", &n) == -1)
 		return;
-	if ((op = posts_op_new(c, uid, n)) == NULL)
+	if ((op = posts_op_new(c, req, uid, n)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%" PRId64, n);
-	api_query(op->conn, op, posts_get_sql, 1, params, posts_get_cb);
+	params[0] = api_op_int(op, n);
+	api_query(op, posts_get_sql, 1, params, posts_get_cb);
 }
 
 static void
 posts_get_cb(struct db_result *res, void *arg)
 {
-	struct posts_op *op = arg;
+	struct api_op *op = arg;
 
 	if (res == NULL || !db_result_ok(res)) {
 		api_db_error(op->conn, res, "reading a post");
@@ -219,7 +206,7 @@ posts_get_cb(struct db_result *res, void *arg)
 	posts_answer_post(op, res, 200);
 	return;
 done:
-	free(op);
+	api_op_free(op);
 }
 
 /* --- DELETE /posts/{id} -------------------------------------------------- */
@@ -228,25 +215,23 @@ void
 api_post_delete(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
-	struct posts_op *op;
-	char id[24], me[24];
-	const char *params[2] = { id, me };
+	struct api_op *op;
+	const char *params[2];
 	int64_t n;
 
-	(void)req;
 	if (api_id(c, router_param(m, "id"), "the post id", &n) == -1)
 		return;
-	if ((op = posts_op_new(c, uid, n)) == NULL)
+	if ((op = posts_op_new(c, req, uid, n)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%" PRId64, n);
-	snprintf(me, sizeof(me), "%" PRId64, uid);
-	api_query(op->conn, op, posts_delete_sql, 2, params, posts_delete_cb);
+	params[0] = api_op_int(op, n);
+	params[1] = api_op_int(op, uid);
+	api_query(op, posts_delete_sql, 2, params, posts_delete_cb);
 }
 
 static void
 posts_delete_cb(struct db_result *res, void *arg)
 {
-	struct posts_op *op = arg;
+	struct api_op *op = arg;
 	long long author;
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -272,7 +257,7 @@ posts_delete_cb(struct db_result *res, void *arg)
 		conn_error(op->conn, 403, "post %" PRId64 " is not yours: only "
 		    "its author can delete it", op->id);
 done:
-	free(op);
+	api_op_free(op);
 }
 
 /* --- GET /users/{id}/posts, GET /feed ------------------------------------ */
@@ -301,33 +286,28 @@ static void
 posts_list(struct conn *c, struct http_request *req, int64_t uid, int64_t id,
     const char *sql, db_cb *cb)
 {
-	struct posts_op *op;
-	char idbuf[24], before[24], limit[24];
-	const char *params[3] = { idbuf, before, limit };
+	struct api_op *op;
+	const char *params[3];
 	long long lim, bef;
 
 	if (api_paging(c, req, &lim, &bef) == -1)
 		return;
-	if ((op = posts_op_new(c, uid, id)) == NULL)
+	if ((op = posts_op_new(c, req, uid, id)) == NULL)
 		return;
-	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
-	snprintf(before, sizeof(before), "%lld", bef);
-	snprintf(limit, sizeof(limit), "%lld", lim);
-	api_query(op->conn, op, sql, 3, params, cb);
+	params[0] = api_op_int(op, id);
+	params[1] = api_op_int(op, bef);
+	params[2] = api_op_int(op, lim);
+	api_query(op, sql, 3, params, cb);
 }
 
 /* Answer 200 with the rows of res as an array, skipping a row of NULLs
  * (the LEFT JOIN of a user without posts). */
 static void
-posts_answer_list(struct posts_op *op, struct db_result *res)
+posts_answer_list(struct api_op *op, struct db_result *res)
 {
-	struct evbuffer *body;
+	struct evbuffer *body = op->body;
 	int i, n, first = 1;
 
-	if ((body = evbuffer_new()) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
-		return;
-	}
 	n = db_result_ntuples(res);
 	evbuffer_add(body, "[", 1);
 	for (i = 0; i < n; i++) {
@@ -340,13 +320,12 @@ posts_answer_list(struct posts_op *op, struct db_result *res)
 	}
 	evbuffer_add(body, "]", 1);
 	conn_json(op->conn, 200, body, NULL);
-	evbuffer_free(body);
 }
 
 static void
 posts_user_list_cb(struct db_result *res, void *arg)
 {
-	struct posts_op *op = arg;
+	struct api_op *op = arg;
 
 	if (res == NULL || !db_result_ok(res))
 		api_db_error(op->conn, res, "listing a user's posts");
@@ -354,7 +333,7 @@ posts_user_list_cb(struct db_result *res, void *arg)
 		conn_error(op->conn, 404, "no user with id %" PRId64, op->id);
 	else
 		posts_answer_list(op, res);
-	free(op);
+	api_op_free(op);
 }
 
 /*
@@ -365,26 +344,25 @@ posts_user_list_cb(struct db_result *res, void *arg)
 static void
 posts_feed_cb(struct db_result *res, void *arg)
 {
-	struct posts_op *op = arg;
-	char me[24];
-	const char *params[1] = { me };
+	struct api_op *op = arg;
+	const char *params[1];
 
 	if (res == NULL || !db_result_ok(res))
 		api_db_error(op->conn, res, "reading the feed");
 	else if (db_result_ntuples(res) == 0) {
-		snprintf(me, sizeof(me), "%" PRId64, op->uid);
-		api_query(op->conn, op, posts_caller_sql, 1, params,
+		params[0] = api_op_int(op, op->uid);
+		api_query(op, posts_caller_sql, 1, params,
 		    posts_feed_empty_cb);
 		return;
 	} else
 		posts_answer_list(op, res);
-	free(op);
+	api_op_free(op);
 }
 
 static void
 posts_feed_empty_cb(struct db_result *res, void *arg)
 {
-	struct posts_op *op = arg;
+	struct api_op *op = arg;
 
 	if (res == NULL || !db_result_ok(res))
 		api_db_error(op->conn, res, "reading the feed");
@@ -392,41 +370,30 @@ posts_feed_empty_cb(struct db_result *res, void *arg)
 		conn_error(op->conn, 401, POSTS_GONE);
 	else
 		posts_answer_list(op, res);	/* no post rows: [] */
-	free(op);
+	api_op_free(op);
 }
 
 /* --- helpers ------------------------------------------------------------ */
 
-/* NULL after answering 500. */
-static struct posts_op *
-posts_op_new(struct conn *c, int64_t uid, int64_t id)
+/* An op for the post or user id; NULL after answering 500. */
+static struct api_op *
+posts_op_new(struct conn *c, struct http_request *req, int64_t uid,
+    int64_t id)
 {
-	struct posts_op *op;
+	struct api_op *op;
 
-	if ((op = calloc(1, sizeof(*op))) == NULL) {
-		conn_error(c, 500, "out of memory");
-		return NULL;
-	}
-	op->conn = c;
-	op->uid = uid;
-	op->id = id;
+	if ((op = api_op_new(c, req, uid, sizeof(*op))) != NULL)
+		op->id = id;
 	return op;
 }
 
 /* Answer status with the post of res's first row, and free op. */
 static void
-posts_answer_post(struct posts_op *op, struct db_result *res, int status)
+posts_answer_post(struct api_op *op, struct db_result *res, int status)
 {
-	struct evbuffer *body = evbuffer_new();
-
-	if (body == NULL)
-		conn_error(op->conn, 500, "out of memory");
-	else {
-		posts_add_post(body, res, 0);
-		conn_json(op->conn, status, body, NULL);
-		evbuffer_free(body);
-	}
-	free(op);
+	posts_add_post(op->body, res, 0);
+	conn_json(op->conn, status, op->body, NULL);
+	api_op_free(op);
 }
 
 /* The post object of row (columns as in POSTS_COLUMNS). */

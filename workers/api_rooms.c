@@ -1,8 +1,11 @@
 /*
- * api_rooms: the chat rooms' HTTP routes (SPEC section 5): create, list,
- * who is connected, history, and the checks of /ws/joinRoom before the
- * connection is handed to chat.c. Rooms live in PostgreSQL; who is
- * connected is the hub's presence hash in Redis.
+ * api_rooms: the chat rooms' HTTP routes (SPEC sections 5 and 10): create,
+ * list, one room, delete, who is connected, history, the members of
+ * private rooms, direct rooms, and the checks of /ws/joinRoom before the
+ * connection is handed to chat.c. Rooms and members live in PostgreSQL;
+ * who is connected is the hub's presence hash in Redis. A private room
+ * is invisible to a non-member: every route answers it exactly as an
+ * unknown room (rooms_unknown()).
  */
 #include "config.h"
 
@@ -37,20 +40,26 @@
 
 /* One rooms request in flight. */
 struct rooms_op {
-	struct conn	*conn;
-	struct http_request *req;
-	int64_t		 uid;
+	struct api_op	 api;		/* id: the other user (members, DMs) */
 	char		 room[MSG_ROOM_ID_MAX + 1];
 	char		 name[4 * MSG_ROOM_NAME_MAX + 1];
-	struct db_result *res;		/* not owned: during db callbacks */
-	struct evbuffer	*body;
+	int		 private;	/* createRoom: "private": true */
+	int		 single;	/* rooms_show(): one room, not a page */
+	int64_t		 asked_ms;	/* join: when the check was sent */
 };
 
 static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
 		    int64_t);
-static void	rooms_op_free(struct rooms_op *);
-static int	rooms_room_param(struct conn *, const struct route_match *,
-		    struct rooms_op *);
+static struct rooms_op *rooms_op_room(struct conn *, struct http_request *,
+		    const struct route_match *, int64_t);
+static struct rooms_op *rooms_op_paged(struct conn *, struct http_request *,
+		    const struct route_match *, int64_t, const char *[4]);
+static void	rooms_unknown(struct conn *, const char *);
+static void	rooms_dm_fixed(struct conn *, const char *);
+static void	rooms_show(struct rooms_op *);
+static void	rooms_add_room(struct evbuffer *, struct db_result *, int);
+static void	rooms_publish(struct worker *, const char *, const char *,
+		    int64_t);
 static void	rooms_allowed_cb(long long, void *);
 static void	rooms_limit_key(const struct rooms_op *, char *, size_t);
 static void	rooms_created_cb(struct db_result *, void *);
@@ -60,6 +69,30 @@ static void	rooms_clients_room_cb(struct db_result *, void *);
 static void	rooms_clients_cb(struct bus *, struct bus_reply *, void *);
 static void	rooms_history_cb(struct db_result *, void *);
 static void	rooms_join_cb(struct db_result *, void *);
+static void	rooms_deleted_cb(struct db_result *, void *);
+static void	rooms_members_cb(struct db_result *, void *);
+static void	rooms_member_added_cb(struct db_result *, void *);
+static void	rooms_member_removed_cb(struct db_result *, void *);
+static void	rooms_dm_cb(struct db_result *, void *);
+static void	rooms_dm_found_cb(struct db_result *, void *);
+
+/*
+ * Whether room r is visible to the user $<n>: public, or private with
+ * that user among its members (the primary key's index, in the statement
+ * that reads the room anyway: no round trip of its own).
+ */
+#define ROOMS_VISIBLE(uid) \
+	"(NOT r.private OR EXISTS (SELECT 1 FROM room_members vm " \
+	"WHERE vm.room_id = r.id AND vm.user_id = " uid "))"
+/*
+ * The columns of a room object for the user $<n>, in rooms_add_room()'s
+ * order, over rooms r: a direct room is named after the other user (its
+ * stored name once that account is gone).
+ */
+#define ROOMS_COLUMNS(uid) \
+	"r.id, CASE WHEN r.dm THEN coalesce((SELECT username FROM users " \
+	"WHERE id = CASE WHEN r.dm_low = " uid " THEN r.dm_high ELSE " \
+	"r.dm_low END), r.name) ELSE r.name END, r.private, r.dm, r.owner_id"
 
 /* Count the users of each room given as KEYS: one round trip. */
 static const char rooms_count_lua[] =
@@ -109,6 +142,11 @@ api_create_room(struct conn *c, struct http_request *req,
 		memcpy(op->name, s, len + 1);
 	} else
 		snprintf(op->name, sizeof(op->name), "%s", op->room);
+	if (doc != NULL && (r = json_get_bool(doc, "private",
+	    &op->private)) != JSON_OK && r != JSON_MISSING) {
+		conn_error(c, 400, "private must be true or false");
+		goto fail;
+	}
 	rooms_limit_key(op, key, sizeof(key));
 	if (limit_take(c->worker, key, c->worker->conf->rooms_max_per_hour,
 	    ROOMS_LIMIT_WINDOW, rooms_allowed_cb, op) == -1) {
@@ -119,47 +157,51 @@ api_create_room(struct conn *c, struct http_request *req,
 	return;
 fail:
 	json_free(doc);
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
-/* rooms_max_per_hour per user (SPEC section 8): then the INSERT. */
+/*
+ * rooms_max_per_hour per user (SPEC section 8), private rooms included:
+ * then the INSERT, with the owner's membership for a private room in the
+ * same statement.
+ */
 static void
 rooms_allowed_cb(long long retry_after, void *arg)
 {
 	struct rooms_op *op = arg;
-	const char *params[3];
-	char uidbuf[24];
+	const char *params[4];
 
 	if (retry_after != 0) {
 		if (retry_after > 0)
-			limit_refuse(op->conn, retry_after, "rooms created "
+			limit_refuse(op->api.conn, retry_after, "rooms created "
 			    "by this user");
 		else
-			conn_error(op->conn, 503, "the limit store is "
+			conn_error(op->api.conn, 503, "the limit store is "
 			    "unavailable; try again");
-		rooms_op_free(op);
+		api_op_free(op);
 		return;
 	}
-	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)op->uid);
 	params[0] = op->room;
 	params[1] = op->name;
-	params[2] = uidbuf;
-	if (db_query(op->conn->worker->db, "INSERT INTO rooms (id, name, "
-	    "created_by) VALUES ($1, $2, $3)", 3, params, rooms_created_cb,
-	    op) == -1) {
-		api_db_error(op->conn, NULL, "create room");
-		rooms_op_free(op);
-	}
+	params[2] = api_op_int(&op->api, op->api.uid);
+	params[3] = op->private ? "t" : "f";
+	/* No row: the id was a deleted room's (rooms_deleted), 409. */
+	api_query(&op->api, "WITH r AS (INSERT INTO rooms (id, name, "
+	    "created_by, owner_id, private) SELECT $1, $2, $3, $3, $4 WHERE "
+	    "NOT EXISTS (SELECT 1 FROM rooms_deleted WHERE id = $1) "
+	    "RETURNING id, seq, private), m AS (INSERT INTO room_members "
+	    "(room_id, user_id, room_seq) SELECT id, $3, seq FROM r WHERE "
+	    "private) SELECT 1 FROM r", 4, params, rooms_created_cb);
 }
 
-/* The key that counts the rooms op->uid has created this hour. */
+/* The key that counts the rooms op->api.uid has created this hour. */
 static void
 rooms_limit_key(const struct rooms_op *op, char *key, size_t keylen)
 {
 	char uidbuf[24];
 
-	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)op->uid);
-	limit_key(op->conn->worker, "rooms", uidbuf, key, keylen);
+	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)op->api.uid);
+	limit_key(op->api.conn->worker, "rooms", uidbuf, key, keylen);
 }
 
 static void
@@ -169,25 +211,33 @@ rooms_created_cb(struct db_result *res, void *arg)
 	char key[LIMIT_KEY_MAX];
 
 	/* A room that was not made does not count against the limit. */
-	if (res == NULL || !db_result_ok(res)) {
+	if (res == NULL || !db_result_ok(res) || db_result_ntuples(res) == 0) {
 		rooms_limit_key(op, key, sizeof(key));
-		limit_give_back(op->conn->worker, key);
+		limit_give_back(op->api.conn->worker, key);
 	}
 	if (res != NULL && strcmp(db_result_sqlstate(res), "23505") == 0)
-		conn_error(op->conn, 409, "room id %s is taken", op->room);
+		conn_error(op->api.conn, 409, "room id %s is taken", op->room);
+	else if (res != NULL && db_result_ok(res) &&
+	    db_result_ntuples(res) == 0)
+		conn_error(op->api.conn, 409, "room id %s belonged to a "
+		    "deleted room and is not given again", op->room);
 	else if (res == NULL || !db_result_ok(res))
-		api_db_error(op->conn, res, "create room");
+		api_db_error(op->api.conn, res, "create room");
 	else {
-		evbuffer_add(op->body, "{", 1);
-		json_add_key(op->body, "id");
-		json_add_cstr(op->body, op->room);
-		evbuffer_add(op->body, ",", 1);
-		json_add_key(op->body, "name");
-		json_add_cstr(op->body, op->name);
-		evbuffer_add(op->body, "}", 1);
-		conn_json(op->conn, 200, op->body, NULL);
+		struct evbuffer *b = op->api.body;
+
+		evbuffer_add(b, "{", 1);
+		json_add_key(b, "id");
+		json_add_cstr(b, op->room);
+		evbuffer_add(b, ",", 1);
+		json_add_key(b, "name");
+		json_add_cstr(b, op->name);
+		evbuffer_add_printf(b, ",\"private\":%s,\"dm\":false,"
+		    "\"owner\":%lld,\"clients\":0}", op->private ? "true" :
+		    "false", (long long)op->api.uid);
+		conn_json(op->api.conn, 200, b, NULL);
 	}
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
 /* --- GET /ws/getRooms --------------------------------------------------- */
@@ -197,9 +247,8 @@ api_get_rooms(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct rooms_op *op;
-	const char *params[2];
+	const char *params[3];
 	long long limit;
-	char lim[24];
 	int r;
 
 	(void)m;
@@ -215,25 +264,56 @@ api_get_rooms(struct conn *c, struct http_request *req,
 		    "the previous page)");
 		goto fail;
 	}
-	snprintf(lim, sizeof(lim), "%lld", limit);
 	params[0] = op->room;
-	params[1] = lim;
+	params[1] = api_op_int(&op->api, limit);
+	params[2] = api_op_int(&op->api, uid);
 	/*
-	 * Keyset paging on the creation order. No row: after names no room
-	 * (400, see rooms_listed_cb); one row of NULLs: an empty page.
+	 * Keyset paging on the creation order, over two index scans merged:
+	 * the public rooms (rooms_public_seq) and the caller's private ones
+	 * (room_members_user), each at most a page. No row: after names no
+	 * room the caller can see (400, see rooms_listed_cb); one row of
+	 * NULLs: an empty page.
 	 */
-	if (db_query(c->worker->db, "SELECT r.id, r.name FROM "
-	    "(SELECT seq FROM rooms WHERE id = $1 UNION ALL "
-	    "SELECT 0 WHERE $1 = '') a LEFT JOIN LATERAL "
-	    "(SELECT id, name, seq FROM rooms WHERE seq > a.seq "
-	    "ORDER BY seq LIMIT $2) r ON true ORDER BY r.seq", 2, params,
-	    rooms_listed_cb, op) == -1) {
-		api_db_error(c, NULL, "list rooms");
-		goto fail;
-	}
+	api_query(&op->api, "SELECT " ROOMS_COLUMNS("$3") " FROM "
+	    "(SELECT seq FROM rooms r WHERE id = $1 AND " ROOMS_VISIBLE("$3")
+	    " UNION ALL SELECT 0 WHERE $1 = '') a LEFT JOIN LATERAL "
+	    "(SELECT s.seq FROM ((SELECT seq FROM rooms WHERE NOT private "
+	    "AND seq > a.seq ORDER BY seq LIMIT $2) UNION ALL "
+	    "(SELECT room_seq FROM room_members WHERE user_id = $3 AND "
+	    "room_seq > a.seq ORDER BY room_seq LIMIT $2)) s "
+	    "ORDER BY s.seq LIMIT $2) p ON true "
+	    "LEFT JOIN rooms r ON r.seq = p.seq ORDER BY p.seq", 3, params,
+	    rooms_listed_cb);
 	return;
 fail:
-	rooms_op_free(op);
+	api_op_free(op);
+}
+
+/* --- GET /ws/rooms/{roomId} --------------------------------------------- */
+
+void
+api_room_get(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct rooms_op *op;
+
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
+		return;
+	rooms_show(op);
+}
+
+/* Answer op->room as one room object (its users counted), or 404. */
+static void
+rooms_show(struct rooms_op *op)
+{
+	const char *params[2];
+
+	op->single = 1;
+	params[0] = op->room;
+	params[1] = api_op_int(&op->api, op->api.uid);
+	api_query(&op->api, "SELECT " ROOMS_COLUMNS("$2") " FROM rooms r "
+	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$2"), 2, params,
+	    rooms_listed_cb);
 }
 
 /*
@@ -244,18 +324,22 @@ static void
 rooms_listed_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
-	struct worker *w = op->conn->worker;
+	struct worker *w = op->api.conn->worker;
 	const char **argv = NULL;
 	char (*keys)[MSG_ROOM_ID_MAX + 64] = NULL;
 	int n, i;
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->conn, res, "list rooms");
+		api_db_error(op->api.conn, res, "list rooms");
+		goto fail;
+	}
+	if (db_result_ntuples(res) == 0 && op->single) {
+		rooms_unknown(op->api.conn, op->room);
 		goto fail;
 	}
 	if (db_result_ntuples(res) == 0) {
-		conn_error(op->conn, 400, "after: there is no room %s (now); "
-		    "start again without after", op->room);
+		conn_error(op->api.conn, 400, "after: there is no room %s "
+		    "(now); start again without after", op->room);
 		goto fail;
 	}
 	/* The rows of the page; an empty page is one row of NULLs. */
@@ -263,8 +347,8 @@ rooms_listed_cb(struct db_result *res, void *arg)
 	    0); n++)
 		;
 	if (n == 0) {
-		evbuffer_add(op->body, "[]", 2);
-		conn_json(op->conn, 200, op->body, NULL);
+		evbuffer_add(op->api.body, "[]", 2);
+		conn_json(op->api.conn, 200, op->api.body, NULL);
 		goto fail;
 	}
 	/* Keep id and name pairs in the body buffer's place: the JSON is
@@ -272,7 +356,7 @@ rooms_listed_cb(struct db_result *res, void *arg)
 	argv = calloc((size_t)n + 3, sizeof(*argv));
 	keys = calloc((size_t)n, sizeof(*keys));
 	if (argv == NULL || keys == NULL) {
-		conn_error(op->conn, 500, "out of memory");
+		conn_error(op->api.conn, 500, "out of memory");
 		goto fail;
 	}
 	argv[0] = "EVAL";
@@ -283,18 +367,14 @@ rooms_listed_cb(struct db_result *res, void *arg)
 		(void)msg_key_room_clients(keys[i], sizeof(keys[i]),
 		    w->conf->redis_prefix, db_result_value(res, i, 0));
 		argv[3 + i] = keys[i];
-		/* Each row as `"id":..,"name":..` separated by NUL. */
-		json_add_key(op->body, "id");
-		json_add_cstr(op->body, db_result_value(res, i, 0));
-		evbuffer_add(op->body, ",", 1);
-		json_add_key(op->body, "name");
-		json_add_cstr(op->body, db_result_value(res, i, 1));
-		evbuffer_add(op->body, "", 1);
+		/* Each row as `"id":..,"name":..,..` separated by NUL. */
+		rooms_add_room(op->api.body, res, i);
+		evbuffer_add(op->api.body, "", 1);
 	}
 	if (bus_commandv(w->redis, rooms_counted_cb, op, n + 3, argv,
 	    NULL) == -1) {
-		conn_error(op->conn, 503, "the presence store is unavailable; "
-		    "try again");
+		conn_error(op->api.conn, 503, "the presence store is "
+		    "unavailable; try again");
 		goto fail;
 	}
 	free(argv);
@@ -303,7 +383,7 @@ rooms_listed_cb(struct db_result *res, void *arg)
 fail:
 	free(argv);
 	free(keys);
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
 static void
@@ -316,20 +396,21 @@ rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 
 	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY) {
-		conn_error(op->conn, 503, "the presence store is unavailable; "
-		    "try again");
+		conn_error(op->api.conn, 503, "the presence store is "
+		    "unavailable; try again");
 		goto done;
 	}
 	n = bus_reply_elements(reply);
-	len = evbuffer_get_length(op->body);
+	len = evbuffer_get_length(op->api.body);
 	if ((rows = malloc(len + 1)) == NULL || (out = evbuffer_new()) ==
 	    NULL) {
-		conn_error(op->conn, 500, "out of memory");
+		conn_error(op->api.conn, 500, "out of memory");
 		goto done;
 	}
-	evbuffer_remove(op->body, rows, len);
+	evbuffer_remove(op->api.body, rows, len);
 	rows[len] = '\0';
-	evbuffer_add(out, "[", 1);
+	if (!op->single)
+		evbuffer_add(out, "[", 1);
 	for (i = 0, p = rows; i < n && p < rows + len; i++) {
 		struct bus_reply *e = bus_reply_element(reply, i);
 
@@ -339,13 +420,14 @@ rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		    bus_reply_integer(e) : 0LL);
 		p += strlen(p) + 1;
 	}
-	evbuffer_add(out, "]", 1);
-	conn_json(op->conn, 200, out, NULL);
+	if (!op->single)
+		evbuffer_add(out, "]", 1);
+	conn_json(op->api.conn, 200, out, NULL);
 done:
 	if (out != NULL)
 		evbuffer_free(out);
 	free(rows);
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
 /* --- GET /ws/getClients/{roomId} ---------------------------------------- */
@@ -355,46 +437,42 @@ api_get_clients(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct rooms_op *op;
-	const char *params[1];
+	const char *params[2];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
-		return;
-	if (!rooms_room_param(c, m, op))
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
 	params[0] = op->room;
-	if (db_query(c->worker->db, "SELECT 1 FROM rooms WHERE id = $1", 1,
-	    params, rooms_clients_room_cb, op) == -1) {
-		api_db_error(c, NULL, "room lookup");
-		rooms_op_free(op);
-	}
+	params[1] = api_op_int(&op->api, uid);
+	api_query(&op->api, "SELECT 1 FROM rooms r WHERE r.id = $1 AND "
+	    ROOMS_VISIBLE("$2"), 2, params, rooms_clients_room_cb);
 }
 
 static void
 rooms_clients_room_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
-	struct worker *w = op->conn->worker;
+	struct worker *w = op->api.conn->worker;
 	char key[MSG_KEY_MAX];
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->conn, res, "room lookup");
+		api_db_error(op->api.conn, res, "room lookup");
 		goto fail;
 	}
 	if (db_result_ntuples(res) == 0) {
-		conn_error(op->conn, 404, "no room %s", op->room);
+		rooms_unknown(op->api.conn, op->room);
 		goto fail;
 	}
 	(void)msg_key_room_clients(key, sizeof(key), w->conf->redis_prefix,
 	    op->room);
 	if (bus_command(w->redis, rooms_clients_cb, op, "HGETALL %s", key) ==
 	    -1) {
-		conn_error(op->conn, 503, "the presence store is unavailable; "
-		    "try again");
+		conn_error(op->api.conn, 503, "the presence store is "
+		    "unavailable; try again");
 		goto fail;
 	}
 	return;
 fail:
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
 static int
@@ -415,13 +493,13 @@ rooms_clients_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 
 	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY) {
-		conn_error(op->conn, 503, "the presence store is unavailable; "
-		    "try again");
+		conn_error(op->api.conn, 503, "the presence store is "
+		    "unavailable; try again");
 		goto done;
 	}
 	n = bus_reply_elements(reply) / 2;
 	if (n > 0 && (users = calloc(n, sizeof(*users))) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
+		conn_error(op->api.conn, 500, "out of memory");
 		goto done;
 	}
 	for (i = 0; i < n; i++) {
@@ -434,24 +512,24 @@ rooms_clients_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	if (k > 1)	/* users is NULL for an empty room */
 		qsort(users, k, sizeof(*users), rooms_cmp_uid);
-	evbuffer_add(op->body, "[", 1);
+	evbuffer_add(op->api.body, "[", 1);
 	for (i = 0; i < k; i++) {
 		size_t len;
 		const char *name = bus_reply_str(bus_reply_element(reply,
 		    2 * users[i].i + 1), &len);
 
-		evbuffer_add_printf(op->body, "%s{\"id\":%lld,", i ? "," : "",
-		    users[i].id);
-		json_add_key(op->body, "username");
-		json_add_string(op->body, name != NULL ? name : "",
+		evbuffer_add_printf(op->api.body, "%s{\"id\":%lld,",
+		    i ? "," : "", users[i].id);
+		json_add_key(op->api.body, "username");
+		json_add_string(op->api.body, name != NULL ? name : "",
 		    name != NULL ? len : 0);
-		evbuffer_add(op->body, "}", 1);
+		evbuffer_add(op->api.body, "}", 1);
 	}
-	evbuffer_add(op->body, "]", 1);
-	conn_json(op->conn, 200, op->body, NULL);
+	evbuffer_add(op->api.body, "]", 1);
+	conn_json(op->api.conn, 200, op->api.body, NULL);
 done:
 	free(users);
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
 /* --- GET /ws/history/{roomId} ------------------------------------------- */
@@ -461,31 +539,16 @@ api_history(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct rooms_op *op;
-	long long limit, before;
-	char lim[24], bef[24];
-	const char *params[3] = { NULL, bef, lim };
+	const char *params[4];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
+	if ((op = rooms_op_paged(c, req, m, uid, params)) == NULL)
 		return;
-	if (!rooms_room_param(c, m, op))
-		return;
-	if (api_paging(c, req, &limit, &before) == -1) {
-		rooms_op_free(op);
-		return;
-	}
-	snprintf(lim, sizeof(lim), "%lld", limit);
-	snprintf(bef, sizeof(bef), "%lld", before);
-	params[0] = op->room;
-	if (db_query(c->worker->db,
-	    "SELECT m.id, m.user_id, m.username, m.content, "
+	api_query(&op->api, "SELECT m.id, m.user_id, m.username, m.content, "
 	    API_SQL_TIME("m.created_at") " FROM rooms r "
 	    "LEFT JOIN LATERAL (SELECT * FROM messages WHERE room_id = r.id "
-	    "AND id < $2 ORDER BY id DESC LIMIT $3) m ON true "
-	    "WHERE r.id = $1 ORDER BY m.id", 3, params, rooms_history_cb,
-	    op) == -1) {
-		api_db_error(c, NULL, "history");
-		rooms_op_free(op);
-	}
+	    "AND id < $3 ORDER BY id DESC LIMIT $4) m ON true "
+	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$2") " ORDER BY m.id", 4,
+	    params, rooms_history_cb);
 }
 
 static void
@@ -495,36 +558,36 @@ rooms_history_cb(struct db_result *res, void *arg)
 	int n, i, first = 1;
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->conn, res, "history");
+		api_db_error(op->api.conn, res, "history");
 		goto done;
 	}
 	if ((n = db_result_ntuples(res)) == 0) {
-		conn_error(op->conn, 404, "no room %s", op->room);
+		rooms_unknown(op->api.conn, op->room);
 		goto done;
 	}
-	evbuffer_add(op->body, "[", 1);
+	evbuffer_add(op->api.body, "[", 1);
 	for (i = 0; i < n; i++) {
 		if (db_result_isnull(res, i, 0))
 			continue;	/* a room without messages */
-		evbuffer_add_printf(op->body, "%s{\"type\":\"message\","
+		evbuffer_add_printf(op->api.body, "%s{\"type\":\"message\","
 		    "\"id\":%s,", first ? "" : ",", db_result_value(res, i, 0));
-		json_add_key(op->body, "roomId");
-		json_add_cstr(op->body, op->room);
-		evbuffer_add_printf(op->body, ",\"userId\":%s,",
+		json_add_key(op->api.body, "roomId");
+		json_add_cstr(op->api.body, op->room);
+		evbuffer_add_printf(op->api.body, ",\"userId\":%s,",
 		    db_result_value(res, i, 1));
-		json_add_key(op->body, "username");
-		json_add_cstr(op->body, db_result_value(res, i, 2));
-		evbuffer_add(op->body, ",", 1);
-		json_add_key(op->body, "content");
-		json_add_cstr(op->body, db_result_value(res, i, 3));
-		evbuffer_add_printf(op->body, ",\"ts\":\"%s\"}",
+		json_add_key(op->api.body, "username");
+		json_add_cstr(op->api.body, db_result_value(res, i, 2));
+		evbuffer_add(op->api.body, ",", 1);
+		json_add_key(op->api.body, "content");
+		json_add_cstr(op->api.body, db_result_value(res, i, 3));
+		evbuffer_add_printf(op->api.body, ",\"ts\":\"%s\"}",
 		    db_result_value(res, i, 4));
 		first = 0;
 	}
-	evbuffer_add(op->body, "]", 1);
-	conn_json(op->conn, 200, op->body, NULL);
+	evbuffer_add(op->api.body, "]", 1);
+	conn_json(op->api.conn, 200, op->api.body, NULL);
 done:
-	rooms_op_free(op);
+	api_op_free(op);
 }
 
 /* --- GET /ws/joinRoom/{roomId} ------------------------------------------ */
@@ -540,28 +603,24 @@ api_join_room(struct conn *c, struct http_request *req,
 {
 	struct rooms_op *op;
 	const char *params[2];
-	char uidbuf[24];
 
-	if ((op = rooms_op_new(c, req, uid)) == NULL)
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
 		return;
-	if (!rooms_room_param(c, m, op))
-		return;
-	snprintf(uidbuf, sizeof(uidbuf), "%lld", (long long)uid);
-	params[0] = uidbuf;
+	params[0] = api_op_int(&op->api, uid);
 	params[1] = op->room;
-	if (db_query(c->worker->db, "SELECT u.username, EXISTS (SELECT 1 FROM "
-	    "rooms WHERE id = $2) FROM users u WHERE u.id = $1", 2, params,
-	    rooms_join_cb, op) == -1) {
-		api_db_error(c, NULL, "join");
-		rooms_op_free(op);
-	}
+	/* Membership is checked here, once: messages on the socket are not
+	 * (a removed member's socket is closed, see chat.c). */
+	op->asked_ms = util_mono_ms();
+	api_query(&op->api, "SELECT u.username, EXISTS (SELECT 1 FROM "
+	    "rooms r WHERE r.id = $2 AND " ROOMS_VISIBLE("$1") ") FROM users u "
+	    "WHERE u.id = $1", 2, params, rooms_join_cb);
 }
 
 static void
 rooms_join_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
-	struct conn *c = op->conn;
+	struct conn *c = op->api.conn;
 	char extra[256], token[AUTH_TOKEN_MAX + 2], session[AUTH_KEY_MAX];
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -572,26 +631,382 @@ rooms_join_cb(struct db_result *res, void *arg)
 		conn_error(c, 401, "the account no longer exists");
 		goto done;
 	}
-	if (strcmp(db_result_value(res, 0, 1), "t") != 0) {
-		conn_error(c, 404, "no room %s", op->room);
+	/*
+	 * A removal (or deletion) heard since the check was sent may have
+	 * come after the row was read: its event found no socket to close
+	 * yet, so the join is refused as the next one would be.
+	 */
+	if (strcmp(db_result_value(res, 0, 1), "t") != 0 ||
+	    chat_room_revoked(c->worker->chat, op->room, op->api.uid,
+	    op->asked_ms)) {
+		rooms_unknown(c, op->room);
 		goto done;
 	}
-	if (!api_origin_allowed(c->worker, op->req)) {
+	if (!api_origin_allowed(c->worker, op->api.req)) {
 		conn_error(c, 403, "WebSocket connections from origin %s are "
-		    "not allowed", http_header(op->req, "Origin"));
+		    "not allowed", http_header(op->api.req, "Origin"));
 		goto done;
 	}
-	if (ws_handshake(op->req, extra, sizeof(extra)) == -1) {
+	if (ws_handshake(op->api.req, extra, sizeof(extra)) == -1) {
 		conn_error(c, 400, "not a valid WebSocket upgrade: %s", extra);
 		goto done;
 	}
 	session[0] = '\0';
-	if (auth_request_token(op->req, token, sizeof(token)) == 1)
+	if (auth_request_token(op->api.req, token, sizeof(token)) == 1)
 		auth_session_key(c->worker, token, session, sizeof(session));
 	snprintf(op->name, sizeof(op->name), "%s", db_result_value(res, 0, 0));
-	chat_upgrade(c, extra, op->room, op->uid, op->name, session);
+	chat_upgrade(c, extra, op->room, op->api.uid, op->name, session);
 done:
-	rooms_op_free(op);
+	api_op_free(op);
+}
+
+/* --- DELETE /ws/rooms/{roomId} ------------------------------------------ */
+
+/*
+ * The owner only: the room goes, its messages and members with it (the
+ * members' foreign key cascades, the messages go by the trigger
+ * rooms_delete_messages of sql/002_partitions.sql), its id is never given
+ * again (rooms_deleted), then every instance closes its sockets. Zero rows: the caller cannot
+ * see the room (404); a row with nothing deleted: not the owner (403).
+ */
+void
+api_room_delete(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct rooms_op *op;
+	const char *params[2];
+
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
+		return;
+	params[0] = op->room;
+	params[1] = api_op_int(&op->api, uid);
+	api_query(&op->api, "WITH v AS (SELECT r.id, r.owner_id FROM rooms r "
+	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$2") "), d AS (DELETE FROM "
+	    "rooms x USING v WHERE x.id = v.id AND v.owner_id = $2 RETURNING "
+	    "x.id), t AS (INSERT INTO rooms_deleted (id) SELECT id FROM d "
+	    "ON CONFLICT DO NOTHING) SELECT (SELECT count(*) FROM d) FROM v",
+	    2, params, rooms_deleted_cb);
+}
+
+static void
+rooms_deleted_cb(struct db_result *res, void *arg)
+{
+	struct rooms_op *op = arg;
+
+	if (res == NULL || !db_result_ok(res))
+		api_db_error(op->api.conn, res, "delete room");
+	else if (db_result_ntuples(res) == 0)
+		rooms_unknown(op->api.conn, op->room);
+	else if (strcmp(db_result_value(res, 0, 0), "0") == 0)
+		conn_error(op->api.conn, 403, "only the owner of room %s can "
+		    "delete it", op->room);
+	else {
+		rooms_publish(op->api.conn->worker, "room_deleted", op->room,
+		    0);
+		conn_respond(op->api.conn, 204, NULL, NULL, 0, NULL);
+	}
+	api_op_free(op);
+}
+
+/* --- GET /ws/rooms/{roomId}/members ------------------------------------- */
+
+/* Members only, private rooms only: anything else is an unknown room. */
+void
+api_room_members(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct rooms_op *op;
+	const char *params[4];
+
+	if ((op = rooms_op_paged(c, req, m, uid, params)) == NULL)
+		return;
+	api_query(&op->api, "SELECT l.id, l.username FROM rooms r "
+	    "LEFT JOIN LATERAL (SELECT u.id, u.username FROM room_members mm "
+	    "JOIN users u ON u.id = mm.user_id WHERE mm.room_id = r.id AND "
+	    "mm.user_id < $3 ORDER BY mm.user_id DESC LIMIT $4) l ON true "
+	    "WHERE r.id = $1 AND r.private AND " ROOMS_VISIBLE("$2")
+	    " ORDER BY l.id DESC", 4, params, rooms_members_cb);
+}
+
+static void
+rooms_members_cb(struct db_result *res, void *arg)
+{
+	struct rooms_op *op = arg;
+	int i, n, first = 1;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->api.conn, res, "members");
+		goto done;
+	}
+	if ((n = db_result_ntuples(res)) == 0) {
+		rooms_unknown(op->api.conn, op->room);
+		goto done;
+	}
+	evbuffer_add(op->api.body, "[", 1);
+	for (i = 0; i < n; i++) {
+		if (db_result_isnull(res, i, 0))	/* no member left */
+			continue;
+		evbuffer_add_printf(op->api.body, "%s{", first ? "" : ",");
+		first = 0;
+		api_add_int(op->api.body, "id", db_result_value(res, i, 0));
+		evbuffer_add(op->api.body, ",", 1);
+		json_add_key(op->api.body, "username");
+		json_add_cstr(op->api.body, db_result_value(res, i, 1));
+		evbuffer_add(op->api.body, "}", 1);
+	}
+	evbuffer_add(op->api.body, "]", 1);
+	conn_json(op->api.conn, 200, op->api.body, NULL);
+done:
+	api_op_free(op);
+}
+
+/* --- POST /ws/rooms/{roomId}/members ------------------------------------ */
+
+/*
+ * {"userId": n}: the owner adds a user (again: nothing changes). The one
+ * statement reads the room as the caller sees it, the user, and inserts
+ * only when the caller owns a room that is not a direct one; the row
+ * says which check failed.
+ */
+void
+api_room_member_add(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct json_doc *doc = NULL;
+	struct rooms_op *op;
+	const char *params[3];
+	int64_t id;
+	int r;
+
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
+		return;
+	if ((doc = api_body(c, req)) == NULL)
+		goto fail;
+	if ((r = json_get_int(doc, "userId", &id)) != JSON_OK || id < 1) {
+		conn_error(c, 400, r == JSON_MISSING ? "userId is required" :
+		    "userId must be a positive integer (a user id)");
+		goto fail;
+	}
+	json_free(doc);
+	op->api.id = id;
+	params[0] = op->room;
+	params[1] = api_op_int(&op->api, uid);
+	params[2] = api_op_int(&op->api, id);
+	api_query(&op->api, "WITH v AS (SELECT r.id, r.seq, r.dm, "
+	    "coalesce(r.owner_id = $2, false) AS owner FROM rooms r "
+	    "WHERE r.id = $1 AND r.private AND " ROOMS_VISIBLE("$2") "), "
+	    "u AS (SELECT id, username FROM users WHERE id = $3), "
+	    "i AS (INSERT INTO room_members (room_id, user_id, room_seq) "
+	    "SELECT v.id, u.id, v.seq FROM v, u WHERE v.owner AND NOT v.dm "
+	    "ON CONFLICT DO NOTHING) "
+	    "SELECT v.dm, v.owner, u.id, u.username FROM v LEFT JOIN u ON true",
+	    3, params, rooms_member_added_cb);
+	return;
+fail:
+	json_free(doc);
+	api_op_free(op);
+}
+
+static void
+rooms_member_added_cb(struct db_result *res, void *arg)
+{
+	struct rooms_op *op = arg;
+	struct conn *c = op->api.conn;
+
+	/* The room deleted meanwhile fails the foreign key. */
+	if (res != NULL && !db_result_ok(res) &&
+	    strcmp(db_result_sqlstate(res), "23503") == 0)
+		rooms_unknown(c, op->room);
+	else if (res == NULL || !db_result_ok(res))
+		api_db_error(c, res, "add member");
+	else if (db_result_ntuples(res) == 0)
+		rooms_unknown(c, op->room);
+	else if (strcmp(db_result_value(res, 0, 0), "t") == 0)
+		rooms_dm_fixed(c, op->room);
+	else if (strcmp(db_result_value(res, 0, 1), "t") != 0)
+		conn_error(c, 403, "only the owner of room %s can add members",
+		    op->room);
+	else if (db_result_isnull(res, 0, 2))
+		conn_error(c, 404, "no user with id %lld",
+		    (long long)op->api.id);
+	else {
+		evbuffer_add(op->api.body, "{", 1);
+		api_add_int(op->api.body, "id", db_result_value(res, 0, 2));
+		evbuffer_add(op->api.body, ",", 1);
+		json_add_key(op->api.body, "username");
+		json_add_cstr(op->api.body, db_result_value(res, 0, 3));
+		evbuffer_add(op->api.body, "}", 1);
+		conn_json(c, 200, op->api.body, NULL);
+	}
+	api_op_free(op);
+}
+
+/* --- DELETE /ws/rooms/{roomId}/members/{userId} ------------------------- */
+
+/*
+ * The owner removes anyone but themself (an owner leaves by deleting the
+ * room: 400); a member removes themself; nobody leaves or is removed from
+ * a direct room (403). Removing someone who is not a member is done
+ * already (204). Then the removed user's sockets to the room close on
+ * every instance.
+ */
+void
+api_room_member_remove(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct rooms_op *op;
+	const char *params[3];
+	int64_t id;
+
+	if (api_id(c, router_param(m, "userId"), "the user id", &id) == -1)
+		return;
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
+		return;
+	op->api.id = id;
+	params[0] = op->room;
+	params[1] = api_op_int(&op->api, uid);
+	params[2] = api_op_int(&op->api, id);
+	api_query(&op->api, "WITH v AS (SELECT r.id, r.dm, "
+	    "coalesce(r.owner_id = $2, false) AS owner FROM rooms r "
+	    "WHERE r.id = $1 AND r.private AND " ROOMS_VISIBLE("$2") "), "
+	    "d AS (DELETE FROM room_members mm USING v WHERE mm.room_id = v.id "
+	    "AND mm.user_id = $3 AND NOT v.dm AND "
+	    "(v.owner <> ($2 = $3)) RETURNING mm.user_id) "
+	    "SELECT v.dm, v.owner, (SELECT count(*) FROM d) FROM v",
+	    3, params, rooms_member_removed_cb);
+}
+
+static void
+rooms_member_removed_cb(struct db_result *res, void *arg)
+{
+	struct rooms_op *op = arg;
+	struct conn *c = op->api.conn;
+	int owner, self = op->api.id == op->api.uid;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(c, res, "remove member");
+		goto done;
+	}
+	if (db_result_ntuples(res) == 0) {
+		rooms_unknown(c, op->room);
+		goto done;
+	}
+	owner = strcmp(db_result_value(res, 0, 1), "t") == 0;
+	if (strcmp(db_result_value(res, 0, 0), "t") == 0)
+		rooms_dm_fixed(c, op->room);
+	else if (owner && self)
+		conn_error(c, 400, "the owner cannot leave room %s; delete it "
+		    "instead (DELETE /ws/rooms/%s)", op->room, op->room);
+	else if (!owner && !self)
+		conn_error(c, 403, "only the owner of room %s can remove other "
+		    "members", op->room);
+	else {
+		if (strcmp(db_result_value(res, 0, 2), "0") != 0)
+			rooms_publish(c->worker, "member_removed", op->room,
+			    op->api.id);
+		conn_respond(c, 204, NULL, NULL, 0, NULL);
+	}
+done:
+	api_op_free(op);
+}
+
+/* --- POST /ws/dm/{userId} ----------------------------------------------- */
+
+/*
+ * The one direct room of the caller and userId, made on the first call.
+ * The pair's unique index (rooms_dm_pair) decides a race, on one instance
+ * or many: the loser's INSERT does nothing, and a second statement (a new
+ * snapshot, which sees the winner's committed row) reads the room. DMs do
+ * not count against rooms_max_per_hour: there is at most one per pair.
+ */
+void
+api_dm(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	struct rooms_op *op;
+	const char *params[3];
+	int64_t id;
+
+	if (api_id(c, router_param(m, "userId"), "the user id", &id) == -1)
+		return;
+	if (id == uid) {
+		conn_error(c, 400, "userId is your own id: a direct "
+		    "conversation needs another user");
+		return;
+	}
+	if ((op = rooms_op_new(c, req, uid)) == NULL)
+		return;
+	op->api.id = id;
+	if (util_token(op->room, sizeof(op->room),
+	    ROOMS_GENERATED_ID_BYTES) == -1) {
+		conn_error(c, 500, "cannot make a room id");
+		api_op_free(op);
+		return;
+	}
+	params[0] = api_op_int(&op->api, uid);
+	params[1] = api_op_int(&op->api, id);
+	params[2] = op->room;
+	api_query(&op->api, "WITH o AS (SELECT id FROM users WHERE id = $2), "
+	    "i AS (INSERT INTO rooms (id, name, private, dm, dm_low, dm_high) "
+	    "SELECT $3, 'direct', true, true, least($1::bigint, $2::bigint), "
+	    "greatest($1::bigint, $2::bigint) FROM o ON CONFLICT (dm_low, "
+	    "dm_high) WHERE dm DO NOTHING RETURNING id, seq), "
+	    "mm AS (INSERT INTO room_members (room_id, user_id, room_seq) "
+	    "SELECT i.id, x.u, i.seq FROM i CROSS JOIN (VALUES ($1::bigint), "
+	    "($2::bigint)) x (u)) "
+	    "SELECT i.id FROM o LEFT JOIN i ON true", 3, params, rooms_dm_cb);
+}
+
+static void
+rooms_dm_cb(struct db_result *res, void *arg)
+{
+	struct rooms_op *op = arg;
+	const char *params[2];
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->api.conn, res, "direct room");
+		goto fail;
+	}
+	if (db_result_ntuples(res) == 0) {
+		conn_error(op->api.conn, 404, "no user with id %lld",
+		    (long long)op->api.id);
+		goto fail;
+	}
+	if (!db_result_isnull(res, 0, 0)) {	/* made now */
+		rooms_show(op);
+		return;
+	}
+	params[0] = api_op_int(&op->api, op->api.uid);
+	params[1] = api_op_int(&op->api, op->api.id);
+	api_query(&op->api, "SELECT id FROM rooms WHERE dm AND "
+	    "dm_low = least($1::bigint, $2::bigint) AND "
+	    "dm_high = greatest($1::bigint, $2::bigint)", 2, params,
+	    rooms_dm_found_cb);
+	return;
+fail:
+	api_op_free(op);
+}
+
+static void
+rooms_dm_found_cb(struct db_result *res, void *arg)
+{
+	struct rooms_op *op = arg;
+
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->api.conn, res, "direct room");
+		goto fail;
+	}
+	if (db_result_ntuples(res) == 0) {
+		/* Only a deletion of the room between the two statements. */
+		conn_error(op->api.conn, 503, "the direct room changed "
+		    "meanwhile; try again");
+		goto fail;
+	}
+	snprintf(op->room, sizeof(op->room), "%s", db_result_value(res, 0, 0));
+	rooms_show(op);
+	return;
+fail:
+	api_op_free(op);
 }
 
 /* --- helpers ------------------------------------------------------------ */
@@ -599,41 +1014,107 @@ done:
 static struct rooms_op *
 rooms_op_new(struct conn *c, struct http_request *req, int64_t uid)
 {
+	return api_op_new(c, req, uid, sizeof(struct rooms_op));
+}
+
+/*
+ * The answer for a room that does not exist, or is private and the caller
+ * not a member: the same status and body, so that nothing tells them
+ * apart (SPEC section 10).
+ */
+static void
+rooms_unknown(struct conn *c, const char *room)
+{
+	conn_error(c, 404, "no room %s", room);
+}
+
+/* A direct room's two members are fixed (SPEC section 10). */
+static void
+rooms_dm_fixed(struct conn *c, const char *room)
+{
+	conn_error(c, 403, "room %s is a direct conversation: nobody is "
+	    "added to it or removed from it", room);
+}
+
+/*
+ * An op for the room of the {roomId} parameter; an id that cannot exist
+ * is an unknown room. NULL once answered.
+ */
+static struct rooms_op *
+rooms_op_room(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid)
+{
+	const char *id = router_param(m, "roomId");
 	struct rooms_op *op;
 
-	if ((op = calloc(1, sizeof(*op))) == NULL ||
-	    (op->body = evbuffer_new()) == NULL) {
-		free(op);
-		conn_error(c, 500, "out of memory");
+	if (id == NULL || !msg_room_id_valid(id, strlen(id))) {
+		rooms_unknown(c, id != NULL ? id : "");
 		return NULL;
 	}
-	op->conn = c;
-	op->req = req;
-	op->uid = uid;
+	if ((op = rooms_op_new(c, req, uid)) != NULL)
+		snprintf(op->room, sizeof(op->room), "%s", id);
 	return op;
 }
 
-static void
-rooms_op_free(struct rooms_op *op)
+/*
+ * The op of a room's list route (history, members) and its parameters:
+ * $1 the room, $2 the caller, $3 before, $4 limit. NULL once answered.
+ */
+static struct rooms_op *
+rooms_op_paged(struct conn *c, struct http_request *req,
+    const struct route_match *m, int64_t uid, const char *params[4])
 {
-	if (op == NULL)
-		return;
-	evbuffer_free(op->body);
-	free(op);
+	struct rooms_op *op;
+	long long limit, before;
+
+	if ((op = rooms_op_room(c, req, m, uid)) == NULL)
+		return NULL;
+	if (api_paging(c, req, &limit, &before) == -1) {
+		api_op_free(op);
+		return NULL;
+	}
+	params[0] = op->room;
+	params[1] = api_op_int(&op->api, uid);
+	params[2] = api_op_int(&op->api, before);
+	params[3] = api_op_int(&op->api, limit);
+	return op;
 }
 
-/* The {roomId} parameter; an id that cannot exist is an unknown room. */
-static int
-rooms_room_param(struct conn *c, const struct route_match *m,
-    struct rooms_op *op)
+/* `"id":..,"name":..,"private":..,"dm":..,"owner":..` of a row read with
+ * ROOMS_COLUMNS(). */
+static void
+rooms_add_room(struct evbuffer *out, struct db_result *res, int row)
 {
-	const char *id = router_param(m, "roomId");
+	json_add_key(out, "id");
+	json_add_cstr(out, db_result_value(res, row, 0));
+	evbuffer_add(out, ",", 1);
+	json_add_key(out, "name");
+	json_add_cstr(out, db_result_value(res, row, 1));
+	evbuffer_add_printf(out, ",\"private\":%s,\"dm\":%s,",
+	    strcmp(db_result_value(res, row, 2), "t") == 0 ? "true" : "false",
+	    strcmp(db_result_value(res, row, 3), "t") == 0 ? "true" : "false");
+	if (db_result_isnull(res, row, 4)) {
+		json_add_key(out, "owner");
+		evbuffer_add(out, "null", 4);
+	} else
+		api_add_int(out, "owner", db_result_value(res, row, 4));
+}
 
-	if (id == NULL || !msg_room_id_valid(id, strlen(id))) {
-		conn_error(c, 404, "no room %s", id != NULL ? id : "");
-		rooms_op_free(op);
-		return 0;
-	}
-	snprintf(op->room, sizeof(op->room), "%s", id);
-	return 1;
+/*
+ * Tell every worker (every instance) on <prefix>control to close sockets
+ * of a room: a removed member's (uid > 0) or all of a deleted room's
+ * (uid 0). Fire and forget, as logout does: the change is committed, and
+ * a lost event is logged by the bus.
+ */
+static void
+rooms_publish(struct worker *w, const char *type, const char *room,
+    int64_t uid)
+{
+	char channel[sizeof(w->conf->redis_prefix) + 16], event[160];
+
+	(void)msg_key_name(channel, sizeof(channel), w->conf->redis_prefix,
+	    MSG_CONTROL);
+	snprintf(event, sizeof(event), "{\"type\":\"%s\",\"roomId\":\"%s\","
+	    "\"userId\":%lld}", type, room, (long long)uid);
+	bus_send(w->redis, "PUBLISH %s %s", channel, event);
 }

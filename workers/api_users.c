@@ -3,7 +3,7 @@
  * account, follow and unfollow, user objects (/me, /users/{id},
  * /users?username=) and the follower and following lists. Each handler
  * runs one SQL statement (deletion, a transaction around Redis work); its
- * state lives in a struct users_op until the answer is sent.
+ * state lives in a struct users_op (a struct api_op) until the answer is sent.
  */
 #include "config.h"
 
@@ -44,20 +44,19 @@ enum users_list {
  * continuation needs (the route match is gone by then).
  */
 struct users_op {
-	struct conn	*conn;
-	int64_t		 uid;		/* the caller */
-	int64_t		 id;		/* the other user (follow, lists) */
+	struct api_op	 api;		/* id: the other user (follow, lists) */
 	int		 with_email;	/* user object of the caller (/me) */
 	int		 gone;		/* delete: the caller's row was gone */
 	struct db_txn	*txn;		/* delete: open until COMMIT/ROLLBACK */
 };
 
-static struct users_op *users_op_new(struct conn *, int64_t, int64_t);
+static struct users_op *users_op_new(struct conn *, struct http_request *,
+		    int64_t, int64_t);
 static int	users_target(struct conn *, struct http_request *,
 		    const char *, int64_t, int64_t *);
 static void	users_follow_answer(struct users_op *);
-static void	users_profile(struct conn *, int64_t, const char *,
-		    const char *, int);
+static void	users_profile(struct conn *, struct http_request *, int64_t,
+		    const char *, int64_t, const char *, int);
 static void	users_list(struct conn *, struct http_request *,
 		    const struct route_match *, enum users_list);
 static void	users_publish_deleted(struct worker *, int64_t);
@@ -139,18 +138,17 @@ api_delete(struct conn *c, struct http_request *req,
 {
 	struct users_op *op;
 
-	(void)req;
 	(void)m;
 	if (!bus_connected(c->worker->redis)) {
 		conn_error(c, 503, "Redis is unavailable, so sessions cannot "
 		    "be revoked; " USERS_KEPT);
 		return;
 	}
-	if ((op = users_op_new(c, uid, 0)) == NULL)
+	if ((op = users_op_new(c, req, uid, 0)) == NULL)
 		return;
 	if ((op->txn = db_begin(c->worker->db, users_begun_cb, op)) == NULL) {
 		api_db_error(c, NULL, "BEGIN");
-		free(op);
+		api_op_free(op);
 	}
 }
 
@@ -160,24 +158,23 @@ users_delete_fail(struct users_op *op, int status, const char *msg)
 {
 	db_rollback(op->txn);
 	op->txn = NULL;
-	conn_error(op->conn, status, "%s", msg);
-	free(op);
+	conn_error(op->api.conn, status, "%s", msg);
+	api_op_free(op);
 }
 
 static void
 users_begun_cb(struct db_result *res, void *arg)
 {
 	struct users_op *op = arg;
-	char id[24];
-	const char *params[1] = { id };
+	const char *params[1];
 
 	if (res == NULL || !db_result_ok(res)) {
 		db_rollback(op->txn);
-		api_db_error(op->conn, res, "BEGIN");
-		free(op);
+		api_db_error(op->api.conn, res, "BEGIN");
+		api_op_free(op);
 		return;
 	}
-	snprintf(id, sizeof(id), "%" PRId64, op->uid);
+	params[0] = api_op_int(&op->api, op->api.uid);
 	if (db_txn_query(op->txn, "DELETE FROM users WHERE id = $1 RETURNING id",
 	    1, params, users_delete_cb, op) == -1)
 		users_delete_fail(op, 503, "the database is unavailable; "
@@ -188,12 +185,12 @@ static void
 users_delete_cb(struct db_result *res, void *arg)
 {
 	struct users_op *op = arg;
-	struct worker *w = op->conn->worker;
+	struct worker *w = op->api.conn->worker;
 
 	if (res == NULL || !db_result_ok(res)) {
 		db_rollback(op->txn);
-		api_db_error(op->conn, res, "deleting a user");
-		free(op);
+		api_db_error(op->api.conn, res, "deleting a user");
+		api_op_free(op);
 		return;
 	}
 	if (db_result_ntuples(res) == 0) {
@@ -204,17 +201,17 @@ users_delete_cb(struct db_result *res, void *arg)
 		db_rollback(op->txn);
 		op->txn = NULL;
 		op->gone = 1;
-		if (auth_session_revoke_all(w, op->uid, users_gone_cb, op) == -1)
+		if (auth_session_revoke_all(w, op->api.uid, users_gone_cb, op) == -1)
 			users_gone_cb(0, op);
 		return;
 	}
 	/* Nobody is waiting for the answer: change nothing. */
-	if (op->conn->state == CONN_CLOSED || op->conn->peer_eof) {
+	if (op->api.conn->state == CONN_CLOSED || op->api.conn->peer_eof) {
 		users_delete_fail(op, 503, "the client went away; "
 		    USERS_KEPT);
 		return;
 	}
-	if (auth_session_revoke_all(w, op->uid, users_revoked_cb, op) == -1)
+	if (auth_session_revoke_all(w, op->api.uid, users_revoked_cb, op) == -1)
 		users_delete_fail(op, 503, "Redis is unavailable, so sessions "
 		    "cannot be revoked; " USERS_KEPT);
 }
@@ -230,11 +227,11 @@ users_revoked_cb(int ok, void *arg)
 		    "(Redis is unavailable); " USERS_KEPT);
 		return;
 	}
-	users_publish_deleted(op->conn->worker, op->uid);
+	users_publish_deleted(op->api.conn->worker, op->api.uid);
 	op->txn = NULL;
 	if (db_commit(txn, users_committed_cb, op) == -1) {
-		conn_error(op->conn, 503, USERS_LOGGED_OUT);
-		free(op);
+		conn_error(op->api.conn, 503, USERS_LOGGED_OUT);
+		api_op_free(op);
 	}
 }
 
@@ -246,12 +243,12 @@ users_committed_cb(struct db_result *res, void *arg)
 	if (res == NULL || !db_result_ok(res)) {
 		log_warnx("conn %llu: deleting user %" PRId64 ": COMMIT failed "
 		    "after its sessions were revoked: %s",
-		    (unsigned long long)op->conn->id, op->uid,
+		    (unsigned long long)op->api.conn->id, op->api.uid,
 		    res != NULL ? db_result_error(res) : "connection lost");
-		conn_error(op->conn, 503, USERS_LOGGED_OUT);
+		conn_error(op->api.conn, 503, USERS_LOGGED_OUT);
 	} else
-		conn_respond(op->conn, 204, NULL, NULL, 0, NULL);
-	free(op);
+		conn_respond(op->api.conn, 204, NULL, NULL, 0, NULL);
+	api_op_free(op);
 }
 
 static void
@@ -260,9 +257,9 @@ users_gone_cb(int ok, void *arg)
 	struct users_op *op = arg;
 
 	if (ok)
-		users_publish_deleted(op->conn->worker, op->uid);
-	conn_error(op->conn, 401, USERS_GONE);
-	free(op);
+		users_publish_deleted(op->api.conn->worker, op->api.uid);
+	conn_error(op->api.conn, 401, USERS_GONE);
+	api_op_free(op);
 }
 
 /*
@@ -304,19 +301,18 @@ api_follow(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct users_op *op;
-	char me[24], id[24];
-	const char *params[2] = { me, id };
+	const char *params[2];
 	int64_t target;
 
 	(void)m;
 	if (!users_target(c, req, "toFollowId", uid, &target))
 		return;
-	if ((op = users_op_new(c, uid, target)) == NULL)
+	if ((op = users_op_new(c, req, uid, target)) == NULL)
 		return;
-	snprintf(me, sizeof(me), "%" PRId64, uid);
-	snprintf(id, sizeof(id), "%" PRId64, target);
+	params[0] = api_op_int(&op->api, uid);
+	params[1] = api_op_int(&op->api, target);
 	/* An unknown id fails the foreign key (23503): see the callback. */
-	api_query(op->conn, op, "INSERT INTO user_followers (follower_id, following_id)"
+	api_query(&op->api, "INSERT INTO user_followers (follower_id, following_id)"
 	    " VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, params,
 	    users_follow_cb);
 }
@@ -330,15 +326,15 @@ users_follow_cb(struct db_result *res, void *arg)
 	    strcmp(db_result_sqlstate(res), "23503") == 0) {
 		/* Which key failed tells whose row is missing. */
 		if (strstr(db_result_constraint(res), "follower_id") != NULL)
-			conn_error(op->conn, 401, USERS_GONE);
+			conn_error(op->api.conn, 401, USERS_GONE);
 		else
-			conn_error(op->conn, 404, "no user with id %" PRId64,
-			    op->id);
+			conn_error(op->api.conn, 404, "no user with id %" PRId64,
+			    op->api.id);
 	} else if (res == NULL || !db_result_ok(res))
-		api_db_error(op->conn, res, "following a user");
+		api_db_error(op->api.conn, res, "following a user");
 	else
 		users_follow_answer(op);
-	free(op);
+	api_op_free(op);
 }
 
 void
@@ -346,22 +342,21 @@ api_unfollow(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
 	struct users_op *op;
-	char me[24], id[24];
-	const char *params[2] = { me, id };
+	const char *params[2];
 	int64_t target;
 
 	(void)m;
 	if (!users_target(c, req, "toUnfollowId", uid, &target))
 		return;
-	if ((op = users_op_new(c, uid, target)) == NULL)
+	if ((op = users_op_new(c, req, uid, target)) == NULL)
 		return;
-	snprintf(me, sizeof(me), "%" PRId64, uid);
-	snprintf(id, sizeof(id), "%" PRId64, target);
+	params[0] = api_op_int(&op->api, uid);
+	params[1] = api_op_int(&op->api, target);
 	/*
 	 * The DELETE in the CTE runs whatever the main query reads; the main
 	 * query says whether the user exists (no row: 404).
 	 */
-	api_query(op->conn, op, "WITH d AS (DELETE FROM user_followers"
+	api_query(&op->api, "WITH d AS (DELETE FROM user_followers"
 	    " WHERE follower_id = $1 AND following_id = $2)"
 	    " SELECT id FROM users WHERE id = $2", 2, params,
 	    users_unfollow_cb);
@@ -373,12 +368,12 @@ users_unfollow_cb(struct db_result *res, void *arg)
 	struct users_op *op = arg;
 
 	if (res == NULL || !db_result_ok(res))
-		api_db_error(op->conn, res, "unfollowing a user");
+		api_db_error(op->api.conn, res, "unfollowing a user");
 	else if (db_result_ntuples(res) == 0)
-		conn_error(op->conn, 404, "no user with id %" PRId64, op->id);
+		conn_error(op->api.conn, 404, "no user with id %" PRId64, op->api.id);
 	else
 		users_follow_answer(op);
-	free(op);
+	api_op_free(op);
 }
 
 /*
@@ -425,16 +420,9 @@ users_target(struct conn *c, struct http_request *req, const char *name,
 static void
 users_follow_answer(struct users_op *op)
 {
-	struct evbuffer *body;
-
-	if ((body = evbuffer_new()) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
-		return;
-	}
-	evbuffer_add_printf(body, "{\"follower_id\":%" PRId64
-	    ",\"following_id\":%" PRId64 "}", op->uid, op->id);
-	conn_json(op->conn, 200, body, NULL);
-	evbuffer_free(body);
+	evbuffer_add_printf(op->api.body, "{\"follower_id\":%" PRId64
+	    ",\"following_id\":%" PRId64 "}", op->api.uid, op->api.id);
+	conn_json(op->api.conn, 200, op->api.body, NULL);
 }
 
 /* --- user objects ------------------------------------------------------- */
@@ -443,26 +431,19 @@ void
 api_me(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
-	char id[24];
-
-	(void)req;
 	(void)m;
-	snprintf(id, sizeof(id), "%" PRId64, uid);
-	users_profile(c, uid, users_profile_by_id, id, 1);
+	users_profile(c, req, uid, users_profile_by_id, uid, NULL, 1);
 }
 
 void
 api_user_get(struct conn *c, struct http_request *req,
     const struct route_match *m, int64_t uid)
 {
-	char id[24];
 	int64_t n;
 
-	(void)req;
 	if (api_id(c, router_param(m, "id"), "the user id", &n) == -1)
 		return;
-	snprintf(id, sizeof(id), "%" PRId64, n);
-	users_profile(c, uid, users_profile_by_id, id, 0);
+	users_profile(c, req, uid, users_profile_by_id, n, NULL, 0);
 }
 
 void
@@ -489,43 +470,42 @@ api_user_find(struct conn *c, struct http_request *req,
 		    "A-Z a-z 0-9 _ . -", USERS_NAME_MAX);
 		return;
 	}
-	users_profile(c, uid, users_profile_by_name, name, 0);
+	users_profile(c, req, uid, users_profile_by_name, 0, name, 0);
 }
 
-/* Look a user up with sql and its one parameter; /me (with_email) answers
- * 401 when the caller's row is gone, the others 404. */
+/* Look a user up with sql and its one parameter (name, or id when name is
+ * NULL); /me (with_email) answers 401 when the caller's row is gone, the
+ * others 404. */
 static void
-users_profile(struct conn *c, int64_t uid, const char *sql, const char *param,
-    int with_email)
+users_profile(struct conn *c, struct http_request *req, int64_t uid,
+    const char *sql, int64_t id, const char *name, int with_email)
 {
 	struct users_op *op;
-	const char *params[1] = { param };
+	const char *params[1] = { name };
 
-	if ((op = users_op_new(c, uid, 0)) == NULL)
+	if ((op = users_op_new(c, req, uid, 0)) == NULL)
 		return;
+	if (name == NULL)
+		params[0] = api_op_int(&op->api, id);
 	op->with_email = with_email;
-	api_query(op->conn, op, sql, 1, params, users_profile_cb);
+	api_query(&op->api, sql, 1, params, users_profile_cb);
 }
 
 static void
 users_profile_cb(struct db_result *res, void *arg)
 {
 	struct users_op *op = arg;
-	struct evbuffer *body = NULL;
+	struct evbuffer *body = op->api.body;
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->conn, res, "reading a user");
+		api_db_error(op->api.conn, res, "reading a user");
 		goto done;
 	}
 	if (db_result_ntuples(res) == 0) {
 		if (op->with_email)
-			conn_error(op->conn, 401, USERS_GONE);
+			conn_error(op->api.conn, 401, USERS_GONE);
 		else
-			conn_error(op->conn, 404, "no such user");
-		goto done;
-	}
-	if ((body = evbuffer_new()) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
+			conn_error(op->api.conn, 404, "no such user");
 		goto done;
 	}
 	evbuffer_add(body, "{", 1);
@@ -548,11 +528,9 @@ users_profile_cb(struct db_result *res, void *arg)
 	json_add_key(body, "created_at");
 	json_add_cstr(body, db_result_value(res, 0, 6));
 	evbuffer_add(body, "}", 1);
-	conn_json(op->conn, 200, body, NULL);
+	conn_json(op->api.conn, 200, body, NULL);
 done:
-	if (body != NULL)
-		evbuffer_free(body);
-	free(op);
+	api_op_free(op);
 }
 
 /* --- GET /users/{id}/followers, /users/{id}/following ------------------- */
@@ -578,39 +556,34 @@ users_list(struct conn *c, struct http_request *req,
     const struct route_match *m, enum users_list which)
 {
 	struct users_op *op;
-	char id[24], before[24], limit[24];
-	const char *params[3] = { id, before, limit };
+	const char *params[3];
 	long long lim, bef;
 	int64_t n;
 
 	if (api_id(c, router_param(m, "id"), "the user id", &n) == -1 ||
 	    api_paging(c, req, &lim, &bef) == -1)
 		return;
-	if ((op = users_op_new(c, 0, n)) == NULL)
+	if ((op = users_op_new(c, req, 0, n)) == NULL)
 		return;
-	snprintf(id, sizeof(id), "%" PRId64, n);
-	snprintf(before, sizeof(before), "%lld", bef);
-	snprintf(limit, sizeof(limit), "%lld", lim);
-	api_query(op->conn, op, users_list_sql[which], 3, params, users_list_cb);
+	params[0] = api_op_int(&op->api, n);
+	params[1] = api_op_int(&op->api, bef);
+	params[2] = api_op_int(&op->api, lim);
+	api_query(&op->api, users_list_sql[which], 3, params, users_list_cb);
 }
 
 static void
 users_list_cb(struct db_result *res, void *arg)
 {
 	struct users_op *op = arg;
-	struct evbuffer *body = NULL;
+	struct evbuffer *body = op->api.body;
 	int i, n, first = 1;
 
 	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->conn, res, "listing users");
+		api_db_error(op->api.conn, res, "listing users");
 		goto done;
 	}
 	if ((n = db_result_ntuples(res)) == 0) {
-		conn_error(op->conn, 404, "no user with id %" PRId64, op->id);
-		goto done;
-	}
-	if ((body = evbuffer_new()) == NULL) {
-		conn_error(op->conn, 500, "out of memory");
+		conn_error(op->api.conn, 404, "no user with id %" PRId64, op->api.id);
 		goto done;
 	}
 	evbuffer_add(body, "[", 1);
@@ -626,28 +599,22 @@ users_list_cb(struct db_result *res, void *arg)
 		evbuffer_add(body, "}", 1);
 	}
 	evbuffer_add(body, "]", 1);
-	conn_json(op->conn, 200, body, NULL);
+	conn_json(op->api.conn, 200, body, NULL);
 done:
-	if (body != NULL)
-		evbuffer_free(body);
-	free(op);
+	api_op_free(op);
 }
 
 /* --- helpers ------------------------------------------------------------ */
 
 /* NULL after answering 500. */
 static struct users_op *
-users_op_new(struct conn *c, int64_t uid, int64_t id)
+users_op_new(struct conn *c, struct http_request *req, int64_t uid,
+    int64_t id)
 {
 	struct users_op *op;
 
-	if ((op = calloc(1, sizeof(*op))) == NULL) {
-		conn_error(c, 500, "out of memory");
-		return NULL;
-	}
-	op->conn = c;
-	op->uid = uid;
-	op->id = id;
+	if ((op = api_op_new(c, req, uid, sizeof(*op))) != NULL)
+		op->api.id = id;
 	return op;
 }
 

@@ -38,6 +38,7 @@
 #include "workers/ws.h"
 
 #define CHAT_BUCKETS		1024	/* rooms hash table */
+#define CHAT_REVOKED	256	/* room events kept for chat_room_revoked() */
 #define CHAT_MEMBER_BUCKETS	16384	/* members by conn id: ids are
 					 * sequential, so chains stay even */
 #define CHAT_ALIVE_TTL_S	3	/* heartbeat key lifetime */
@@ -75,6 +76,25 @@ struct chat_member {
 
 TAILQ_HEAD(member_list, chat_member);
 
+/*
+ * An unregister Redis did not take (it was away, or stalled past
+ * backend_timeout, so the XADD may or may not have gone in): kept and sent
+ * again from the cron until Redis answers it, so that the hub does not
+ * list a user whose socket is gone (an unregister of a connection the hub
+ * no longer holds is a no-op there).
+ */
+struct chat_leave {
+	TAILQ_ENTRY(chat_leave) entry;	/* in chat->leaves until answered */
+	struct chat	*chat;		/* NULL once chat is freed */
+	int		 sent;		/* its XADD awaits an answer */
+	uint64_t	 conn;
+	int64_t		 uid;
+	char		 room[MSG_ROOM_ID_MAX + 1];
+	char		 username[MSG_USERNAME_MAX + 1];
+};
+
+TAILQ_HEAD(leave_list, chat_leave);
+
 enum room_sub {
 	ROOM_UNSUBSCRIBED,
 	ROOM_SUBSCRIBING,
@@ -108,7 +128,15 @@ struct chat {
 					 * join storm */
 	uint64_t	 nmembers;
 	uint64_t	 nrooms;
+	struct leave_list leaves;	/* unregisters not yet answered */
 	struct event	*cron;		/* heartbeat, pings: every second */
+	struct chat_room_event {	/* the last room events heard, for
+					 * chat_room_revoked() */
+		char	 room[MSG_ROOM_ID_MAX + 1];
+		int64_t	 uid;		/* 0: the room was deleted */
+		int64_t	 at_ms;		/* monotonic, when heard */
+	}		 revoked[CHAT_REVOKED];
+	unsigned	 nrevoked;	/* events heard, ever */
 	int		 stopping;
 };
 
@@ -119,6 +147,12 @@ static void	chat_register(struct chat *, struct chat_member *);
 static void	chat_recheck_cb(struct bus *, struct bus_reply *, void *);
 static int	chat_inbox_op(struct chat *, struct chat_member *,
 		    const char *, const char *, size_t);
+static int	chat_inbox_xadd(struct chat *, const char *, const char *,
+		    uint64_t, int64_t, const char *, const char *, size_t,
+		    bus_cb *, void *);
+static void	chat_leave(struct chat *, struct chat_member *);
+static void	chat_leave_send(struct chat_leave *);
+static void	chat_leave_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_sub_connected(struct bus *, void *);
 static void	chat_sub_lost(struct bus *, void *);
 static void	chat_sub_cb(struct bus *, struct bus_reply *, void *);
@@ -130,6 +164,8 @@ static void	chat_on_history(struct chat *, struct json_doc *,
 static void	chat_on_dropped(struct chat *);
 static void	chat_beat_connected(struct bus *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
+static void	chat_on_room_control(struct chat *, struct json_doc *, int,
+		    int64_t);
 static void	chat_cron_cb(evutil_socket_t, short, void *);
 static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_close_member(struct chat_member *, int, const char *);
@@ -155,6 +191,7 @@ chat_new(struct worker *w)
 	if (hash_init() == -1 || (chat = calloc(1, sizeof(*chat))) == NULL)
 		return NULL;
 	chat->w = w;
+	TAILQ_INIT(&chat->leaves);
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
 	    (long)getpid());
 	(void)msg_key_worker(chat->worker_channel,
@@ -184,9 +221,17 @@ void
 chat_free(struct chat *chat)
 {
 	struct chat_room *r, *next;
+	struct chat_leave *l;
 
 	if (chat == NULL)
 		return;
+	while ((l = TAILQ_FIRST(&chat->leaves)) != NULL) {
+		TAILQ_REMOVE(&chat->leaves, l, entry);
+		if (l->sent)
+			l->chat = NULL;	/* chat_leave_cb() frees it */
+		else
+			free(l);
+	}
 	for (int i = 0; i < CHAT_BUCKETS; i++)
 		for (r = chat->buckets[i]; r != NULL; r = next) {
 			next = r->next;
@@ -311,7 +356,7 @@ chat_on_close(struct conn *c)
 	if (m == NULL || m->room == NULL)
 		return;
 	if (m->registered)
-		(void)chat_inbox_op(chat, m, "unregister", NULL, 0);
+		chat_leave(chat, m);
 	m->state = MEMBER_CLOSING;
 	for (pp = &chat->by_conn[c->id % CHAT_MEMBER_BUCKETS]; *pp != NULL;
 	    pp = &(*pp)->hnext)
@@ -406,21 +451,33 @@ static int
 chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
     const char *content, size_t len)
 {
+	return chat_inbox_xadd(chat, op, m->room->id, m->conn->id, m->uid,
+	    m->username, content, len, content != NULL ? chat_broadcast_cb :
+	    NULL, content != NULL ? m->conn : NULL);
+}
+
+/* XADD an entry for connection conn of user uid in room; cb as in
+ * bus_commandv(). -1 (logged) if Redis is away. */
+static int
+chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
+    uint64_t connid, int64_t uid, const char *username, const char *content,
+    size_t len, bus_cb *cb, void *arg)
+{
 	char user[24], conn[24], history[24];
 	const char *argv[19];
 	size_t lens[19];
 	int argc = 0;
 
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
-	snprintf(user, sizeof(user), "%lld", (long long)m->uid);
-	snprintf(conn, sizeof(conn), "%llu", (unsigned long long)m->conn->id);
+	snprintf(user, sizeof(user), "%lld", (long long)uid);
+	snprintf(conn, sizeof(conn), "%llu", (unsigned long long)connid);
 	ARG("XADD", 4);
 	ARG(chat->inbox, strlen(chat->inbox));
 	ARG("*", 1);
 	ARG("op", 2);
 	ARG(op, strlen(op));
 	ARG("room", 4);
-	ARG(m->room->id, strlen(m->room->id));
+	ARG(room, strlen(room));
 	ARG("worker", 6);
 	ARG(chat->wid, strlen(chat->wid));
 	ARG("conn", 4);
@@ -428,7 +485,7 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 	ARG("user", 4);
 	ARG(user, strlen(user));
 	ARG("username", 8);
-	ARG(m->username, strlen(m->username));
+	ARG(username, strlen(username));
 	if (content != NULL) {
 		ARG("content", 7);
 		ARG(content, len);
@@ -441,13 +498,62 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 		ARG(history, strlen(history));
 	}
 #undef ARG
-	if (bus_commandv(chat->w->redis, content != NULL ? chat_broadcast_cb :
-	    NULL, content != NULL ? m->conn : NULL, argc, argv, lens) == -1) {
+	if (bus_commandv(chat->w->redis, cb, arg, argc, argv, lens) == -1) {
 		log_warnx("conn %llu: cannot %s: Redis is away",
-		    (unsigned long long)m->conn->id, op);
+		    (unsigned long long)connid, op);
 		return -1;
 	}
 	return 0;
+}
+
+/* The member leaves its room: unregister it, now or once Redis is back. */
+static void
+chat_leave(struct chat *chat, struct chat_member *m)
+{
+	struct chat_leave *l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		/* Its worker's next restart or death clears it. */
+		log_warn("conn %llu: cannot unregister: calloc",
+		    (unsigned long long)m->conn->id);
+		return;
+	}
+	l->chat = chat;
+	l->conn = m->conn->id;
+	l->uid = m->uid;
+	snprintf(l->room, sizeof(l->room), "%s", m->room->id);
+	snprintf(l->username, sizeof(l->username), "%s", m->username);
+	TAILQ_INSERT_TAIL(&chat->leaves, l, entry);
+	chat_leave_send(l);
+}
+
+/* Send l's unregister; if Redis is away, the cron tries again. */
+static void
+chat_leave_send(struct chat_leave *l)
+{
+	l->sent = chat_inbox_xadd(l->chat, "unregister", l->room, l->conn,
+	    l->uid, l->username, NULL, 0, chat_leave_cb, l) == 0;
+}
+
+static void
+chat_leave_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat_leave *l = arg;
+
+	(void)bus;
+	if (l->chat == NULL) {
+		free(l);
+		return;
+	}
+	l->sent = 0;
+	if (reply == NULL)
+		return;	/* lost with the connection: perhaps taken, perhaps
+			 * not: the cron sends it again */
+	if (bus_reply_type(reply) == BUS_ERROR)
+		log_warnx("conn %llu: unregister refused: %s",
+		    (unsigned long long)l->conn, bus_reply_str(reply, NULL));
+	TAILQ_REMOVE(&l->chat->leaves, l, entry);
+	free(l);
 }
 
 /*
@@ -460,10 +566,21 @@ chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct conn *c = arg;
 
 	(void)bus;
-	if ((reply == NULL || bus_reply_type(reply) == BUS_ERROR) &&
-	    c->member != NULL && c->member->room != NULL)
-		chat_close_member(c->member, WS_CLOSE_ERROR, "message not "
-		    "accepted; try again");
+	/*
+	 * An error reply: Redis refused it. No reply at all: the connection
+	 * broke or stalled past backend_timeout after the XADD went out, so
+	 * Redis may still have taken it: say so rather than invite a
+	 * duplicate.
+	 */
+	if (c->member != NULL && c->member->room != NULL) {
+		if (reply == NULL)
+			chat_close_member(c->member, WS_CLOSE_ERROR, "message "
+			    "may not have been accepted; look at the history "
+			    "before sending it again");
+		else if (bus_reply_type(reply) == BUS_ERROR)
+			chat_close_member(c->member, WS_CLOSE_ERROR, "message "
+			    "not accepted; try again");
+	}
 	conn_release(c);
 }
 
@@ -882,6 +999,11 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 	    json_get_int(doc, "userId", &uid) != JSON_OK)
 		goto done;
 	switch (msg_event_type(type)) {
+	case MSG_EV_MEMBER_REMOVED:
+	case MSG_EV_ROOM_DELETED:
+		chat_on_room_control(chat, doc,
+		    msg_event_type(type) == MSG_EV_ROOM_DELETED, uid);
+		goto done;
 	case MSG_EV_USER_DELETED:
 		deleted = 1;
 		break;
@@ -912,6 +1034,60 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 			}
 done:
 	json_free(doc);
+}
+
+/*
+ * Room events of SPEC section 10 (workers/api_rooms.c publishes them once
+ * committed): a member removed from a private room (its sockets to that
+ * room close) or a room deleted (all of its sockets close), 1008 both.
+ * A room this worker has no member of is not in its table: nothing to do.
+ */
+static void
+chat_on_room_control(struct chat *chat, struct json_doc *doc, int deleted,
+    int64_t uid)
+{
+	struct chat_room_event *e;
+	struct chat_room *r;
+	struct chat_member *m, *next;
+	const char *room;
+
+	if (json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	    !msg_room_id_valid(room, strlen(room)))
+		return;
+	e = &chat->revoked[chat->nrevoked++ % CHAT_REVOKED];
+	snprintf(e->room, sizeof(e->room), "%s", room);
+	e->uid = deleted ? 0 : uid;
+	e->at_ms = util_mono_ms();
+	if ((r = chat_room_get(chat, room, 0)) == NULL)
+		return;
+	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, entry);
+		if (deleted)
+			chat_close_member(m, WS_CLOSE_POLICY, "room deleted");
+		else if (m->uid == uid)
+			chat_close_member(m, WS_CLOSE_POLICY, "removed from "
+			    "the room");
+	}
+}
+
+int
+chat_room_revoked(struct chat *chat, const char *room, int64_t uid,
+    int64_t since_ms)
+{
+	const struct chat_room_event *e;
+	unsigned n = chat->nrevoked < CHAT_REVOKED ? chat->nrevoked :
+	    CHAT_REVOKED;
+
+	for (unsigned i = 1; i <= n; i++) {
+		e = &chat->revoked[(chat->nrevoked - i) % CHAT_REVOKED];
+		if (e->at_ms < since_ms)
+			return 0;	/* older ones are older still */
+		if ((e->uid == 0 || e->uid == uid) &&
+		    strcmp(e->room, room) == 0)
+			return 1;
+	}
+	/* All kept events are recent: one that fell out may be the one. */
+	return chat->nrevoked > CHAT_REVOKED;
 }
 
 /*
@@ -948,11 +1124,16 @@ chat_cron_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t interval = (int64_t)chat->w->conf->ws_ping_interval * 1000;
 	struct chat_room *r;
 	struct chat_member *m, *next;
+	struct chat_leave *l;
 
 	(void)fd;
 	(void)what;
 	chat_heartbeat(chat);
 	chat_rooms_collect(chat);
+	if (bus_connected(chat->w->redis))
+		TAILQ_FOREACH(l, &chat->leaves, entry)
+			if (!l->sent)
+				chat_leave_send(l);
 	for (int i = 0; i < CHAT_BUCKETS; i++)
 		for (r = chat->buckets[i]; r != NULL; r = r->next)
 			for (m = TAILQ_FIRST(&r->members); m != NULL;

@@ -35,6 +35,15 @@ uint64_t chat_members(const struct chat *chat);
 void	chat_upgrade(struct conn *c, const char *extra, const char *room,
 	    int64_t uid, const char *username, const char *session);
 
+/*
+ * 1 if, since since_ms (util_mono_ms()), this worker has heard that uid
+ * was removed from room or that room was deleted (SPEC section 10), or
+ * cannot tell: a membership read before then may be stale, so the join
+ * it allowed is refused (workers/api_rooms.c).
+ */
+int	chat_room_revoked(struct chat *chat, const char *room, int64_t uid,
+	    int64_t since_ms);
+
 /* From conn.c: input arrived on a member's connection. */
 void	chat_on_read(struct conn *c);
 /* From conn.c: the member's connection is closing (unregister it). */

@@ -43,7 +43,8 @@ enum http_fold {
 	HTTP_FOLD_LINE,		/* in the request line */
 	HTTP_FOLD_BOL,		/* at the start of a header line */
 	HTTP_FOLD_BOL_CR,	/* after a CR there: the blank line? */
-	HTTP_FOLD_FIELD,	/* in a header line */
+	HTTP_FOLD_NAME,		/* in a header line's field name */
+	HTTP_FOLD_FIELD,	/* in a header line, past its colon */
 	HTTP_FOLD_END		/* past the blank line: the body */
 };
 
@@ -101,7 +102,8 @@ struct http_reader {
 
 static int	http_is_tchar(unsigned char c);
 static void	http_track_line(struct http_reader *r, const char *p, size_t n);
-static int	http_track_fold(struct http_reader *r, const char *p, size_t n);
+static size_t	http_track_fold(struct http_reader *r, const char *p, size_t n,
+		    int commit);
 static void	http_reader_reset(struct http_reader *r);
 static int	http_fail(struct http_reader *r, int status);
 static int	http_buf_reserve(struct http_reader *r, size_t n);
@@ -170,8 +172,9 @@ enum http_feed
 http_reader_feed(struct http_reader *r, const char *data, size_t len,
     size_t *consumed)
 {
-	size_t	off = 0, n, got;
+	size_t	off = 0, n, got, fold;
 	enum http_errno e;
+	int	head;
 
 	*consumed = 0;
 	if (r->phase == HTTP_PHASE_DONE)
@@ -198,18 +201,28 @@ http_reader_feed(struct http_reader *r, const char *data, size_t len,
 			}
 			if (n > r->max_head - r->head_len)
 				n = r->max_head - r->head_len;
-			if (!r->line_done)
-				http_track_line(r, data + off, n);
-			if (http_track_fold(r, data + off, n) == -1) {
+			/*
+			 * Show the parser the head only up to a folded line:
+			 * whatever it finds wrong before the fold wins, as it
+			 * would if the bytes came one at a time.
+			 */
+			fold = http_track_fold(r, data + off, n, 0);
+			if (fold == 0) {
 				r->status = 400;
 				r->phase = HTTP_PHASE_ERROR;
 				break;
 			}
+			n = fold;
+			if (!r->line_done)
+				http_track_line(r, data + off, n);
 		}
+		head = r->phase == HTTP_PHASE_HEAD;
 		got = http_parser_execute(&r->parser, &http_settings,
 		    data + off, n);
-		if (r->phase == HTTP_PHASE_HEAD)
+		if (head) {
 			r->head_len += got;
+			(void)http_track_fold(r, data + off, got, 1);
+		}
 		off += got;
 		if (r->phase == HTTP_PHASE_DONE) {
 			*consumed = off;
@@ -453,40 +466,56 @@ http_track_line(struct http_reader *r, const char *p, size_t n)
 }
 
 /*
- * Follow the head's lines: -1 at a header line that starts with a space
- * or a tab (obs-fold; also white space between the request line and the
- * first header, which RFC 9112 2.2 lets a server refuse). Blank lines
- * before the request line are allowed, as http-parser allows them.
+ * Follow the head's lines: the index in p of the first byte of a header
+ * line that starts with a space or a tab (obs-fold; also white space
+ * between the request line and the first header, which RFC 9112 2.2 lets
+ * a server refuse), or of white space in a field name or before its colon
+ * (which RFC 9112 5.1 says a server must refuse: proxies disagree on what
+ * "Content-Length : 5" means), or n if there is none. Blank lines before the request
+ * line are allowed, as http-parser allows them. Only commit moves r's
+ * state on: the caller scans first, then commits what the parser took.
  */
-static int
-http_track_fold(struct http_reader *r, const char *p, size_t n)
+static size_t
+http_track_fold(struct http_reader *r, const char *p, size_t n, int commit)
 {
-	for (size_t i = 0; i < n && r->fold != HTTP_FOLD_END; i++) {
-		switch (r->fold) {
+	enum http_fold f = r->fold;
+	size_t i;
+
+	for (i = 0; i < n && f != HTTP_FOLD_END; i++) {
+		switch (f) {
 		case HTTP_FOLD_START:
 			if (p[i] != '\r' && p[i] != '\n')
-				r->fold = HTTP_FOLD_LINE;
+				f = HTTP_FOLD_LINE;
 			break;
 		case HTTP_FOLD_LINE:
 		case HTTP_FOLD_FIELD:
 			if (p[i] == '\n')
-				r->fold = HTTP_FOLD_BOL;
+				f = HTTP_FOLD_BOL;
 			break;
 		case HTTP_FOLD_BOL:
 			if (p[i] == ' ' || p[i] == '\t')
-				return -1;
-			r->fold = p[i] == '\r' ? HTTP_FOLD_BOL_CR :
-			    p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_FIELD;
+				return i;
+			f = p[i] == '\r' ? HTTP_FOLD_BOL_CR :
+			    p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_NAME;
 			break;
 		case HTTP_FOLD_BOL_CR:
-			r->fold = p[i] == '\n' ? HTTP_FOLD_END :
-			    HTTP_FOLD_FIELD;
+			f = p[i] == '\n' ? HTTP_FOLD_END : HTTP_FOLD_NAME;
+			break;
+		case HTTP_FOLD_NAME:
+			if (p[i] == ' ' || p[i] == '\t')
+				return i;
+			if (p[i] == ':')
+				f = HTTP_FOLD_FIELD;
+			else if (p[i] == '\n')
+				f = HTTP_FOLD_BOL;
 			break;
 		case HTTP_FOLD_END:
 			break;
 		}
 	}
-	return 0;
+	if (commit)
+		r->fold = f;
+	return n;
 }
 
 static void

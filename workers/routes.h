@@ -32,6 +32,15 @@
 	ROUTE(HTTP_M_GET, "/ws/getRooms", USER, api_get_rooms) \
 	ROUTE(HTTP_M_GET, "/ws/getClients/{roomId}", USER, api_get_clients) \
 	ROUTE(HTTP_M_GET, "/ws/joinRoom/{roomId}", USER, api_join_room) \
-	ROUTE(HTTP_M_GET, "/ws/history/{roomId}", USER, api_history)
+	ROUTE(HTTP_M_GET, "/ws/history/{roomId}", USER, api_history) \
+	ROUTE(HTTP_M_GET, "/ws/rooms/{roomId}", USER, api_room_get) \
+	ROUTE(HTTP_M_DELETE, "/ws/rooms/{roomId}", USER, api_room_delete) \
+	ROUTE(HTTP_M_GET, "/ws/rooms/{roomId}/members", USER, \
+	    api_room_members) \
+	ROUTE(HTTP_M_POST, "/ws/rooms/{roomId}/members", USER_BODY, \
+	    api_room_member_add) \
+	ROUTE(HTTP_M_DELETE, "/ws/rooms/{roomId}/members/{userId}", USER, \
+	    api_room_member_remove) \
+	ROUTE(HTTP_M_POST, "/ws/dm/{userId}", USER, api_dm)
 
 #endif

@@ -37,7 +37,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *s;
 	size_t i, len;
 	int64_t v;
-	int rc, has;
+	int rc, has, bv;
 
 	if ((b = evbuffer_new()) == NULL)
 		return 0;
@@ -63,6 +63,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			rc = json_get_int(doc, fuzz_keys[i], &v);
 			fuzz_check(rc == JSON_OK || rc == JSON_MISSING ||
 			    rc == JSON_WRONG_TYPE || rc == JSON_INVALID);
+			fuzz_check(has || rc == JSON_MISSING);
+			bv = -1;
+			rc = json_get_bool(doc, fuzz_keys[i], &bv);
+			fuzz_check(rc == JSON_MISSING || rc == JSON_WRONG_TYPE ||
+			    (rc == JSON_OK && (bv == 0 || bv == 1)));
 			fuzz_check(has || rc == JSON_MISSING);
 		}
 		json_free(doc);

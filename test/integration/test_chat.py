@@ -126,9 +126,16 @@ def create_room(srv, user, room_id=None, name=None):
 	if name is not None:
 		body["name"] = name
 	got = ok_json(call(srv, "POST", "/ws/createRoom", user, json=body))
-	assert got == {"id": room_id, "name": name if name is not None
-	    else room_id}, got
+	assert got == room_object(room_id, name if name is not None
+	    else room_id, owner=user["id"]), got
 	return room_id
+
+
+def room_object(room_id, name, clients=0, owner=None, private=False,
+    dm=False):
+	"""A room object of SPEC section 10."""
+	return {"id": room_id, "name": name, "private": private, "dm": dm,
+	    "owner": owner, "clients": clients}
 
 
 def get_clients(srv, user, room):
@@ -731,16 +738,16 @@ def test_create_room_answers_its_id_and_name(server, prefix):
 	rid = new_room_id()
 	r = call(server, "POST", prefix + "/ws/createRoom", u,
 	    json={"id": rid, "name": "Lobby — café ☕"})
-	assert ok_json(r) == {"id": rid, "name": "Lobby — café ☕"}
+	assert ok_json(r) == room_object(rid, "Lobby — café ☕", owner=u["id"])
 	rooms = all_rooms(server, u, prefix)
-	assert {"id": rid, "name": "Lobby — café ☕", "clients": 0} in rooms
+	assert room_object(rid, "Lobby — café ☕", owner=u["id"]) in rooms
 
 
 def test_create_room_name_defaults_to_the_id(server):
 	u = register(server)
 	rid = new_room_id()
 	assert ok_json(call(server, "POST", "/ws/createRoom", u,
-	    json={"id": rid})) == {"id": rid, "name": rid}
+	    json={"id": rid})) == room_object(rid, rid, owner=u["id"])
 
 
 def test_create_room_without_an_id_makes_one(server):
@@ -748,7 +755,8 @@ def test_create_room_without_an_id_makes_one(server):
 	ids = []
 	for body in ({"name": "no id given"}, {}):
 		got = ok_json(call(server, "POST", "/ws/createRoom", u, json=body))
-		assert set(got) == {"id", "name"}, got
+		assert set(got) == {"id", "name", "private", "dm", "owner",
+		    "clients"}, got
 		assert isinstance(got["id"], str) and ROOM_ID_RE.match(got["id"]), got
 		assert got["name"] == body.get("name", got["id"]), got
 		ids.append(got["id"])
@@ -767,10 +775,12 @@ def test_create_room_accepts_the_boundaries(server):
 	assert len(rid) == 64
 	name = "é" * 100					# 100 characters, 200 bytes
 	assert ok_json(call(server, "POST", "/ws/createRoom", u,
-	    json={"id": rid, "name": name})) == {"id": rid, "name": name}
+	    json={"id": rid, "name": name})) == room_object(rid, name,
+	    owner=u["id"])
 	one = uuid.uuid4().hex[:1] + "-_" + uuid.uuid4().hex[:6]
 	assert ok_json(call(server, "POST", "/ws/createRoom", u,
-	    json={"id": one, "name": "a"})) == {"id": one, "name": "a"}
+	    json={"id": one, "name": "a"})) == room_object(one, "a",
+	    owner=u["id"])
 
 
 @pytest.mark.parametrize("rid", ["", "has space", "x" * 65, "café", "a/b",
@@ -809,7 +819,7 @@ def test_a_taken_room_id_is_409(server):
 	assert_json_error(call(server, "POST", "/ws/createRoom", v,
 	    json={"id": rid, "name": "second"}), 409)
 	rooms = [r for r in all_rooms(server, v) if r["id"] == rid]
-	assert rooms == [{"id": rid, "name": "first", "clients": 0}]
+	assert rooms == [room_object(rid, "first", owner=u["id"])]
 
 
 def test_get_rooms_lists_rooms_in_creation_order_with_client_counts(server):
@@ -817,10 +827,11 @@ def test_get_rooms_lists_rooms_in_creation_order_with_client_counts(server):
 	made = [create_room(server, u, name="r%d" % i) for i in range(3)]
 	rooms = all_rooms(server, u)
 	for r in rooms:
-		assert set(r) == {"id", "name", "clients"}, r
+		assert set(r) == {"id", "name", "private", "dm", "owner",
+		    "clients"}, r
 		assert isinstance(r["clients"], int) and r["clients"] >= 0, r
 	mine = [r for r in rooms if r["id"] in made]
-	assert mine == [{"id": made[i], "name": "r%d" % i, "clients": 0}
+	assert mine == [room_object(made[i], "r%d" % i, owner=u["id"])
 	    for i in range(3)]
 	# Distinct users: two connections of u count once.
 	join(server, made[1], u)

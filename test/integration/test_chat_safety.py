@@ -50,7 +50,7 @@ def test_a_message_sent_right_after_the_101_reaches_its_sender_live(server):
 	to at once: every sender gets its message as a live event (no
 	"history"), after its join event, and exactly once."""
 	user = register(server)
-	rooms = [create_room(server, user) for _ in range(60)]
+	rooms = [create_room(server, user) for _ in range(200)]
 	socks = []
 	for i, room in enumerate(rooms):
 		ws = WS.connect(server, room, token=user["token"], label=room)

@@ -18,8 +18,8 @@ import pytest
 
 import harness
 from conftest import needs_own_server, own_service
-from test_chat import (WS, create_room, open_socket, read_head, register,
-    try_join, upgrade_request)
+from test_chat import (WS, call, create_room, open_socket, read_head,
+    register, try_join, upgrade_request, wait_clients)
 from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
 
 BACKEND_TIMEOUT = 1
@@ -246,3 +246,29 @@ def test_a_stalled_redis_fails_later_requests_at_once(make_server,
 		assert ka.wait_ok("GET", "/me") == me
 	finally:
 		ka.close()
+
+
+def test_a_socket_closed_while_redis_stalls_leaves_the_room_once_it_is_back(
+    make_server, stall_redis):
+	"""A member whose socket closes while Redis is stalled cannot be
+	unregistered then; its worker keeps the unregister and sends it once
+	Redis answers again, so the user does not stay listed by getClients
+	(and in gochat:room:<id>:clients) for good. Here the close is the 1011
+	of a message whose XADD got no answer in time."""
+	srv = make_server(redis=stall_redis, backend_timeout=BACKEND_TIMEOUT,
+	    workers=1)
+	a, b = register(srv), register(srv)
+	room = create_room(srv, a)
+	wa = WS.connect(srv, room, token=a["token"])
+	wa.wait_presence("join", a, 5)
+	wait_clients(srv, b, room, [a], 5)
+	with stopped([stall_redis.proc.pid]):
+		wa.send("sent into a stalled Redis")
+		code = wa.wait_closed(BACKEND_TIMEOUT + SLACK + 5,
+		    "the 1011 of a message Redis did not answer")
+		assert code == 1011, (code, wa.close_reason)
+	# Redis answers again (the worker reconnects: 503 meanwhile) ...
+	assert harness.wait_for(lambda: call(srv, "GET", "/ws/getClients/" +
+	    room, b).status_code == 200, 10), "Redis did not come back"
+	# ... and a is no longer in the room.
+	wait_clients(srv, b, room, [], 10, "a's leave after Redis came back")

@@ -137,6 +137,22 @@ def test_every_unsafe_route_refuses_a_foreign_origin_with_the_cookie(server,
 	assert_error(r, 404)
 
 
+def test_two_origin_headers_are_foreign_whichever_comes_first(server, raw):
+	"""Browsers send one Origin: a request with two (the own one first,
+	then a foreign one) is not let through on the first."""
+	u = register(server)
+	body = json.dumps({"content": "two origins"}).encode()
+	c = raw(server)
+	c.send(b"POST /posts HTTP/1.1\r\nHost: %s:%d\r\n"
+	    b"Cookie: auth_token=%s\r\nOrigin: %s\r\nOrigin: %s\r\n"
+	    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+	    server.host.encode(), server.port, u["token"].encode(),
+	    own_origin(server).encode(), EVIL.encode(), len(body), body))
+	r = c.read_response()
+	assert r.status == 403, r
+	assert post_count(server, u) == 0
+
+
 def test_a_bearer_token_is_not_affected_by_origin(server):
 	u, other = register(server), register(server)
 	r = send(server, "POST", "/posts", user=u, origin=EVIL,
@@ -245,7 +261,9 @@ def test_a_password_over_1024_bytes_cannot_register(server):
 @pytest.mark.parametrize("email", ["a@b.example\r\nX-Injected:1",
     "a@b.example\n", "a b@example.org", "a@example.org ", "\ta@example.org",
     "a@exa\x00mple.org", "a@exa\x7fmple.org", "a@exa\u0085mple.org",
-    "a@exa\x1bmple.org"])
+    "a@exa\x1bmple.org", "a\u00a0@example.org", "a\u2028@example.org",
+    "a\u2029@example.org", "a\u3000@example.org", "a\u1680@example.org",
+    "a\u200b@example.org", "\ufeffa@example.org", "a\u202e@example.org"])
 def test_an_email_with_spaces_or_control_characters_is_400(server, email):
 	name = unique()
 	r = requests.post(server.base + "/register", json={"username": name,
@@ -260,8 +278,11 @@ def test_an_email_with_non_ascii_letters_is_still_accepted(server):
 
 
 @pytest.mark.parametrize("fold", [b"X-Note: a\r\n b", b"X-Note: a\r\n\tb",
-    b"X-Note:\r\n b"])
+    b"X-Note:\r\n b", b"X-Note : a", b"X-Note\t: a", b"X Note: a"])
 def test_a_folded_header_is_400(server, raw, fold):
+	"""obs-fold, and white space in a field name or before its colon
+	(RFC 9112 5.1: "Content-Length : 5" means different things to
+	different proxies), are 400."""
 	c = raw(server)
 	c.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fold +
 	    b"\r\n\r\n")

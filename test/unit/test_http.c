@@ -236,6 +236,18 @@ static const struct bad_case {
 	    "\r\n", 400 },
 	{ "white space before the first header",
 	    "GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400 },
+	{ "white space before a colon", "GET / HTTP/1.1\r\nX-A : 1\r\n"
+	    "\r\n", 400 },
+	{ "a tab before a colon", "GET / HTTP/1.1\r\nX-A\t: 1\r\n\r\n",
+	    400 },
+	{ "Content-Length with a space before its colon",
+	    "POST / HTTP/1.1\r\nContent-Length : 2\r\n\r\nab", 400 },
+	{ "a space inside a field name", "GET / HTTP/1.1\r\nX A: 1\r\n\r\n",
+	    400 },
+	{ "a fold behind an unknown method: the method's error first",
+	    "TEG / HTTP/1.0\r\n    BREW /pot HTTP/1.1\r\n\r\n", 501 },
+	{ "a fold behind a bad header: the header's error first",
+	    "GET / HTTP/1.1\r\nBad Header\r\n c\r\n\r\n", 400 },
 	{ "two Content-Lengths",
 	    "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n"
 	    "\r\nab", 400 },

@@ -157,6 +157,7 @@ test_parse(void)
 enum op {
 	OP_STR,
 	OP_INT,
+	OP_BOOL,
 	OP_HAS
 };
 
@@ -175,6 +176,8 @@ struct gcase {
 	{ name, in, key, OP_STR, rc, out, sizeof(out) - 1, 0 }
 #define INT(name, in, key, rc, v) \
 	{ name, in, key, OP_INT, rc, NULL, 0, v }
+#define BOOL(name, in, key, rc, v) \
+	{ name, in, key, OP_BOOL, rc, NULL, 0, v }
 #define HAS(name, in, key, v) \
 	{ name, in, key, OP_HAS, v, NULL, 0, 0 }
 
@@ -306,6 +309,16 @@ static const struct gcase gcases[] = {
 	INT("int before closing brace with space", "{\"a\": 7 }", "a",
 	    JSON_OK, 7),
 
+	/* booleans */
+	BOOL("true", "{\"a\":true}", "a", JSON_OK, 1),
+	BOOL("false", "{\"a\": false }", "a", JSON_OK, 0),
+	BOOL("null", "{\"a\":null}", "a", JSON_MISSING, 0),
+	BOOL("absent", "{\"b\":true}", "a", JSON_MISSING, 0),
+	BOOL("string", "{\"a\":\"true\"}", "a", JSON_WRONG_TYPE, 0),
+	BOOL("number", "{\"a\":1}", "a", JSON_WRONG_TYPE, 0),
+	BOOL("array", "{\"a\":[true]}", "a", JSON_WRONG_TYPE, 0),
+	BOOL("last wins", "{\"a\":true,\"a\":false}", "a", JSON_OK, 0),
+
 	/* presence */
 	HAS("present string", "{\"a\":\"x\"}", "a", 1),
 	HAS("present null", "{\"a\":null}", "a", 1),
@@ -323,7 +336,7 @@ test_get(void)
 	const char *s;
 	size_t i, len;
 	int64_t v;
-	int rc, good;
+	int rc, good, b;
 
 	for (i = 0; i < NELEM(gcases); i++) {
 		c = &gcases[i];
@@ -348,6 +361,12 @@ test_get(void)
 			rc = json_get_int(doc, c->key, &v);
 			good = rc == c->rc && (rc != JSON_OK || v == c->num);
 			ok(good, "int %s: rc %d, %" PRId64, c->name, rc, v);
+			break;
+		case OP_BOOL:
+			b = -1;
+			rc = json_get_bool(doc, c->key, &b);
+			good = rc == c->rc && (rc != JSON_OK || b == c->num);
+			ok(good, "bool %s: rc %d, %d", c->name, rc, b);
 			break;
 		case OP_HAS:
 			rc = json_has(doc, c->key);

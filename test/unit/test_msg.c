@@ -84,6 +84,10 @@ test_events(void)
 	    "user_deleted");
 	ok(msg_event_type("session_revoked") == MSG_EV_SESSION_REVOKED,
 	    "session_revoked");
+	ok(msg_event_type("member_removed") == MSG_EV_MEMBER_REMOVED,
+	    "member_removed");
+	ok(msg_event_type("room_deleted") == MSG_EV_ROOM_DELETED,
+	    "room_deleted");
 	ok(msg_event_type("Message") == MSG_EV_UNKNOWN, "case matters");
 	ok(msg_event_type("") == MSG_EV_UNKNOWN, "empty: unknown");
 	ok(msg_event_type("messages") == MSG_EV_UNKNOWN, "a longer name");

@@ -239,10 +239,45 @@ test_blank(void)
 	}
 }
 
+static void
+test_invisible(void)
+{
+	static const struct {
+		const char	*name;
+		const char	*s;
+		int		 invisible;
+	} cases[] = {
+		{ "plain address", "alice@example.org", 0 },
+		{ "letters beyond ASCII", "jos\xc3\xa9@exämple.org", 0 },
+		{ "CJK", "\xe7\x94\xa8\xe6\x88\xb7@example.org", 0 },
+		{ "emoji", "a\xf0\x9f\x98\x80@example.org", 0 },
+		{ "space", "a b@example.org", 1 },
+		{ "CR LF", "a@example.org\r\nBcc: x", 1 },
+		{ "tab", "a\t@example.org", 1 },
+		{ "DEL", "a\x7f@example.org", 1 },
+		{ "NEL (C1)", "a\xc2\x85@example.org", 1 },
+		{ "no-break space", "a\xc2\xa0@example.org", 1 },
+		{ "soft hyphen", "a\xc2\xad@example.org", 1 },
+		{ "ogham space", "a\xe1\x9a\x80@example.org", 1 },
+		{ "zero-width space", "a\xe2\x80\x8b@example.org", 1 },
+		{ "line separator", "a\xe2\x80\xa8@example.org", 1 },
+		{ "paragraph separator", "a\xe2\x80\xa9@example.org", 1 },
+		{ "right-to-left override", "a\xe2\x80\xae@example.org", 1 },
+		{ "ideographic space", "a\xe3\x80\x80@example.org", 1 },
+		{ "BOM", "\xef\xbb\xbf" "a@example.org", 1 },
+		{ "tag character", "a\xf3\xa0\x80\x81@example.org", 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok(utf8_has_invisible(cases[i].s, strlen(cases[i].s)) ==
+		    cases[i].invisible, "invisible: %s", cases[i].name);
+}
+
 int
 main(void)
 {
 	test_valid();
+	test_invisible();
 	test_truncated();
 	test_early();
 	test_blank();

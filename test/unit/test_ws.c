@@ -652,6 +652,23 @@ test_peer_close(void)
 	    "a close without a code is answered by one");
 	ok(s->nclosed == 1 && s->code == 1005, "on_closed(1005)");
 	sess_free(s);
+
+	/* RFC 6455 5.5.2: a ping before the close is still answered. */
+	{
+		unsigned char buf[32];
+		size_t n = 0;
+
+		s = sess_open(4096, 1 << 20);
+		n += mkframe(buf + n, FIN | OP_PING, 1, "p", 1);
+		n += mkframe(buf + n, FIN | OP_CLOSE, 1, "\x03\xe8", 2);
+		client_write(s, buf, n);
+		ok(client_take(s, &fr) && fr.b0 == (FIN | OP_PONG) &&
+		    fr.len == 1 && fr.payload[0] == 'p',
+		    "ping and close in one read: the pong first");
+		ok(client_take(s, &fr) && fr.b0 == (FIN | OP_CLOSE) &&
+		    client_pending(s) == 0, "then the close");
+		sess_free(s);
+	}
 }
 
 static void
