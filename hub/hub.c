@@ -34,6 +34,7 @@
 #include "hub/hub.h"
 #include "hub/rooms.h"
 #include "hub/store.h"
+#include "hub/sweep.h"
 #include "hub/tx.h"
 
 #define HUB_LEASE_MS		5000	/* a silent leader loses the lease
@@ -50,8 +51,6 @@
 #define HUB_READ_RETRY_MS	500	/* an XREADGROUP error */
 #define HUB_STOP_MS		1000	/* SIGTERM: time for the batch in
 					 * flight, then for the lease release */
-#define HUB_WORKER_GRACE_MS	2000	/* a worker never seen alive has
-					 * this long to set its heartbeat */
 #define HUB_TRIM_MS		1000	/* at most one XTRIM per */
 #define HUB_INBOX_KEEP_MS	600000	/* acknowledged entries kept, for
 					 * operators (XRANGE) */
@@ -141,15 +140,6 @@ struct hub_scan {
 	struct hub_batch *b;	/* hub_orphans(): the batch checked */
 };
 
-/* A heartbeat check: the workers asked about, in MGET's order. */
-struct hub_sweep {
-	struct hub	*h;
-	unsigned	 epoch;
-	size_t		 n, cap;
-	char		**wids;
-	int64_t		*added;
-	int		*alive;
-};
 
 static void	hub_signal_cb(evutil_socket_t, short, void *);
 static void	hub_cron_cb(evutil_socket_t, short, void *);
@@ -160,7 +150,6 @@ static void	hub_gauges(struct hub *);
 static void	hub_lease(struct hub *);
 static int	hub_holder_gone(struct hub *, const char *);
 static void	hub_set_leader(struct hub *, int);
-static int	hub_leading(struct hub *);
 static void	hub_on_lease(struct bus *, struct bus_reply *, void *);
 static void	hub_on_takeover(struct bus *, struct bus_reply *, void *);
 static void	hub_on_connect(struct bus *, void *);
@@ -174,7 +163,6 @@ static void	hub_fenced_cb(enum store_status, int64_t, void *);
 static struct hub_scan *hub_scan_new(struct hub *, struct hub_batch *);
 static int	hub_scan(struct hub *, const char *);
 static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
-static void	hub_reset(struct hub *);
 static void	hub_drop(struct hub *);
 static void	hub_replay(struct hub *);
 static void	hub_read(struct hub *);
@@ -200,14 +188,7 @@ static void	hub_on_broadcast(struct hub *, struct hub_entry *,
 		    const struct store_msg *);
 static void	hub_on_register(struct hub *, struct hub_entry *, int64_t);
 static void	hub_on_unregister(struct hub *, struct hub_entry *, int64_t);
-static int	hub_exec_check(struct hub *, struct bus_reply *,
-		    const char *);
 static void	hub_on_exec(struct bus *, struct bus_reply *, void *);
-static void	hub_sweep(struct hub *);
-static void	hub_sweep_add(const char *, int64_t, int, void *);
-static void	hub_sweep_free(struct hub_sweep *);
-static void	hub_on_alive(struct bus *, struct bus_reply *, void *);
-static void	hub_on_sweep_exec(struct bus *, struct bus_reply *, void *);
 static void	hub_stop(struct hub *);
 static void	hub_finish(struct hub *);
 static void	hub_on_released(struct bus *, struct bus_reply *, void *);
@@ -344,7 +325,7 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 	if (h->stopping)
 		return;
 	hub_lease(h);
-	hub_sweep(h);
+	sweep_run(h);
 	if (h->batch == NULL && h->next == NULL &&
 	    now - h->gc_ms >= HUB_GC_MS) {
 		rooms_gc(h->rooms, now, HUB_ROOM_IDLE_MS);
@@ -508,7 +489,7 @@ hub_set_leader(struct hub *h, int held)
  * lease is gone: by our own clock, the lease may have expired, and another
  * hub may lead; so stop before publishing anything.
  */
-static int
+int
 hub_leading(struct hub *h)
 {
 	if (h->leader && util_mono_ms() >= h->lease_until) {
@@ -769,7 +750,7 @@ hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
  * the epoch. The entries in flight stay pending in Redis for whoever leads
  * next, this hub included.
  */
-static void
+void
 hub_reset(struct hub *h)
 {
 	h->epoch++;
@@ -1609,7 +1590,7 @@ hub_on_unregister(struct hub *h, struct hub_entry *e, int64_t now)
  * stops leading). A command refused inside it (say WRONGTYPE, a key an
  * operator overwrote) does not undo the others.
  */
-static int
+int
 hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
 {
 	struct bus_reply *r;
@@ -1665,147 +1646,6 @@ hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
 		return;
 	}
 	hub_advance(h);
-}
-
-/* ---- dead workers -------------------------------------------------------- */
-
-/*
- * Every second: is the heartbeat key of each worker with connections
- * still there? One MGET for all. A worker whose key is gone (or never came
- * within HUB_WORKER_GRACE_MS) has crashed: its connections leave.
- */
-static void
-hub_sweep(struct hub *h)
-{
-	struct hub_sweep *sw;
-	const char **argv = NULL;
-	char **keys = NULL;
-	size_t n;
-
-	if (!hub_leading(h) || (h->phase != HUB_PENDING &&
-	    h->phase != HUB_LIVE) || h->sweep_pending ||
-	    !bus_connected(h->redis))
-		return;
-	if ((sw = calloc(1, sizeof(*sw))) == NULL)
-		return;
-	sw->h = h;
-	sw->epoch = h->epoch;
-	rooms_workers(h->rooms, hub_sweep_add, sw);
-	if ((n = sw->n) == 0)
-		goto done;
-	if ((argv = calloc(n + 1, sizeof(*argv))) == NULL ||
-	    (keys = calloc(n, sizeof(*keys))) == NULL)
-		goto done;
-	argv[0] = "MGET";
-	for (size_t i = 0; i < n; i++) {
-		if ((keys[i] = malloc(MSG_KEY_MAX)) == NULL)
-			goto done;
-		(void)msg_key_worker_alive(keys[i], MSG_KEY_MAX,
-		    h->conf->redis_prefix, sw->wids[i]);
-		argv[i + 1] = keys[i];
-	}
-	if (bus_commandv(h->redis, hub_on_alive, sw, (int)n + 1, argv, NULL) ==
-	    0) {
-		h->sweep_pending = 1;
-		sw = NULL;
-	}
-done:
-	for (size_t i = 0; keys != NULL && i < n; i++)
-		free(keys[i]);
-	free(keys);
-	free(argv);
-	hub_sweep_free(sw);
-}
-
-static void
-hub_sweep_add(const char *wid, int64_t added, int alive, void *arg)
-{
-	struct hub_sweep *sw = arg;
-	size_t cap;
-	void *p;
-
-	if (sw->n == sw->cap) {
-		cap = sw->cap > 0 ? sw->cap * 2 : 16;
-		if ((p = realloc(sw->wids, cap * sizeof(*sw->wids))) == NULL)
-			return;
-		sw->wids = p;
-		if ((p = realloc(sw->added, cap * sizeof(*sw->added))) == NULL)
-			return;
-		sw->added = p;
-		if ((p = realloc(sw->alive, cap * sizeof(*sw->alive))) == NULL)
-			return;
-		sw->alive = p;
-		sw->cap = cap;
-	}
-	if ((sw->wids[sw->n] = strdup(wid)) == NULL)
-		return;
-	sw->added[sw->n] = added;
-	sw->alive[sw->n] = alive;
-	sw->n++;
-}
-
-static void
-hub_sweep_free(struct hub_sweep *sw)
-{
-	if (sw == NULL)
-		return;
-	for (size_t i = 0; i < sw->n; i++)
-		free(sw->wids[i]);
-	free(sw->wids);
-	free(sw->added);
-	free(sw->alive);
-	free(sw);
-}
-
-static void
-hub_on_alive(struct bus *bus, struct bus_reply *reply, void *arg)
-{
-	struct hub_sweep *sw = arg;
-	struct hub *h = sw->h;
-	int64_t mono = util_mono_ms(), now = util_now_ms();
-	size_t gone;
-	int rc;
-
-	(void)bus;
-	h->sweep_pending = 0;
-	if (h->exiting || reply == NULL || sw->epoch != h->epoch ||
-	    h->stopping || !hub_leading(h) ||
-	    bus_reply_type(reply) != BUS_ARRAY ||
-	    bus_reply_elements(reply) != sw->n)
-		goto done;
-	tx_begin(h->tx);
-	for (size_t i = 0; i < sw->n; i++) {
-		if (bus_reply_type(bus_reply_element(reply, i)) != BUS_NIL) {
-			rooms_worker_alive(h->rooms, sw->wids[i]);
-			continue;
-		}
-		if (!sw->alive[i] && mono - sw->added[i] < HUB_WORKER_GRACE_MS)
-			continue;
-		gone = rooms_worker_gone(h->rooms, sw->wids[i], now);
-		if (gone > 0)
-			log_warnx("worker %s: no heartbeat %s; its %zu "
-			    "connections leave", sw->wids[i], sw->alive[i] ?
-			    "any more" : "ever", gone);
-	}
-	if ((rc = tx_commit(h->tx, hub_on_sweep_exec, h)) == -1) {
-		log_warnx("cannot send the leaves of dead workers to Redis; "
-		    "starting over");
-		hub_reset(h);
-	}
-done:
-	hub_sweep_free(sw);
-}
-
-static void
-hub_on_sweep_exec(struct bus *bus, struct bus_reply *reply, void *arg)
-{
-	struct hub *h = arg;
-
-	(void)bus;
-	if (h->exiting || reply == NULL)
-		return;
-	if (hub_exec_check(h, reply, "dead workers") == -1)
-		hub_reset(h);
 }
 
 /* ---- stopping ------------------------------------------------------------ */

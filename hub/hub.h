@@ -99,4 +99,17 @@ struct hub {
 						 * only free things */
 };
 
+/*
+ * Used across hub/: whether to act as leader now (a hub frozen past its
+ * lease stops here); forget rooms, presence and batches in flight
+ * (leading stopped, or memory can no longer be trusted); and the verdict
+ * on a transaction's reply: -1 if it was not applied (then memory is ahead
+ * of Redis and must be rebuilt; if the lease was lost, this hub stops
+ * leading).
+ */
+int	hub_leading(struct hub *h);
+void	hub_reset(struct hub *h);
+int	hub_exec_check(struct hub *h, struct bus_reply *reply,
+	    const char *what);
+
 #endif
