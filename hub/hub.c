@@ -1,11 +1,12 @@
 /*
- * hub: entry point of the hub process, its loop, the leader lease and the
- * inbox. Only the holder of the lease <p>hub:leader acts: it reads
- * <p>hub:inbox with the consumer group "hub" in batches, has each batch's
- * rooms loaded and its messages stored (store.c), then publishes every
- * event, writes presence (rooms.c) and acknowledges the entries in one
- * Redis transaction. Other hubs stand by and take over within HUB_LEASE_MS
- * (at once, when the holder was this instance's hub and is dead).
+ * hub: entry point of the hub process, its loop and the inbox (the leader
+ * lease is lease.c's). Only the holder of the lease <p>hub:leader acts: it
+ * reads <p>hub:inbox with the consumer group "hub" in batches, has each
+ * batch's rooms loaded and its messages stored (store.c), then publishes
+ * every event, writes presence (rooms.c) and acknowledges the entries in
+ * one Redis transaction (tx.c); dead workers' connections leave (sweep.c).
+ * Other hubs stand by and take over within LEASE_MS (at once, when the
+ * holder was this instance's hub and is dead).
  */
 #include "config.h"
 
@@ -32,15 +33,12 @@
 #include "common/stats.h"
 #include "common/util.h"
 #include "hub/hub.h"
+#include "hub/lease.h"
 #include "hub/rooms.h"
 #include "hub/store.h"
 #include "hub/sweep.h"
 #include "hub/tx.h"
 
-#define HUB_LEASE_MS		5000	/* a silent leader loses the lease
-					 * after */
-#define HUB_LEASE_MARGIN_MS	1000	/* stop acting this long before the
-					 * lease may have expired */
 #define HUB_GROUP		"hub"	/* consumer group, and its only
 					 * consumer: a new leader finds the
 					 * entries its predecessor left */
@@ -62,28 +60,6 @@
 #define HUB_SCAN_COUNT		"1000"
 #define HUB_FIELDS_MAX		32	/* fields + values of an entry */
 #define HUB_WID_MAX		128	/* bytes of a worker id */
-
-/* Extend the lease only if we still hold it; 1 extended, 0 lost. */
-static const char hub_renew_lua[] =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
-/* Take the lease if free, or keep it if ours: 1; else the holder. */
-static const char hub_acquire_lua[] =
-    "local v = redis.call('get', KEYS[1]) "
-    "if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) "
-    "return 1 end "
-    "if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) "
-    "return 1 end "
-    "return v";
-/* Replace a dead holder, if it still holds the lease: 1 taken, 0 not. */
-static const char hub_takeover_lua[] =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3]) return 1 "
-    "else return 0 end";
-/* Give the lease back only if we hold it. */
-static const char hub_release_lua[] =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('del', KEYS[1]) else return 0 end";
 
 /* One inbox entry of a batch; the strings live in buf. */
 struct hub_entry {
@@ -147,17 +123,11 @@ static void	hub_kick_cb(evutil_socket_t, short, void *);
 static void	hub_stop_cb(evutil_socket_t, short, void *);
 static void	hub_kick(struct hub *, int);
 static void	hub_gauges(struct hub *);
-static void	hub_lease(struct hub *);
-static int	hub_holder_gone(struct hub *, const char *);
-static void	hub_set_leader(struct hub *, int);
-static void	hub_on_lease(struct bus *, struct bus_reply *, void *);
-static void	hub_on_takeover(struct bus *, struct bus_reply *, void *);
 static void	hub_on_connect(struct bus *, void *);
 static void	hub_on_disconnect(struct bus *, void *);
 static void	hub_on_inbox_connect(struct bus *, void *);
 static void	hub_group_create(struct hub *);
 static void	hub_on_group(struct bus *, struct bus_reply *, void *);
-static void	hub_advance(struct hub *);
 static void	hub_lead(struct hub *);
 static void	hub_fenced_cb(enum store_status, int64_t, void *);
 static struct hub_scan *hub_scan_new(struct hub *, struct hub_batch *);
@@ -324,7 +294,7 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 	h->bad_logged = h->bad_hidden = 0;
 	if (h->stopping)
 		return;
-	hub_lease(h);
+	lease_renew(h);
 	sweep_run(h);
 	if (h->batch == NULL && h->next == NULL &&
 	    now - h->gc_ms >= HUB_GC_MS) {
@@ -338,7 +308,7 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 	 * again now and then; with nothing in flight, whatever is pending
 	 * is such an orphan.
 	 */
-	if (hub_leading(h) && h->phase == HUB_LIVE &&
+	if (lease_leading(h) && h->phase == HUB_LIVE &&
 	    now - h->replayed_ms >= HUB_REPLAY_MS) {
 		h->phase = HUB_PENDING;
 		h->replay_quiet = 1;
@@ -380,12 +350,12 @@ hub_kick(struct hub *h, int ms)
  * leading, retry the batch, or read the next one. Called after every step
  * and by the cron, so a lost wake-up costs a second at most.
  */
-static void
+void
 hub_advance(struct hub *h)
 {
 	if (!h->exiting)
 		hub_gauges(h);
-	if (h->exiting || h->stopping || !hub_leading(h))
+	if (h->exiting || h->stopping || !lease_leading(h))
 		return;
 	switch (h->phase) {
 	case HUB_STANDBY:
@@ -420,127 +390,7 @@ hub_advance(struct hub *h)
 	}
 }
 
-/* ---- the leader lease ---------------------------------------------------- */
-
-/* Take the lease if it is free (or its holder is dead), or extend it. */
-static void
-hub_lease(struct hub *h)
-{
-	char ttl[16];
-	int rc;
-
-	if (h->lease_pending || h->finishing || !bus_connected(h->redis))
-		return;
-	snprintf(ttl, sizeof(ttl), "%d", HUB_LEASE_MS);
-	rc = bus_command(h->redis, hub_on_lease, h, "EVAL %s 1 %s %s %s",
-	    h->leader ? hub_renew_lua : hub_acquire_lua, h->lease_key,
-	    h->lease_value, ttl);
-	if (rc == 0) {
-		h->lease_pending = 1;
-		h->lease_sent = util_mono_ms();
-	}
-}
-
-/*
- * 1 if holder ("<instance>:<pid>") was a hub of this instance that is no
- * more: a hub restarted after a crash need not wait for the lease of its
- * dead predecessor to expire. (Instance names must differ between hosts,
- * as they must for the stats keys.)
- */
-static int
-hub_holder_gone(struct hub *h, const char *holder)
-{
-	const char *colon = strrchr(holder, ':');
-	size_t ilen = strlen(h->conf->instance);
-	long long pid;
-
-	if (colon == NULL || (size_t)(colon - holder) != ilen ||
-	    strncmp(holder, h->conf->instance, ilen) != 0 ||
-	    util_parse_int(colon + 1, 1, INT_MAX, &pid) == -1 ||
-	    pid == (long long)getpid())
-		return 0;
-	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
-}
-
-/*
- * held: the lease command sent at lease_sent says we hold the lease, so
- * no other hub can have it before lease_sent + HUB_LEASE_MS.
- */
-static void
-hub_set_leader(struct hub *h, int held)
-{
-	if (held)
-		h->lease_until = h->lease_sent + HUB_LEASE_MS -
-		    HUB_LEASE_MARGIN_MS;
-	if (held && !h->leader) {
-		log_info("leader lease taken: this hub is active");
-		h->leader = 1;
-		hub_advance(h);
-	} else if (!held && h->leader) {
-		log_warnx("leader lease lost: standing by");
-		h->leader = 0;
-		hub_reset(h);
-	}
-}
-
-/*
- * Whether to act as leader now. A hub that was frozen (SIGSTOP, a stalled
- * machine) may wake up with replies queued before the one that says its
- * lease is gone: by our own clock, the lease may have expired, and another
- * hub may lead; so stop before publishing anything.
- */
-int
-hub_leading(struct hub *h)
-{
-	if (h->leader && util_mono_ms() >= h->lease_until) {
-		log_warnx("leader lease not renewed in time: standing by");
-		h->leader = 0;
-		hub_reset(h);
-	}
-	return h->leader;
-}
-
-static void
-hub_on_lease(struct bus *bus, struct bus_reply *reply, void *arg)
-{
-	struct hub *h = arg;
-	const char *holder;
-	char ttl[16];
-
-	(void)bus;
-	h->lease_pending = 0;
-	if (h->exiting || h->finishing || reply == NULL)
-		return;	/* disconnected: hub_on_disconnect() decides */
-	if (!h->leader && bus_reply_type(reply) == BUS_STRING &&
-	    (holder = bus_reply_str(reply, NULL)) != NULL &&
-	    hub_holder_gone(h, holder)) {
-		log_info("the lease holder %s was a hub of this instance and "
-		    "is gone: taking over", holder);
-		snprintf(ttl, sizeof(ttl), "%d", HUB_LEASE_MS);
-		if (bus_command(h->redis, hub_on_takeover, h,
-		    "EVAL %s 1 %s %s %s %s", hub_takeover_lua, h->lease_key,
-		    holder, h->lease_value, ttl) == 0) {
-			h->lease_pending = 1;
-			h->lease_sent = util_mono_ms();
-		}
-		return;
-	}
-	hub_set_leader(h, bus_reply_type(reply) == BUS_INTEGER &&
-	    bus_reply_integer(reply) == 1);
-}
-
-static void
-hub_on_takeover(struct bus *bus, struct bus_reply *reply, void *arg)
-{
-	struct hub *h = arg;
-
-	(void)bus;
-	h->lease_pending = 0;
-	if (h->exiting || h->finishing || reply == NULL)
-		return;
-	hub_set_leader(h, bus_reply_type(reply) == BUS_INTEGER &&
-	    bus_reply_integer(reply) == 1);
-}
+/* ---- Redis connections -------------------------------------------------- */
 
 /*
  * The command connection is (back) up. Redis may have restarted empty, so
@@ -554,7 +404,7 @@ hub_on_connect(struct bus *bus, void *arg)
 
 	bus_aof_check(bus, NULL);
 	hub_group_create(h);
-	hub_lease(h);
+	lease_renew(h);
 }
 
 /*
@@ -802,7 +652,7 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	h->reading = 0;
 	if (h->exiting || reply == NULL)
 		return;		/* hub_on_inbox_connect() goes on */
-	if (h->read_epoch != h->epoch || h->stopping || !hub_leading(h) ||
+	if (h->read_epoch != h->epoch || h->stopping || !lease_leading(h) ||
 	    (h->phase != HUB_PENDING && h->phase != HUB_LIVE)) {
 		hub_advance(h);
 		return;
@@ -1460,7 +1310,7 @@ hub_batch_commit(struct hub *h)
 	long long ms;
 	int rc;
 
-	if (!hub_leading(h))
+	if (!lease_leading(h))
 		return;		/* hub_reset() took the batch */
 	/*
 	 * One EXEC at a time: were the one before to fail, this batch must
@@ -1702,9 +1552,7 @@ hub_finish(struct hub *h)
 		    h->batch->n : 0) + (h->next != NULL ? h->next->n : 0));
 	hub_drop(h);
 	evtimer_del(h->stop_timer);
-	if (h->leader && bus_connected(h->redis) && bus_command(h->redis,
-	    hub_on_released, h, "EVAL %s 1 %s %s", hub_release_lua,
-	    h->lease_key, h->lease_value) == 0)
+	if (h->leader && bus_connected(h->redis) && lease_release(h, hub_on_released) == 0)
 		evtimer_add(h->stop_timer, &tv);
 	else	/* let the stats DEL reach Redis */
 		evtimer_add(h->stop_timer, &quick);

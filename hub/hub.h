@@ -100,14 +100,13 @@ struct hub {
 };
 
 /*
- * Used across hub/: whether to act as leader now (a hub frozen past its
- * lease stops here); forget rooms, presence and batches in flight
- * (leading stopped, or memory can no longer be trusted); and the verdict
- * on a transaction's reply: -1 if it was not applied (then memory is ahead
- * of Redis and must be rebuilt; if the lease was lost, this hub stops
- * leading).
+ * Used across hub/: do the next thing the leader has to do; forget rooms,
+ * presence and batches in flight (leading stopped, or memory can no longer
+ * be trusted); and the verdict on a transaction's reply: -1 if it was not
+ * applied (then memory is ahead of Redis and must be rebuilt; if the lease
+ * was lost, this hub stops leading).
  */
-int	hub_leading(struct hub *h);
+void	hub_advance(struct hub *h);
 void	hub_reset(struct hub *h);
 int	hub_exec_check(struct hub *h, struct bus_reply *reply,
 	    const char *what);

@@ -15,6 +15,7 @@
 #include "common/msg.h"
 #include "common/util.h"
 #include "hub/hub.h"
+#include "hub/lease.h"
 #include "hub/rooms.h"
 #include "hub/sweep.h"
 #include "hub/tx.h"
@@ -50,7 +51,7 @@ sweep_run(struct hub *h)
 	char **keys = NULL;
 	size_t n;
 
-	if (!hub_leading(h) || (h->phase != HUB_PENDING &&
+	if (!lease_leading(h) || (h->phase != HUB_PENDING &&
 	    h->phase != HUB_LIVE) || h->sweep_pending ||
 	    !bus_connected(h->redis))
 		return;
@@ -137,7 +138,7 @@ sweep_alive_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	(void)bus;
 	h->sweep_pending = 0;
 	if (h->exiting || reply == NULL || sw->epoch != h->epoch ||
-	    h->stopping || !hub_leading(h) ||
+	    h->stopping || !lease_leading(h) ||
 	    bus_reply_type(reply) != BUS_ARRAY ||
 	    bus_reply_elements(reply) != sw->n)
 		goto done;
