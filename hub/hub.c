@@ -127,18 +127,18 @@ static void	hub_on_connect(struct bus *, void *);
 static void	hub_on_disconnect(struct bus *, void *);
 static void	hub_on_inbox_connect(struct bus *, void *);
 static void	hub_group_create(struct hub *);
-static void	hub_on_group(struct bus *, struct bus_reply *, void *);
+static void	hub_group_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_lead(struct hub *);
 static void	hub_fenced_cb(enum store_status, int64_t, void *);
 static struct hub_scan *hub_scan_new(struct hub *, struct hub_batch *);
 static int	hub_scan(struct hub *, const char *);
-static void	hub_on_presence(struct bus *, struct bus_reply *, void *);
+static void	hub_presence_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_drop(struct hub *);
 static void	hub_replay(struct hub *);
 static void	hub_read(struct hub *);
-static void	hub_on_read(struct bus *, struct bus_reply *, void *);
+static void	hub_read_cb(struct bus *, struct bus_reply *, void *);
 static int	hub_orphans(struct hub *, struct hub_batch *);
-static void	hub_on_orphans_cb(struct bus *, struct bus_reply *, void *);
+static void	hub_orphans_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_bad(struct hub *, struct hub_entry *, const char *, ...)
 		    GC_PRINTF(3, 4);
 static int	hub_entry_parse(struct hub *, struct hub_entry *,
@@ -147,21 +147,21 @@ static struct hub_batch *hub_batch_new(struct hub *, struct bus_reply *);
 static void	hub_batch_free(struct hub_batch *);
 static void	hub_batch_run(struct hub *);
 static void	hub_batch_retry(struct hub *, int);
-static void	hub_on_loaded(enum store_status, const struct store_row *,
+static void	hub_loaded_cb(enum store_status, const struct store_row *,
 		    size_t, void *);
 static void	hub_batch_mark(struct hub_batch *);
 static void	hub_batch_store(struct hub *);
-static void	hub_on_found(enum store_status, void *);
-static void	hub_on_stored(enum store_status, void *);
+static void	hub_found_cb(enum store_status, void *);
+static void	hub_stored_cb(enum store_status, void *);
 static void	hub_batch_commit(struct hub *);
 static void	hub_on_broadcast(struct hub *, struct hub_entry *,
 		    const struct store_msg *);
 static void	hub_on_register(struct hub *, struct hub_entry *, int64_t);
 static void	hub_on_unregister(struct hub *, struct hub_entry *, int64_t);
-static void	hub_on_exec(struct bus *, struct bus_reply *, void *);
+static void	hub_exec_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_stop(struct hub *);
 static void	hub_finish(struct hub *);
-static void	hub_on_released(struct bus *, struct bus_reply *, void *);
+static void	hub_released_cb(struct bus *, struct bus_reply *, void *);
 
 int
 hub_main(const struct proc_ctx *ctx)
@@ -446,12 +446,12 @@ hub_on_inbox_connect(struct bus *bus, void *arg)
 static void
 hub_group_create(struct hub *h)
 {
-	(void)!bus_command(h->redis, hub_on_group, h,
+	(void)!bus_command(h->redis, hub_group_cb, h,
 	    "XGROUP CREATE %s " HUB_GROUP " 0 MKSTREAM", h->inbox_key);
 }
 
 static void
-hub_on_group(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_group_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 	const char *err;
@@ -532,7 +532,7 @@ hub_scan(struct hub *h, const char *cursor)
 
 	if ((sc = hub_scan_new(h, NULL)) == NULL)
 		return -1;
-	if (bus_command(h->redis, hub_on_presence, sc,
+	if (bus_command(h->redis, hub_presence_cb, sc,
 	    "HSCAN %s %s COUNT " HUB_SCAN_COUNT, h->presence_key, cursor) ==
 	    -1) {
 		free(sc);
@@ -542,7 +542,7 @@ hub_scan(struct hub *h, const char *cursor)
 }
 
 static void
-hub_on_presence(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_presence_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub_scan *sc = arg;
 	struct hub *h = sc->h;
@@ -622,11 +622,11 @@ hub_read(struct hub *h)
 		return;
 	h->read_replay = h->phase == HUB_PENDING;
 	if (h->read_replay)
-		rc = bus_command(h->inbox, hub_on_read, h,
+		rc = bus_command(h->inbox, hub_read_cb, h,
 		    "XREADGROUP GROUP " HUB_GROUP " " HUB_GROUP " COUNT %d "
 		    "STREAMS %s %s", HUB_BATCH, h->inbox_key, h->pending_from);
 	else
-		rc = bus_command(h->inbox, hub_on_read, h,
+		rc = bus_command(h->inbox, hub_read_cb, h,
 		    "XREADGROUP GROUP " HUB_GROUP " " HUB_GROUP " COUNT %d "
 		    "BLOCK %d STREAMS %s >", HUB_BATCH, HUB_BLOCK_MS,
 		    h->inbox_key);
@@ -642,7 +642,7 @@ hub_read(struct hub *h)
  * replays them.
  */
 static void
-hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 	struct hub_batch *b;
@@ -724,7 +724,7 @@ hub_on_read(struct bus *bus, struct bus_reply *reply, void *arg)
 	h->batch = b;
 	hub_gauges(h);
 	if (b->live && hub_orphans(h, b) == 0)
-		return;		/* hub_on_orphans_cb() goes on */
+		return;		/* hub_orphans_cb() goes on */
 	hub_batch_run(h);
 }
 
@@ -776,7 +776,7 @@ hub_orphans(struct hub *h, struct hub_batch *b)
 
 	if ((c = hub_scan_new(h, b)) == NULL)
 		return -1;
-	if (bus_command(h->redis, hub_on_orphans_cb, c,
+	if (bus_command(h->redis, hub_orphans_cb, c,
 	    "XPENDING %s " HUB_GROUP " %s%s %s 1", h->inbox_key,
 	    strcmp(b->after, "-") == 0 ? "" : "(", b->after, b->e[0].id) ==
 	    -1) {
@@ -788,7 +788,7 @@ hub_orphans(struct hub *h, struct hub_batch *b)
 }
 
 static void
-hub_on_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub_scan *c = arg;
 	struct hub *h = c->h;
@@ -1050,7 +1050,7 @@ hub_batch_run(struct hub *h)
 			if (b->load[i]->keep > keep)
 				keep = b->load[i]->keep;
 		}
-		rc = store_load(h->store, ids, b->nload, keep, hub_on_loaded,
+		rc = store_load(h->store, ids, b->nload, keep, hub_loaded_cb,
 		    b);
 		free(ids);
 	}
@@ -1081,7 +1081,7 @@ hub_batch_retry(struct hub *h, int ms)
 }
 
 static void
-hub_on_loaded(enum store_status st, const struct store_row *rows, size_t n,
+hub_loaded_cb(enum store_status st, const struct store_row *rows, size_t n,
     void *arg)
 {
 	struct hub_batch *b = arg;
@@ -1153,7 +1153,7 @@ hub_batch_store(struct hub *h)
 		b->built = 1;
 	}
 	if (b->replay && !b->found && b->nmsgs > 0) {
-		if (store_find(h->store, b->msgs, b->nmsgs, hub_on_found, b) ==
+		if (store_find(h->store, b->msgs, b->nmsgs, hub_found_cb, b) ==
 		    -1)
 			hub_batch_retry(h, HUB_RETRY_MS);
 		else
@@ -1189,7 +1189,7 @@ hub_batch_store(struct hub *h)
 		return;
 	}
 	if (store_write(h->store, 0, h->fence, b->msgs, b->nmsgs,
-	    b->sql_errors >= 2, hub_on_stored, b) == -1) {
+	    b->sql_errors >= 2, hub_stored_cb, b) == -1) {
 		hub_batch_retry(h, HUB_RETRY_MS);
 		return;
 	}
@@ -1197,7 +1197,7 @@ hub_batch_store(struct hub *h)
 }
 
 static void
-hub_on_found(enum store_status st, void *arg)
+hub_found_cb(enum store_status st, void *arg)
 {
 	struct hub_batch *b = arg;
 	struct hub *h = b->h;
@@ -1243,7 +1243,7 @@ hub_batch_mark(struct hub_batch *b)
 }
 
 static void
-hub_on_stored(enum store_status st, void *arg)
+hub_stored_cb(enum store_status st, void *arg)
 {
 	struct hub_batch *b = arg;
 	struct hub *h = b->h;
@@ -1319,7 +1319,7 @@ hub_batch_commit(struct hub *h)
 	 */
 	b->stored = 1;
 	if (h->exec_pending)
-		return;		/* hub_on_exec() commits it */
+		return;		/* hub_exec_cb() commits it */
 	h->batch = NULL;
 	/*
 	 * A joiner's history stops below the messages that an earlier hub
@@ -1382,7 +1382,7 @@ hub_batch_commit(struct hub *h)
 		tx_command(h->tx, 5, targv, NULL);
 		h->trimmed_ms = mono;
 	}
-	rc = tx_commit(h->tx, hub_on_exec, h);
+	rc = tx_commit(h->tx, hub_exec_cb, h);
 	hub_batch_free(b);
 	if (rc == -1) {
 		log_warnx("inbox: cannot send a batch's transaction to Redis; "
@@ -1477,7 +1477,7 @@ hub_exec_check(struct hub *h, struct bus_reply *reply, const char *what)
 }
 
 static void
-hub_on_exec(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_exec_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 
@@ -1552,7 +1552,7 @@ hub_finish(struct hub *h)
 		    h->batch->n : 0) + (h->next != NULL ? h->next->n : 0));
 	hub_drop(h);
 	evtimer_del(h->stop_timer);
-	if (h->leader && bus_connected(h->redis) && lease_release(h, hub_on_released) == 0)
+	if (h->leader && bus_connected(h->redis) && lease_release(h, hub_released_cb) == 0)
 		evtimer_add(h->stop_timer, &tv);
 	else	/* let the stats DEL reach Redis */
 		evtimer_add(h->stop_timer, &quick);
@@ -1560,7 +1560,7 @@ hub_finish(struct hub *h)
 }
 
 static void
-hub_on_released(struct bus *bus, struct bus_reply *reply, void *arg)
+hub_released_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct hub *h = arg;
 
