@@ -136,12 +136,29 @@ static void	chat_close_member(struct chat_member *, int, const char *);
 static void	member_on_text(void *, const char *, size_t);
 static void	member_on_activity(void *);
 static void	member_on_closed(void *, int);
+static void	chat_conn_read(struct conn *);
+static void	chat_conn_close(struct conn *);
+static void	chat_member_free(void *);
 
 static const struct ws_handlers chat_ws_handlers = {
 	member_on_text,
 	member_on_activity,
 	member_on_closed
 };
+
+/* What conn.c calls for a member's connection (conn_attach). */
+static const struct conn_handlers chat_conn_handlers = {
+	chat_conn_read,
+	chat_conn_close,
+	chat_member_free
+};
+
+/* The member a connection was attached to, or NULL. */
+static struct chat_member *
+chat_member_of(const struct conn *c)
+{
+	return c->handlers == &chat_conn_handlers ? c->owner : NULL;
+}
 
 /* --- the worker's chat state -------------------------------------------- */
 
@@ -267,7 +284,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		conn_close(c);
 		return;
 	}
-	c->member = m;
+	conn_attach(c, &chat_conn_handlers, m);
 	chat->nmembers++;
 	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 	TAILQ_INSERT_TAIL(&m->room->members, m, entry);
@@ -285,16 +302,17 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		chat_subscribe(chat, m->room);
 	}
 	/* Frames the client sent right behind its handshake. */
-	chat_on_read(c);
+	chat_conn_read(c);
 }
 
 /* A member still subscribing is not read: chat_register() reads it. */
-void
-chat_on_read(struct conn *c)
+static void
+chat_conn_read(struct conn *c)
 {
-	if (c->member != NULL && c->member->ws != NULL &&
-	    c->member->state != MEMBER_SUBSCRIBING)
-		ws_read(c->member->ws);
+	struct chat_member *m = chat_member_of(c);
+
+	if (m != NULL && m->ws != NULL && m->state != MEMBER_SUBSCRIBING)
+		ws_read(m->ws);
 }
 
 /*
@@ -302,10 +320,10 @@ chat_on_read(struct conn *c)
  * room now, so that the hub announces it; the member itself is freed
  * later, with the conn, outside any of its callbacks.
  */
-void
-chat_on_close(struct conn *c)
+static void
+chat_conn_close(struct conn *c)
 {
-	struct chat_member *m = c->member, **pp;
+	struct chat_member *m = chat_member_of(c), **pp;
 	struct chat *chat = c->worker->chat;
 
 	if (m == NULL || m->room == NULL)
@@ -326,9 +344,11 @@ chat_on_close(struct conn *c)
 	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 }
 
-void
-chat_member_free(struct chat_member *m)
+static void
+chat_member_free(void *arg)
 {
+	struct chat_member *m = arg;
+
 	if (m == NULL)
 		return;
 	if (m->ws != NULL)
@@ -377,7 +397,7 @@ static void
 chat_recheck_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct conn *c = arg;
-	struct chat_member *m = c->member;
+	struct chat_member *m = chat_member_of(c);
 	const char *v;
 	long long uid;
 
@@ -458,11 +478,12 @@ static void
 chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct conn *c = arg;
+	struct chat_member *m = chat_member_of(c);
 
 	(void)bus;
 	if ((reply == NULL || bus_reply_type(reply) == BUS_ERROR) &&
-	    c->member != NULL && c->member->room != NULL)
-		chat_close_member(c->member, WS_CLOSE_ERROR, "message not "
+	    m != NULL && m->room != NULL)
+		chat_close_member(m, WS_CLOSE_ERROR, "message not "
 		    "accepted; try again");
 	conn_release(c);
 }
@@ -516,7 +537,7 @@ member_on_closed(void *arg, int code)
 	log_debug("conn %llu: websocket closed (%d)",
 	    (unsigned long long)m->conn->id, code);
 	if (m->room != NULL)
-		chat_on_close(m->conn);
+		chat_conn_close(m->conn);
 	conn_close_when_drained(m->conn, CHAT_CLOSE_GRACE_MS);
 }
 
@@ -693,7 +714,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 			chat_register(chat, m);
 			/* What it sent meanwhile goes after its register. */
 			bufferevent_setwatermark(m->conn->bev, EV_READ, 0, 0);
-			chat_on_read(m->conn);
+			chat_conn_read(m->conn);
 		}
 		return;
 	}
@@ -726,6 +747,7 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	struct chat_member *m, *next;
 	const char *type;
 	int64_t id;
+	uint64_t sent = 0;
 
 	(void)chat;
 	if ((doc = json_parse(payload, len)) == NULL) {
@@ -745,9 +767,11 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
 		next = TAILQ_NEXT(m, entry);
 		if (m->state == MEMBER_JOINED && ws_send(m->ws, f) == 0)
-			metrics_count(MC_MSGS_OUT, 1);
+			sent++;
 	}
 	ws_frame_unref(f);
+	/* Counted per event: the counter is shared memory (metrics.c). */
+	metrics_count(MC_MSGS_OUT, sent);
 done:
 	json_free(doc);
 }

@@ -30,16 +30,11 @@ uint64_t chat_members(const struct chat *chat);
 /*
  * Answer the upgrade (101 with the handshake's extra headers) and make c a
  * member of room for user uid. session is the Redis key of the session the
- * socket was opened with ("" if none), so a logout can close it.
+ * socket was opened with ("" if none), so a logout can close it. The
+ * member is attached to c (conn_attach): conn.c reaches it only through
+ * its handler vector.
  */
 void	chat_upgrade(struct conn *c, const char *extra, const char *room,
 	    int64_t uid, const char *username, const char *session);
-
-/* From conn.c: input arrived on a member's connection. */
-void	chat_on_read(struct conn *c);
-/* From conn.c: the member's connection is closing (unregister it). */
-void	chat_on_close(struct conn *c);
-/* From conn.c's deferred free: release the member. */
-void	chat_member_free(struct chat_member *m);
 
 #endif

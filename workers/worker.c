@@ -45,6 +45,7 @@ static int	worker_accept_one(struct worker *, int);
 static void	worker_signal_cb(evutil_socket_t, short, void *);
 static void	worker_cron_cb(evutil_socket_t, short, void *);
 static void	worker_gate_cb(evutil_socket_t, short, void *);
+static void	worker_flush_cb(evutil_socket_t, short, void *);
 static void	worker_stop(struct worker *);
 static void	worker_free(struct worker *);
 
@@ -60,6 +61,7 @@ worker_main(const struct proc_ctx *ctx)
 	w.conf = ctx->conf;
 	w.parent = getppid();
 	TAILQ_INIT(&w.conns);
+	TAILQ_INIT(&w.pending);
 	w.stats.role = "worker";
 	w.stats.id = w.id;
 	w.stats.started_ms = util_mono_ms();
@@ -69,6 +71,9 @@ worker_main(const struct proc_ctx *ctx)
 
 	if ((w.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
+	/* Never added: conn.c activates it once per pass (conn_pend). */
+	if ((w.flush = event_new(w.base, -1, 0, worker_flush_cb, &w)) == NULL)
+		fatalx("cannot set up the write flush");
 	if ((w.db = db_pool_new(w.base, w.conf->database_url,
 	    w.conf->db_pool_size, w.conf->backend_timeout * 1000)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
@@ -304,6 +309,15 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		    db_pool_up(w->db) ? "Redis" : "PostgreSQL");
 }
 
+/* Before the loop polls again: the WebSockets written to in this pass. */
+static void
+worker_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_flush_pending(arg);
+}
+
 /* Free everything, so that leak reports of debug builds mean something. */
 static void
 worker_free(struct worker *w)
@@ -332,5 +346,6 @@ worker_free(struct worker *w)
 	event_free(w->sig_hup);
 	event_free(w->cron);
 	event_free(w->gate);
+	event_free(w->flush);
 	event_base_free(w->base);
 }

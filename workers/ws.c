@@ -724,10 +724,16 @@ static int
 ws_over_limit(struct ws *ws)
 {
 	struct evbuffer *out = bufferevent_get_output(ws->bev);
+	int n;
 
-	return evbuffer_get_length(out) > ws->output_limit &&
-	    (evbuffer_write(out, bufferevent_getfd(ws->bev)) <= 0 ||
-	    evbuffer_get_length(out) > ws->output_limit);
+	if (evbuffer_get_length(out) <= ws->output_limit)
+		return 0;
+	/* A socket bufferevent's output start is frozen outside its own
+	 * write callback: evbuffer_write() would fail without a try. */
+	evbuffer_unfreeze(out, 1);
+	n = evbuffer_write(out, bufferevent_getfd(ws->bev));
+	evbuffer_freeze(out, 1);
+	return n <= 0 || evbuffer_get_length(out) > ws->output_limit;
 }
 
 /* At most 123 bytes of reason, not cutting a UTF-8 sequence. */
