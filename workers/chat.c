@@ -275,7 +275,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		conn_error(c, 500, "out of memory");
 		return;
 	}
-	api_count(c->req, 101);
+	api_count(c, 101);
 	conn_upgrade(c, extra);
 	m->ws = ws_new(c->bev, (size_t)w->conf->max_ws_message,
 	    (size_t)w->conf->ws_output_limit, &chat_ws_handlers, m);

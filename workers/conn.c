@@ -401,7 +401,8 @@ conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
 	int head_only, keep;
 
-	api_count(c->req, status);	/* the metrics, by route */
+	api_count(c, status);	/* the metrics, by the route recorded */
+	c->route = 0;
 	head_only = c->req != NULL && c->req->method == HTTP_M_HEAD;
 	conn_access_log(c, status, head_only ? 0 : len);
 	http_request_free(c->req);

@@ -70,6 +70,9 @@ struct conn {
 						 * request being read */
 	int64_t			 req_start_ms;	/* monotonic, for the log */
 	int64_t			 user_id;	/* the request's caller, or 0 */
+	int			 route;		/* the metrics route of the
+						 * request, recorded at dispatch
+						 * (api_dispatch); 0: none */
 	char			 peer[64];	/* address, for logs and limits */
 };
 
