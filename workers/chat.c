@@ -59,6 +59,7 @@ struct chat_room;
 
 struct chat_member {
 	TAILQ_ENTRY(chat_member) entry;		/* in room->members */
+	TAILQ_ENTRY(chat_member) all;		/* in chat->members */
 	struct chat_member *hnext;	/* in chat->by_conn, while in a room */
 	struct conn	*conn;
 	struct chat_room *room;
@@ -106,9 +107,10 @@ struct chat {
 					 * room, by conn id: a history finds
 					 * its joiner in O(1), even in a
 					 * join storm */
+	struct member_list members;	/* every member in a room, walked
+					 * by chat_each() alone */
 	uint64_t	 nmembers;
 	uint64_t	 nrooms;
-	struct event	*cron;		/* heartbeat, pings: every second */
 	int		 stopping;
 };
 
@@ -130,7 +132,8 @@ static void	chat_on_history(struct chat *, struct json_doc *,
 static void	chat_on_dropped(struct chat *);
 static void	chat_beat_connected(struct bus *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
-static void	chat_cron_cb(evutil_socket_t, short, void *);
+static void	chat_each(struct chat *, void (*)(struct chat *,
+		    struct chat_member *, void *), void *);
 static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_close_member(struct chat_member *, int, const char *);
 static void	member_on_text(void *, const char *, size_t);
@@ -165,13 +168,13 @@ chat_member_of(const struct conn *c)
 struct chat *
 chat_new(struct worker *w)
 {
-	struct timeval one = { 1, 0 };
 	const char *p = w->conf->redis_prefix;
 	struct chat *chat;
 
 	if (hash_init() == -1 || (chat = calloc(1, sizeof(*chat))) == NULL)
 		return NULL;
 	chat->w = w;
+	TAILQ_INIT(&chat->members);
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
 	    (long)getpid());
 	snprintf(chat->worker_channel, sizeof(chat->worker_channel),
@@ -187,9 +190,7 @@ chat_new(struct worker *w)
 	chat->beat = bus_new(w->base, w->conf->redis_url,
 	    w->conf->redis_password, "heartbeat",
 	    chat_beat_connected, NULL, chat);
-	chat->cron = event_new(w->base, -1, EV_PERSIST, chat_cron_cb, chat);
-	if (chat->sub == NULL || chat->beat == NULL || chat->cron == NULL ||
-	    event_add(chat->cron, &one) == -1) {
+	if (chat->sub == NULL || chat->beat == NULL) {
 		chat_free(chat);
 		return NULL;
 	}
@@ -209,8 +210,6 @@ chat_free(struct chat *chat)
 			next = r->next;
 			free(r);
 		}
-	if (chat->cron != NULL)
-		event_free(chat->cron);
 	bus_free(chat->sub);
 	bus_free(chat->beat);
 	free(chat);
@@ -222,21 +221,35 @@ chat_members(const struct chat *chat)
 	return chat->nmembers;
 }
 
+static void
+chat_stop_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	(void)chat;
+	(void)arg;
+	chat_close_member(m, WS_CLOSE_GOING_AWAY, "server going down");
+}
+
 void
 chat_stop(struct chat *chat)
 {
-	struct chat_room *r;
+	chat->stopping = 1;
+	chat_each(chat, chat_stop_member, NULL);
+}
+
+/*
+ * Call fn for every member in a room, in the order they joined. fn may
+ * close its member (which leaves the list at once), never another one.
+ */
+static void
+chat_each(struct chat *chat, void (*fn)(struct chat *, struct chat_member *,
+    void *), void *arg)
+{
 	struct chat_member *m, *next;
 
-	chat->stopping = 1;
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				chat_close_member(m, WS_CLOSE_GOING_AWAY,
-				    "server going down");
-			}
+	for (m = TAILQ_FIRST(&chat->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, all);
+		fn(chat, m, arg);
+	}
 }
 
 /* --- members ------------------------------------------------------------ */
@@ -288,6 +301,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	chat->nmembers++;
 	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 	TAILQ_INSERT_TAIL(&m->room->members, m, entry);
+	TAILQ_INSERT_TAIL(&chat->members, m, all);
 	m->room->nmembers++;
 	m->hnext = chat->by_conn[c->id % CHAT_MEMBER_BUCKETS];
 	chat->by_conn[c->id % CHAT_MEMBER_BUCKETS] = m;
@@ -338,6 +352,7 @@ chat_conn_close(struct conn *c)
 			break;
 		}
 	TAILQ_REMOVE(&m->room->members, m, entry);
+	TAILQ_REMOVE(&chat->members, m, all);
 	m->room->nmembers--;		/* chat_rooms_collect() frees it */
 	m->room = NULL;
 	chat->nmembers--;
@@ -650,6 +665,18 @@ chat_sub_connected(struct bus *bus, void *arg)
 		log_warnx("cannot subscribe to %s", chat->worker_channel);
 }
 
+/* Still unregistered on close, through the command connection, in case
+ * only the subscription connection broke and the hub's presence
+ * survives. */
+static void
+chat_restart_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	(void)chat;
+	(void)arg;
+	chat_close_member(m, WS_CLOSE_ERROR, "chat service restarting; "
+	    "reconnect");
+}
+
 /*
  * Redis went away: the subscriptions, the inbox and the hub's presence may
  * all be gone with it. Close every member with 1011; clients reconnect and
@@ -660,22 +687,12 @@ chat_sub_lost(struct bus *bus, void *arg)
 {
 	struct chat *chat = arg;
 	struct chat_room *r;
-	struct chat_member *m, *next;
 
 	(void)bus;
 	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next) {
+		for (r = chat->buckets[i]; r != NULL; r = r->next)
 			r->sub = ROOM_UNSUBSCRIBED;
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				/* Still unregistered on close, through the
-				 * command connection, in case only this one
-				 * broke and the hub's presence survives. */
-				chat_close_member(m, WS_CLOSE_ERROR,
-				    "chat service restarting; reconnect");
-			}
-		}
+	chat_each(chat, chat_restart_member, NULL);
 }
 
 /*
@@ -855,26 +872,44 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
  * are kept.
  */
 static void
+chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	size_t *n = arg;
+
+	(void)chat;
+	if (!m->registered || m->state == MEMBER_CLOSING)
+		return;
+	chat_close_member(m, WS_CLOSE_ERROR, "presence lost; reconnect");
+	(*n)++;
+}
+
+static void
 chat_on_dropped(struct chat *chat)
 {
-	struct chat_room *r;
-	struct chat_member *m, *next;
 	size_t n = 0;
 
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				if (!m->registered ||
-				    m->state == MEMBER_CLOSING)
-					continue;
-				chat_close_member(m, WS_CLOSE_ERROR,
-				    "presence lost; reconnect");
-				n++;
-			}
+	chat_each(chat, chat_dropped_member, &n);
 	log_warnx("the hub took this worker for dead; %zu sockets closed "
 	    "(1011) so that their clients join again", n);
+}
+
+struct chat_revoke {
+	int64_t		 uid;
+	int		 deleted;	/* the account, or only a session */
+	char		 key[AUTH_KEY_MAX];	/* the session's key */
+};
+
+static void
+chat_revoke_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	struct chat_revoke *rv = arg;
+
+	(void)chat;
+	if (m->uid != rv->uid || (!rv->deleted &&
+	    strcmp(m->session, rv->key) != 0))
+		return;
+	chat_close_member(m, WS_CLOSE_POLICY, rv->deleted ?
+	    "account deleted" : "logged out");
 }
 
 /* Account events: close the sockets of a deleted user or a revoked
@@ -883,10 +918,8 @@ static void
 chat_on_control(struct chat *chat, const char *payload, size_t len)
 {
 	struct json_doc *doc;
-	struct chat_room *r;
-	struct chat_member *m, *next;
+	struct chat_revoke rv = { 0, 0, "" };
 	const char *type, *session = NULL;
-	char key[AUTH_KEY_MAX];
 	int64_t uid;
 	int deleted;
 
@@ -900,19 +933,11 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 	    json_get_string(doc, "session", &session, NULL) != JSON_OK))
 		goto done;
 	if (session != NULL)
-		snprintf(key, sizeof(key), "%ssession:%s",
+		snprintf(rv.key, sizeof(rv.key), "%ssession:%s",
 		    chat->w->conf->redis_prefix, session);
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				if (m->uid != uid || (!deleted &&
-				    strcmp(m->session, key) != 0))
-					continue;
-				chat_close_member(m, WS_CLOSE_POLICY, deleted ?
-				    "account deleted" : "logged out");
-			}
+	rv.uid = uid;
+	rv.deleted = deleted;
+	chat_each(chat, chat_revoke_member, &rv);
 done:
 	json_free(doc);
 }
@@ -938,37 +963,31 @@ chat_beat_connected(struct bus *bus, void *arg)
 	chat_heartbeat(arg);
 }
 
-/*
- * Every second: the heartbeat, and pings. A member silent
- * for ws_ping_interval is pinged; one still silent a second interval later
- * is closed.
- */
+/* A member silent for ws_ping_interval is pinged; one still silent a
+ * second interval later is closed. */
 static void
-chat_cron_cb(evutil_socket_t fd, short what, void *arg)
+chat_ping_member(struct chat *chat, struct chat_member *m, void *arg)
 {
-	struct chat *chat = arg;
-	int64_t now = util_mono_ms();
+	int64_t now = *(const int64_t *)arg;
 	int64_t interval = (int64_t)chat->w->conf->ws_ping_interval * 1000;
-	struct chat_room *r;
-	struct chat_member *m, *next;
 
-	(void)fd;
-	(void)what;
+	if (now - m->last_seen_ms < interval)
+		return;
+	if (!m->ping_sent) {
+		ws_ping(m->ws);
+		m->ping_sent = 1;
+	} else if (now - m->last_seen_ms >= 2 * interval)
+		chat_close_member(m, WS_CLOSE_GOING_AWAY, "no answer to ping");
+}
+
+/* Every second, from the worker's cron: the heartbeat, rooms left empty,
+ * pings. */
+void
+chat_cron(struct chat *chat)
+{
+	int64_t now = util_mono_ms();
+
 	chat_heartbeat(chat);
 	chat_rooms_collect(chat);
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				if (now - m->last_seen_ms < interval)
-					continue;
-				if (!m->ping_sent) {
-					ws_ping(m->ws);
-					m->ping_sent = 1;
-				} else if (now - m->last_seen_ms >=
-				    2 * interval)
-					chat_close_member(m, WS_CLOSE_GOING_AWAY,
-					    "no answer to ping");
-			}
+	chat_each(chat, chat_ping_member, &now);
 }

@@ -21,9 +21,12 @@ struct chat *chat_new(struct worker *w);
 void	chat_free(struct chat *chat);
 /* Worker stopping: every member gets close 1001. */
 void	chat_stop(struct chat *chat);
-/* Refresh this worker's heartbeat key now (also every second, and on
+/* Refresh this worker's heartbeat key now (also from chat_cron(), and on
  * every connection of its own Redis connection). */
 void	chat_heartbeat(struct chat *chat);
+/* Once a second, from the worker's cron: the heartbeat, empty rooms
+ * forgotten, pings and their timeouts. */
+void	chat_cron(struct chat *chat);
 /* Number of members (for the worker's stats). */
 uint64_t chat_members(const struct chat *chat);
 

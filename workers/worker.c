@@ -84,7 +84,8 @@ worker_main(const struct proc_ctx *ctx)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));
 	bus_set_timeout(w.redis, w.conf->backend_timeout * 1000);
-	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
+	/* No timer of its own: worker_cron_cb ticks it. */
+	if ((w.stats_pub = stats_pub_new(NULL, w.redis, w.conf,
 	    &w.stats)) == NULL)
 		fatalx("cannot set up stats");
 	if ((w.passwd = passwd_pool_new(w.base,
@@ -275,6 +276,8 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 			conn_close(c);
 		event_base_loopexit(w->base, NULL);
 	}
+	stats_pub_tick(w->stats_pub);
+	chat_cron(w->chat);
 }
 
 /*
