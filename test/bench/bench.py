@@ -972,8 +972,20 @@ ANALYZE users;
 		series, cmds = [], []
 		series, fseries, fcmds = self.chat_open(n, a.rates, run_tag, cmds)
 		plot = self.plot(series, n)
-		out.append(self.chat_open_entry(n, a.rates, series, fseries, ref,
-		    cmds, fcmds, rcmd, plot))
+		ent = self.chat_open_entry(n, a.rates, series, fseries, ref,
+		    cmds, fcmds, rcmd, plot)
+		# The hub path alone: in a 10-client room a message's first and
+		# last deliveries are the same moment, so its latency is the
+		# sender -> worker -> Redis -> hub -> Redis -> worker -> client
+		# path without the fan-out; the 1,000-client room adds the
+		# fan-out (first delivery to last) on top.
+		room = "h10-%d-%s" % (T_RATE, run_tag)
+		d, cmd, _ = self.chat_run(room, 10, a.ol_duration, rate=T_RATE)
+		ent["hub_path"] = {"clients": 10, "rate": T_RATE,
+		    "latency_ms": d["latency_ms"], "command": cmd}
+		log("    hub path (10 clients, %d msg/s): p50 %.2f p99 %.2f ms" % (
+		    T_RATE, d["latency_ms"]["p50"], d["latency_ms"]["p99"]))
+		out.append(ent)
 		# The 100-client room at the target rate, next to the floor too.
 		cmds = []
 		series, fseries, fcmds = self.chat_open(100, [T_RATE], run_tag, cmds)

@@ -23,6 +23,17 @@ def burst(ws, tag, n, size=0):
 	ws.send_raw(frames)
 
 
+def pop_frames(buf):
+	"""The whole frames at the front of buf, taken out of it."""
+	out = []
+	f = decode_frame(buf)
+	while f is not None:
+		del buf[:f[5]]
+		out.append(f)
+		f = decode_frame(buf)
+	return out
+
+
 def contents(ws, tag):
 	return [e["content"].split(" ")[0] for e in ws.messages(history=False)
 	    if e["content"].startswith(tag + "-")]
@@ -98,11 +109,7 @@ def test_a_member_whose_socket_filled_up_gets_the_rest_in_order_once_it_reads(
 		assert data, "the server closed the late reader after %d " \
 		    "messages" % len(got)
 		buf += data
-		while True:
-			f = decode_frame(buf)
-			if f is None:
-				break
-			del buf[:f[5]]
+		for f in pop_frames(buf):
 			if f[2] == OP_TEXT and b'"content":"m-' in f[4]:
 				i = f[4].index(b'"content":"m-') + 11
 				got.append(f[4][i:i + 6].decode())
