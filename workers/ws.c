@@ -553,7 +553,6 @@ ws_frame_start_cb(wslay_event_context_ptr ctx,
 	struct ws *ws = user_data;
 	uint64_t len = arg->payload_length;
 
-	(void)ctx;
 	ws->activity = 1;
 	/*
 	 * wslay has read the whole header by now, and it refuses lengths
@@ -563,6 +562,13 @@ ws_frame_start_cb(wslay_event_context_ptr ctx,
 	ws->frame_len = 2 + (len <= 125 ? 0 : len <= 0xffff ? 2 : 8) + 4 + len;
 	if (!(arg->opcode & 0x8))		/* data, not control */
 		ws->fragmented = !arg->fin;
+	/*
+	 * Once its close is queued, wslay drops every other control frame
+	 * still queued: send the pongs of pings that came before this close
+	 * now (RFC 6455 5.5.2: only a ping after the close goes unanswered).
+	 */
+	if (arg->opcode == WSLAY_CONNECTION_CLOSE && wslay_event_want_write(ctx))
+		(void)wslay_event_send(ctx);	/* failed: writing is off */
 }
 
 static void
@@ -724,16 +730,10 @@ static int
 ws_over_limit(struct ws *ws)
 {
 	struct evbuffer *out = bufferevent_get_output(ws->bev);
-	int n;
 
-	if (evbuffer_get_length(out) <= ws->output_limit)
-		return 0;
-	/* A socket bufferevent's output start is frozen outside its own
-	 * write callback: evbuffer_write() would fail without a try. */
-	evbuffer_unfreeze(out, 1);
-	n = evbuffer_write(out, bufferevent_getfd(ws->bev));
-	evbuffer_freeze(out, 1);
-	return n <= 0 || evbuffer_get_length(out) > ws->output_limit;
+	return evbuffer_get_length(out) > ws->output_limit &&
+	    (evbuffer_write(out, bufferevent_getfd(ws->bev)) <= 0 ||
+	    evbuffer_get_length(out) > ws->output_limit);
 }
 
 /* At most 123 bytes of reason, not cutting a UTF-8 sequence. */
