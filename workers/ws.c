@@ -553,6 +553,7 @@ ws_frame_start_cb(wslay_event_context_ptr ctx,
 	struct ws *ws = user_data;
 	uint64_t len = arg->payload_length;
 
+	(void)ctx;
 	ws->activity = 1;
 	/*
 	 * wslay has read the whole header by now, and it refuses lengths
@@ -562,13 +563,6 @@ ws_frame_start_cb(wslay_event_context_ptr ctx,
 	ws->frame_len = 2 + (len <= 125 ? 0 : len <= 0xffff ? 2 : 8) + 4 + len;
 	if (!(arg->opcode & 0x8))		/* data, not control */
 		ws->fragmented = !arg->fin;
-	/*
-	 * Once its close is queued, wslay drops every other control frame
-	 * still queued: send the pongs of pings that came before this close
-	 * now (RFC 6455 5.5.2: only a ping after the close goes unanswered).
-	 */
-	if (arg->opcode == WSLAY_CONNECTION_CLOSE && wslay_event_want_write(ctx))
-		(void)wslay_event_send(ctx);	/* failed: writing is off */
 }
 
 static void
