@@ -46,6 +46,8 @@ stats_pub_new(struct event_base *base, struct bus *bus,
 	snprintf(p->host, sizeof(p->host), "%s", conf->instance);
 	(void)msg_key_stats(p->key, sizeof(p->key), conf->redis_prefix,
 	    p->host, (long)getpid());
+	if (base == NULL)
+		return p;
 	p->timer = event_new(base, -1, EV_PERSIST, stats_tick_cb, p);
 	if (p->timer == NULL || event_add(p->timer, &one) == -1) {
 		stats_pub_free(p);
@@ -71,11 +73,18 @@ stats_pub_remove(struct stats_pub *p)
 		bus_send(p->bus, "DEL %s", p->key);
 }
 
-/* The hash's fields, in the order redis-cli shows them. */
 static void
 stats_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct stats_pub *p = arg;
+	(void)fd;
+	(void)what;
+	stats_pub_tick(arg);
+}
+
+/* The hash's fields, in the order redis-cli shows them. */
+void
+stats_pub_tick(struct stats_pub *p)
+{
 	const struct stats *s = p->s;
 	const struct {
 		const char	*name;
@@ -109,8 +118,6 @@ stats_tick_cb(evutil_socket_t fd, short what, void *arg)
 	const char *argv[6 + 2 * NNUMS];
 	int argc = 0;
 
-	(void)fd;
-	(void)what;
 	metrics_beat();
 	if (!bus_connected(p->bus))
 		return;

@@ -25,9 +25,14 @@ struct stats {
 
 struct stats_pub;
 
-/* Publish s through bus every second; s must outlive the publisher. */
+/*
+ * Publish s through bus every second; s must outlive the publisher. With
+ * base NULL it has no timer of its own: the owner's cron calls
+ * stats_pub_tick() once a second (one cron per process).
+ */
 struct stats_pub *stats_pub_new(struct event_base *base, struct bus *bus,
 	    const struct conf *conf, struct stats *s);
+void	stats_pub_tick(struct stats_pub *p);
 void	stats_pub_free(struct stats_pub *p);
 /* Delete the hash now (orderly exit). */
 void	stats_pub_remove(struct stats_pub *p);

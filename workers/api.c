@@ -40,6 +40,7 @@ struct api_endpoint {
 #define API_LIMIT_MAX		200	/* a larger limit is clamped to it */
 
 static int	api_parse_limit(const char *, long long *);
+static int	api_route_of(const struct route *);
 static int	api_cross_site(const struct worker *,
 		    const struct http_request *);
 
@@ -74,6 +75,7 @@ api_dispatch(struct conn *c, struct http_request *req)
 
 	switch (router_match(api_routes, req->method, req->path, &m)) {
 	case ROUTER_FOUND:
+		c->route = api_route_of(m.route);
 		/*
 		 * Without Content-Length (Transfer-Encoding is refused by the
 		 * reader) a request has no body, so body bytes sent anyway
@@ -102,58 +104,54 @@ api_dispatch(struct conn *c, struct http_request *req)
 			e->open(c, req, &m);
 		return;
 	case ROUTER_BAD_METHOD:
+		/* Counted under the path's route, whatever the method. */
+		c->route = api_route_of(m.path_route);
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", m.allow);
 		conn_error_hdr(c, 405, allow, "method %s is not allowed on %s;"
 		    " use %s", req->method_name, req->path, m.allow);
 		return;
 	case ROUTER_NOT_FOUND:
+		c->route = API_ROUTE_STATIC;
 		if (static_serve(c, req, req->path))
 			return;
+		c->route = API_ROUTE_NONE;
 		conn_error(c, 404, "no such route: %s", req->path);
 		return;
 	}
 }
 
 /*
- * The route a response is counted under: the table entry the request
- * matched (405 included), the first with the same pattern (so GET and
- * DELETE /posts/{id} are one route), or static / none.
+ * The metrics index of a table entry: that of the first entry with the
+ * same pattern (so GET and DELETE /posts/{id} are one route). The table
+ * is fixed: the first entries are found once per process.
  */
-int
-api_route_index(const struct http_request *req, int status)
+static int
+api_route_of(const struct route *rt)
 {
-	static const enum http_method_id methods[] = { HTTP_M_GET,
-	    HTTP_M_POST, HTTP_M_DELETE, HTTP_M_PUT, HTTP_M_PATCH };
-	struct route_match m;
-	size_t i;
+	static int first[API_NROUTES], known;
+	size_t i, j;
 
-	if (req == NULL || req->path == NULL)
+	if (rt == NULL || rt < api_routes || rt >= api_routes + API_NROUTES)
 		return API_ROUTE_NONE;
-	switch (router_match(api_routes, req->method, req->path, &m)) {
-	case ROUTER_FOUND:
-		break;
-	case ROUTER_NOT_FOUND:
-		return status == 404 ? API_ROUTE_NONE : API_ROUTE_STATIC;
-	case ROUTER_BAD_METHOD:
-		/* A 405: the path's route under a method it has. */
-		for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-			if (router_match(api_routes, methods[i], req->path,
-			    &m) == ROUTER_FOUND)
-				break;
-		break;
+	if (!known) {
+		for (i = 0; i < API_NROUTES; i++) {
+			for (j = 0; j < i; j++)
+				if (strcmp(api_routes[j].pattern,
+				    api_routes[i].pattern) == 0)
+					break;
+			first[i] = API_ROUTE_TABLE + (int)j;
+		}
+		known = 1;
 	}
-	if (m.route == NULL)
-		return API_ROUTE_NONE;
-	for (i = 0; i < API_NROUTES; i++)
-		if (strcmp(api_routes[i].pattern, m.route->pattern) == 0)
-			break;
-	return API_ROUTE_TABLE + (int)i;
+	return first[rt - api_routes];
 }
 
 void
-api_count(const struct http_request *req, int status)
+api_count(const struct conn *c, int status)
 {
-	metrics_http(api_route_index(req, status), status);
+	/* A file of web/ that was not there is a 404 of no route. */
+	metrics_http(c->route == API_ROUTE_STATIC && status == 404 ?
+	    API_ROUTE_NONE : c->route, status);
 }
 
 const char *

@@ -26,14 +26,12 @@ typedef void api_user_handler(struct conn *c, struct http_request *req,
 /* Route the request held by c and run its handler (or answer 404/405). */
 void	api_dispatch(struct conn *c, struct http_request *req);
 /*
- * The metrics route index (0 .. METRICS_ROUTES-1) of a response to req
- * (NULL: a request that could not be read) with status: its route
- * pattern, "static" for web/ files, "none" for everything else.
+ * Count a response under the route api_dispatch() recorded in c->route
+ * (its pattern, "static" for web/ files, "none" for a request that was
+ * not routed or found nothing) and its status class: conn.c calls it for
+ * every response, chat.c for a 101. The router does not run again.
  */
-int	api_route_index(const struct http_request *req, int status);
-/* Count a response to req (NULL: unreadable) under its route and class:
- * conn.c calls it for every response, chat.c for a 101. */
-void	api_count(const struct http_request *req, int status);
+void	api_count(const struct conn *c, int status);
 /*
  * The label of a route index: the route pattern ("/users/{id}"),
  * "static" or "none"; "" for an index that shares an earlier index's

@@ -60,6 +60,7 @@ struct chat_room;
 
 struct chat_member {
 	TAILQ_ENTRY(chat_member) entry;		/* in room->members */
+	TAILQ_ENTRY(chat_member) all;		/* in chat->members */
 	struct chat_member *hnext;	/* in chat->by_conn, while in a room */
 	struct conn	*conn;
 	struct chat_room *room;
@@ -126,10 +127,11 @@ struct chat {
 					 * room, by conn id: a history finds
 					 * its joiner in O(1), even in a
 					 * join storm */
+	struct member_list members;	/* every member in a room, walked
+					 * by chat_each() alone */
 	uint64_t	 nmembers;
 	uint64_t	 nrooms;
 	struct leave_list leaves;	/* unregisters not yet answered */
-	struct event	*cron;		/* heartbeat, pings: every second */
 	struct chat_room_event {	/* the last room events heard, for
 					 * chat_room_revoked() */
 		char	 room[MSG_ROOM_ID_MAX + 1];
@@ -166,12 +168,16 @@ static void	chat_beat_connected(struct bus *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
 static void	chat_on_room_control(struct chat *, struct json_doc *, int,
 		    int64_t);
-static void	chat_cron_cb(evutil_socket_t, short, void *);
+static void	chat_each(struct chat *, void (*)(struct chat *,
+		    struct chat_member *, void *), void *);
 static void	chat_broadcast_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_close_member(struct chat_member *, int, const char *);
 static void	member_on_text(void *, const char *, size_t);
 static void	member_on_activity(void *);
 static void	member_on_closed(void *, int);
+static void	chat_conn_read(struct conn *);
+static void	chat_conn_close(struct conn *);
+static void	chat_member_free(void *);
 
 static const struct ws_handlers chat_ws_handlers = {
 	member_on_text,
@@ -179,12 +185,25 @@ static const struct ws_handlers chat_ws_handlers = {
 	member_on_closed
 };
 
+/* What conn.c calls for a member's connection (conn_attach). */
+static const struct conn_handlers chat_conn_handlers = {
+	chat_conn_read,
+	chat_conn_close,
+	chat_member_free
+};
+
+/* The member a connection was attached to, or NULL. */
+static struct chat_member *
+chat_member_of(const struct conn *c)
+{
+	return c->handlers == &chat_conn_handlers ? c->owner : NULL;
+}
+
 /* --- the worker's chat state -------------------------------------------- */
 
 struct chat *
 chat_new(struct worker *w)
 {
-	struct timeval one = { 1, 0 };
 	const char *p = w->conf->redis_prefix;
 	struct chat *chat;
 
@@ -192,6 +211,7 @@ chat_new(struct worker *w)
 		return NULL;
 	chat->w = w;
 	TAILQ_INIT(&chat->leaves);
+	TAILQ_INIT(&chat->members);
 	snprintf(chat->wid, sizeof(chat->wid), "%s:%ld", w->conf->instance,
 	    (long)getpid());
 	(void)msg_key_worker(chat->worker_channel,
@@ -207,9 +227,7 @@ chat_new(struct worker *w)
 	chat->beat = bus_new(w->base, w->conf->redis_url,
 	    w->conf->redis_password, "heartbeat",
 	    chat_beat_connected, NULL, chat);
-	chat->cron = event_new(w->base, -1, EV_PERSIST, chat_cron_cb, chat);
-	if (chat->sub == NULL || chat->beat == NULL || chat->cron == NULL ||
-	    event_add(chat->cron, &one) == -1) {
+	if (chat->sub == NULL || chat->beat == NULL) {
 		chat_free(chat);
 		return NULL;
 	}
@@ -237,8 +255,6 @@ chat_free(struct chat *chat)
 			next = r->next;
 			free(r);
 		}
-	if (chat->cron != NULL)
-		event_free(chat->cron);
 	bus_free(chat->sub);
 	bus_free(chat->beat);
 	free(chat);
@@ -250,21 +266,35 @@ chat_members(const struct chat *chat)
 	return chat->nmembers;
 }
 
+static void
+chat_stop_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	(void)chat;
+	(void)arg;
+	chat_close_member(m, WS_CLOSE_GOING_AWAY, "server going down");
+}
+
 void
 chat_stop(struct chat *chat)
 {
-	struct chat_room *r;
+	chat->stopping = 1;
+	chat_each(chat, chat_stop_member, NULL);
+}
+
+/*
+ * Call fn for every member in a room, in the order they joined. fn may
+ * close its member (which leaves the list at once), never another one.
+ */
+static void
+chat_each(struct chat *chat, void (*fn)(struct chat *, struct chat_member *,
+    void *), void *arg)
+{
 	struct chat_member *m, *next;
 
-	chat->stopping = 1;
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				chat_close_member(m, WS_CLOSE_GOING_AWAY,
-				    "server going down");
-			}
+	for (m = TAILQ_FIRST(&chat->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, all);
+		fn(chat, m, arg);
+	}
 }
 
 /* --- members ------------------------------------------------------------ */
@@ -303,7 +333,7 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		conn_error(c, 500, "out of memory");
 		return;
 	}
-	api_count(c->req, 101);
+	api_count(c, 101);
 	conn_upgrade(c, extra);
 	m->ws = ws_new(c->bev, (size_t)w->conf->max_ws_message,
 	    (size_t)w->conf->ws_output_limit, &chat_ws_handlers, m);
@@ -312,10 +342,11 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		conn_close(c);
 		return;
 	}
-	c->member = m;
+	conn_attach(c, &chat_conn_handlers, m);
 	chat->nmembers++;
 	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 	TAILQ_INSERT_TAIL(&m->room->members, m, entry);
+	TAILQ_INSERT_TAIL(&chat->members, m, all);
 	m->room->nmembers++;
 	m->hnext = chat->by_conn[c->id % CHAT_MEMBER_BUCKETS];
 	chat->by_conn[c->id % CHAT_MEMBER_BUCKETS] = m;
@@ -330,16 +361,17 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 		chat_subscribe(chat, m->room);
 	}
 	/* Frames the client sent right behind its handshake. */
-	chat_on_read(c);
+	chat_conn_read(c);
 }
 
 /* A member still subscribing is not read: chat_register() reads it. */
-void
-chat_on_read(struct conn *c)
+static void
+chat_conn_read(struct conn *c)
 {
-	if (c->member != NULL && c->member->ws != NULL &&
-	    c->member->state != MEMBER_SUBSCRIBING)
-		ws_read(c->member->ws);
+	struct chat_member *m = chat_member_of(c);
+
+	if (m != NULL && m->ws != NULL && m->state != MEMBER_SUBSCRIBING)
+		ws_read(m->ws);
 }
 
 /*
@@ -347,10 +379,10 @@ chat_on_read(struct conn *c)
  * room now, so that the hub announces it; the member itself is freed
  * later, with the conn, outside any of its callbacks.
  */
-void
-chat_on_close(struct conn *c)
+static void
+chat_conn_close(struct conn *c)
 {
-	struct chat_member *m = c->member, **pp;
+	struct chat_member *m = chat_member_of(c), **pp;
 	struct chat *chat = c->worker->chat;
 
 	if (m == NULL || m->room == NULL)
@@ -365,15 +397,18 @@ chat_on_close(struct conn *c)
 			break;
 		}
 	TAILQ_REMOVE(&m->room->members, m, entry);
+	TAILQ_REMOVE(&chat->members, m, all);
 	m->room->nmembers--;		/* chat_rooms_collect() frees it */
 	m->room = NULL;
 	chat->nmembers--;
 	metrics_set(MG_WEBSOCKETS, (int64_t)chat->nmembers);
 }
 
-void
-chat_member_free(struct chat_member *m)
+static void
+chat_member_free(void *arg)
 {
+	struct chat_member *m = arg;
+
 	if (m == NULL)
 		return;
 	if (m->ws != NULL)
@@ -422,7 +457,7 @@ static void
 chat_recheck_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct conn *c = arg;
-	struct chat_member *m = c->member;
+	struct chat_member *m = chat_member_of(c);
 	const char *v;
 	long long uid;
 
@@ -564,6 +599,7 @@ static void
 chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct conn *c = arg;
+	struct chat_member *m = chat_member_of(c);
 
 	(void)bus;
 	/*
@@ -572,13 +608,13 @@ chat_broadcast_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	 * Redis may still have taken it: say so rather than invite a
 	 * duplicate.
 	 */
-	if (c->member != NULL && c->member->room != NULL) {
+	if (m != NULL && m->room != NULL) {
 		if (reply == NULL)
-			chat_close_member(c->member, WS_CLOSE_ERROR, "message "
+			chat_close_member(m, WS_CLOSE_ERROR, "message "
 			    "may not have been accepted; look at the history "
 			    "before sending it again");
 		else if (bus_reply_type(reply) == BUS_ERROR)
-			chat_close_member(c->member, WS_CLOSE_ERROR, "message "
+			chat_close_member(m, WS_CLOSE_ERROR, "message "
 			    "not accepted; try again");
 	}
 	conn_release(c);
@@ -633,7 +669,7 @@ member_on_closed(void *arg, int code)
 	log_debug("conn %llu: websocket closed (%d)",
 	    (unsigned long long)m->conn->id, code);
 	if (m->room != NULL)
-		chat_on_close(m->conn);
+		chat_conn_close(m->conn);
 	conn_close_when_drained(m->conn, CHAT_CLOSE_GRACE_MS);
 }
 
@@ -746,6 +782,18 @@ chat_sub_connected(struct bus *bus, void *arg)
 		log_warnx("cannot subscribe to %s", chat->worker_channel);
 }
 
+/* Still unregistered on close, through the command connection, in case
+ * only the subscription connection broke and the hub's presence
+ * survives. */
+static void
+chat_restart_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	(void)chat;
+	(void)arg;
+	chat_close_member(m, WS_CLOSE_ERROR, "chat service restarting; "
+	    "reconnect");
+}
+
 /*
  * Redis went away: the subscriptions, the inbox and the hub's presence may
  * all be gone with it. Close every member with 1011; clients reconnect and
@@ -756,22 +804,12 @@ chat_sub_lost(struct bus *bus, void *arg)
 {
 	struct chat *chat = arg;
 	struct chat_room *r;
-	struct chat_member *m, *next;
 
 	(void)bus;
 	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next) {
+		for (r = chat->buckets[i]; r != NULL; r = r->next)
 			r->sub = ROOM_UNSUBSCRIBED;
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				/* Still unregistered on close, through the
-				 * command connection, in case only this one
-				 * broke and the hub's presence survives. */
-				chat_close_member(m, WS_CLOSE_ERROR,
-				    "chat service restarting; reconnect");
-			}
-		}
+	chat_each(chat, chat_restart_member, NULL);
 }
 
 /*
@@ -808,7 +846,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 			chat_register(chat, m);
 			/* What it sent meanwhile goes after its register. */
 			bufferevent_setwatermark(m->conn->bev, EV_READ, 0, 0);
-			chat_on_read(m->conn);
+			chat_conn_read(m->conn);
 		}
 		return;
 	}
@@ -841,6 +879,7 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	struct chat_member *m, *next;
 	const char *type;
 	int64_t id;
+	uint64_t sent = 0;
 
 	(void)chat;
 	if ((doc = json_parse(payload, len)) == NULL) {
@@ -860,9 +899,11 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
 		next = TAILQ_NEXT(m, entry);
 		if (m->state == MEMBER_JOINED && ws_send(m->ws, f) == 0)
-			metrics_count(MC_MSGS_OUT, 1);
+			sent++;
 	}
 	ws_frame_unref(f);
+	/* Counted per event: the counter is shared memory (metrics.c). */
+	metrics_count(MC_MSGS_OUT, sent);
 done:
 	json_free(doc);
 }
@@ -958,26 +999,44 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
  * are kept.
  */
 static void
+chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	size_t *n = arg;
+
+	(void)chat;
+	if (!m->registered || m->state == MEMBER_CLOSING)
+		return;
+	chat_close_member(m, WS_CLOSE_ERROR, "presence lost; reconnect");
+	(*n)++;
+}
+
+static void
 chat_on_dropped(struct chat *chat)
 {
-	struct chat_room *r;
-	struct chat_member *m, *next;
 	size_t n = 0;
 
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				if (!m->registered ||
-				    m->state == MEMBER_CLOSING)
-					continue;
-				chat_close_member(m, WS_CLOSE_ERROR,
-				    "presence lost; reconnect");
-				n++;
-			}
+	chat_each(chat, chat_dropped_member, &n);
 	log_warnx("the hub took this worker for dead; %zu sockets closed "
 	    "(1011) so that their clients join again", n);
+}
+
+struct chat_revoke {
+	int64_t		 uid;
+	int		 deleted;	/* the account, or only a session */
+	char		 key[AUTH_KEY_MAX];	/* the session's key */
+};
+
+static void
+chat_revoke_member(struct chat *chat, struct chat_member *m, void *arg)
+{
+	struct chat_revoke *rv = arg;
+
+	(void)chat;
+	if (m->uid != rv->uid || (!rv->deleted &&
+	    strcmp(m->session, rv->key) != 0))
+		return;
+	chat_close_member(m, WS_CLOSE_POLICY, rv->deleted ?
+	    "account deleted" : "logged out");
 }
 
 /* Account events: close the sockets of a deleted user or a revoked
@@ -986,10 +1045,8 @@ static void
 chat_on_control(struct chat *chat, const char *payload, size_t len)
 {
 	struct json_doc *doc;
-	struct chat_room *r;
-	struct chat_member *m, *next;
+	struct chat_revoke rv = { 0, 0, "" };
 	const char *type, *session = NULL;
-	char key[AUTH_KEY_MAX];
 	int64_t uid;
 	int deleted;
 
@@ -1019,19 +1076,11 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 		goto done;
 	}
 	if (session != NULL)
-		(void)msg_key_session(key, sizeof(key),
+		(void)msg_key_session(rv.key, sizeof(rv.key),
 		    chat->w->conf->redis_prefix, session);
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				if (m->uid != uid || (!deleted &&
-				    strcmp(m->session, key) != 0))
-					continue;
-				chat_close_member(m, WS_CLOSE_POLICY, deleted ?
-				    "account deleted" : "logged out");
-			}
+	rv.uid = uid;
+	rv.deleted = deleted;
+	chat_each(chat, chat_revoke_member, &rv);
 done:
 	json_free(doc);
 }
@@ -1111,42 +1160,36 @@ chat_beat_connected(struct bus *bus, void *arg)
 	chat_heartbeat(arg);
 }
 
-/*
- * Every second: the heartbeat, and pings. A member silent
- * for ws_ping_interval is pinged; one still silent a second interval later
- * is closed.
- */
+/* A member silent for ws_ping_interval is pinged; one still silent a
+ * second interval later is closed. */
 static void
-chat_cron_cb(evutil_socket_t fd, short what, void *arg)
+chat_ping_member(struct chat *chat, struct chat_member *m, void *arg)
 {
-	struct chat *chat = arg;
-	int64_t now = util_mono_ms();
+	int64_t now = *(const int64_t *)arg;
 	int64_t interval = (int64_t)chat->w->conf->ws_ping_interval * 1000;
-	struct chat_room *r;
-	struct chat_member *m, *next;
+
+	if (now - m->last_seen_ms < interval)
+		return;
+	if (!m->ping_sent) {
+		ws_ping(m->ws);
+		m->ping_sent = 1;
+	} else if (now - m->last_seen_ms >= 2 * interval)
+		chat_close_member(m, WS_CLOSE_GOING_AWAY, "no answer to ping");
+}
+
+/* Every second, from the worker's cron: the heartbeat, rooms left empty,
+ * pings. */
+void
+chat_cron(struct chat *chat)
+{
+	int64_t now = util_mono_ms();
 	struct chat_leave *l;
 
-	(void)fd;
-	(void)what;
 	chat_heartbeat(chat);
 	chat_rooms_collect(chat);
 	if (bus_connected(chat->w->redis))
 		TAILQ_FOREACH(l, &chat->leaves, entry)
 			if (!l->sent)
 				chat_leave_send(l);
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				if (now - m->last_seen_ms < interval)
-					continue;
-				if (!m->ping_sent) {
-					ws_ping(m->ws);
-					m->ping_sent = 1;
-				} else if (now - m->last_seen_ms >=
-				    2 * interval)
-					chat_close_member(m, WS_CLOSE_GOING_AWAY,
-					    "no answer to ping");
-			}
+	chat_each(chat, chat_ping_member, &now);
 }

@@ -21,16 +21,21 @@ struct chat *chat_new(struct worker *w);
 void	chat_free(struct chat *chat);
 /* Worker stopping: every member gets close 1001. */
 void	chat_stop(struct chat *chat);
-/* Refresh this worker's heartbeat key now (also every second, and on
+/* Refresh this worker's heartbeat key now (also from chat_cron(), and on
  * every connection of its own Redis connection). */
 void	chat_heartbeat(struct chat *chat);
+/* Once a second, from the worker's cron: the heartbeat, empty rooms
+ * forgotten, pings and their timeouts. */
+void	chat_cron(struct chat *chat);
 /* Number of members (for the worker's stats). */
 uint64_t chat_members(const struct chat *chat);
 
 /*
  * Answer the upgrade (101 with the handshake's extra headers) and make c a
  * member of room for user uid. session is the Redis key of the session the
- * socket was opened with ("" if none), so a logout can close it.
+ * socket was opened with ("" if none), so a logout can close it. The
+ * member is attached to c (conn_attach): conn.c reaches it only through
+ * its handler vector.
  */
 void	chat_upgrade(struct conn *c, const char *extra, const char *room,
 	    int64_t uid, const char *username, const char *session);
@@ -43,12 +48,5 @@ void	chat_upgrade(struct conn *c, const char *extra, const char *room,
  */
 int	chat_room_revoked(struct chat *chat, const char *room, int64_t uid,
 	    int64_t since_ms);
-
-/* From conn.c: input arrived on a member's connection. */
-void	chat_on_read(struct conn *c);
-/* From conn.c: the member's connection is closing (unregister it). */
-void	chat_on_close(struct conn *c);
-/* From conn.c's deferred free: release the member. */
-void	chat_member_free(struct chat_member *m);
 
 #endif

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <netdb.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,6 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "workers/api.h"
-#include "workers/chat.h"
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/worker.h"
@@ -38,6 +38,9 @@
 						 * more than this waits unsent */
 #define CONN_PIPELINE_MAX	16	/* requests waiting or in progress
 					 * before reading stops (SPEC 8) */
+#define CONN_WRITES_MAX		8	/* writev calls per connection and
+					 * pass (each takes up to 128 chains,
+					 * libevent's NUM_WRITE_IOVEC) */
 
 static void	conn_read_cb(struct bufferevent *, void *);
 static void	conn_write_cb(struct bufferevent *, void *);
@@ -52,6 +55,12 @@ static void	conn_arm(struct conn *, int);
 static void	conn_linger(struct conn *);
 static void	conn_schedule_free(struct conn *);
 static void	conn_shut(struct conn *);
+static void	conn_pend(struct conn *);
+static void	conn_unpend(struct conn *);
+static void	conn_write_now(struct conn *);
+static void	conn_drained(struct conn *);
+static void	conn_output_cb(struct evbuffer *,
+		    const struct evbuffer_cb_info *, void *);
 static void	conn_verror(struct conn *, int, const char *, const char *,
 		    va_list) __attribute__((format(printf, 4, 0)));
 
@@ -120,9 +129,10 @@ conn_close(struct conn *c)
 	if (c->state == CONN_CLOSED)
 		return;
 	log_debug("conn %llu: closed", (unsigned long long)c->id);
-	if (c->member != NULL)
-		chat_on_close(c);
+	if (c->handlers != NULL && c->handlers->on_close != NULL)
+		c->handlers->on_close(c);
 	c->state = CONN_CLOSED;
+	conn_unpend(c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	evtimer_del(c->timer);
@@ -187,11 +197,27 @@ conn_access_log(struct conn *c, int status, size_t bytes)
 		    sizeof(line) - 1);
 }
 
+/*
+ * From the upgrade on, the connection's output is written by the worker's
+ * pass flush (conn_flush_pending), not by the bufferevent: EV_WRITE stays
+ * disabled, so adding a frame costs no epoll_ctl, and it is enabled only
+ * for what the socket would not take (conn_write_now). An output callback
+ * puts the connection on the pending list whenever something is added,
+ * whoever adds it (frames, pongs, close frames). If the callback cannot be
+ * added (out of memory), the bufferevent keeps writing as before.
+ */
 void
 conn_upgrade(struct conn *c, const char *extra)
 {
-	http_write_head(bufferevent_get_output(c->bev), 101, NULL, 0, 1,
-	    extra);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (evbuffer_add_cb(out, conn_output_cb, c) != NULL) {
+		c->direct = 1;
+		bufferevent_disable(c->bev, EV_WRITE);
+		if (evbuffer_get_length(out) > 0)
+			conn_pend(c);	/* earlier responses still unsent */
+	}
+	http_write_head(out, 101, NULL, 0, 1, extra);
 	conn_access_log(c, 101, 0);
 	http_request_free(c->req);
 	c->req = NULL;
@@ -201,6 +227,126 @@ conn_upgrade(struct conn *c, const char *extra)
 	c->state = CONN_WEBSOCKET;
 	evtimer_del(c->timer);
 	bufferevent_enable(c->bev, EV_READ);
+}
+
+void
+conn_attach(struct conn *c, const struct conn_handlers *h, void *owner)
+{
+	c->handlers = h;
+	c->owner = owner;
+}
+
+/*
+ * The worker's flush event: every connection that got output during this
+ * pass is written now, before the loop waits again (Redis's
+ * handleClientsWithPendingWrites). The list is taken whole first, so a
+ * connection pended again meanwhile waits for the next run: bounded.
+ */
+void
+conn_flush_pending(struct worker *w)
+{
+	struct conn_list todo = TAILQ_HEAD_INITIALIZER(todo);
+	struct conn *c;
+
+	TAILQ_CONCAT(&todo, &w->pending, pend_entry);
+	while ((c = TAILQ_FIRST(&todo)) != NULL) {
+		TAILQ_REMOVE(&todo, c, pend_entry);
+		c->pending = 0;
+		conn_write_now(c);
+	}
+}
+
+/*
+ * Something was added to a direct connection's output. The first
+ * connection pended in a pass activates the flush event: libevent appends
+ * it to the tail of its (single-priority) active queue, so it runs after
+ * every callback already active in this pass (all the I/O of one
+ * epoll_wait(), the subscription's read that delivers a burst among them)
+ * and before the loop polls again. A lower priority would be starved by
+ * a loop that always finds new events; the tail of the same queue cannot
+ * be.
+ */
+static void
+conn_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	(void)buf;
+	if (info->n_added > 0)
+		conn_pend(arg);
+}
+
+static void
+conn_pend(struct conn *c)
+{
+	struct worker *w = c->worker;
+
+	if (c->pending || c->state == CONN_CLOSED)
+		return;
+	if (TAILQ_EMPTY(&w->pending))
+		event_active(w->flush, EV_TIMEOUT, 0);
+	TAILQ_INSERT_TAIL(&w->pending, c, pend_entry);
+	c->pending = 1;
+}
+
+static void
+conn_unpend(struct conn *c)
+{
+	if (c->pending) {
+		TAILQ_REMOVE(&c->worker->pending, c, pend_entry);
+		c->pending = 0;
+	}
+}
+
+/*
+ * Everything waiting, in as few writev() calls as the socket takes (one,
+ * unless more than 128 frames wait). What it does not take is left to
+ * the bufferevent: EV_WRITE is enabled until the output drains
+ * (conn_write_cb disables it again). A connection already waiting for
+ * EV_WRITE is not tried: its socket was full.
+ */
+static void
+conn_write_now(struct conn *c)
+{
+	struct evbuffer *out;
+	evutil_socket_t fd;
+	int i, n;
+
+	if (c->state == CONN_CLOSED ||
+	    (bufferevent_get_enabled(c->bev) & EV_WRITE))
+		return;
+	out = bufferevent_get_output(c->bev);
+	fd = bufferevent_getfd(c->bev);
+	/* A socket bufferevent keeps its output's start frozen except in
+	 * its own write callback: thaw it for the writes, as that does. */
+	evbuffer_unfreeze(out, 1);
+	for (i = 0, n = 0; i < CONN_WRITES_MAX &&
+	    evbuffer_get_length(out) > 0; i++) {
+		if ((n = evbuffer_write(out, fd)) <= 0)
+			break;
+	}
+	evbuffer_freeze(out, 1);
+	if (n == -1 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	    errno != EINTR) {
+		log_debug("conn %llu: write: %s", (unsigned long long)c->id,
+		    strerror(errno));
+		conn_close(c);
+		return;
+	}
+	if (evbuffer_get_length(out) > 0) {
+		if (bufferevent_enable(c->bev, EV_WRITE) == -1)
+			conn_close(c);
+		return;
+	}
+	conn_drained(c);
+}
+
+/* A WebSocket's output is all written. */
+static void
+conn_drained(struct conn *c)
+{
+	if (c->close_after_write)
+		conn_shut(c);
+	conn_flow(c);
 }
 
 void
@@ -255,7 +401,8 @@ conn_respond_buffer(struct conn *c, int status, const char *ctype,
 	size_t len = body != NULL ? evbuffer_get_length(body) : 0;
 	int head_only, keep;
 
-	api_count(c->req, status);	/* the metrics, by route */
+	api_count(c, status);	/* the metrics, by the route recorded */
+	c->route = 0;
 	head_only = c->req != NULL && c->req->method == HTTP_M_HEAD;
 	conn_access_log(c, status, head_only ? 0 : len);
 	http_request_free(c->req);
@@ -526,9 +673,10 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		    evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
 	}
-	if (c->state == CONN_WEBSOCKET)
-		chat_on_read(c);
-	else
+	if (c->state == CONN_WEBSOCKET) {
+		if (c->handlers != NULL && c->handlers->on_read != NULL)
+			c->handlers->on_read(c);
+	} else
 		conn_process(c);
 	conn_flow(c);
 }
@@ -538,11 +686,12 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
-	(void)bev;
 	if (c->state == CONN_WEBSOCKET) {
-		if (c->close_after_write)
-			conn_shut(c);
-		conn_flow(c);
+		/* What conn_write_now() left is written: back to the pass
+		 * flush. */
+		if (c->direct)
+			bufferevent_disable(bev, EV_WRITE);
+		conn_drained(c);
 		return;
 	}
 	if (c->close_after_write && c->state == CONN_LINGERING) {
@@ -652,8 +801,10 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	TAILQ_REMOVE(&w->conns, c, entry);
+	conn_unpend(c);
 	w->stats.connections--;
-	chat_member_free(c->member);
+	if (c->handlers != NULL && c->handlers->on_free != NULL)
+		c->handlers->on_free(c->owner);
 	event_free(c->timer);
 	http_reader_free(c->reader);
 	http_request_free(c->req);

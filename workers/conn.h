@@ -17,24 +17,41 @@
 struct worker;
 struct http_request;
 struct evbuffer;
-struct chat_member;
+struct conn;
+
+/*
+ * What owns a connection after its upgrade (chat's member, set with
+ * conn_attach()): conn.c calls these and never names the owner.
+ */
+struct conn_handlers {
+	/* Input arrived (in the bufferevent's input buffer). */
+	void	(*on_read)(struct conn *c);
+	/* The connection is closing, now (either side, or cut). */
+	void	(*on_close)(struct conn *c);
+	/* The deferred free: release owner, outside any of its callbacks. */
+	void	(*on_free)(void *owner);
+};
 
 enum conn_state {
 	CONN_READING,		/* waiting for (the rest of) a request */
 	CONN_HANDLING,		/* a handler owns the current request */
 	CONN_LINGERING,		/* response sent, draining input before close */
-	CONN_WEBSOCKET,		/* upgraded: chat.c's member reads and writes */
+	CONN_WEBSOCKET,		/* upgraded: its handlers read, and its
+				 * output is written once per loop pass */
 	CONN_CLOSED		/* socket gone; freed once not busy */
 };
 
 struct conn {
 	TAILQ_ENTRY(conn)	 entry;
+	TAILQ_ENTRY(conn)	 pend_entry;	/* in worker->pending */
 	uint64_t		 id;
 	struct worker		*worker;
 	struct bufferevent	*bev;
 	struct http_reader	*reader;
 	struct http_request	*req;		/* being handled, or NULL */
-	struct chat_member	*member;	/* after an upgrade, or NULL */
+	const struct conn_handlers *handlers;	/* after an upgrade, or
+						 * NULL */
+	void			*owner;		/* the handlers' argument */
 	int			 holds;		/* async work still to call back
 						 * (conn_hold); freed at 0 */
 	struct event		*timer;		/* header, idle or linger */
@@ -45,10 +62,17 @@ struct conn {
 	int			 peer_eof;	/* the client shut its side */
 	uint64_t		 nrequests;	/* requests read so far */
 	int			 shut;		/* our side is shut (closing) */
+	int			 pending;	/* on worker->pending */
+	int			 direct;	/* output written by the pass
+						 * flush (conn_flush_pending),
+						 * not by the bufferevent */
 	int			 continued;	/* 100 Continue sent for the
 						 * request being read */
 	int64_t			 req_start_ms;	/* monotonic, for the log */
 	int64_t			 user_id;	/* the request's caller, or 0 */
+	int			 route;		/* the metrics route of the
+						 * request, recorded at dispatch
+						 * (api_dispatch); 0: none */
 	char			 peer[64];	/* address, for logs and limits */
 };
 
@@ -84,6 +108,17 @@ void	conn_release(struct conn *c);
  * from now on the connection belongs to its chat member.
  */
 void	conn_upgrade(struct conn *c, const char *extra);
+/*
+ * Hand the upgraded connection to its owner: from now on input goes to
+ * h->on_read, and the close and the free to the others.
+ */
+void	conn_attach(struct conn *c, const struct conn_handlers *h,
+	    void *owner);
+/*
+ * Write every WebSocket connection that got output during this loop pass:
+ * one writev each (the worker's flush event, once per pass).
+ */
+void	conn_flush_pending(struct worker *w);
 /* Close once the output has been written, or after grace_ms anyway. */
 void	conn_close_when_drained(struct conn *c, int grace_ms);
 

@@ -34,6 +34,7 @@ router_match(const struct route *routes, enum http_method_id method,
 	unsigned int		 allowed = 0;
 
 	m->route = NULL;
+	m->path_route = NULL;
 	m->nparams = 0;
 	m->allow[0] = '\0';
 	if (strcmp(path, "/v1") == 0)
@@ -51,6 +52,8 @@ router_match(const struct route *routes, enum http_method_id method,
 			m->route = rt;
 			return ROUTER_FOUND;
 		}
+		if (m->path_route == NULL)
+			m->path_route = rt;
 		if (method == HTTP_M_HEAD && rt->method == HTTP_M_GET &&
 		    head_via_get == NULL)
 			head_via_get = rt;

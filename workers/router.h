@@ -24,6 +24,8 @@ struct route_match {
 	int		 nparams;
 	char		 params[ROUTE_MAX_PARAMS][ROUTE_PARAM_MAX];
 	char		 allow[64];	/* for 405: "GET, HEAD, POST" */
+	const struct route *path_route;	/* for 405: the first route of
+					 * the path, under another method */
 };
 
 enum router_result {

@@ -45,6 +45,7 @@ static int	worker_accept_one(struct worker *, int);
 static void	worker_signal_cb(evutil_socket_t, short, void *);
 static void	worker_cron_cb(evutil_socket_t, short, void *);
 static void	worker_gate_cb(evutil_socket_t, short, void *);
+static void	worker_flush_cb(evutil_socket_t, short, void *);
 static void	worker_stop(struct worker *);
 static void	worker_free(struct worker *);
 
@@ -60,6 +61,7 @@ worker_main(const struct proc_ctx *ctx)
 	w.conf = ctx->conf;
 	w.parent = getppid();
 	TAILQ_INIT(&w.conns);
+	TAILQ_INIT(&w.pending);
 	w.stats.role = "worker";
 	w.stats.id = w.id;
 	w.stats.started_ms = util_mono_ms();
@@ -69,6 +71,9 @@ worker_main(const struct proc_ctx *ctx)
 
 	if ((w.base = event_base_new()) == NULL)
 		fatalx("event_base_new() failed");
+	/* Never added: conn.c activates it once per pass (conn_pend). */
+	if ((w.flush = event_new(w.base, -1, 0, worker_flush_cb, &w)) == NULL)
+		fatalx("cannot set up the write flush");
 	if ((w.db = db_pool_new(w.base, w.conf->database_url,
 	    w.conf->db_pool_size, w.conf->backend_timeout * 1000)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
@@ -79,7 +84,8 @@ worker_main(const struct proc_ctx *ctx)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));
 	bus_set_timeout(w.redis, w.conf->backend_timeout * 1000);
-	if ((w.stats_pub = stats_pub_new(w.base, w.redis, w.conf,
+	/* No timer of its own: worker_cron_cb ticks it. */
+	if ((w.stats_pub = stats_pub_new(NULL, w.redis, w.conf,
 	    &w.stats)) == NULL)
 		fatalx("cannot set up stats");
 	if ((w.passwd = passwd_pool_new(w.base,
@@ -270,6 +276,8 @@ worker_cron_cb(evutil_socket_t fd, short what, void *arg)
 			conn_close(c);
 		event_base_loopexit(w->base, NULL);
 	}
+	stats_pub_tick(w->stats_pub);
+	chat_cron(w->chat);
 }
 
 /*
@@ -304,6 +312,15 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		    db_pool_up(w->db) ? "Redis" : "PostgreSQL");
 }
 
+/* Before the loop polls again: the WebSockets written to in this pass. */
+static void
+worker_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_flush_pending(arg);
+}
+
 /* Free everything, so that leak reports of debug builds mean something. */
 static void
 worker_free(struct worker *w)
@@ -332,5 +349,6 @@ worker_free(struct worker *w)
 	event_free(w->sig_hup);
 	event_free(w->cron);
 	event_free(w->gate);
+	event_free(w->flush);
 	event_base_free(w->base);
 }

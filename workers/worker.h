@@ -30,6 +30,10 @@ struct worker {
 	struct event_base	*base;
 	struct event		*accept_ev;	/* the shared listening socket */
 	struct conn_list	 conns;
+	struct conn_list	 pending;	/* WebSockets with output to
+						 * write this pass (pend_entry) */
+	struct event		*flush;		/* activated once per pass
+						 * while pending is not empty */
 	uint64_t		 next_conn_id;
 	struct db_pool		*db;
 	struct bus		*redis;		/* commands */

@@ -94,6 +94,10 @@ T_DB = 0.8		# DB-bound API req/s >= 0.8 x pgbench on the same SQL
 T_DELIV = 1000000	# 1,000-client room, closed loop: deliveries/s
 T_RATE = 200		# messages/s into the 1,000-client room ...
 T_P99, T_P999 = 10.0, 25.0	# ... p99 and p99.9 (ms) at that rate
+# The same scenarios against the fan-out floor (test/bench/floor.c), in
+# the same run: GoChat / floor.
+T_FLOOR_DELIV = 0.7	# closed loop, 1,000-client room: deliveries/s >= 0.7 x
+T_FLOOR_P99, T_FLOOR_P999 = 1.5, 2.0	# at T_RATE: p99 <= 1.5 x, p99.9 <= 2 x
 T_IDLE_B = 4096		# server bytes per idle WebSocket
 T_LOGIN = 1.2		# chat p99 during a login storm / alone
 
@@ -864,6 +868,46 @@ ANALYZE users;
 		d["workers_websockets_max"] = smp.spread()
 		return d, cmd, err
 
+	def floor_start(self):
+		"""The fan-out floor, as many threads as GoChat has workers."""
+		port = harness.free_port()
+		cmd = [self.a.floor, "-t", str(self.workers), "-p", str(port)]
+		log("  " + cmdline(cmd))
+		self.floor_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+		    stderr=subprocess.DEVNULL)
+
+		def up():
+			try:
+				socket.create_connection(("127.0.0.1", port), 1).close()
+				return True
+			except OSError:
+				return False
+		harness.wait_for(up, 10)
+		self.floor_port = port
+		return port
+
+	def floor_stop(self):
+		p = getattr(self, "floor_proc", None)
+		if p is not None:
+			p.terminate()
+			try:
+				p.wait(10)
+			except subprocess.TimeoutExpired:
+				p.kill()
+				p.wait()
+			self.floor_proc = None
+
+	def floor_run(self, room, clients, duration, rate=0, senders=10):
+		"""The same load as chat_run, against the floor."""
+		args = ["-c", clients, "-s", senders, "-d", duration, "-T",
+		    self.load_tokens, "-r", room, "-t", self.a.lg_threads,
+		    "--join-timeout", 60, "-q"]
+		if rate:
+			args += ["-R", rate]
+		d, cmd, _ = self.loadgen("chat", args, duration + 120,
+		    port=self.floor_port)
+		return d, cmd
+
 	def chat_figures(self, d):
 		keys = ("joined", "join_s", "sent", "sent_per_s", "deliveries",
 		    "deliveries_per_s", "latency_ms", "losses", "duplicates",
@@ -880,10 +924,24 @@ ANALYZE users;
 		    PREFIX + "room:bench-ceiling", payload)
 		ref = dict(rb, tool="redis-benchmark PUBLISH (no subscribers)")
 		run_tag = secrets.token_hex(3)
+		self.floor_start()
+		try:
+			return self.chat_scenarios(out, ref, rb, rcmd, run_tag)
+		finally:
+			self.floor_stop()
+
+	def chat_scenarios(self, out, ref, rb, rcmd, run_tag):
+		a = self.a
 		for n in a.chat_sizes:
 			room = "c%d-%s" % (n, run_tag)
 			d, cmd, err = self.chat_run(room, n, a.duration)
 			g = self.chat_figures(d)
+			fd, fcmd = self.floor_run("f" + room, n, a.duration)
+			fl = self.chat_figures(fd)
+			rf = ratio(d["deliveries_per_s"], fd["deliveries_per_s"])
+			log("    %d clients: gochat %s deliveries/s, floor %s (%s)" % (
+			    n, fmt_int(d["deliveries_per_s"]),
+			    fmt_int(fd["deliveries_per_s"]), fmt_ratio(rf)))
 			rt = ratio(d["sent_per_s"], rb["req_per_s"])
 			ent = {
 				"scenario": "chat_closed_%d" % n,
@@ -894,51 +952,117 @@ ANALYZE users;
 				"ratio": rt,
 				"ratio_note": "messages/s accepted and fanned out / "
 				    "PUBLISH/s through the same Redis",
+				"floor": fl,
+				"ratio_floor": rf,
+				"ratio_floor_note": "deliveries/s: gochat / the fan-out "
+				    "floor (test/bench/floor.c), same load, same run",
 				"unit": "deliveries/s",
-				"commands": {"gochat": cmd, "reference": rcmd},
+				"commands": {"gochat": cmd, "reference": rcmd,
+				    "floor": fcmd},
 				"output": {"gochat": err},
 			}
 			if n == 1000:
-				ent["judge"] = judge(">= %s deliveries/s" % fmt_int(T_DELIV),
-				    d["deliveries_per_s"] >= T_DELIV)
+				ent["judge"] = judge(">= %.1f x the floor's deliveries/s"
+				    % T_FLOOR_DELIV, rf is not None and rf >= T_FLOOR_DELIV)
+				ent["judge_absolute"] = judge(">= %s deliveries/s" %
+				    fmt_int(T_DELIV), d["deliveries_per_s"] >= T_DELIV)
 			out.append(ent)
 		# Open loop into a 1,000-client room: latency against offered load.
 		n = max(a.chat_sizes)
 		series, cmds = [], []
-		for rate in a.rates:
+		series, fseries, fcmds = self.chat_open(n, a.rates, run_tag, cmds)
+		plot = self.plot(series, n)
+		ent = self.chat_open_entry(n, a.rates, series, fseries, ref,
+		    cmds, fcmds, rcmd, plot)
+		# The hub path alone: in a 10-client room a message's first and
+		# last deliveries are the same moment, so its latency is the
+		# sender -> worker -> Redis -> hub -> Redis -> worker -> client
+		# path without the fan-out; the 1,000-client room adds the
+		# fan-out (first delivery to last) on top.
+		room = "h10-%d-%s" % (T_RATE, run_tag)
+		d, cmd, _ = self.chat_run(room, 10, a.ol_duration, rate=T_RATE)
+		ent["hub_path"] = {"clients": 10, "rate": T_RATE,
+		    "latency_ms": d["latency_ms"], "command": cmd}
+		log("    hub path (10 clients, %d msg/s): p50 %.2f p99 %.2f ms" % (
+		    T_RATE, d["latency_ms"]["p50"], d["latency_ms"]["p99"]))
+		out.append(ent)
+		# The 100-client room at the target rate, next to the floor too.
+		cmds = []
+		series, fseries, fcmds = self.chat_open(100, [T_RATE], run_tag, cmds)
+		out.append(self.chat_open_entry(100, [T_RATE], series, fseries, ref,
+		    cmds, fcmds, rcmd, None))
+		return out
+
+	def chat_open(self, n, rates, run_tag, cmds):
+		"""Open loop into an n-client room at each rate, GoChat then the
+		floor: (gochat's series, the floor's, the floor's commands)."""
+		a = self.a
+		series, fseries, fcmds = [], [], []
+		for rate in rates:
 			room = "o%d-%d-%s" % (n, rate, run_tag)
 			d, cmd, err = self.chat_run(room, n, a.ol_duration, rate=rate)
 			lat = d["latency_ms"]
 			series.append({"rate": rate, "offered_deliveries_per_s":
 			    rate * n, "deliveries_per_s": d["deliveries_per_s"],
 			    "sent_per_s": d["sent_per_s"], "latency_ms": lat,
-			    "losses": d["losses"], "joined": d["joined"],
+			    "losses": d["losses"], "duplicates": d.get("duplicates"),
+			    "order_violations": d.get("order_violations"),
+			    "joined": d["joined"],
 			    "send_blocked": d.get("send_blocked"),
 			    "workers_websockets_max": d["workers_websockets_max"]})
 			cmds.append(cmd)
-			log("    %d msg/s: %s deliveries/s, p50 %.2f p99 %.2f p99.9 %.2f ms"
-			    % (rate, fmt_int(d["deliveries_per_s"]), lat["p50"],
-			    lat["p99"], lat["p99.9"]))
+			fd, fcmd = self.floor_run("f" + room, n, a.ol_duration, rate=rate)
+			fl = fd["latency_ms"]
+			fseries.append({"rate": rate, "deliveries_per_s":
+			    fd["deliveries_per_s"], "latency_ms": fl,
+			    "losses": fd["losses"], "joined": fd["joined"]})
+			fcmds.append(fcmd)
+			log("    %d clients, %d msg/s: %s deliveries/s, p50 %.2f p99 %.2f "
+			    "p99.9 %.2f ms; floor p50 %.2f p99 %.2f p99.9 %.2f ms" % (n,
+			    rate, fmt_int(d["deliveries_per_s"]), lat["p50"], lat["p99"],
+			    lat["p99.9"], fl["p50"], fl["p99"], fl["p99.9"]))
+		return series, fseries, fcmds
+
+	def chat_open_entry(self, n, rates, series, fseries, ref, cmds, fcmds,
+	    rcmd, plot):
+		for s, f in zip(series, fseries):
+			s["floor_latency_ms"] = f["latency_ms"]
+			s["ratio_floor_p99"] = ratio(s["latency_ms"]["p99"],
+			    f["latency_ms"]["p99"])
+			s["ratio_floor_p999"] = ratio(s["latency_ms"]["p99.9"],
+			    f["latency_ms"]["p99.9"])
 		at = [s for s in series if s["rate"] == T_RATE]
-		met = None
+		met = met_abs = None
 		if at:
-			met = (at[0]["latency_ms"]["p99"] <= T_P99 and
-			    at[0]["latency_ms"]["p99.9"] <= T_P999)
-		plot = self.plot(series, n)
-		out.append({
+			x = at[0]
+			met_abs = (x["latency_ms"]["p99"] <= T_P99 and
+			    x["latency_ms"]["p99.9"] <= T_P999)
+			met = x["ratio_floor_p99"] is not None and \
+			    x["ratio_floor_p99"] <= T_FLOOR_P99
+			if n == 1000:
+				met = met and x["ratio_floor_p999"] is not None and \
+				    x["ratio_floor_p999"] <= T_FLOOR_P999
+		want = "at %d msg/s: p99 <= %.1f x the floor's" % (T_RATE,
+		    T_FLOOR_P99)
+		if n == 1000:
+			want += ", p99.9 <= %.1f x" % T_FLOOR_P999
+		return {
 			"scenario": "chat_open_%d" % n,
 			"what": "room of %d, 10 senders, open loop at %s messages/s"
-			    % (n, ",".join(map(str, a.rates))),
+			    % (n, ",".join(map(str, rates))),
 			"gochat": {"series": series},
 			"reference": ref,
-			"ratio": None,
+			"floor": {"series": fseries},
+			"ratio": at[0]["ratio_floor_p99"] if at else None,
+			"ratio_note": "p99 at %d msg/s: gochat / the fan-out floor "
+			    "(test/bench/floor.c), same load, same run" % T_RATE,
 			"unit": "ms",
-			"judge": judge("at %d msg/s: p99 <= %g ms, p99.9 <= %g ms" % (
-			    T_RATE, T_P99, T_P999), met),
+			"judge": judge(want, met),
+			"judge_absolute": judge("at %d msg/s: p99 <= %g ms, p99.9 <= "
+			    "%g ms" % (T_RATE, T_P99, T_P999), met_abs),
 			"plot": plot,
-			"commands": {"gochat": cmds, "reference": rcmd},
-		})
-		return out
+			"commands": {"gochat": cmds, "reference": rcmd, "floor": fcmds},
+		}
 
 	def plot(self, series, n):
 		if not series:
@@ -1306,18 +1430,23 @@ def table_rows(s):
 		extra = ""
 		if g.get("losses"):
 			extra = " (%d lost)" % g["losses"]
+		fl = s.get("floor") or {}
 		return [(name, "%s deliv/s = %s msg/s x %d%s" % (
 		    fmt_int(g["deliveries_per_s"]), fmt_int(g["sent_per_s"]),
-		    int(name.rsplit("_", 1)[1]), extra), "%s PUBLISH/s" % fmt_int(
-		    r["req_per_s"]), fmt_ratio(s["ratio"]), lat(g["latency_ms"],
-		    "p50"), lat(g["latency_ms"], "p99"), tgt, status)]
+		    int(name.rsplit("_", 1)[1]), extra), "floor %s deliv/s" %
+		    fmt_int(fl.get("deliveries_per_s") or 0), fmt_ratio(
+		    s.get("ratio_floor")), lat(g["latency_ms"], "p50"),
+		    lat(g["latency_ms"], "p99"), tgt, status)]
 	if name.startswith("chat_open"):
 		rows = []
 		for i, x in enumerate(g["series"]):
 			l = x["latency_ms"]
+			fl = x.get("floor_latency_ms") or {}
 			rows.append((name if i == 0 else "", "%d msg/s: %s deliv/s, "
 			    "p99.9 %.2f" % (x["rate"], fmt_int(x["deliveries_per_s"]),
-			    l["p99.9"]), "-", "-", lat(l, "p50"), lat(l, "p99"),
+			    l["p99.9"]), "floor p99 %s p99.9 %s" % (lat(fl, "p99"),
+			    lat(fl, "p99.9")), fmt_ratio(x.get("ratio_floor_p99")),
+			    lat(l, "p50"), lat(l, "p99"),
 			    tgt if x["rate"] == T_RATE else "",
 			    status if x["rate"] == T_RATE else ""))
 		return rows
@@ -1363,6 +1492,8 @@ def main(argv=None):
 	ap.add_argument("--out", required=True, help="where results.json goes")
 	ap.add_argument("--loadgen", help="test/bench/loadgen (default: next "
 	    "to --bin in the build directory)")
+	ap.add_argument("--floor", help="test/bench/floor, the fan-out floor "
+	    "of the chat scenarios (default: next to the load generator)")
 	ap.add_argument("--only", "--scenarios", dest="only",
 	    default=",".join(ALL), help="comma-separated subset of " +
 	    ",".join(ALL))
@@ -1416,22 +1547,27 @@ def main(argv=None):
 	a.out = os.path.abspath(a.out)
 	a.loadgen = os.path.abspath(a.loadgen or os.path.join(
 	    os.path.dirname(a.bin), "test", "bench", "loadgen"))
+	a.floor = os.path.abspath(a.floor or os.path.join(
+	    os.path.dirname(a.loadgen), "floor"))
 	os.makedirs(a.out, exist_ok=True)
 
 	b = Bench(a)
 	need = {"wrk": {"feed", "feed_heavy", "posts"},
 	    "pgbench": {"feed", "feed_heavy", "posts", "api"},
 	    "redis-benchmark": {"api", "chat"}, "nginx": {"tiny"},
-	    "loadgen": {"tiny", "api", "chat", "login", "idle"}}
+	    "loadgen": {"tiny", "api", "chat", "login", "idle"},
+	    "floor": {"chat"}}
 	paths = {"wrk": shutil.which("wrk"), "pgbench": pgbench_path(),
 	    "redis-benchmark": shutil.which("redis-benchmark"),
 	    "nginx": shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",)
 	    if os.access(p, os.X_OK)), None),
-	    "loadgen": a.loadgen if os.access(a.loadgen, os.X_OK) else None}
+	    "loadgen": a.loadgen if os.access(a.loadgen, os.X_OK) else None,
+	    "floor": a.floor if os.access(a.floor, os.X_OK) else None}
 	hints = {"wrk": "apt-get install wrk", "pgbench": "apt-get install "
 	    "postgresql-client", "redis-benchmark": "apt-get install redis-tools",
 	    "nginx": "apt-get install nginx-light", "loadgen": "make "
-	    "test/bench/loadgen, or give --loadgen"}
+	    "test/bench/loadgen, or give --loadgen", "floor": "make "
+	    "test/bench/floor, or give --floor"}
 	for tool, users in need.items():
 		if users & set(a.only) and not paths[tool]:
 			print("bench: %s not found (%s): %s" % (tool, a.loadgen if tool ==
