@@ -123,12 +123,28 @@ INTAKE_BATCH = 256
 INTAKE_STORE_CONNS = 2
 INTAKE_MSG = 64		# loadgen's message size (-l default)
 INTAKE_PIPELINE = 64	# XADDs in flight per connection in the reference
-INTAKE_STORE_SQL = (
+# The first edition's statement: one JSON array of the batch.
+INTAKE_STORE_JSON = (
     "INSERT INTO messages (room_id, id, user_id, username, content, "
     "inbox_id, created_at) SELECT room_id, id + :base::bigint, user_id, "
     "username, content, inbox_id || '-' || :base, created_at FROM "
     "json_populate_recordset(NULL::messages, :batch::json) "
     "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id")
+# Issue 13's: one array per column, fenced by the partition's epoch
+# (hub_partitions, sql/002_partitions.sql); partition INTAKE_REF_PARTITION
+# is the reference's own row.
+INTAKE_STORE_UNNEST = (
+    "WITH f AS (SELECT epoch FROM hub_partitions WHERE partition = "
+    ":part::int AND epoch = :epoch::bigint FOR SHARE), "
+    "i AS (INSERT INTO messages (room_id, id, user_id, username, content, "
+    "inbox_id, created_at) SELECT v.r, v.m + :base::bigint, v.u, v.n, v.c, "
+    "v.x || '-' || :base, timestamptz 'epoch' + v.t * interval "
+    "'1 millisecond' FROM unnest(:r::text[], :m::bigint[], :u::bigint[], "
+    ":n::text[], :c::text[], :x::text[], :t::bigint[]) AS v (r, m, u, n, "
+    "c, x, t) WHERE EXISTS (SELECT 1 FROM f) "
+    "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id) "
+    "SELECT i.inbox_id FROM f LEFT JOIN i ON true")
+INTAKE_REF_PARTITION = 1023
 # Two instances: the keys both get (SPEC section 11; gochat -t must know
 # them, else the run is skipped), and how long the hubs get to share the
 # partitions after the second one starts.
@@ -1216,22 +1232,33 @@ ANALYZE users;
 		    if cpu else ""))
 		return g, cmdline(cmd), err
 
-	def intake_batch(self, rooms):
-		"""A batch as hub/store.c's store_write() builds it: INTAKE_BATCH
-		messages of loadgen's size, over rooms, as one JSON array."""
+	def intake_batch(self, rooms, kind):
+		"""pgbench -D definitions of a batch as hub/store.c's store_write()
+		sends it: INTAKE_BATCH messages of loadgen's size over rooms, as one
+		JSON array (kind "json") or one array literal per column
+		("unnest")."""
+		ms = int(time.time() * 1000)
+		ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))
 		rows = []
-		ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 		for i in range(INTAKE_BATCH):
 			uid = self.load_base + i % self.nload
 			content = "b1 %08x %d %d %d" % (0xbe4c4, i, i + 1,
 			    time.monotonic_ns())
 			content += " " + "x" * (INTAKE_MSG - len(content) - 1)
-			rows.append('{"room_id":"%s","id":%d,"user_id":%d,'
-			    '"username":"lg%d","content":"%s","inbox_id":"%d-%d",'
-			    '"created_at":"%s"}' % (rooms[i % len(rooms)], i + 1, uid,
-			    uid - self.load_base, content, int(time.time() * 1000), i,
-			    ts))
-		return "[" + ",".join(rows) + "]"
+			rows.append((rooms[i % len(rooms)], i + 1, uid, "lg%d" % (uid -
+			    self.load_base), content, "%d-%d" % (ms, i)))
+		if kind == "json":
+			return {"batch": "[" + ",".join('{"room_id":"%s","id":%d,'
+			    '"user_id":%d,"username":"%s","content":"%s","inbox_id":'
+			    '"%s","created_at":"%s"}' % (r + (ts,)) for r in rows) + "]"}
+		arr = lambda vals, q: "{" + ",".join('"%s"' % v if q else str(v)
+		    for v in vals) + "}"
+		cols = list(zip(*rows))
+		return {"part": INTAKE_REF_PARTITION, "epoch": 1,
+		    "r": arr(cols[0], True), "m": arr(cols[1], False),
+		    "u": arr(cols[2], False), "n": arr(cols[3], True),
+		    "c": arr(cols[4], True), "x": arr(cols[5], True),
+		    "t": arr([ms] * INTAKE_BATCH, False)}
 
 	def intake_references(self):
 		"""The store and the inbox on their own, same run: pgbench inserting
@@ -1241,31 +1268,40 @@ ANALYZE users;
 		XREADGROUP COUNT INTAKE_BATCH of them."""
 		a = self.a
 		notes = []
+		# the statement of the hub being measured
+		kind, sql = "json", INTAKE_STORE_JSON
 		try:
 			with open(os.path.join(a.srcdir, "hub", "store.c")) as f:
 				src = f.read()
-			if "json_populate_recordset(NULL::messages" not in src:
-				notes.append("hub/store.c no longer stores with "
-				    "json_populate_recordset: this reference is the first "
-				    "edition's statement, update INTAKE_STORE_SQL")
 		except OSError:
-			pass
+			src = ""
+		if "unnest($3::text[]" in src and "hub_partitions" in src:
+			kind, sql = "unnest", INTAKE_STORE_UNNEST
+		elif "json_populate_recordset(NULL::messages" not in src:
+			notes.append("hub/store.c stores with neither statement "
+			    "bench.py knows (INTAKE_STORE_JSON, INTAKE_STORE_UNNEST): "
+			    "the store reference is the first edition's")
 		prefix = "nref-%s-" % secrets.token_hex(3)
 		nrooms = INTAKE_BATCH // 2
 		self.create_rooms(prefix=prefix, count=nrooms)
-		batch = self.intake_batch(["%s%d" % (prefix, i)
-		    for i in range(nrooms)])
+		defs = self.intake_batch(["%s%d" % (prefix, i)
+		    for i in range(nrooms)], kind)
+		if kind == "unnest":
+			self.psql("INSERT INTO hub_partitions (partition, epoch, "
+			    "holder) VALUES (%d, 1, 'bench') ON CONFLICT (partition) "
+			    "DO UPDATE SET epoch = 1" % INTAKE_REF_PARTITION)
 		script = os.path.join(self.tmp, "intake_store.sql")
 		with open(script, "w") as f:
 			f.write("\\set base random(1, 1000000000000) * 1000\n")
-			f.write(INTAKE_STORE_SQL + ";\n")
+			f.write(sql + ";\n")
+		shown = {k: "<%d values, %d bytes>" % (INTAKE_BATCH, len(str(v)))
+		    for k, v in defs.items() if len(str(v)) > 100}
 		pgpid = self.pg.pid()
 		with CpuSampler(lambda: {pgpid: "postgres"}) as smp:
 			t0 = time.monotonic()
 			pg, pcmd, pout = self.pgbench("intake_store", [script],
 			    INTAKE_STORE_CONNS, INTAKE_STORE_CONNS, a.duration,
-			    "prepared", {"batch": batch}, shown={"batch": "<%d-row "
-			    "JSON array, %d bytes>" % (INTAKE_BATCH, len(batch))})
+			    "prepared", defs, shown=shown)
 		# PostgreSQL's CPU per row stored, to hold against its share of
 		# an intake run
 		cpu = smp.window(t0 + 0.5, t0 + a.duration)
@@ -1275,9 +1311,12 @@ ANALYZE users;
 		pg_ref = dict(pg, tool="pgbench -M prepared -c %d, %d-row batches"
 		    % (INTAKE_STORE_CONNS, INTAKE_BATCH), rows_per_s=round(
 		    pg["tps"] * INTAKE_BATCH, 1), req_per_s=round(pg["tps"] *
-		    INTAKE_BATCH, 1), batch_bytes=len(batch), cpu=cpu)
+		    INTAKE_BATCH, 1), batch_bytes=sum(len(str(v)) for v in
+		    defs.values()), statement=kind, cpu=cpu)
 		self.psql("DELETE FROM messages WHERE room_id LIKE '%s%%';\n"
-		    "DELETE FROM rooms WHERE id LIKE '%s%%';" % (prefix, prefix))
+		    "DELETE FROM rooms WHERE id LIKE '%s%%';%s" % (prefix, prefix,
+		    "\nDELETE FROM hub_partitions WHERE partition = %d;" %
+		    INTAKE_REF_PARTITION if kind == "unnest" else ""))
 		# A worker's XADD (chat.c's fields, loadgen's message size), from
 		# as many connections as there are workers, pipelined: the
 		# workers send their XADDs without waiting for the answers.
@@ -1307,7 +1346,7 @@ ANALYZE users;
 		    {}).get("p50"), fmt_int(xadd["req_per_s"]),
 		    fmt_int(xr_ref["entries_per_s"])))
 		return {"store": pg_ref, "xadd": xadd_ref, "xreadgroup": xr_ref,
-		    "commands": {"store": pcmd, "store_script": INTAKE_STORE_SQL,
+		    "commands": {"store": pcmd, "store_script": sql,
 		    "xadd": xcmd, "xreadgroup": rcmd}, "notes": notes}
 
 	def intake_entry(self, name, what, g, refs, cmd, err, judgement):
