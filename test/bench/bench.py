@@ -390,6 +390,17 @@ class Sampler:
 		return [self.max_ws[p] for p in sorted(self.max_ws)]
 
 
+def stat_fields(pid):
+	"""The fields of /proc/pid/stat after "(comm)" (state first), or None
+	if it has gone."""
+	try:
+		with open("/proc/%d/stat" % pid) as f:
+			st = f.read()
+	except OSError:
+		return None
+	return st[st.rfind(")") + 2:].split()
+
+
 def proc_table():
 	"""{pid: (ppid, cpu seconds)} of every live process (one /proc scan)."""
 	hz = os.sysconf("SC_CLK_TCK")
@@ -397,13 +408,8 @@ def proc_table():
 	for name in os.listdir("/proc"):
 		if not name.isdigit():
 			continue
-		try:
-			with open("/proc/%s/stat" % name) as f:
-				st = f.read()
-		except OSError:
-			continue
-		fl = st[st.rfind(")") + 2:].split()
-		if fl[0] in ("Z", "X"):
+		fl = stat_fields(int(name))
+		if fl is None or fl[0] in ("Z", "X"):
 			continue
 		out[int(name)] = (int(fl[1]), (int(fl[11]) + int(fl[12])) / hz)
 	return out
@@ -505,17 +511,12 @@ def cpu_snapshot():
 	the difference of two tells how much CPU other processes on the machine
 	took meanwhile (a noisy neighbour makes every figure worse)."""
 	hz = os.sysconf("SC_CLK_TCK")
-	with open("/proc/stat") as f:
-		v = [int(x) for x in f.readline().split()[1:]]
-	busy = (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / hz
+	busy = machine_busy()
 	ours = 0
 	for pid in descendants(os.getpid()):
-		try:
-			with open("/proc/%d/stat" % pid) as f:
-				st = f.read()
-		except OSError:
+		fl = stat_fields(pid)
+		if fl is None:
 			continue
-		fl = st[st.rfind(")") + 2:].split()
 		ours += sum(int(x) for x in fl[11:15])	# utime stime cutime cstime
 	with open("/proc/loadavg") as f:
 		la = float(f.read().split()[0])
