@@ -126,27 +126,31 @@ INTAKE_PIPELINE = 64	# XADDs in flight per connection in the reference
 INTAKE_DRAIN = 5	# s after a run for the messages still in flight: one
 			# echoed to its sender and not yet to the others of its
 			# room when loadgen stops counts as lost
-# The first edition's statement: one JSON array of the batch.
-INTAKE_STORE_JSON = (
+# The reference runs the statement hub/store.c holds (store_insert_sql),
+# read from the source: $N become pgbench variables :pN, and the message
+# id and the inbox id are made unique per transaction (one addition and
+# one concatenation per row more than the hub's). Two shapes are known:
+# the first edition's, one JSON array, and issue 13's, one array per
+# column ($1 partition, $2 epoch, $3.. room, id, user, username, content,
+# inbox id, ms) fenced by the partition's epoch in hub_partitions;
+# partition INTAKE_REF_PARTITION is the reference's own row. Any other
+# statement: the first edition's is run, with a note.
+INTAKE_STORE_FIRST = (
     "INSERT INTO messages (room_id, id, user_id, username, content, "
-    "inbox_id, created_at) SELECT room_id, id + :base::bigint, user_id, "
-    "username, content, inbox_id || '-' || :base, created_at FROM "
-    "json_populate_recordset(NULL::messages, :batch::json) "
-    "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id")
-# Issue 13's: one array per column, fenced by the partition's epoch
-# (hub_partitions, sql/002_partitions.sql); partition INTAKE_REF_PARTITION
-# is the reference's own row.
-INTAKE_STORE_UNNEST = (
-    "WITH f AS (SELECT epoch FROM hub_partitions WHERE partition = "
-    ":part::int AND epoch = :epoch::bigint FOR SHARE), "
-    "i AS (INSERT INTO messages (room_id, id, user_id, username, content, "
-    "inbox_id, created_at) SELECT v.r, v.m + :base::bigint, v.u, v.n, v.c, "
-    "v.x || '-' || :base, timestamptz 'epoch' + v.t * interval "
-    "'1 millisecond' FROM unnest(:r::text[], :m::bigint[], :u::bigint[], "
-    ":n::text[], :c::text[], :x::text[], :t::bigint[]) AS v (r, m, u, n, "
-    "c, x, t) WHERE EXISTS (SELECT 1 FROM f) "
-    "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id) "
-    "SELECT i.inbox_id FROM f LEFT JOIN i ON true")
+    "inbox_id, created_at) SELECT room_id, id, user_id, username, content, "
+    "inbox_id, created_at FROM json_populate_recordset(NULL::messages, "
+    "$1::json) ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id")
+INTAKE_SHAPES = (
+    # kind, the hub's text, what makes it unique, what it must hold
+    ("json", "SELECT room_id, id, user_id, username, content, inbox_id, "
+     "created_at FROM", "SELECT room_id, id + :base::bigint, user_id, "
+     "username, content, inbox_id || '-' || :base, created_at FROM",
+     "json_populate_recordset(NULL::messages, $1::json)"),
+    ("unnest", "SELECT v.r, v.m, v.u, v.n, v.c, v.x,", "SELECT v.r, "
+     "v.m + :base::bigint, v.u, v.n, v.c, v.x || '-' || :base,",
+     "unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[], "
+     "$7::text[], $8::text[], $9::bigint[])"),
+)
 INTAKE_REF_PARTITION = 1023
 # Two instances: the keys both get (SPEC section 11; gochat -t must know
 # them, else the run is skipped), and how long the hubs get to share the
@@ -1253,10 +1257,10 @@ ANALYZE users;
 		return g, cmdline(cmd), err
 
 	def intake_batch(self, rooms, kind):
-		"""pgbench -D definitions of a batch as hub/store.c's store_write()
-		sends it: INTAKE_BATCH messages of loadgen's size over rooms, as one
-		JSON array (kind "json") or one array literal per column
-		("unnest")."""
+		"""pgbench -D definitions (p1, p2, ...) of a batch as hub/store.c's
+		store_write() sends it: INTAKE_BATCH messages of loadgen's size
+		over rooms, as one JSON array (kind "json") or one array literal
+		per column ("unnest")."""
 		ms = int(time.time() * 1000)
 		ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))
 		rows = []
@@ -1268,17 +1272,44 @@ ANALYZE users;
 			rows.append((rooms[i % len(rooms)], i + 1, uid, "lg%d" % (uid -
 			    self.load_base), content, "%d-%d" % (ms, i)))
 		if kind == "json":
-			return {"batch": "[" + ",".join('{"room_id":"%s","id":%d,'
+			return {"p1": "[" + ",".join('{"room_id":"%s","id":%d,'
 			    '"user_id":%d,"username":"%s","content":"%s","inbox_id":'
 			    '"%s","created_at":"%s"}' % (r + (ts,)) for r in rows) + "]"}
 		arr = lambda vals, q: "{" + ",".join('"%s"' % v if q else str(v)
 		    for v in vals) + "}"
 		cols = list(zip(*rows))
-		return {"part": INTAKE_REF_PARTITION, "epoch": 1,
-		    "r": arr(cols[0], True), "m": arr(cols[1], False),
-		    "u": arr(cols[2], False), "n": arr(cols[3], True),
-		    "c": arr(cols[4], True), "x": arr(cols[5], True),
-		    "t": arr([ms] * INTAKE_BATCH, False)}
+		return {"p1": INTAKE_REF_PARTITION, "p2": 1,
+		    "p3": arr(cols[0], True), "p4": arr(cols[1], False),
+		    "p5": arr(cols[2], False), "p6": arr(cols[3], True),
+		    "p7": arr(cols[4], True), "p8": arr(cols[5], True),
+		    "p9": arr([ms] * INTAKE_BATCH, False)}
+
+	def intake_store_sql(self):
+		"""(kind, the hub's statement, the reference's, notes)."""
+		notes = []
+		try:
+			with open(os.path.join(self.a.srcdir, "hub", "store.c")) as f:
+				src = f.read()
+		except OSError as e:
+			src = ""
+			notes.append("cannot read hub/store.c (%s)" % e)
+		m = re.search(r'store_insert_sql\[\]\s*=((?:\s*"(?:[^"\\]|\\.)*")+)'
+		    r'\s*;', src)
+		hub = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))) \
+		    .replace('\\"', '"') if m else None
+		for kind, plain, unique, must in INTAKE_SHAPES:
+			if hub and plain in hub and must in hub:
+				sql = hub.replace(plain, unique)
+				break
+		else:
+			if src:
+				notes.append("hub/store.c's statement has neither known "
+				    "shape (INTAKE_SHAPES): the store reference runs the "
+				    "first edition's")
+			kind, hub = "json", INTAKE_STORE_FIRST
+			sql = hub.replace(INTAKE_SHAPES[0][1], INTAKE_SHAPES[0][2])
+		sql = re.sub(r"\$(\d+)", r":p\1", sql)
+		return kind, hub, sql, notes
 
 	def intake_references(self):
 		"""The store and the inbox on their own, same run: pgbench inserting
@@ -1287,20 +1318,8 @@ ANALYZE users;
 		prepares), and redis-benchmark XADD of a worker's entry and
 		XREADGROUP COUNT INTAKE_BATCH of them."""
 		a = self.a
-		notes = []
 		# the statement of the hub being measured
-		kind, sql = "json", INTAKE_STORE_JSON
-		try:
-			with open(os.path.join(a.srcdir, "hub", "store.c")) as f:
-				src = f.read()
-		except OSError:
-			src = ""
-		if "unnest($3::text[]" in src and "hub_partitions" in src:
-			kind, sql = "unnest", INTAKE_STORE_UNNEST
-		elif "json_populate_recordset(NULL::messages" not in src:
-			notes.append("hub/store.c stores with neither statement "
-			    "bench.py knows (INTAKE_STORE_JSON, INTAKE_STORE_UNNEST): "
-			    "the store reference is the first edition's")
+		kind, hub_sql, sql, notes = self.intake_store_sql()
 		prefix = "nref-%s-" % secrets.token_hex(3)
 		nrooms = INTAKE_BATCH // 2
 		self.create_rooms(prefix=prefix, count=nrooms)
@@ -1332,7 +1351,8 @@ ANALYZE users;
 		    % (INTAKE_STORE_CONNS, INTAKE_BATCH), rows_per_s=round(
 		    pg["tps"] * INTAKE_BATCH, 1), req_per_s=round(pg["tps"] *
 		    INTAKE_BATCH, 1), batch_bytes=sum(len(str(v)) for v in
-		    defs.values()), statement=kind, cpu=cpu)
+		    defs.values()), statement=kind, hub_statement=hub_sql,
+		    cpu=cpu)
 		self.psql("DELETE FROM messages WHERE room_id LIKE '%s%%';\n"
 		    "DELETE FROM rooms WHERE id LIKE '%s%%';%s" % (prefix, prefix,
 		    "\nDELETE FROM hub_partitions WHERE partition = %d;" %
