@@ -176,7 +176,8 @@ static uint64_t		  key_seed;
 static struct sockaddr_storage dst;
 static socklen_t	  dstlen;
 #define MAX_ALSO	8
-static struct sockaddr_storage also[MAX_ALSO];	/* --also: more instances */
+/* --also: more instances */
+static struct sockaddr_storage also[MAX_ALSO];
 static socklen_t	  alsolen[MAX_ALSO];
 static unsigned		  nalso;
 static char		  hosthdr[300];

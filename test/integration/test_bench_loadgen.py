@@ -32,9 +32,9 @@ def users_file(srv, tmp_path, n):
 	lines = []
 	for _ in range(n):
 		name = "lg_" + uuid.uuid4().hex[:12]
-		r = requests.post(srv.base + "/register", json={"username": name,
-		    "email": name + "@example.org", "password": "correct horse"},
-		    timeout=10)
+		r = requests.post(srv.base + "/register", json={
+		    "username": name, "email": name + "@example.org",
+		    "password": "correct horse"}, timeout=10)
 		assert r.status_code == 201, r.text
 		u = r.json()
 		lines.append("%s %d" % (u["token"], u["id"]))
@@ -71,23 +71,25 @@ def test_also_spreads_every_room_over_the_instances(make_server, pg, redis,
 	    stderr=subprocess.PIPE, text=True)
 	try:
 		assert p.stdout.readline().strip() == "joined %d" % CLIENTS
-		# clients gi = r, r + ROOMS, ... of room r alternate: half on each
+		# clients gi = r, r + ROOMS, ... of room r alternate: half on
+		# each instance
+		half = (CLIENTS // 2, CLIENTS // 2)
 		assert wait_for(lambda: (websockets_of(a, redis),
-		    websockets_of(b, redis)) == (CLIENTS // 2, CLIENTS // 2), 10), \
-		    (websockets_of(a, redis), websockets_of(b, redis))
-		# and every room has members on both: the hub's presence hash
-		# ("<room> <instance>:<worker pid> <conn>") names workers of both
-		# instances in each room
+		    websockets_of(b, redis)) == half, 10), (websockets_of(a,
+		    redis), websockets_of(b, redis))
+		# and every room has members on both: the hub's presence
+		# hash ("<room> <instance>:<worker pid> <conn>") names workers
+		# of both instances in each room
 		pres = harness.redis_hash(redis.port, "gochat:hub:presence")
 		pids = {r: {f.split(" ")[1].rsplit(":", 1)[-1] for f in pres
 		    if f.split(" ")[0] == "%s%d" % (prefix, r)} for r in
 		    range(ROOMS)}
 		for srv in (a, b):
 			mine = {str(pid) for pid in srv.workers().values()}
-			for r in range(ROOMS):
-				assert pids[r] & mine, "room %d has no member on :%d: " \
-				    "%r" % (r, srv.port, pres)
-		time.sleep(1.5)		# messages flow between the instances
+			bad = [r for r in range(ROOMS) if not pids[r] & mine]
+			assert not bad, "rooms %r: none on :%d: %r" % (bad,
+			    srv.port, pres)
+		time.sleep(1.5)	# messages flow between the instances
 	finally:
 		p.terminate()
 		out, err = p.communicate(timeout=30)
