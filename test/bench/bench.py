@@ -2018,9 +2018,6 @@ def main(argv=None):
 	    "pgbench": {"feed", "feed_heavy", "posts", "api"},
 	    "redis-benchmark": {"api", "chat"}, "nginx": {"tiny"},
 	    "loadgen": {"tiny", "api", "chat", "login", "idle"}}
-	need["pgbench"].add("intake")
-	need["redis-benchmark"].add("intake")
-	need["loadgen"].add("intake")
 	paths = {"wrk": shutil.which("wrk"), "pgbench": pgbench_path(),
 	    "redis-benchmark": shutil.which("redis-benchmark"),
 	    "nginx": shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",)
@@ -2045,6 +2042,11 @@ def main(argv=None):
 		b.gnuplot_terms = r.stdout + r.stderr
 	b.nload = max([1000] + (a.idle_counts if "idle" in a.only else []))
 	if "intake" in a.only:
+		for tool in ("pgbench", "redis-benchmark", "loadgen"):
+			if not paths[tool]:
+				print("bench: intake needs %s: %s" % (tool, hints[tool]),
+				    file=sys.stderr)
+				return 2
 		# one user per client: a user's second connection in a room
 		# brings no join event of its own
 		b.nload = max(b.nload, 2000)
