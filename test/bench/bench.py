@@ -34,6 +34,18 @@ workers/auth.c does (no scrypt per user), then runs:
           PSS of every gochat process, after - before, / N). 100,000 needs
           more file descriptors than 2 workers have (20,000 each here):
           the server is restarted with enough workers for it.
+  intake  loadgen chat, every client a sender, closed loop: 2,000 clients
+          in rooms of 10, 1,000 in rooms of 2 (messages/s accepted and
+          delivered, nothing lost, repeated or reordered per room and
+          sender, every echoed message stored in PostgreSQL), then 5,000
+          messages/s in rooms of 10 (p50, p99, p99.9); per-process CPU of
+          each run (workers, hub, Redis, PostgreSQL, loadgen) and CPU-us
+          per message | pgbench inserting the hub's batches (the hub's
+          statement, 256 rows, -M prepared, 2 connections like its store
+          pool), redis-benchmark XADD of a worker's entry and XREADGROUP
+          COUNT 256. Then rooms of 10 with partitions = 16 on one instance
+          and on two sharing PostgreSQL and Redis (skipped when gochat -t
+          does not know the key partitions).
 
 Prints a table (with the targets, met or missed) and writes
 OUT/results.json: one object per measured comparison with the figures, the
@@ -42,7 +54,8 @@ Everything it started is stopped at the end, on errors and on Ctrl-C.
 
 Usage:
   bench.py --bin ./gochat --srcdir . --out ./bench [--loadgen PATH]
-           [--only tiny,api,chat,idle,login,feed,feed_heavy,posts] [--quick]
+           [--only tiny,api,chat,idle,login,feed,feed_heavy,posts,intake]
+           [--quick]
            [--size small|medium|large] [--duration 8] [--keep]
 --quick: 3 s runs, small data set, three open-loop rates, 10,000 idle only.
 Needs wrk, pgbench, redis-benchmark, nginx and gnuplot (the plot is skipped
@@ -81,7 +94,8 @@ SIZES = {
 	    "--heavy-follows", "2000"]),
 	"large": (200000, 1000000, []),
 }
-ALL = ("feed", "feed_heavy", "posts", "tiny", "api", "chat", "login", "idle")
+ALL = ("feed", "feed_heavy", "posts", "tiny", "api", "chat", "login", "idle",
+    "intake")
 BENCH_USERS = 64
 PASSWORD = "bench-password-1234"
 SESSION_TTL = 86400
@@ -100,6 +114,54 @@ T_FLOOR_DELIV = 0.7	# closed loop, 1,000-client room: deliveries/s >= 0.7 x
 T_FLOOR_P99, T_FLOOR_P999 = 1.5, 2.0	# at T_RATE: p99 <= 1.5 x, p99.9 <= 2 x
 T_IDLE_B = 4096		# server bytes per idle WebSocket
 T_LOGIN = 1.2		# chat p99 during a login storm / alone
+T_INTAKE_2 = 66000	# rooms of 2, all senders, closed loop: messages/s
+T_INTAKE_10 = 45000	# rooms of 10, the same
+T_INTAKE_RATE = 5000	# messages/s into rooms of 10 ...
+T_INTAKE_P99 = 10.0	# ... p99 (ms) at that rate
+
+# The intake scenario's references copy the hub's store (hub/store.c):
+# its statement (the id and inbox id made unique per pgbench transaction,
+# one addition and one concatenation per row more), its batch (hub.c's
+# HUB_BATCH entries per XREADGROUP) and its pool (STORE_POOL_SIZE).
+INTAKE_BATCH = 256
+INTAKE_STORE_CONNS = 2
+INTAKE_MSG = 64		# loadgen's message size (-l default)
+INTAKE_PIPELINE = 64	# XADDs in flight per connection in the reference
+INTAKE_DRAIN = 5	# s after a run for the messages still in flight: one
+			# echoed to its sender and not yet to the others of its
+			# room when loadgen stops counts as lost
+# The reference runs the statement hub/store.c holds (store_insert_sql),
+# read from the source: $N become pgbench variables :pN, and the message
+# id and the inbox id are made unique per transaction (one addition and
+# one concatenation per row more than the hub's). Two shapes are known:
+# the first edition's, one JSON array, and issue 13's, one array per
+# column ($1 partition, $2 epoch, $3.. room, id, user, username, content,
+# inbox id, ms) fenced by the partition's epoch in hub_partitions;
+# partition INTAKE_REF_PARTITION is the reference's own row. Any other
+# statement: the first edition's is run, with a note.
+INTAKE_STORE_FIRST = (
+    "INSERT INTO messages (room_id, id, user_id, username, content, "
+    "inbox_id, created_at) SELECT room_id, id, user_id, username, content, "
+    "inbox_id, created_at FROM json_populate_recordset(NULL::messages, "
+    "$1::json) ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id")
+INTAKE_SHAPES = (
+    # kind, the hub's text, what makes it unique, what it must hold
+    ("json", "SELECT room_id, id, user_id, username, content, inbox_id, "
+     "created_at FROM", "SELECT room_id, id + :base::bigint, user_id, "
+     "username, content, inbox_id || '-' || :base, created_at FROM",
+     "json_populate_recordset(NULL::messages, $1::json)"),
+    ("unnest", "SELECT v.r, v.m, v.u, v.n, v.c, v.x,", "SELECT v.r, "
+     "v.m + :base::bigint, v.u, v.n, v.c, v.x || '-' || :base,",
+     "unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[], "
+     "$7::text[], $8::text[], $9::bigint[])"),
+)
+INTAKE_REF_PARTITION = 1023
+# Two instances: the keys both get (SPEC section 11; gochat -t must know
+# them, else the run is skipped), and how long the hubs get to share the
+# partitions after the second one starts.
+INTAKE_PARTITIONS = 16
+INTAKE_PARTITIONS_KEYS = (("partitions", str(INTAKE_PARTITIONS)),)
+INTAKE_SETTLE = 8
 
 
 class Stop(Exception):
@@ -339,6 +401,111 @@ class Sampler:
 		return [self.max_ws[p] for p in sorted(self.max_ws)]
 
 
+def stat_fields(pid):
+	"""The fields of /proc/pid/stat after "(comm)" (state first), or None
+	if it has gone."""
+	try:
+		with open("/proc/%d/stat" % pid) as f:
+			st = f.read()
+	except OSError:
+		return None
+	return st[st.rfind(")") + 2:].split()
+
+
+def proc_table():
+	"""{pid: (ppid, cpu seconds)} of every live process (one /proc scan)."""
+	hz = os.sysconf("SC_CLK_TCK")
+	out = {}
+	for name in os.listdir("/proc"):
+		if not name.isdigit():
+			continue
+		fl = stat_fields(int(name))
+		if fl is None or fl[0] in ("Z", "X"):
+			continue
+		out[int(name)] = (int(fl[1]), (int(fl[11]) + int(fl[12])) / hz)
+	return out
+
+
+def machine_busy():
+	"""Seconds the machine's CPUs have been busy (all of them, summed)."""
+	hz = os.sysconf("SC_CLK_TCK")
+	with open("/proc/stat") as f:
+		v = [int(x) for x in f.readline().split()[1:]]
+	return (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / hz
+
+
+class CpuSampler:
+	"""CPU seconds used by groups of processes (gochat's workers, its hubs,
+	Redis, PostgreSQL, the load generator), sampled while a load runs, so
+	that a window of it (the measured phase) can be cut out afterwards.
+	roots() gives {root pid: group}: each root and everything below it is
+	counted in that group, unless a more specific root claims it (a
+	worker inside an instance's master). A process that exits keeps the
+	CPU it had at its last sample."""
+
+	def __init__(self, roots, period=0.25):
+		self.roots, self.period = roots, period
+		self.samples = []	# (monotonic time, machine busy, {group: s})
+		self._last = {}		# pid: (group, cpu seconds)
+		self._stop = threading.Event()
+		self._t = threading.Thread(target=self._loop, daemon=True)
+
+	def sample(self):
+		t, busy = time.monotonic(), machine_busy()
+		tab = proc_table()
+		roots = self.roots()
+		kids = {}
+		for pid, (ppid, _) in tab.items():
+			kids.setdefault(ppid, []).append(pid)
+		for root, group in roots.items():
+			todo = [root]
+			while todo:
+				p = todo.pop()
+				if p not in tab:
+					continue
+				if p == root or p not in roots:
+					self._last[p] = (group, tab[p][1])
+					todo.extend(kids.get(p, ()))
+		by = {}
+		for group, cpu in self._last.values():
+			by[group] = by.get(group, 0.0) + cpu
+		self.samples.append((t, busy, by))
+
+	def _loop(self):
+		while not self._stop.wait(self.period):
+			try:
+				self.sample()
+			except (OSError, ValueError, IndexError):
+				pass
+
+	def __enter__(self):
+		self.sample()
+		self._t.start()
+		return self
+
+	def __exit__(self, *exc):
+		self._stop.set()
+		self._t.join(5)
+		self.sample()
+
+	def window(self, t0, t1):
+		"""{group: cores used}, cores busy in all, seconds, between the
+		first sample at or after t0 and the last at or before t1."""
+		inside = [s for s in self.samples if t0 <= s[0] <= t1]
+		if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.2:
+			return None
+		a, b = inside[0], inside[-1]
+		secs = b[0] - a[0]
+		cores = {g: round((b[2].get(g, 0.0) - a[2].get(g, 0.0)) / secs, 3)
+		    for g in b[2]}
+		busy = (b[1] - a[1]) / secs
+		ours = sum(cores.values())
+		return {"seconds": round(secs, 2), "cores": cores,
+		    "cores_ours": round(ours, 3),
+		    "cores_others": round(max(0.0, busy - ours), 3),
+		    "machine_cores_busy": round(busy, 3),
+		    "cores_total": os.cpu_count() or 1}
+
 def rate_between(timeline, f0, f1):
 	"""Joins/s while the held count went from f0 to f1 of its last value."""
 	if len(timeline) < 2 or not timeline[-1][1]:
@@ -355,17 +522,12 @@ def cpu_snapshot():
 	the difference of two tells how much CPU other processes on the machine
 	took meanwhile (a noisy neighbour makes every figure worse)."""
 	hz = os.sysconf("SC_CLK_TCK")
-	with open("/proc/stat") as f:
-		v = [int(x) for x in f.readline().split()[1:]]
-	busy = (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / hz
+	busy = machine_busy()
 	ours = 0
 	for pid in descendants(os.getpid()):
-		try:
-			with open("/proc/%d/stat" % pid) as f:
-				st = f.read()
-		except OSError:
+		fl = stat_fields(pid)
+		if fl is None:
 			continue
-		fl = st[st.rfind(")") + 2:].split()
 		ours += sum(int(x) for x in fl[11:15])	# utime stime cutime cstime
 	with open("/proc/loadavg") as f:
 		la = float(f.read().split()[0])
@@ -410,6 +572,7 @@ class Bench:
 	# -- lifecycle ------------------------------------------------------------
 
 	def server_conf(self, port, workers):
+		"""The configuration of an instance listening on port."""
 		return {
 			"listen": "127.0.0.1:%d" % port,
 			"workers": str(workers),
@@ -432,15 +595,17 @@ class Bench:
 			"rooms_max_per_hour": "1000000",
 		}
 
-	def start_server(self, workers):
+	def start_server(self, workers, extra=None):
+		"""(Re)start the instance with workers workers; extra: more
+		configuration keys."""
 		if self.server is not None:
 			self.server.stop(timeout=60)
 			self.server = None
 		self.port = harness.free_port()
 		self.workers = workers
 		d = os.path.join(self.tmp, "gochat-%dw" % workers)
-		self.server = harness.Server(self.a.bin, self.server_conf(self.port,
-		    workers), d)
+		self.server = harness.Server(self.a.bin, dict(self.server_conf(
+		    self.port, workers), **(extra or {})), d)
 		self.server.start(timeout=60)
 		# every worker accepting (the gate waits for PostgreSQL)
 		harness.wait_for(lambda: len(self.server.workers()) >= workers, 30)
@@ -609,7 +774,9 @@ ANALYZE users;
 		return d, cmdline(cmd), err
 
 	def pgbench(self, name, scripts, clients, threads, duration, mode,
-	    defs):
+	    defs, shown=None):
+		"""Run pgbench; shown: {-D name: what the logged command line says
+		instead of its value} (a long value)."""
 		logprefix = os.path.join(self.tmp, "pgbench_" + name)
 		cmd = [self.pgbench_bin, "-n", "-M", mode, "-c", str(clients), "-j",
 		    str(threads), "-T", str(duration)]
@@ -618,9 +785,12 @@ ANALYZE users;
 		for s in scripts:
 			cmd += ["-f", s]
 		cmd += ["-l", "--log-prefix", logprefix, self.pg.url]
-		log("  " + cmdline(cmd))
+		shown_cmd = cmdline(["%s=%s" % (c.split("=", 1)[0], shown[c.split(
+		    "=", 1)[0]]) if shown and c.split("=", 1)[0] in shown else c
+		    for c in cmd])
+		log("  " + shown_cmd)
 		out, _, err = run(cmd, "pgbench", timeout=duration + 60)
-		return parse_pgbench(out, logprefix), cmdline(cmd), out
+		return parse_pgbench(out, logprefix), shown_cmd, out
 
 	def redis_benchmark(self, clients, n, *command):
 		cmd = [self.redis_bench, "-h", "127.0.0.1", "-p",
@@ -1096,6 +1266,365 @@ ANALYZE users;
 			return {"data": data, "png": None, "command": cmdline(cmd)}
 		return {"data": data, "png": png, "command": cmdline(cmd)}
 
+	# -- intake: many small rooms, every client a sender (issue 13) -------------
+
+	def cpu_roots(self, servers, loadgen_pid):
+		"""{root pid: group} for CpuSampler: each instance's workers and
+		hub, its master, Redis, PostgreSQL and the load generator."""
+		def roots():
+			m = {}
+			for s in servers:
+				if s.master_pid:
+					m[s.master_pid] = "master"
+				for pid, title in s.children():
+					m[pid] = "hub" if title == "gochat: hub" else \
+					    "workers" if title.startswith("gochat: worker") \
+					    else "master"
+			if self.redis.proc:
+				m[self.redis.proc.pid] = "redis"
+			if self.pg.pid():
+				m[self.pg.pid()] = "postgres"
+			if loadgen_pid[0]:
+				m[loadgen_pid[0]] = "loadgen"
+			return m
+		return roots
+
+	def intake_run(self, clients, room_size, duration, rate=0,
+	    servers=None):
+		"""One loadgen chat run: clients in rooms of room_size, every
+		client a sender (closed loop, or rate messages/s in all), spread
+		over servers. Per-process CPU is sampled meanwhile and cut to the
+		measured phase; afterwards the rows the hubs stored in those rooms
+		are counted: every message echoed to its sender must be stored,
+		and nothing more than was sent."""
+		a = self.a
+		servers = servers or [self.server]
+		nrooms = clients // room_size
+		prefix = "n%d-%s-" % (room_size, secrets.token_hex(3))
+		self.create_rooms(prefix=prefix, count=nrooms)
+		args = ["-c", clients, "-s", clients, "-d", duration, "-T",
+		    self.load_tokens, "-r", prefix, "--rooms", nrooms, "-t",
+		    a.lg_threads, "--join-timeout", 60, "--drain", INTAKE_DRAIN, "-q"]
+		if rate:
+			args += ["-R", rate]
+		for s in servers[1:]:
+			args += ["--also", self.target(s.port)]
+		cmd = [a.loadgen, "chat"] + [str(x) for x in args] + [
+		    self.target(servers[0].port)]
+		log("  " + cmdline(cmd))
+		lg = [None]
+		with CpuSampler(self.cpu_roots(servers, lg)) as smp:
+			t_launch = time.monotonic()
+			p = self.popen_bg(cmd, stdout=subprocess.PIPE,
+			    stderr=subprocess.PIPE, text=True)
+			lg[0] = p.pid
+			try:
+				out, err = p.communicate(timeout=duration + 180)
+			except subprocess.TimeoutExpired:
+				raise harness.HarnessError("loadgen chat took more than "
+				    "%d s: %s" % (duration + 180, cmdline(cmd)))
+		js = [l for l in out.splitlines() if l.startswith("{")]
+		if p.returncode not in (0, 1) or not js:
+			raise harness.HarnessError("loadgen chat failed (exit %d):\n%s"
+			    % (p.returncode, err[-3000:]))
+		d = json.loads(js[-1])
+		self.wait_quiet()
+		t_run = t_launch + d["join_s"]
+		cpu = smp.window(t_run + 0.2, t_run + d["duration_s"])
+		stored = int(self.psql("SELECT count(*) FROM messages WHERE "
+		    "room_id LIKE '%s%%'" % prefix))
+		# Accepted while the run lasted: in a closed loop each client's
+		# first message, and every message resent after an echo timeout,
+		# was sent without an echo; every other send followed one. (acked
+		# also counts the echoes of the drain.) In an open loop the rate
+		# is chosen: what came back, drain included.
+		if rate:
+			accepted = d["acked"]
+		else:
+			accepted = d["sent"] - d["joined"] - d.get("echo_timeouts", 0)
+		acked_per_s = max(0, accepted) / d["duration_s"] if \
+		    d["duration_s"] else 0
+		g = {k: d.get(k) for k in ("joined", "join_s", "duration_s", "sent",
+		    "sent_per_s", "acked", "unacked", "deliveries",
+		    "deliveries_per_s", "latency_ms", "losses", "duplicates",
+		    "order_violations", "receivers_checked", "disconnects",
+		    "echo_timeouts", "send_blocked", "send_skipped",
+		    "close_codes", "rate", "loop")}
+		# loadgen's deliveries include the drain's; with nothing lost each
+		# accepted message reached its whole room
+		g["deliveries_incl_drain"] = g.pop("deliveries")
+		g.pop("deliveries_per_s")
+		g.update({"clients": clients, "room_size": room_size,
+		    "rooms": nrooms, "instances": len(servers),
+		    "workers_per_instance": self.workers,
+		    "accepted_per_s": round(acked_per_s, 1), "stored": stored,
+		    "stored_ok": d["acked"] <= stored <= d["sent"]})
+		if cpu:
+			# CPU-microseconds per accepted message, per process group
+			cpu["us_per_msg"] = {k: round(v * 1e6 / acked_per_s, 1)
+			    if acked_per_s else None for k, v in cpu["cores"].items()}
+			cpu["us_per_msg_all"] = round(cpu["cores_ours"] * 1e6
+			    / acked_per_s, 1) if acked_per_s else None
+			cpu["cores_bound"] = cpu["machine_cores_busy"] >= 0.95 * \
+			    cpu["cores_total"]
+		g["cpu"] = cpu
+		g["intact"] = (d["losses"] == 0 and d["duplicates"] == 0 and
+		    d["order_violations"] == 0 and g["stored_ok"])
+		g["deliveries_per_s"] = round(acked_per_s * room_size, 1) if \
+		    g["intact"] else None
+		log("    %s msg/s accepted, %s deliveries/s, lost %d, dup %d, "
+		    "reordered %d, stored %d of %d sent%s" % (fmt_int(acked_per_s),
+		    fmt_int(g["deliveries_per_s"]), d["losses"], d["duplicates"],
+		    d["order_violations"], stored, d["sent"], "; cores busy %.2f "
+		    "of %d" % (cpu["machine_cores_busy"], cpu["cores_total"])
+		    if cpu else ""))
+		return g, cmdline(cmd), err
+
+	def intake_batch(self, rooms, kind):
+		"""pgbench -D definitions (p1, p2, ...) of a batch as hub/store.c's
+		store_write() sends it: INTAKE_BATCH messages of loadgen's size
+		over rooms, as one JSON array (kind "json") or one array literal
+		per column ("unnest")."""
+		ms = int(time.time() * 1000)
+		ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))
+		rows = []
+		for i in range(INTAKE_BATCH):
+			uid = self.load_base + i % self.nload
+			content = "b1 %08x %d %d %d" % (0xbe4c4, i, i + 1,
+			    time.monotonic_ns())
+			content += " " + "x" * (INTAKE_MSG - len(content) - 1)
+			rows.append((rooms[i % len(rooms)], i + 1, uid, "lg%d" % (uid -
+			    self.load_base), content, "%d-%d" % (ms, i)))
+		if kind == "json":
+			return {"p1": "[" + ",".join('{"room_id":"%s","id":%d,'
+			    '"user_id":%d,"username":"%s","content":"%s","inbox_id":'
+			    '"%s","created_at":"%s"}' % (r + (ts,)) for r in rows) + "]"}
+		arr = lambda vals, q: "{" + ",".join('"%s"' % v if q else str(v)
+		    for v in vals) + "}"
+		cols = list(zip(*rows))
+		return {"p1": INTAKE_REF_PARTITION, "p2": 1,
+		    "p3": arr(cols[0], True), "p4": arr(cols[1], False),
+		    "p5": arr(cols[2], False), "p6": arr(cols[3], True),
+		    "p7": arr(cols[4], True), "p8": arr(cols[5], True),
+		    "p9": arr([ms] * INTAKE_BATCH, False)}
+
+	def intake_store_sql(self):
+		"""(kind, the hub's statement, the reference's, notes)."""
+		notes = []
+		try:
+			with open(os.path.join(self.a.srcdir, "hub", "store.c")) as f:
+				src = f.read()
+		except OSError as e:
+			src = ""
+			notes.append("cannot read hub/store.c (%s)" % e)
+		m = re.search(r'store_insert_sql\[\]\s*=((?:\s*"(?:[^"\\]|\\.)*")+)'
+		    r'\s*;', src)
+		hub = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))) \
+		    .replace('\\"', '"') if m else None
+		for kind, plain, unique, must in INTAKE_SHAPES:
+			if hub and plain in hub and must in hub:
+				sql = hub.replace(plain, unique)
+				break
+		else:
+			if src:
+				notes.append("hub/store.c's statement has neither known "
+				    "shape (INTAKE_SHAPES): the store reference runs the "
+				    "first edition's")
+			kind, hub = "json", INTAKE_STORE_FIRST
+			sql = hub.replace(INTAKE_SHAPES[0][1], INTAKE_SHAPES[0][2])
+		sql = re.sub(r"\$(\d+)", r":p\1", sql)
+		return kind, hub, sql, notes
+
+	def intake_references(self):
+		"""The store and the inbox on their own, same run: pgbench inserting
+		INTAKE_BATCH-row batches with the hub's statement over
+		INTAKE_STORE_CONNS connections (-M prepared: one parse, as the hub
+		prepares), and redis-benchmark XADD of a worker's entry and
+		XREADGROUP COUNT INTAKE_BATCH of them."""
+		a = self.a
+		# the statement of the hub being measured
+		kind, hub_sql, sql, notes = self.intake_store_sql()
+		prefix = "nref-%s-" % secrets.token_hex(3)
+		nrooms = INTAKE_BATCH // 2
+		self.create_rooms(prefix=prefix, count=nrooms)
+		defs = self.intake_batch(["%s%d" % (prefix, i)
+		    for i in range(nrooms)], kind)
+		if kind == "unnest":
+			self.psql("INSERT INTO hub_partitions (partition, epoch, "
+			    "holder) VALUES (%d, 1, 'bench') ON CONFLICT (partition) "
+			    "DO UPDATE SET epoch = 1" % INTAKE_REF_PARTITION)
+		script = os.path.join(self.tmp, "intake_store.sql")
+		with open(script, "w") as f:
+			f.write("\\set base random(1, 1000000000000) * 1000\n")
+			f.write(sql + ";\n")
+		shown = {k: "<%d values, %d bytes>" % (INTAKE_BATCH, len(str(v)))
+		    for k, v in defs.items() if len(str(v)) > 100}
+		pgpid = self.pg.pid()
+		with CpuSampler(lambda: {pgpid: "postgres"}) as smp:
+			t0 = time.monotonic()
+			pg, pcmd, pout = self.pgbench("intake_store", [script],
+			    INTAKE_STORE_CONNS, INTAKE_STORE_CONNS, a.duration,
+			    "prepared", defs, shown=shown)
+		# PostgreSQL's CPU per row stored, to hold against its share of
+		# an intake run
+		cpu = smp.window(t0 + 0.5, t0 + a.duration)
+		if cpu and pg["tps"]:
+			cpu["us_per_row"] = round(cpu["cores"].get("postgres", 0) *
+			    1e6 / (pg["tps"] * INTAKE_BATCH), 1)
+		pg_ref = dict(pg, tool="pgbench -M prepared -c %d, %d-row batches"
+		    % (INTAKE_STORE_CONNS, INTAKE_BATCH), rows_per_s=round(
+		    pg["tps"] * INTAKE_BATCH, 1), req_per_s=round(pg["tps"] *
+		    INTAKE_BATCH, 1), batch_bytes=sum(len(str(v)) for v in
+		    defs.values()), statement=kind, hub_statement=hub_sql,
+		    cpu=cpu)
+		self.psql("DELETE FROM messages WHERE room_id LIKE '%s%%';\n"
+		    "DELETE FROM rooms WHERE id LIKE '%s%%';%s" % (prefix, prefix,
+		    "\nDELETE FROM hub_partitions WHERE partition = %d;" %
+		    INTAKE_REF_PARTITION if kind == "unnest" else ""))
+		# A worker's XADD (chat.c's fields, loadgen's message size), from
+		# as many connections as there are workers, pipelined: the
+		# workers send their XADDs without waiting for the answers.
+		key = PREFIX + "bench:inbox-" + secrets.token_hex(3)
+		content = "b1 000be4c4 1234 56 %d" % time.monotonic_ns()
+		content += " " + "x" * (INTAKE_MSG - len(content) - 1)
+		n = a.redis_n
+		xadd, xcmd = self.redis_benchmark(self.workers, n, "-P",
+		    str(INTAKE_PIPELINE), "XADD", key, "*", "op", "broadcast",
+		    "room", prefix + "17", "worker", "localhost:123456", "conn",
+		    "1234", "user", str(self.load_base + 17), "username", "lg17",
+		    "content", content)
+		self.redis.cmd("XGROUP", "CREATE", key, "g", "0")
+		entries = int(self.redis.cmd("XLEN", key))
+		reads = max(1, entries // INTAKE_BATCH)
+		xr, rcmd = self.redis_benchmark(1, reads, "XREADGROUP", "GROUP",
+		    "g", "c", "COUNT", str(INTAKE_BATCH), "STREAMS", key, ">")
+		self.redis.cmd("DEL", key)
+		xr_ref = dict(xr, tool="redis-benchmark XREADGROUP COUNT %d, 1 "
+		    "connection" % INTAKE_BATCH, entries_per_s=round(
+		    xr["req_per_s"] * INTAKE_BATCH, 1), calls=reads)
+		xadd_ref = dict(xadd, tool="redis-benchmark XADD -c %d -P %d" % (
+		    self.workers, INTAKE_PIPELINE))
+		log("    references: %s rows/s stored (pgbench, batch p50 %s ms), "
+		    "%s XADD/s, %s entries/s by XREADGROUP" % (
+		    fmt_int(pg_ref["rows_per_s"]), (pg.get("latency_ms") or
+		    {}).get("p50"), fmt_int(xadd["req_per_s"]),
+		    fmt_int(xr_ref["entries_per_s"])))
+		return {"store": pg_ref, "xadd": xadd_ref, "xreadgroup": xr_ref,
+		    "commands": {"store": pcmd, "store_script": sql,
+		    "xadd": xcmd, "xreadgroup": rcmd}, "notes": notes}
+
+	def intake_entry(self, name, what, g, refs, cmd, err, judgement):
+		acc = g["accepted_per_s"]
+		return {
+			"scenario": name,
+			"what": what,
+			"gochat": g,
+			"reference": refs["store"],
+			"reference_xadd": refs["xadd"],
+			"reference_xreadgroup": refs["xreadgroup"],
+			# an open-loop run's rate is chosen, not measured
+			"ratio": ratio(acc, refs["store"]["rows_per_s"]) if
+			    g["loop"] == "closed" else None,
+			"ratio_xadd": ratio(acc, refs["xadd"]["req_per_s"]) if
+			    g["loop"] == "closed" else None,
+			"ratio_xreadgroup": ratio(acc,
+			    refs["xreadgroup"]["entries_per_s"]) if g["loop"] ==
+			    "closed" else None,
+			"ratio_note": "messages/s accepted (echoed to their sender, "
+			    "so stored and published) / rows/s the same store "
+			    "statement inserts in pgbench; / XADD/s; / entries/s "
+			    "XREADGROUP reads",
+			"unit": "messages/s",
+			"judge": judgement,
+			"commands": dict(refs["commands"], gochat=cmd),
+			"output": {"gochat": err},
+		}
+
+	def sc_intake(self):
+		a = self.a
+		out = []
+		refs = self.intake_references()
+		self.notes.extend(refs["notes"])
+		for clients, size, target in ((2000, 10, T_INTAKE_10),
+		    (1000, 2, T_INTAKE_2)):
+			g, cmd, err = self.intake_run(clients, size, a.duration)
+			met = g["accepted_per_s"] >= target and g["intact"]
+			out.append(self.intake_entry("intake_%d" % size,
+			    "%s clients in rooms of %d, all senders, closed loop"
+			    % (fmt_int(clients), size), g, refs, cmd, err,
+			    judge(">= %s msg/s, nothing lost, repeated or reordered"
+			    % fmt_int(target), met)))
+		g, cmd, err = self.intake_run(2000, 10, a.duration,
+		    rate=T_INTAKE_RATE)
+		lat = g["latency_ms"]
+		met = lat["p99"] <= T_INTAKE_P99 and g["intact"]
+		out.append(self.intake_entry("intake_fixed_10", "2,000 clients in "
+		    "rooms of 10, %s messages/s in all (open loop)" % fmt_int(
+		    T_INTAKE_RATE), g, refs, cmd, err, judge("at %s msg/s: p99 <= "
+		    "%g ms, nothing lost" % (fmt_int(T_INTAKE_RATE), T_INTAKE_P99),
+		    met)))
+		out.append(self.intake_partitions(refs))
+		return out
+
+	def partitions_known(self):
+		"""Does the binary know the key partitions? (gochat -t)"""
+		d = os.path.join(self.tmp, "partitions-check")
+		os.makedirs(d, exist_ok=True)
+		conf = dict(self.server_conf(harness.free_port(), 1),
+		    partitions=str(INTAKE_PARTITIONS))
+		path = harness.Server(self.a.bin, conf, d).write_conf()
+		r = subprocess.run([self.a.bin, "-t", "-c", path],
+		    capture_output=True, text=True, timeout=30)
+		return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+	def intake_partitions(self, refs):
+		"""Rooms of 10, closed loop: one instance with partitions = 16,
+		then two instances sharing PostgreSQL and Redis (every room's
+		members spread over both), INTAKE_PARTITIONS_KEYS in each."""
+		a = self.a
+		name = "intake_partitions"
+		ok, msg = self.partitions_known()
+		if not ok:
+			log("  %s skipped: this gochat does not know the key "
+			    "partitions (gochat -t: %s)" % (name, msg.splitlines()[-1]
+			    if msg else "?"))
+			return {"scenario": name, "skipped": "this gochat does not "
+			    "know the key 'partitions' (gochat -t: %s)" % (
+			    msg.splitlines()[-1] if msg else "?")}
+		extra = dict(INTAKE_PARTITIONS_KEYS)
+		runs = {}
+		second = None
+		try:
+			self.start_server(a.workers, extra=extra)
+			runs["one"] = self.intake_run(2000, 10, a.duration)
+			port2 = harness.free_port()
+			conf2 = dict(self.server_conf(port2, a.workers), **extra)
+			conf2["log_file"] = os.path.join(self.tmp, "gochat-run-2.log")
+			second = harness.Server(a.bin, conf2, os.path.join(self.tmp,
+			    "gochat-second"))
+			second.start(timeout=60)
+			harness.wait_for(lambda: len(second.workers()) >= a.workers, 30)
+			time.sleep(INTAKE_SETTLE)	# the hubs share the partitions
+			log("  second instance :%d (pid %d)" % (port2,
+			    second.master_pid))
+			runs["two"] = self.intake_run(2000, 10, a.duration,
+			    servers=[self.server, second])
+		finally:
+			if second is not None:
+				second.stop(timeout=60)
+			self.start_server(a.workers)
+		g1, g2 = runs["one"][0], runs["two"][0]
+		ent = self.intake_entry(name, "2,000 clients in rooms of 10, closed "
+		    "loop, partitions = %d: two instances / one" % INTAKE_PARTITIONS,
+		    g2, refs, runs["two"][1], runs["two"][2], judge("nothing lost, "
+		    "repeated or reordered with two instances", g2["intact"]))
+		ent["one_instance"] = g1
+		ent["ratio_two_over_one"] = ratio(g2["accepted_per_s"],
+		    g1["accepted_per_s"])
+		ent["config"] = extra
+		ent["commands"]["one_instance"] = runs["one"][1]
+		return ent
+
 	def sc_login(self):
 		a = self.a
 		tag = secrets.token_hex(3)
@@ -1394,6 +1923,9 @@ def check_feed_sql(pg, uid, api_ids):
 def table_rows(s):
 	"""(scenario, gochat, reference, ratio, p50, p99, target, status)."""
 	name = s["scenario"]
+	if "skipped" in s:
+		return [(name, "skipped", "-", "-", "-", "-", "-",
+		    s["skipped"][:60])]
 	if "error" in s:
 		return [(name, "ERROR", "-", "-", "-", "-", "-",
 		    s["error"].splitlines()[0][:60])]
@@ -1450,6 +1982,8 @@ def table_rows(s):
 			    tgt if x["rate"] == T_RATE else "",
 			    status if x["rate"] == T_RATE else ""))
 		return rows
+	if name.startswith("intake"):
+		return intake_rows(s, tgt, status, lat)
 	if name == "login":
 		st = g.get("storm", {})
 		return [(name, "chat p99 %.2f ms during %s logins/s" % (
@@ -1465,6 +1999,67 @@ def table_rows(s):
 		    fmt_ratio(s["ratio"]), lat(c.get("latency_ms"), "p50"),
 		    lat(c.get("latency_ms"), "p99"), tgt, status)]
 	return [(name, "?", "-", "-", "-", "-", tgt, status)]
+
+
+def intake_rows(s, tgt, status, lat):
+	"""The intake scenarios: the run, its references, where the CPU went."""
+	g, rows = s["gochat"], []
+
+	def run_row(label, g, first):
+		bad = ", ".join("%d %s" % (g[k], k.replace("_", " ")) for k in
+		    ("losses", "duplicates", "order_violations") if g.get(k))
+		if not g["stored_ok"]:
+			bad += (", " if bad else "") + "stored %d" % g["stored"]
+		return (label, "%s msg/s, %s deliv/s%s" % (fmt_int(
+		    g["accepted_per_s"]), fmt_int(g["deliveries_per_s"]),
+		    " (%s)" % bad if bad else ""), "%s rows/s %s" % (fmt_int(
+		    s["reference"]["rows_per_s"]), "pgbench") if first else "",
+		    fmt_ratio(ratio(g["accepted_per_s"], s["reference"][
+		    "rows_per_s"]) if g["loop"] == "closed" else None),
+		    lat(g["latency_ms"], "p50"),
+		    lat(g["latency_ms"], "p99"), tgt if first else "",
+		    status if first else "")
+
+	def cpu_row(g):
+		c = g.get("cpu")
+		if not c:
+			return ("  CPU", "not sampled", "", "", "", "", "", "")
+		us = c["us_per_msg"]
+		return ("  CPU us/msg", ", ".join("%s %.1f" % (k, us[k]) for k in
+		    ("workers", "hub", "redis", "postgres", "loadgen", "master")
+		    if us.get(k) is not None) + ("; all %.1f" % c["us_per_msg_all"]
+		    if c.get("us_per_msg_all") is not None else ""),
+		    "%.2f of %d cores busy%s, others %.2f" % (
+		    c["machine_cores_busy"], c["cores_total"], " (bound)" if
+		    c["cores_bound"] else "", c["cores_others"]), "", "", "", "",
+		    "")
+
+	if "one_instance" in s:
+		rows.append(run_row(s["scenario"] + " (1)", s["one_instance"],
+		    True))
+		rows.append(cpu_row(s["one_instance"]))
+		rows.append(run_row("  2 instances", g, False))
+		rows[-1] = rows[-1][:3] + ("x%s vs 1" % fmt_ratio(s[
+		    "ratio_two_over_one"]),) + rows[-1][4:6] + (tgt, status)
+	else:
+		rows.append(run_row(s["scenario"], g, True))
+	rows.append(cpu_row(g))
+	if s["scenario"] == "intake_fixed_10":
+		rows.append(("  p99.9 %s ms" % lat(g["latency_ms"], "p99.9"), "", "",
+		    "", "", "", "", ""))
+	if s["scenario"] != "intake_10":	# the same references: once
+		return rows
+	rx, rr = s["reference_xadd"], s["reference_xreadgroup"]
+	pc = s["reference"].get("cpu")
+	if pc and pc.get("us_per_row") is not None:
+		rows.append(("  store", "", "PostgreSQL %.1f CPU-us/row in pgbench"
+		    % pc["us_per_row"], "", "", "", "", ""))
+	rows.append(("  inbox", "", "%s XADD/s" % fmt_int(rx["req_per_s"]),
+	    fmt_ratio(s["ratio_xadd"]), "", "", "", ""))
+	rows.append(("", "", "%s entries/s XREADGROUP" % fmt_int(
+	    rr["entries_per_s"]), fmt_ratio(s["ratio_xreadgroup"]), "", "", "",
+	    ""))
+	return rows
 
 
 def print_table(results, a):
@@ -1582,6 +2177,15 @@ def main(argv=None):
 		    capture_output=True, text=True)
 		b.gnuplot_terms = r.stdout + r.stderr
 	b.nload = max([1000] + (a.idle_counts if "idle" in a.only else []))
+	if "intake" in a.only:
+		for tool in ("pgbench", "redis-benchmark", "loadgen"):
+			if not paths[tool]:
+				print("bench: intake needs %s: %s" % (tool, hints[tool]),
+				    file=sys.stderr)
+				return 2
+		# one user per client: a user's second connection in a room
+		# brings no join event of its own
+		b.nload = max(b.nload, 2000)
 
 	signal.signal(signal.SIGINT, on_signal)
 	signal.signal(signal.SIGTERM, on_signal)

@@ -175,6 +175,11 @@ static uint32_t		  run_id;
 static uint64_t		  key_seed;
 static struct sockaddr_storage dst;
 static socklen_t	  dstlen;
+#define MAX_ALSO	8
+/* --also: more instances */
+static struct sockaddr_storage also[MAX_ALSO];
+static socklen_t	  alsolen[MAX_ALSO];
+static unsigned		  nalso;
 static char		  hosthdr[300];
 static struct sockaddr_storage *binds;
 static unsigned		  nbinds;
@@ -1535,6 +1540,27 @@ start_failed(struct conn *c, int fd)
 	mark_failed(c);
 }
 
+/*
+ * The instance client gi talks to: HOST:PORT or one of the --also ones.
+ * Clients of a room are gi = r, r + nrooms, r + 2 * nrooms, ... (room_of),
+ * so taking gi / nrooms spreads every room's members over the instances.
+ */
+static const struct sockaddr_storage *
+target_of(uint32_t gi, socklen_t *len)
+{
+	unsigned i = 0;
+
+	if (nalso > 0)
+		i = (O.mode == M_HTTP || nrooms == 0 ? gi : gi / nrooms) %
+		    (nalso + 1);
+	if (i == 0) {
+		*len = dstlen;
+		return &dst;
+	}
+	*len = alsolen[i - 1];
+	return &also[i - 1];
+}
+
 static socklen_t
 sa_len(const struct sockaddr_storage *ss)
 {
@@ -1546,6 +1572,8 @@ static void
 conn_start(struct conn *c)
 {
 	struct worker *w = c->w;
+	const struct sockaddr_storage *to;
+	socklen_t tolen;
 	int fd, one = 1;
 
 	c->state = CS_CONNECTING;
@@ -1556,7 +1584,8 @@ conn_start(struct conn *c)
 		c->pending = 1;
 		w->pending++;
 	}
-	if ((fd = socket(dst.ss_family, SOCK_STREAM, 0)) == -1) {
+	to = target_of(c->gi, &tolen);
+	if ((fd = socket(to->ss_family, SOCK_STREAM, 0)) == -1) {
 		start_failed(c, -1);
 		return;
 	}
@@ -1579,7 +1608,7 @@ conn_start(struct conn *c)
 			return;
 		}
 	}
-	if (connect(fd, (const struct sockaddr *)&dst, dstlen) == -1 &&
+	if (connect(fd, (const struct sockaddr *)to, tolen) == -1 &&
 	    errno != EINPROGRESS && errno != EINTR) {
 		start_failed(c, fd);
 		return;
@@ -2515,6 +2544,8 @@ usage(int code)
 "                uses line i mod lines (chat, idle: required)\n"
 "  -H 'K: V'     extra request header (repeatable)\n"
 "  -b A1,A2,..   local source addresses, bound round robin (127.0.0.x)\n"
+"  --also HOST:PORT  another instance (repeatable): clients are spread\n"
+"                over HOST:PORT and these, every room over all of them\n"
 "  --max-pending N  connects/handshakes/joins in flight at once (256)\n"
 "  --timeout S   connect, handshake, join and request timeout (10)\n"
 "  -q            no table on stderr\n"
@@ -2553,6 +2584,7 @@ main(int argc, char **argv)
 		{ "frag", no_argument, NULL, 5 },
 		{ "ping", required_argument, NULL, 6 },
 		{ "rooms", required_argument, NULL, 7 },
+		{ "also", required_argument, NULL, 8 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -2622,6 +2654,12 @@ main(int argc, char **argv)
 		case 5: O.frag = 1; break;
 		case 6: O.ping = (unsigned)atoi(optarg); break;
 		case 7: O.nrooms_opt = (unsigned)atoi(optarg); break;
+		case 8:
+			if (nalso == MAX_ALSO)
+				die("at most %d --also", MAX_ALSO);
+			parse_addr(optarg, &also[nalso], &alsolen[nalso], 1);
+			nalso++;
+			break;
 		case 'h': usage(0); break;
 		default: usage(2);
 		}
