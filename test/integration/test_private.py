@@ -4,16 +4,18 @@ exists only for its members on every route (a non-member gets exactly the
 unknown room's 404), the owner's and members' rights, removal and
 deletion closing sockets on the other instance, the one direct room of a
 pair whoever asks first (also at once on both instances), and what an
-account deletion leaves."""
+account deletion leaves; and a socket whose upgrade raced its removal
+(or the room's deletion) closed all the same (section 8)."""
 
 import threading
 import time
 
 import pytest
 
-from conftest import needs_own_server
-from test_chat import (all_history, all_rooms, assert_json_error, call,
-    join, ok_json, register, room_object, try_join, unique)
+from conftest import needs_own_server, wait_for
+from test_chat import (WS, all_history, all_rooms, assert_json_error, call,
+    join, ok_json, open_socket, read_head, register, room_object, try_join,
+    unique, upgrade_request)
 from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
 from test_chat_faults import settled
 
@@ -313,3 +315,115 @@ def test_account_deletion_removes_memberships_and_owners(pair):
 	add(b, other, rid, register(b), status=403)
 	assert_json_error(call(b, "DELETE", "/ws/rooms/%s" % rid, other), 403)
 	assert remove(b, other, rid, other["id"]).status_code == 204
+
+
+# --- 8: revocation has no window, for rooms too ------------------------------
+
+def race_upgrades(a, b, user, rid, revoke):
+	"""Upgrades of user to room rid, sent one after the other from four
+	threads (two per instance), before, while and just after revoke()
+	runs; returns (WS of those answered 101, how many were refused 404)."""
+	socks, done = [], threading.Event()
+
+	def upgrade_stream(srv):
+		after = 0
+		while len(socks) < 1000 and after < 50:
+			s = open_socket(srv)
+			req, _ = upgrade_request(srv, "/ws/joinRoom/%s" % rid,
+			    token=user["token"])
+			s.sendall(req)
+			socks.append((srv, s))
+			if done.is_set():
+				after += 1
+	senders = [threading.Thread(target=upgrade_stream, args=(srv,))
+	    for srv in (a, b, a, b)]
+	for t in senders:
+		t.start()
+	try:
+		assert wait_for(lambda: len(socks) >= 20, 10)
+		revoke()
+	finally:
+		done.set()
+		for t in senders:
+			t.join()
+	joined, refused = [], 0
+	for srv, s in socks:
+		ans, rest = read_head(s, timeout=10)
+		if ans.status == 101:
+			joined.append(WS(s, rest, label="raced@%s" % srv.port))
+		else:
+			assert ans.status == 404, (ans.status, ans.body)
+			refused += 1
+			s.close()
+	return joined, refused
+
+
+@pytest.mark.parametrize("how", ["remove", "delete"])
+def test_sockets_whose_upgrade_raced_the_removal_are_closed(pair, how):
+	"""A member's upgrades stream in on both instances while the owner
+	removes them from the private room (or deletes the room), six rounds
+	(re-added, or a new room): each upgrade is either refused (404) or,
+	joined, closed with 1008 at once; none stays open and chatting.
+
+	Two ways to miss: a socket joined before its worker heard the removal
+	must be closed by it (chat_on_room_control()); a join whose membership
+	check read the room before the removal's commit but whose answer its
+	worker handles after the removal's event must be refused
+	(chat_room_revoked()). The second window is narrow (a PostgreSQL
+	backend descheduled between its snapshot and its answer): under this
+	load it opens in a round now and then, not in every run."""
+	a, b = pair
+	owner, member = register(a), register(b)
+	reason = {"remove": b"removed from the room",
+	    "delete": b"room deleted"}[how]
+	rid = room_with(a, owner, member)
+	left, late, reasons, njoined = [], [], set(), 0
+	for i in range(6):
+		srv, other = (a, b) if i % 2 == 0 else (b, a)
+		if i > 0 and how == "remove":
+			add(other, owner, rid, member)
+		elif i > 0:
+			rid = room_with(other, owner, member)
+		watcher = join(other, rid, owner) if how == "remove" else None
+
+		def revoke():
+			if how == "remove":
+				r = remove(srv, owner, rid, member["id"])
+			else:
+				r = call(srv, "DELETE", "/ws/rooms/%s" % rid, owner)
+			assert r.status_code == 204, r.text
+		joined, refused = race_upgrades(a, b, member, rid, revoke)
+		# Their close frames were sent long ago, or are never sent: a
+		# second after the last answer was read is plenty.
+		deadline = time.monotonic() + 1.0
+		stayed = []
+		for ws in joined:
+			try:
+				code = ws.wait_closed(max(0.05, deadline -
+				    time.monotonic()))
+			except AssertionError:
+				stayed.append(ws)
+				continue
+			reasons.add((code, ws.close_reason))
+		for ws in stayed:	# what a ghost could do: chat on
+			try:
+				ws.send("ghost")
+			except OSError:
+				pass
+		print("\n%s, round %d: %d upgrades answered 101, %d refused, "
+		    "%d left open" % (how, i + 1, len(joined), refused,
+		    len(stayed)))
+		left += [ws.describe() for ws in stayed]
+		njoined += len(joined)
+		if watcher is not None:
+			time.sleep(0.3 if stayed else 0)
+			late += [e for e in watcher.messages()
+			    if e["content"] == "ghost"]
+			assert watcher.is_open(), watcher.describe()
+			watcher.close()
+		for ws in joined:
+			ws.abort()
+	assert not left, "%d of %d joined sockets stayed open after the %s:\n%s" \
+	    % (len(left), njoined, how, "\n".join(left[:5]))
+	assert reasons <= {(CLOSE_POLICY, reason)}, sorted(reasons)
+	assert not late, "ghosts chatted on: %r" % late[:3]
