@@ -32,6 +32,9 @@ static int	utf8_step(unsigned *state, unsigned char c);
 static size_t	utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
 static int	utf8_is_space(uint32_t cp);
 static int	utf8_is_invisible(uint32_t cp);
+static int	utf8_is_hidden(uint32_t cp);
+static int	utf8_find(const char *s, size_t len, int (*pred)(uint32_t),
+		    int want, int bad);
 
 int
 utf8_valid(const char *s, size_t len)
@@ -57,37 +60,15 @@ utf8_count(const char *s, size_t len)
 int
 utf8_blank(const char *s, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	uint32_t cp;
-	size_t n;
-
-	while (len > 0) {
-		if ((n = utf8_decode(p, len, &cp)) == 0)
-			return 0;	/* invalid text is not blank */
-		if (!utf8_is_space(cp))
-			return 0;
-		p += n;
-		len -= n;
-	}
-	return 1;
+	/* Invalid text is not blank. */
+	return utf8_find(s, len, utf8_is_space, 0, 1) == 0;
 }
 
 int
 utf8_has_invisible(const char *s, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	uint32_t cp;
-	size_t n;
-
-	while (len > 0) {
-		if ((n = utf8_decode(p, len, &cp)) == 0)
-			return 1;	/* invalid text shows nothing right */
-		if (utf8_is_space(cp) || utf8_is_invisible(cp))
-			return 1;
-		p += n;
-		len -= n;
-	}
-	return 0;
+	/* Invalid text shows nothing right. */
+	return utf8_find(s, len, utf8_is_hidden, 1, 1);
 }
 
 int
@@ -215,5 +196,35 @@ utf8_is_invisible(uint32_t cp)
 	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
 		if (cp >= ranges[i][0] && cp <= ranges[i][1])
 			return 1;
+	return 0;
+}
+
+/* White space, a control or a format character: nothing of its own. */
+static int
+utf8_is_hidden(uint32_t cp)
+{
+	return utf8_is_space(cp) || utf8_is_invisible(cp);
+}
+
+/*
+ * 1 if some code point of s has pred(cp) == want, 0 if none has; bad if
+ * s is not valid UTF-8.
+ */
+static int
+utf8_find(const char *s, size_t len, int (*pred)(uint32_t), int want,
+    int bad)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp;
+	size_t n;
+
+	while (len > 0) {
+		if ((n = utf8_decode(p, len, &cp)) == 0)
+			return bad;
+		if ((pred(cp) != 0) == want)
+			return 1;
+		p += n;
+		len -= n;
+	}
 	return 0;
 }
