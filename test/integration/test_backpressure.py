@@ -265,6 +265,23 @@ def test_pings_never_read_hold_the_worker_bounded_and_close_1008(
 	assert peak_rss(pid) - before < GROWTH_MAX
 
 
+def frames_until(ws, last, what, timeout=10):
+	"""(opcode, payload) of every frame ws reads, up to and including
+	the first for which last(opcode, payload) is true."""
+	ws.sock.settimeout(timeout)
+	seen, buf = [], bytearray(ws.buf)
+	while not seen or not last(*seen[-1]):
+		f = decode_frame(buf)
+		if f is None:
+			data = ws.sock.recv(65536)
+			assert data, "closed before %s came: %r" % (what, seen)
+			buf += data
+			continue
+		del buf[:f[5]]
+		seen.append((f[2], f[4]))
+	return seen
+
+
 def test_a_pong_is_not_held_behind_the_message_of_the_same_read(server):
 	"""ping, text, ping in one TCP segment: both pongs come back, and
 	before the message event of that text (which the hub sends later).
@@ -277,17 +294,8 @@ def test_a_pong_is_not_held_behind_the_message_of_the_same_read(server):
 	content = "order-%s" % os.urandom(4).hex()
 	ws.send_raw(encode_frame(OP_PING, b"first") + encode_frame(OP_TEXT,
 	    content) + encode_frame(OP_PING, b"second"))
-	ws.sock.settimeout(10)
-	seen, buf = [], bytearray(ws.buf)
-	while not any(op == OP_TEXT and content.encode() in p for op, p in seen):
-		f = decode_frame(buf)
-		if f is None:
-			data = ws.sock.recv(65536)
-			assert data, "closed before the message came: %r" % seen
-			buf += data
-			continue
-		del buf[:f[5]]
-		seen.append((f[2], f[4]))
+	seen = frames_until(ws, lambda op, p: op == OP_TEXT and
+	    content.encode() in p, "the message")
 	pongs = [p for op, p in seen if op == OP_PONG]
 	assert pongs == [b"first", b"second"], "frames before the message: " \
 	    "%r" % seen
@@ -302,17 +310,7 @@ def test_a_ping_before_a_close_is_answered(server):
 	ws = WS.connect(server, room, token=a["token"], reader=False)
 	ws.send_raw(encode_frame(OP_PING, b"before") + encode_frame(OP_CLOSE,
 	    struct.pack("!H", 1000)))
-	ws.sock.settimeout(10)
-	seen, buf = [], bytearray(ws.buf)
-	while not any(op == OP_CLOSE for op, _ in seen):
-		f = decode_frame(buf)
-		if f is None:
-			data = ws.sock.recv(65536)
-			assert data, "closed without a close frame: %r" % seen
-			buf += data
-			continue
-		del buf[:f[5]]
-		seen.append((f[2], f[4]))
+	seen = frames_until(ws, lambda op, p: op == OP_CLOSE, "a close frame")
 	control = [(op, p) for op, p in seen if op in (OP_PONG, OP_CLOSE)]
 	assert control == [(OP_PONG, b"before"), (OP_CLOSE,
 	    struct.pack("!H", 1000))], control
