@@ -510,7 +510,11 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 	ARG(chat->inbox, strlen(chat->inbox));
 	ARG("*", 1);
 	ARG("op", 2);
-	ARG(op, strlen(op));
+	/* "rejoin": a register that rebuilds presence only (common/msg.h). */
+	if (strcmp(op, "rejoin") == 0)
+		ARG("register", 8);
+	else
+		ARG(op, strlen(op));
 	ARG("room", 4);
 	ARG(room, strlen(room));
 	ARG("worker", 6);
@@ -531,6 +535,10 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 		    chat->w->conf->history_on_join);
 		ARG("history", 7);
 		ARG(history, strlen(history));
+	}
+	if (strcmp(op, "rejoin") == 0) {
+		ARG("rejoin", 6);
+		ARG("1", 1);
 	}
 #undef ARG
 	if (bus_commandv(chat->w->redis, cb, arg, argc, argv, lens) == -1) {
@@ -991,22 +999,27 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
 /*
  * The hub missed this worker's heartbeat (the process was stopped, or
  * starved) and dropped the presence of every connection it had registered:
- * their leaves are announced and getClients no longer lists them. Close
- * each registered member with 1011 so its client reconnects and joins
- * again, instead of chatting on as a ghost. Members registered after the
- * drop are closed too (and properly unregistered): a reconnect costs less
- * than telling them apart. Members still subscribing register later and
- * are kept.
+ * their leaves are announced and getClients no longer lists them. The
+ * worker is alive, so its clients are not thrown out: each registered
+ * member is registered again with rejoin "1", which rebuilds its presence
+ * without a second join event or history. A member registered after the
+ * drop is registered already: the hub ignores the rejoin. Members still
+ * subscribing register later. Only one whose rejoin cannot be sent (Redis
+ * is away) is closed with 1011, so that its client joins again.
  */
 static void
 chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
 {
 	size_t *n = arg;
 
-	(void)chat;
 	if (!m->registered || m->state == MEMBER_CLOSING)
 		return;
-	chat_close_member(m, WS_CLOSE_ERROR, "presence lost; reconnect");
+	if (chat_inbox_xadd(chat, "rejoin", m->room->id, m->conn->id, m->uid,
+	    m->username, NULL, 0, NULL, NULL) == -1) {
+		chat_close_member(m, WS_CLOSE_ERROR, "presence lost; "
+		    "reconnect");
+		return;
+	}
 	(*n)++;
 }
 
@@ -1016,8 +1029,8 @@ chat_on_dropped(struct chat *chat)
 	size_t n = 0;
 
 	chat_each(chat, chat_dropped_member, &n);
-	log_warnx("the hub took this worker for dead; %zu sockets closed "
-	    "(1011) so that their clients join again", n);
+	log_warnx("the hub took this worker for dead; %zu sockets registered "
+	    "again (no join event)", n);
 }
 
 struct chat_revoke {
