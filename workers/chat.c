@@ -232,6 +232,7 @@ chat_new(struct worker *w)
 		return NULL;
 	}
 	bus_set_timeout(chat->sub, w->conf->backend_timeout * 1000);
+	bus_set_priority(chat->beat, WORKER_PRI_LIVE);
 	return chat;
 }
 

@@ -55,6 +55,7 @@ worker_main(const struct proc_ctx *ctx)
 	static struct worker w;
 	struct timeval one = { 1, 0 };
 	char shown[CONF_STR_MAX];
+	struct event_config *cfg;
 
 	w.id = ctx->id;
 	w.ctx = ctx;
@@ -69,8 +70,13 @@ worker_main(const struct proc_ctx *ctx)
 		log_warnx("no metrics slot free: /metrics will miss this "
 		    "worker");
 
-	if ((w.base = event_base_new()) == NULL)
-		fatalx("event_base_new() failed");
+	if ((cfg = event_config_new()) == NULL ||
+	    event_config_set_max_dispatch_interval(cfg, NULL, WORKER_SLICE,
+	    WORKER_PRI_LIVE + 1) == -1 ||
+	    (w.base = event_base_new_with_config(cfg)) == NULL ||
+	    event_base_priority_init(w.base, WORKER_NPRI) == -1)
+		fatalx("cannot set up the event loop");
+	event_config_free(cfg);
 	/* Never added: conn.c activates it once per pass (conn_pend). */
 	if ((w.flush = event_new(w.base, -1, 0, worker_flush_cb, &w)) == NULL)
 		fatalx("cannot set up the write flush");
@@ -106,6 +112,8 @@ worker_main(const struct proc_ctx *ctx)
 	w.sig_usr1 = evsignal_new(w.base, SIGUSR1, worker_signal_cb, &w);
 	w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal_cb, &w);
 	w.cron = event_new(w.base, -1, EV_PERSIST, worker_cron_cb, &w);
+	if (w.cron != NULL)
+		(void)event_priority_set(w.cron, WORKER_PRI_LIVE);
 	w.gate = event_new(w.base, -1, EV_PERSIST, worker_gate_cb, &w);
 	w.gate_deadline = util_mono_ms() + WORKER_GATE_MS;
 	if (w.gate == NULL || event_add(w.gate, &(struct timeval){ 0, 10000 })
