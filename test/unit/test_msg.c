@@ -1,4 +1,5 @@
-/* Unit tests of common/msg.c: the register entry's history field. */
+/* Unit tests of common/msg.c: the register entry's history and rejoin
+ * fields. */
 #include "config.h"
 
 #include <string.h>
@@ -20,6 +21,36 @@ parse_register(struct msg_entry *e, const char *h)
 	for (size_t i = 0; i < n; i++)
 		lens[i] = strlen(argv[i]);
 	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
+}
+
+/* A register entry with rejoin = r unless r is NULL (issue 18). */
+static int
+parse_rejoin(struct msg_entry *e, const char *r)
+{
+	const char *argv[14] = { "op", "register", "room", "lobby", "worker",
+	    "vm:1", "conn", "7", "user", "3", "username", "alice", "rejoin",
+	    r };
+	size_t lens[14];
+	size_t n = r != NULL ? 14 : 12;
+	char err[128];
+
+	for (size_t i = 0; i < n; i++)
+		lens[i] = strlen(argv[i]);
+	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
+}
+
+static void
+test_rejoin(void)
+{
+	struct msg_entry e;
+
+	ok(parse_rejoin(&e, NULL) == 0 && e.rejoin == 0,
+	    "without rejoin: a join (older workers' entries)");
+	ok(parse_rejoin(&e, "0") == 0 && e.rejoin == 0, "rejoin 0: a join");
+	ok(parse_rejoin(&e, "1") == 0 && e.rejoin == 1, "rejoin 1");
+	ok(parse_rejoin(&e, "2") == -1, "rejoin 2 is refused");
+	ok(parse_rejoin(&e, "") == -1, "an empty rejoin is refused");
+	ok(parse_rejoin(&e, "1x") == -1, "rejoin 1x is refused");
 }
 
 /* Every key and channel name, as SPEC.md section 7 shows them. */
@@ -111,5 +142,6 @@ main(void)
 	ok(parse_register(&e, "") == -1, "an empty history is refused");
 	test_names();
 	test_events();
+	test_rejoin();
 	return tap_done();
 }
