@@ -7,15 +7,14 @@
 #include "common/msg.h"
 #include "test/unit/tap.h"
 
-/* A register entry, with history = h unless h is NULL. */
+/* A register entry, with field = v unless v is NULL. */
 static int
-parse_register(struct msg_entry *e, const char *h)
+parse_with(struct msg_entry *e, const char *field, const char *v)
 {
 	const char *argv[14] = { "op", "register", "room", "lobby", "worker",
-	    "vm:1", "conn", "7", "user", "3", "username", "alice", "history",
-	    h };
+	    "vm:1", "conn", "7", "user", "3", "username", "alice", field, v };
 	size_t lens[14];
-	size_t n = h != NULL ? 14 : 12;
+	size_t n = v != NULL ? 14 : 12;
 	char err[128];
 
 	for (size_t i = 0; i < n; i++)
@@ -23,35 +22,8 @@ parse_register(struct msg_entry *e, const char *h)
 	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
 }
 
-/* A register entry with rejoin = r unless r is NULL (issue 18). */
-static int
-parse_rejoin(struct msg_entry *e, const char *r)
-{
-	const char *argv[14] = { "op", "register", "room", "lobby", "worker",
-	    "vm:1", "conn", "7", "user", "3", "username", "alice", "rejoin",
-	    r };
-	size_t lens[14];
-	size_t n = r != NULL ? 14 : 12;
-	char err[128];
-
-	for (size_t i = 0; i < n; i++)
-		lens[i] = strlen(argv[i]);
-	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
-}
-
-static void
-test_rejoin(void)
-{
-	struct msg_entry e;
-
-	ok(parse_rejoin(&e, NULL) == 0 && e.rejoin == 0,
-	    "without rejoin: a join (older workers' entries)");
-	ok(parse_rejoin(&e, "0") == 0 && e.rejoin == 0, "rejoin 0: a join");
-	ok(parse_rejoin(&e, "1") == 0 && e.rejoin == 1, "rejoin 1");
-	ok(parse_rejoin(&e, "2") == -1, "rejoin 2 is refused");
-	ok(parse_rejoin(&e, "") == -1, "an empty rejoin is refused");
-	ok(parse_rejoin(&e, "1x") == -1, "rejoin 1x is refused");
-}
+#define parse_register(e, h)	parse_with((e), "history", (h))
+#define parse_rejoin(e, r)	parse_with((e), "rejoin", (r))
 
 /* Every key and channel name, as SPEC.md section 7 shows them. */
 static void
@@ -122,6 +94,20 @@ test_events(void)
 	ok(msg_event_type("Message") == MSG_EV_UNKNOWN, "case matters");
 	ok(msg_event_type("") == MSG_EV_UNKNOWN, "empty: unknown");
 	ok(msg_event_type("messages") == MSG_EV_UNKNOWN, "a longer name");
+}
+
+static void
+test_rejoin(void)
+{
+	struct msg_entry e;
+
+	ok(parse_rejoin(&e, NULL) == 0 && e.rejoin == 0,
+	    "without rejoin: a join (older workers' entries)");
+	ok(parse_rejoin(&e, "0") == 0 && e.rejoin == 0, "rejoin 0: a join");
+	ok(parse_rejoin(&e, "1") == 0 && e.rejoin == 1, "rejoin 1");
+	ok(parse_rejoin(&e, "2") == -1, "rejoin 2 is refused");
+	ok(parse_rejoin(&e, "") == -1, "an empty rejoin is refused");
+	ok(parse_rejoin(&e, "1x") == -1, "rejoin 1x is refused");
 }
 
 int
