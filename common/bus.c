@@ -698,15 +698,27 @@ bus_set_priority(struct bus *bus, int pri)
 		bus_ac_priority(bus);
 }
 
-/* The priority of the events of bus->ac (hiredis 0.14's adapter), set
- * while they are not active: right after they are made. */
+/*
+ * The priority of the events of bus->ac, set while they are not active:
+ * right after they are made. The adapter's struct differs by hiredis
+ * version (configure finds which): 0.14 has rev and wev, 1.x one ev. With
+ * another, the bus keeps the default priority (its timers still get pri).
+ */
 static void
 bus_ac_priority(struct bus *bus)
 {
+#if defined(HAVE_HIREDIS_LIBEVENT_REV_WEV) || defined(HAVE_HIREDIS_LIBEVENT_EV)
 	redisLibeventEvents *ev = bus->ac->ev.data;
+#endif
 
+#if defined(HAVE_HIREDIS_LIBEVENT_REV_WEV)
 	(void)event_priority_set(ev->rev, bus->priority);
 	(void)event_priority_set(ev->wev, bus->priority);
+#elif defined(HAVE_HIREDIS_LIBEVENT_EV)
+	(void)event_priority_set(ev->ev, bus->priority);
+#else
+	(void)bus;
+#endif
 }
 
 /* ---- commands ------------------------------------------------------------ */
