@@ -20,7 +20,7 @@
 #include "hub/sweep.h"
 #include "hub/tx.h"
 
-#define SWEEP_GRACE_MS		4000	/* a worker never seen alive has
+#define SWEEP_GRACE_MS		2000	/* a worker never seen alive has
 					 * this long to set its heartbeat */
 
 /* A heartbeat check: the workers asked about, in MGET's order. */

@@ -117,6 +117,7 @@ struct chat {
 	struct bus	*sub;		/* SUBSCRIBE only */
 	struct bus	*beat;		/* the heartbeat only: it never
 					 * queues behind chat traffic */
+	int		 beating;	/* a heartbeat was acknowledged */
 	char		 wid[96];	/* <instance>:<pid> */
 	char		 worker_channel[192];
 	char		 control_channel[128];
@@ -165,6 +166,7 @@ static void	chat_on_history(struct chat *, struct json_doc *,
 		    const char *, size_t);
 static void	chat_on_dropped(struct chat *);
 static void	chat_beat_connected(struct bus *, void *);
+static void	chat_beat_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
 static void	chat_on_room_control(struct chat *, struct json_doc *, int,
 		    int64_t);
@@ -1161,9 +1163,31 @@ chat_room_revoked(struct chat *chat, const char *room, int64_t uid,
 void
 chat_heartbeat(struct chat *chat)
 {
-	if (bus_connected(chat->beat))
+	if (!bus_connected(chat->beat))
+		return;
+	if (chat->beating)
 		bus_send(chat->beat, "SET %s 1 EX %d", chat->alive_key,
 		    CHAT_ALIVE_TTL_S);
+	else if (bus_command(chat->beat, chat_beat_cb, chat, "SET %s 1 EX %d",
+	    chat->alive_key, CHAT_ALIVE_TTL_S) == -1)
+		log_debug("heartbeat: not sent; again in a second");
+}
+
+/* The first acknowledged heartbeat opens the worker's gate. */
+static void
+chat_beat_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat *chat = arg;
+
+	(void)bus;
+	if (reply != NULL && bus_reply_type(reply) != BUS_ERROR)
+		chat->beating = 1;
+}
+
+int
+chat_beating(const struct chat *chat)
+{
+	return chat->beating;
 }
 
 /* On every connection of the heartbeat's bus: tell the hub at once. */

@@ -305,7 +305,10 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (w->stopping)
 		return;
-	up = db_pool_up(w->db) && bus_connected(w->redis);
+	/* The heartbeat first: the hub takes a worker whose connections
+	 * register before its first heartbeat for dead (SWEEP_GRACE_MS). */
+	up = db_pool_up(w->db) && bus_connected(w->redis) &&
+	    chat_beating(w->chat);
 	if (!up && util_mono_ms() < w->gate_deadline)
 		return;
 	event_del(w->gate);
@@ -317,7 +320,8 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		log_info("serving on %s", w->conf->listen);
 	else
 		log_warnx("serving on %s without %s", w->conf->listen,
-		    db_pool_up(w->db) ? "Redis" : "PostgreSQL");
+		    !db_pool_up(w->db) ? "PostgreSQL" : bus_connected(w->redis)
+		    ? "its heartbeat" : "Redis");
 }
 
 /* Before the loop polls again: the WebSockets written to in this pass. */
