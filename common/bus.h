@@ -76,9 +76,10 @@ void	bus_set_timeout(struct bus *bus, int ms);
 
 /*
  * Serve this bus's socket and timer events at libevent priority pri of
- * its base (event_base_priority_init()), from its next connection on: a
- * worker's heartbeat connection runs before a backlog of other events.
- * Call it before the first connection (right after bus_new()).
+ * its base (event_base_priority_init()), its current connection and
+ * every later one: a worker's heartbeat connection runs before a backlog
+ * of other events. Call it right after bus_new(), before the loop runs
+ * (an active event's priority cannot change).
  */
 void	bus_set_priority(struct bus *bus, int pri);
 
