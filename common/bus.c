@@ -103,6 +103,7 @@ struct bus {
 	struct event	*deadline_ev;	/* at the oldest timed call's */
 	TAILQ_HEAD(, bus_call) calls;	/* timed, oldest first */
 	int		 send_failing;	/* bus_send() logged a failure */
+	int		 priority;	/* of its events; -1: the default */
 };
 
 static int	bus_parse_num(const char **, long, long *);
@@ -110,6 +111,7 @@ static int	bus_url_decode(const char *, size_t, char *, size_t);
 static int	bus_url_parse(const char *, struct bus_url *);
 static void	bus_set_timer(struct event *, int);
 static void	bus_connect(struct bus *);
+static void	bus_ac_priority(struct bus *);
 static void	bus_failed(struct bus *, const char *);
 static void	bus_ready(struct bus *);
 static void	bus_close(struct bus *);
@@ -348,6 +350,8 @@ bus_connect(struct bus *bus)
 	if (bus->url.path[0] == '\0')
 		(void)redisEnableKeepAlive(&ac->c);
 	bus->ac = ac;
+	if (bus->priority >= 0)
+		bus_ac_priority(bus);
 	bus->state = BUS_CONNECTING;
 	bus_set_timer(bus->timeout_ev, BUS_CONNECT_TIMEOUT_MS);
 }
@@ -631,6 +635,7 @@ bus_new(struct event_base *base, const char *url, const char *password,
 	bus->backoff_ms = BUS_BACKOFF_MIN_MS;
 	bus->name = strdup(name != NULL ? name : "bus");
 	TAILQ_INIT(&bus->calls);
+	bus->priority = -1;
 	bus->retry_ev = evtimer_new(base, bus_retry_cb, bus);
 	bus->timeout_ev = evtimer_new(base, bus_timeout_cb, bus);
 	bus->deadline_ev = evtimer_new(base, bus_deadline_cb, bus);
@@ -680,6 +685,40 @@ void
 bus_set_timeout(struct bus *bus, int ms)
 {
 	bus->timeout_ms = ms > 0 ? ms : 0;
+}
+
+void
+bus_set_priority(struct bus *bus, int pri)
+{
+	bus->priority = pri;
+	(void)event_priority_set(bus->retry_ev, pri);
+	(void)event_priority_set(bus->timeout_ev, pri);
+	(void)event_priority_set(bus->deadline_ev, pri);
+	if (bus->ac != NULL)
+		bus_ac_priority(bus);
+}
+
+/*
+ * The priority of the events of bus->ac, set while they are not active:
+ * right after they are made. The adapter's struct differs by hiredis
+ * version (configure finds which): 0.14 has rev and wev, 1.x one ev. With
+ * another, the bus keeps the default priority (its timers still get pri).
+ */
+static void
+bus_ac_priority(struct bus *bus)
+{
+#if defined(HAVE_HIREDIS_LIBEVENT_REV_WEV) || defined(HAVE_HIREDIS_LIBEVENT_EV)
+	redisLibeventEvents *ev = bus->ac->ev.data;
+#endif
+
+#if defined(HAVE_HIREDIS_LIBEVENT_REV_WEV)
+	(void)event_priority_set(ev->rev, bus->priority);
+	(void)event_priority_set(ev->wev, bus->priority);
+#elif defined(HAVE_HIREDIS_LIBEVENT_EV)
+	(void)event_priority_set(ev->ev, bus->priority);
+#else
+	(void)bus;
+#endif
 }
 
 /* ---- commands ------------------------------------------------------------ */

@@ -75,6 +75,15 @@ int	bus_connected(const struct bus *bus);
 void	bus_set_timeout(struct bus *bus, int ms);
 
 /*
+ * Serve this bus's socket and timer events at libevent priority pri of
+ * its base (event_base_priority_init()), its current connection and
+ * every later one: a worker's heartbeat connection runs before a backlog
+ * of other events. Call it right after bus_new(), before the loop runs
+ * (an active event's priority cannot change).
+ */
+void	bus_set_priority(struct bus *bus, int pri);
+
+/*
  * Send a command. Returns 0 when sent (cb, if not NULL, will be called once,
  * except for SUBSCRIBE-family commands), -1 when not connected. The cb of
  * (P)UNSUBSCRIBE is never called (the subscription's cb gets the

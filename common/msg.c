@@ -55,6 +55,7 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
     size_t errlen)
 {
 	const char *op = NULL, *user = NULL, *conn = NULL, *history = NULL;
+	const char *rejoin = NULL;
 	size_t room_len = 0, name_len = 0;
 	long long v;
 
@@ -85,6 +86,8 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 			user = val;
 		else if (strcmp(k, "history") == 0)
 			history = val;
+		else if (strcmp(k, "rejoin") == 0)
+			rejoin = val;
 		else if (strcmp(k, "username") == 0) {
 			e->username = val;
 			name_len = lens[i + 1];
@@ -136,6 +139,14 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 			return -1;
 		}
 		e->history = v > MSG_HISTORY_MAX ? MSG_HISTORY_MAX : (int)v;
+	}
+	/* Absent (older workers) or "0": a join; "1": a re-register. */
+	if (rejoin != NULL) {
+		if (strcmp(rejoin, "0") != 0 && strcmp(rejoin, "1") != 0) {
+			snprintf(err, errlen, "invalid rejoin");
+			return -1;
+		}
+		e->rejoin = rejoin[0] == '1';
 	}
 	switch (e->op) {
 	case MSG_REGISTER:

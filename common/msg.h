@@ -27,9 +27,13 @@
  *
  * Inbox entries are flat field/value lists; every entry has "op":
  *   op register    room, worker, conn, user, username [, history]
+ *                  [, rejoin]
  *                  (history: the worker's history_on_join, the number of
  *                  messages its joiner gets; the hub caps it at
- *                  MSG_HISTORY_MAX; without it, the hub's own setting)
+ *                  MSG_HISTORY_MAX; without it, the hub's own setting.
+ *                  rejoin "1": a connection that stayed open, registered
+ *                  again after a "dropped": presence only, no join event
+ *                  and no history; absent or "0": a join)
  *   op unregister  room, worker, conn, user, username
  *   op broadcast   room, user, username, content [, worker, conn]
  *                  (an operator's XADD has only room, username, content:
@@ -47,8 +51,9 @@
  *   registered: live events with an id above it follow on the room channel.
  *   {"type":"dropped"}
  *   the hub missed the worker's heartbeat and dropped the presence of all
- *   its connections (their leaves are published): the worker closes the
- *   ones it had registered (1011), so their clients join again.
+ *   its connections (their leaves are published): the worker registers
+ *   the ones still open again (register with rejoin "1"), so presence is
+ *   rebuilt without closing them or repeating their joins.
  * Messages on <p>control:
  *   {"type":"user_deleted","userId":N}
  *   {"type":"session_revoked","userId":N,"session":"<sha256 hex>"}
@@ -87,6 +92,10 @@ struct msg_entry {
 	size_t		 content_len;
 	int		 history;	/* register: messages wanted, or -1
 					 * if the entry does not say */
+	int		 rejoin;	/* register: "rejoin" "1", a live
+					 * connection registered again after
+					 * the hub took its worker for dead
+					 * (no join event, no history) */
 };
 
 /*

@@ -78,6 +78,7 @@ struct hub_entry {
 	int		 msg;		/* index in msgs, or -1 */
 	int64_t		 below;		/* register: history below it */
 	int		 history;	/* register: messages it gets */
+	int		 rejoin;	/* register: presence only */
 };
 
 /*
@@ -910,6 +911,7 @@ hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
 		return -1;
 	e->op = me.op;
 	e->history = me.history >= 0 ? me.history : h->conf->history_on_join;
+	e->rejoin = me.rejoin;
 	e->conn = me.conn;
 	e->user = me.user;
 	e->room_id = memcpy(p, me.room, rlen + 1);
@@ -1410,7 +1412,7 @@ static void
 hub_on_register(struct hub *h, struct hub_entry *e, int64_t now)
 {
 	switch (rooms_register(h->rooms, e->room, e->worker, e->conn, e->user,
-	    e->username, now, e->below, e->history)) {
+	    e->username, now, e->below, e->history, e->rejoin)) {
 	case -1:
 		tx_fail(h->tx);	/* out of memory: start over */
 		break;

@@ -602,7 +602,7 @@ rooms_message(struct rooms *rs, struct room *r, int64_t id, int64_t user,
 int
 rooms_register(struct rooms *rs, struct room *r, const char *wid,
     uint64_t conn, int64_t user, const char *username, int64_t ts_ms,
-    int64_t below, int history)
+    int64_t below, int history, int rejoin)
 {
 	char ts[32], uid[24], *key, *value;
 	int64_t upto = r->last_id < below ? r->last_id : below - 1;
@@ -627,16 +627,18 @@ rooms_register(struct rooms *rs, struct room *r, const char *wid,
 	r->used_ms = util_mono_ms();
 
 	/* The history first: the worker holds the joiner's live events
-	 * until it has come. */
-	msg_write_history_head(b, conn, r->id, upto);
-	ring_history(r->ring, b, upto, history);
-	(void)evbuffer_add(b, "]}", 2);
-	tx_publish(rs->tx, pc->worker->channel, b);
-	(void)evbuffer_drain(b, evbuffer_get_length(b));
+	 * until it has come. A rejoin is a member joined long since. */
+	if (!rejoin) {
+		msg_write_history_head(b, conn, r->id, upto);
+		ring_history(r->ring, b, upto, history);
+		(void)evbuffer_add(b, "]}", 2);
+		tx_publish(rs->tx, pc->worker->channel, b);
+		(void)evbuffer_drain(b, evbuffer_get_length(b));
 
-	util_rfc3339(ts_ms, ts, sizeof(ts));
-	msg_write_presence(b, "join", r->id, user, pc->username, ts);
-	tx_publish(rs->tx, r->channel, b);
+		util_rfc3339(ts_ms, ts, sizeof(ts));
+		msg_write_presence(b, "join", r->id, user, pc->username, ts);
+		tx_publish(rs->tx, r->channel, b);
+	}
 	evbuffer_free(b);
 
 	snprintf(uid, sizeof(uid), "%lld", (long long)user);

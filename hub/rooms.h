@@ -95,12 +95,15 @@ void	rooms_message(struct rooms *rs, struct room *r, int64_t id,
  * on, stored by an earlier hub but not yet published, follow live, and a
  * worker must not take them for replays it has seen. INT64_MAX: no limit.
  * history is how many messages the joiner gets at most (its instance's
- * history_on_join; r->keep at least that much, or it gets fewer). Returns 0, 1 if that connection is registered already (a replayed
- * entry: it was all done then), -1 if out of memory.
+ * history_on_join; r->keep at least that much, or it gets fewer). rejoin:
+ * a connection that stayed open while the hub took its worker for dead,
+ * registered again: presence only (no history, no join event; the room
+ * saw its join before). Returns 0, 1 if that connection is registered
+ * already (a replayed entry: it was all done then), -1 if out of memory.
  */
 int	rooms_register(struct rooms *rs, struct room *r, const char *wid,
 	    uint64_t conn, int64_t user, const char *username, int64_t ts_ms,
-	    int64_t below, int history);
+	    int64_t below, int history, int rejoin);
 /* The connection leaves: 0, or 1 if it was not registered. */
 int	rooms_unregister(struct rooms *rs, const char *room, const char *wid,
 	    uint64_t conn, int64_t ts_ms);

@@ -117,6 +117,7 @@ struct chat {
 	struct bus	*sub;		/* SUBSCRIBE only */
 	struct bus	*beat;		/* the heartbeat only: it never
 					 * queues behind chat traffic */
+	int		 beating;	/* a heartbeat was acknowledged */
 	char		 wid[96];	/* <instance>:<pid> */
 	char		 worker_channel[192];
 	char		 control_channel[128];
@@ -165,6 +166,7 @@ static void	chat_on_history(struct chat *, struct json_doc *,
 		    const char *, size_t);
 static void	chat_on_dropped(struct chat *);
 static void	chat_beat_connected(struct bus *, void *);
+static void	chat_beat_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
 static void	chat_on_room_control(struct chat *, struct json_doc *, int,
 		    int64_t);
@@ -232,6 +234,7 @@ chat_new(struct worker *w)
 		return NULL;
 	}
 	bus_set_timeout(chat->sub, w->conf->backend_timeout * 1000);
+	bus_set_priority(chat->beat, WORKER_PRI_LIVE);
 	return chat;
 }
 
@@ -510,7 +513,11 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 	ARG(chat->inbox, strlen(chat->inbox));
 	ARG("*", 1);
 	ARG("op", 2);
-	ARG(op, strlen(op));
+	/* "rejoin": a register that rebuilds presence only (common/msg.h). */
+	if (strcmp(op, "rejoin") == 0)
+		ARG("register", 8);
+	else
+		ARG(op, strlen(op));
 	ARG("room", 4);
 	ARG(room, strlen(room));
 	ARG("worker", 6);
@@ -531,6 +538,10 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 		    chat->w->conf->history_on_join);
 		ARG("history", 7);
 		ARG(history, strlen(history));
+	}
+	if (strcmp(op, "rejoin") == 0) {
+		ARG("rejoin", 6);
+		ARG("1", 1);
 	}
 #undef ARG
 	if (bus_commandv(chat->w->redis, cb, arg, argc, argv, lens) == -1) {
@@ -991,22 +1002,27 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
 /*
  * The hub missed this worker's heartbeat (the process was stopped, or
  * starved) and dropped the presence of every connection it had registered:
- * their leaves are announced and getClients no longer lists them. Close
- * each registered member with 1011 so its client reconnects and joins
- * again, instead of chatting on as a ghost. Members registered after the
- * drop are closed too (and properly unregistered): a reconnect costs less
- * than telling them apart. Members still subscribing register later and
- * are kept.
+ * their leaves are announced and getClients no longer lists them. The
+ * worker is alive, so its clients are not thrown out: each registered
+ * member is registered again with rejoin "1", which rebuilds its presence
+ * without a second join event or history. A member registered after the
+ * drop is registered already: the hub ignores the rejoin. Members still
+ * subscribing register later. Only one whose rejoin cannot be sent (Redis
+ * is away) is closed with 1011, so that its client joins again.
  */
 static void
 chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
 {
 	size_t *n = arg;
 
-	(void)chat;
 	if (!m->registered || m->state == MEMBER_CLOSING)
 		return;
-	chat_close_member(m, WS_CLOSE_ERROR, "presence lost; reconnect");
+	if (chat_inbox_xadd(chat, "rejoin", m->room->id, m->conn->id, m->uid,
+	    m->username, NULL, 0, NULL, NULL) == -1) {
+		chat_close_member(m, WS_CLOSE_ERROR, "presence lost; "
+		    "reconnect");
+		return;
+	}
 	(*n)++;
 }
 
@@ -1016,8 +1032,8 @@ chat_on_dropped(struct chat *chat)
 	size_t n = 0;
 
 	chat_each(chat, chat_dropped_member, &n);
-	log_warnx("the hub took this worker for dead; %zu sockets closed "
-	    "(1011) so that their clients join again", n);
+	log_warnx("the hub took this worker for dead; %zu sockets registered "
+	    "again (no join event)", n);
 }
 
 struct chat_revoke {
@@ -1147,9 +1163,31 @@ chat_room_revoked(struct chat *chat, const char *room, int64_t uid,
 void
 chat_heartbeat(struct chat *chat)
 {
-	if (bus_connected(chat->beat))
+	if (!bus_connected(chat->beat))
+		return;
+	if (chat->beating)
 		bus_send(chat->beat, "SET %s 1 EX %d", chat->alive_key,
 		    CHAT_ALIVE_TTL_S);
+	else if (bus_command(chat->beat, chat_beat_cb, chat, "SET %s 1 EX %d",
+	    chat->alive_key, CHAT_ALIVE_TTL_S) == -1)
+		log_debug("heartbeat: not sent; again in a second");
+}
+
+/* The first acknowledged heartbeat opens the worker's gate. */
+static void
+chat_beat_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat *chat = arg;
+
+	(void)bus;
+	if (reply != NULL && bus_reply_type(reply) != BUS_ERROR)
+		chat->beating = 1;
+}
+
+int
+chat_beating(const struct chat *chat)
+{
+	return chat->beating;
 }
 
 /* On every connection of the heartbeat's bus: tell the hub at once. */

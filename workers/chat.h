@@ -24,6 +24,9 @@ void	chat_stop(struct chat *chat);
 /* Refresh this worker's heartbeat key now (also from chat_cron(), and on
  * every connection of its own Redis connection). */
 void	chat_heartbeat(struct chat *chat);
+/* 1 once Redis has acknowledged a heartbeat: the worker accepts no
+ * connection before (its registrations would find the hub without it). */
+int	chat_beating(const struct chat *chat);
 /* Once a second, from the worker's cron: the heartbeat, empty rooms
  * forgotten, pings and their timeouts. */
 void	chat_cron(struct chat *chat);

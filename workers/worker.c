@@ -55,6 +55,7 @@ worker_main(const struct proc_ctx *ctx)
 	static struct worker w;
 	struct timeval one = { 1, 0 };
 	char shown[CONF_STR_MAX];
+	struct event_config *cfg;
 
 	w.id = ctx->id;
 	w.ctx = ctx;
@@ -69,8 +70,13 @@ worker_main(const struct proc_ctx *ctx)
 		log_warnx("no metrics slot free: /metrics will miss this "
 		    "worker");
 
-	if ((w.base = event_base_new()) == NULL)
-		fatalx("event_base_new() failed");
+	if ((cfg = event_config_new()) == NULL ||
+	    event_config_set_max_dispatch_interval(cfg, NULL, WORKER_SLICE,
+	    WORKER_PRI_LIVE + 1) == -1 ||
+	    (w.base = event_base_new_with_config(cfg)) == NULL ||
+	    event_base_priority_init(w.base, WORKER_NPRI) == -1)
+		fatalx("cannot set up the event loop");
+	event_config_free(cfg);
 	/* Never added: conn.c activates it once per pass (conn_pend). */
 	if ((w.flush = event_new(w.base, -1, 0, worker_flush_cb, &w)) == NULL)
 		fatalx("cannot set up the write flush");
@@ -106,6 +112,8 @@ worker_main(const struct proc_ctx *ctx)
 	w.sig_usr1 = evsignal_new(w.base, SIGUSR1, worker_signal_cb, &w);
 	w.sig_hup = evsignal_new(w.base, SIGHUP, worker_signal_cb, &w);
 	w.cron = event_new(w.base, -1, EV_PERSIST, worker_cron_cb, &w);
+	if (w.cron != NULL)
+		(void)event_priority_set(w.cron, WORKER_PRI_LIVE);
 	w.gate = event_new(w.base, -1, EV_PERSIST, worker_gate_cb, &w);
 	w.gate_deadline = util_mono_ms() + WORKER_GATE_MS;
 	if (w.gate == NULL || event_add(w.gate, &(struct timeval){ 0, 10000 })
@@ -297,7 +305,10 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (w->stopping)
 		return;
-	up = db_pool_up(w->db) && bus_connected(w->redis);
+	/* The heartbeat first: the hub takes a worker whose connections
+	 * register before its first heartbeat for dead (SWEEP_GRACE_MS). */
+	up = db_pool_up(w->db) && bus_connected(w->redis) &&
+	    chat_beating(w->chat);
 	if (!up && util_mono_ms() < w->gate_deadline)
 		return;
 	event_del(w->gate);
@@ -309,7 +320,8 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		log_info("serving on %s", w->conf->listen);
 	else
 		log_warnx("serving on %s without %s", w->conf->listen,
-		    db_pool_up(w->db) ? "Redis" : "PostgreSQL");
+		    !db_pool_up(w->db) ? "PostgreSQL" : bus_connected(w->redis)
+		    ? "its heartbeat" : "Redis");
 }
 
 /* Before the loop polls again: the WebSockets written to in this pass. */

@@ -24,6 +24,17 @@ struct chat;
 
 TAILQ_HEAD(conn_list, conn);
 
+/*
+ * The event loop's priorities. Liveness (the cron that refreshes the
+ * heartbeat, and the heartbeat's Redis connection) runs before anything
+ * else; everything else has the default, and a pass runs at most
+ * WORKER_SLICE of its callbacks before the loop looks for liveness events
+ * again: a burst of thousands of closes cannot starve the heartbeat.
+ */
+#define WORKER_PRI_LIVE		0
+#define WORKER_NPRI		2	/* the default is WORKER_NPRI / 2 */
+#define WORKER_SLICE		256
+
 struct worker {
 	int			 id;
 	const struct conf	*conf;

@@ -252,65 +252,6 @@ def spread(s, room, per_worker=2, attempts=100):
 	    "times: cannot test this" % (attempts, per_worker))
 
 
-def test_a_worker_taken_for_dead_closes_its_sockets_with_1011(make_server,
-    redis):
-	"""A worker stopped (SIGSTOP) past its heartbeat's TTL is taken for
-	dead: the hub announces its users' leaves and drops them from
-	getClients. When it runs again its sockets must not chat on unlisted:
-	the hub tells it, and it closes them with 1011; the clients join again
-	and getClients is right again."""
-	redis.cmd("FLUSHALL")
-	s = make_server()
-	settled(s)
-	owner = register(s)
-	room = create_room(s, owner)
-	by_pid = spread(s, room)
-	victim_pid, observer_pid = sorted(by_pid)
-	victims, observers = by_pid[victim_pid], by_pid[observer_pid]
-	obs = observers[0][1]
-	last = max((u for u, _ in victims + observers), key=lambda u: u["id"])
-	for _, w in victims + observers:
-		w.wait_presence("join", last)
-	os.kill(victim_pid, signal.SIGSTOP)
-	t_stop = time.monotonic()
-	try:
-		for u, _ in victims:
-			obs.wait_presence("leave", u, 6)
-		wait_clients(s, owner, room, [u for u, _ in observers], 1,
-		    "the stopped worker's users leaving")
-		time.sleep(max(0, t_stop + 4.5 - time.monotonic()))
-	finally:
-		os.kill(victim_pid, signal.SIGCONT)
-	print("worker stopped for %.1f s" % (time.monotonic() - t_stop))
-	for u, w in victims:
-		code = w.wait_closed(3, "the ghost %s being closed" % w.label)
-		assert code == 1011, "%s: expected close 1011, got %r" % (w.label,
-		    code)
-	for _, w in observers:
-		assert w.is_open(), w.describe()
-	assert victim_pid in s.workers().values(), "the stopped worker died: " \
-	    "this tests one that lives"
-	# No ghost: getClients lists the observers only, and keeps doing so.
-	for _ in range(5):
-		wait_clients(s, owner, room, [u for u, _ in observers], 1,
-		    "getClients after the worker came back")
-		time.sleep(0.2)
-	# The clients join again, on whichever worker: listed, announced, heard.
-	again = [join(s, room, u) for u, _ in victims]
-	wait_clients(s, owner, room, [u for u, _ in victims + observers], 2,
-	    "the users of the stopped worker joining again")
-	def rejoined(u):
-		kinds = [e["type"] for e in obs.events if e.get("userId") ==
-		    u["id"] and e.get("type") in ("join", "leave")]
-		return "leave" in kinds and "join" in kinds[kinds.index("leave"):]
-	for u, _ in victims:
-		obs.wait(lambda u=u: rejoined(u), 2, "the join event of %s after "
-		    "its leave" % u["username"])
-	again[0].send("back from the dead")
-	for w in again + [w for _, w in observers]:
-		w.wait_content("back from the dead")
-
-
 def test_the_heartbeat_has_a_redis_connection_of_its_own(make_server, redis):
 	"""Each worker refreshes its heartbeat on a connection that carries
 	nothing else, so that a backlog of chat commands (XADD, session

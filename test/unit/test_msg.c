@@ -1,4 +1,5 @@
-/* Unit tests of common/msg.c: the register entry's history field. */
+/* Unit tests of common/msg.c: the register entry's history and rejoin
+ * fields. */
 #include "config.h"
 
 #include <string.h>
@@ -6,21 +7,23 @@
 #include "common/msg.h"
 #include "test/unit/tap.h"
 
-/* A register entry, with history = h unless h is NULL. */
+/* A register entry, with field = v unless v is NULL. */
 static int
-parse_register(struct msg_entry *e, const char *h)
+parse_with(struct msg_entry *e, const char *field, const char *v)
 {
 	const char *argv[14] = { "op", "register", "room", "lobby", "worker",
-	    "vm:1", "conn", "7", "user", "3", "username", "alice", "history",
-	    h };
+	    "vm:1", "conn", "7", "user", "3", "username", "alice", field, v };
 	size_t lens[14];
-	size_t n = h != NULL ? 14 : 12;
+	size_t n = v != NULL ? 14 : 12;
 	char err[128];
 
 	for (size_t i = 0; i < n; i++)
 		lens[i] = strlen(argv[i]);
 	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
 }
+
+#define parse_register(e, h)	parse_with((e), "history", (h))
+#define parse_rejoin(e, r)	parse_with((e), "rejoin", (r))
 
 /* Every key and channel name, as SPEC.md section 7 shows them. */
 static void
@@ -93,6 +96,20 @@ test_events(void)
 	ok(msg_event_type("messages") == MSG_EV_UNKNOWN, "a longer name");
 }
 
+static void
+test_rejoin(void)
+{
+	struct msg_entry e;
+
+	ok(parse_rejoin(&e, NULL) == 0 && e.rejoin == 0,
+	    "without rejoin: a join (older workers' entries)");
+	ok(parse_rejoin(&e, "0") == 0 && e.rejoin == 0, "rejoin 0: a join");
+	ok(parse_rejoin(&e, "1") == 0 && e.rejoin == 1, "rejoin 1");
+	ok(parse_rejoin(&e, "2") == -1, "rejoin 2 is refused");
+	ok(parse_rejoin(&e, "") == -1, "an empty rejoin is refused");
+	ok(parse_rejoin(&e, "1x") == -1, "rejoin 1x is refused");
+}
+
 int
 main(void)
 {
@@ -111,5 +128,6 @@ main(void)
 	ok(parse_register(&e, "") == -1, "an empty history is refused");
 	test_names();
 	test_events();
+	test_rejoin();
 	return tap_done();
 }
