@@ -32,8 +32,9 @@
  *                  messages its joiner gets; the hub caps it at
  *                  MSG_HISTORY_MAX; without it, the hub's own setting.
  *                  rejoin "1": a connection that stayed open, registered
- *                  again after a "dropped": presence only, no join event
- *                  and no history; absent or "0": a join)
+ *                  again after a "dropped": no history, and a join event
+ *                  only if its user was not listed (the room heard the
+ *                  leave); absent or "0": a join)
  *   op unregister  room, worker, conn, user, username
  *   op broadcast   room, user, username, content [, worker, conn]
  *                  (an operator's XADD has only room, username, content:
@@ -53,7 +54,8 @@
  *   the hub missed the worker's heartbeat and dropped the presence of all
  *   its connections (their leaves are published): the worker registers
  *   the ones still open again (register with rejoin "1"), so presence is
- *   rebuilt without closing them or repeating their joins.
+ *   rebuilt without closing them (each user's join is announced once
+ *   more, after the leave the room heard).
  * Messages on <p>control:
  *   {"type":"user_deleted","userId":N}
  *   {"type":"session_revoked","userId":N,"session":"<sha256 hex>"}

@@ -627,14 +627,18 @@ rooms_register(struct rooms *rs, struct room *r, const char *wid,
 	r->used_ms = util_mono_ms();
 
 	/* The history first: the worker holds the joiner's live events
-	 * until it has come. A rejoin is a member joined long since. */
+	 * until it has come. A rejoin is a member joined long since: no
+	 * history; its join is announced again only if the room heard its
+	 * user leave (no other connection of the user kept it listed), so
+	 * the room's join and leave events stay paired. */
 	if (!rejoin) {
 		msg_write_history_head(b, conn, r->id, upto);
 		ring_history(r->ring, b, upto, history);
 		(void)evbuffer_add(b, "]}", 2);
 		tx_publish(rs->tx, pc->worker->channel, b);
 		(void)evbuffer_drain(b, evbuffer_get_length(b));
-
+	}
+	if (!rejoin || new_user) {
 		util_rfc3339(ts_ms, ts, sizeof(ts));
 		msg_write_presence(b, "join", r->id, user, pc->username, ts);
 		tx_publish(rs->tx, r->channel, b);
