@@ -55,6 +55,8 @@ static struct rooms_op *rooms_op_room(struct conn *, struct http_request *,
 static struct rooms_op *rooms_op_paged(struct conn *, struct http_request *,
 		    const struct route_match *, int64_t, const char *[4]);
 static void	rooms_unknown(struct conn *, const char *);
+static int	rooms_found(struct rooms_op *, struct db_result *,
+		    const char *);
 static void	rooms_dm_fixed(struct conn *, const char *);
 static void	rooms_show(struct rooms_op *);
 static void	rooms_add_room(struct evbuffer *, struct db_result *, int);
@@ -454,14 +456,8 @@ rooms_clients_room_cb(struct db_result *res, void *arg)
 	struct worker *w = op->api.conn->worker;
 	char key[MSG_KEY_MAX];
 
-	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->api.conn, res, "room lookup");
+	if (rooms_found(op, res, "room lookup") == -1)
 		goto fail;
-	}
-	if (db_result_ntuples(res) == 0) {
-		rooms_unknown(op->api.conn, op->room);
-		goto fail;
-	}
 	(void)msg_key_room_clients(key, sizeof(key), w->conf->redis_prefix,
 	    op->room);
 	if (bus_command(w->redis, rooms_clients_cb, op, "HGETALL %s", key) ==
@@ -557,14 +553,9 @@ rooms_history_cb(struct db_result *res, void *arg)
 	struct rooms_op *op = arg;
 	int n, i, first = 1;
 
-	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->api.conn, res, "history");
+	if (rooms_found(op, res, "history") == -1)
 		goto done;
-	}
-	if ((n = db_result_ntuples(res)) == 0) {
-		rooms_unknown(op->api.conn, op->room);
-		goto done;
-	}
+	n = db_result_ntuples(res);
 	evbuffer_add(op->api.body, "[", 1);
 	for (i = 0; i < n; i++) {
 		if (db_result_isnull(res, i, 0))
@@ -693,11 +684,9 @@ rooms_deleted_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
 
-	if (res == NULL || !db_result_ok(res))
-		api_db_error(op->api.conn, res, "delete room");
-	else if (db_result_ntuples(res) == 0)
-		rooms_unknown(op->api.conn, op->room);
-	else if (strcmp(db_result_value(res, 0, 0), "0") == 0)
+	if (rooms_found(op, res, "delete room") == -1)
+		goto done;
+	if (strcmp(db_result_value(res, 0, 0), "0") == 0)
 		conn_error(op->api.conn, 403, "only the owner of room %s can "
 		    "delete it", op->room);
 	else {
@@ -705,6 +694,7 @@ rooms_deleted_cb(struct db_result *res, void *arg)
 		    0);
 		conn_respond(op->api.conn, 204, NULL, NULL, 0, NULL);
 	}
+done:
 	api_op_free(op);
 }
 
@@ -734,14 +724,9 @@ rooms_members_cb(struct db_result *res, void *arg)
 	struct rooms_op *op = arg;
 	int i, n, first = 1;
 
-	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(op->api.conn, res, "members");
+	if (rooms_found(op, res, "members") == -1)
 		goto done;
-	}
-	if ((n = db_result_ntuples(res)) == 0) {
-		rooms_unknown(op->api.conn, op->room);
-		goto done;
-	}
+	n = db_result_ntuples(res);
 	evbuffer_add(op->api.body, "[", 1);
 	for (i = 0; i < n; i++) {
 		if (db_result_isnull(res, i, 0))	/* no member left */
@@ -883,14 +868,8 @@ rooms_member_removed_cb(struct db_result *res, void *arg)
 	struct conn *c = op->api.conn;
 	int owner, self = op->api.id == op->api.uid;
 
-	if (res == NULL || !db_result_ok(res)) {
-		api_db_error(c, res, "remove member");
+	if (rooms_found(op, res, "remove member") == -1)
 		goto done;
-	}
-	if (db_result_ntuples(res) == 0) {
-		rooms_unknown(c, op->room);
-		goto done;
-	}
 	owner = strcmp(db_result_value(res, 0, 1), "t") == 0;
 	if (strcmp(db_result_value(res, 0, 0), "t") == 0)
 		rooms_dm_fixed(c, op->room);
@@ -1026,6 +1005,25 @@ static void
 rooms_unknown(struct conn *c, const char *room)
 {
 	conn_error(c, 404, "no room %s", room);
+}
+
+/*
+ * A room's lookup answered at least one row (the room, visible to the
+ * caller): 0; else -1 after answering 503/500 (failed query, logged as
+ * what) or the unknown-room 404.
+ */
+static int
+rooms_found(struct rooms_op *op, struct db_result *res, const char *what)
+{
+	if (res == NULL || !db_result_ok(res)) {
+		api_db_error(op->api.conn, res, what);
+		return -1;
+	}
+	if (db_result_ntuples(res) == 0) {
+		rooms_unknown(op->api.conn, op->room);
+		return -1;
+	}
+	return 0;
 }
 
 /* A direct room's two members are fixed (SPEC section 10). */
