@@ -18,6 +18,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/msg.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -57,6 +58,7 @@ static const struct conf_key conf_keys[] = {
 	KEY_INT(session_ttl, 60, 365LL * 86400),
 	KEY_STR(allowed_origins),
 	KEY_INT(history_on_join, 0, 200),
+	KEY_INT(partitions, 1, MSG_PARTITIONS_MAX),
 	KEY_INT(max_header_size, 1024, 1024 * 1024),
 	KEY_INT(max_body_size, 1024, 16 * 1024 * 1024),
 	KEY_INT(max_ws_message, 128, 1024 * 1024),
@@ -104,6 +106,7 @@ conf_defaults(struct conf *c)
 	snprintf(c->redis_prefix, sizeof(c->redis_prefix), "gochat:");
 	c->session_ttl = 86400;
 	c->history_on_join = 50;
+	c->partitions = 1;
 	c->max_header_size = 8192;
 	c->max_body_size = 65536;
 	c->max_ws_message = 4096;

@@ -38,6 +38,34 @@ static int	msg_key(char *, size_t, const char *, const char *,
 static const char msg_room_chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
+/*
+ * CRC16-CCITT, polynomial 0x1021, initial value 0, no reflection: the
+ * XMODEM variant. crc16("123456789") is 0x31c3, as in Redis Cluster's
+ * specification. Bitwise: room ids are at most 64 bytes.
+ */
+uint16_t
+msg_crc16(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	uint16_t crc = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		crc ^= (uint16_t)(p[i] << 8);
+		for (int b = 0; b < 8; b++)
+			crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) :
+			    (uint16_t)(crc << 1);
+	}
+	return crc;
+}
+
+int
+msg_partition(const char *room, int partitions)
+{
+	if (partitions <= 1)
+		return 0;
+	return msg_crc16(room, strlen(room)) % partitions;
+}
+
 int
 msg_room_id_valid(const char *s, size_t len)
 {

@@ -75,6 +75,7 @@
 #define MSG_USERNAME_MAX	64	/* operators may use longer names than
 					 * accounts (32) */
 #define MSG_HISTORY_MAX		200	/* history_on_join's upper bound */
+#define MSG_PARTITIONS_MAX	1024	/* partitions' upper bound */
 
 enum msg_op {
 	MSG_REGISTER,
@@ -166,6 +167,15 @@ enum msg_event {
 };
 
 enum msg_event msg_event_type(const char *type);
+
+/*
+ * The partition of room (SPEC section 11): CRC16 of the room id (the
+ * CCITT/XMODEM variant Redis Cluster hashes keys with) modulo partitions
+ * (1 .. MSG_PARTITIONS_MAX). With partitions = 1, always 0.
+ */
+int	msg_partition(const char *room, int partitions);
+/* CRC16-CCITT (XMODEM) of len bytes at data, as Redis Cluster's crc16(). */
+uint16_t msg_crc16(const void *data, size_t len);
 
 /* 1 if s (len bytes) is a valid room id: 1-64 of A-Z a-z 0-9 _ -. */
 int	msg_room_id_valid(const char *s, size_t len);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <string.h>
+#include <stdio.h>
 
 #include "common/msg.h"
 #include "test/unit/tap.h"
@@ -110,6 +111,29 @@ test_rejoin(void)
 	ok(parse_rejoin(&e, "1x") == -1, "rejoin 1x is refused");
 }
 
+static void
+test_partition(void)
+{
+	ok(msg_crc16("123456789", 9) == 0x31c3,
+	    "crc16 of 123456789 is 0x31c3 (Redis Cluster's check value)");
+	ok(msg_crc16("", 0) == 0, "crc16 of nothing is 0");
+	ok(msg_partition("anything", 1) == 0, "one partition: always 0");
+	ok(msg_partition("123456789", 16) == (0x31c3 % 16),
+	    "16 partitions: crc16 mod 16");
+	ok(msg_partition("123456789", 1024) == (0x31c3 % 1024),
+	    "1024 partitions: crc16 mod 1024");
+	int seen[16] = { 0 }, all = 1;
+	char room[16];
+	for (int i = 0; i < 1000; i++) {
+		snprintf(room, sizeof(room), "r%d", i);
+		seen[msg_partition(room, 16)]++;
+	}
+	for (int i = 0; i < 16; i++)
+		if (seen[i] == 0)
+			all = 0;
+	ok(all, "1000 rooms reach all 16 partitions");
+}
+
 int
 main(void)
 {
@@ -129,5 +153,6 @@ main(void)
 	test_names();
 	test_events();
 	test_rejoin();
+	test_partition();
 	return tap_done();
 }
