@@ -31,7 +31,8 @@
 #define DB_STMT_MAX		256	/* statement names per connection */
 #define DB_STMT_SLOTS		512	/* its hash table: 2^n, > DB_STMT_MAX */
 
-/* "gochat" then 0x0001: the advisory lock that serialises migrators. */
+/* "gochat" then 0x0001: the advisory lock that serialises migrators
+ * (taken per transaction: see db_migrate_begin()). */
 #define DB_MIGRATE_LOCK		"7453285208284200961"
 #define DB_MIGRATE_CONNECT_S	"10"
 
@@ -179,6 +180,7 @@ static int	db_migrate_list(const char *, char ***, size_t *, char *,
 		    size_t);
 static char	*db_migrate_read(const char *, char *, size_t);
 static int	db_migrate_applied(PGconn *, const char *, char *, size_t);
+static int	db_migrate_begin(PGconn *, const char *, char *, size_t);
 static int	db_migrate_one(PGconn *, const char *, const char *, char *,
 		    size_t);
 static int	db_migrate_cmp(const void *, const void *);
@@ -1556,8 +1558,33 @@ fail:
 }
 
 /*
- * Applies dir/name in one transaction with its record in
- * schema_migrations. The file must not contain BEGIN or COMMIT of its own.
+ * BEGIN, then the migration lock for the rest of the transaction. A
+ * transaction-level lock, not a session-level one: through a pooler in
+ * transaction mode (PgBouncer) the statements of one session may run on
+ * different server connections, so a session lock would serialize nothing
+ * and stay held on whichever server connection took it. A transaction runs
+ * on one server connection from BEGIN to COMMIT whatever the pooler, and
+ * its lock ends with it, even when the migrator dies.
+ */
+static int
+db_migrate_begin(PGconn *pg, const char *what, char *err, size_t errlen)
+{
+	if (db_migrate_exec(pg, "BEGIN", what, err, errlen) == -1)
+		return -1;
+	if (db_migrate_exec(pg, "SELECT pg_advisory_xact_lock("
+	    DB_MIGRATE_LOCK ")", "taking the migration lock", err,
+	    errlen) == -1) {
+		PQclear(PQexec(pg, "ROLLBACK"));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Applies dir/name in one transaction with its record in schema_migrations,
+ * under the migration lock; whether it is recorded already is read after
+ * the lock is taken, so a migrator that waited for another one applies
+ * nothing twice. The file must not contain BEGIN or COMMIT of its own.
  */
 static int
 db_migrate_one(PGconn *pg, const char *dir, const char *name, char *err,
@@ -1571,32 +1598,36 @@ db_migrate_one(PGconn *pg, const char *dir, const char *name, char *err,
 
 	memcpy(version, name, 3);
 	version[3] = '\0';
-	if ((applied = db_migrate_applied(pg, version, err, errlen)) != 0)
-		return applied == 1 ? 0 : -1;
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if ((text = db_migrate_read(path, err, errlen)) == NULL)
 		goto fail;
-	if (db_migrate_exec(pg, "BEGIN", path, err, errlen) == -1)
+	if (db_migrate_begin(pg, path, err, errlen) == -1)
 		goto fail;
 	begun = 1;
-	r = PQexec(pg, text);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK &&
-	    PQresultStatus(r) != PGRES_TUPLES_OK &&
-	    PQresultStatus(r) != PGRES_EMPTY_QUERY) {
-		db_migrate_error(r, pg, path, text, err, errlen);
+	if ((applied = db_migrate_applied(pg, version, err, errlen)) == -1)
 		goto fail;
-	}
-	PQclear(r);
-	r = PQexecParams(pg, "INSERT INTO schema_migrations (version, name)"
-	    " VALUES ($1::int, $2)", 2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		db_migrate_error(r, pg, path, NULL, err, errlen);
-		goto fail;
+	if (applied == 0) {
+		r = PQexec(pg, text);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+		    PQresultStatus(r) != PGRES_TUPLES_OK &&
+		    PQresultStatus(r) != PGRES_EMPTY_QUERY) {
+			db_migrate_error(r, pg, path, text, err, errlen);
+			goto fail;
+		}
+		PQclear(r);
+		r = PQexecParams(pg, "INSERT INTO schema_migrations (version,"
+		    " name) VALUES ($1::int, $2)", 2, NULL, params, NULL, NULL,
+		    0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			db_migrate_error(r, pg, path, NULL, err, errlen);
+			goto fail;
+		}
 	}
 	if (db_migrate_exec(pg, "COMMIT", path, err, errlen) == -1)
 		goto fail;
 	begun = 0;
-	log_info("migrations: applied %s", name);
+	if (applied == 0)
+		log_info("migrations: applied %s", name);
 	rc = 0;
 fail:
 	if (begun)
@@ -1607,9 +1638,11 @@ fail:
 }
 
 /*
- * Concurrent migrators (several instances starting at once) queue on the
- * advisory lock; the later ones then find everything recorded. The lock
- * goes with the session, so a crash cannot leave it taken.
+ * Concurrent migrators (several instances starting at once, directly or
+ * through a pooler) queue on the migration lock of each transaction; the
+ * later ones then find everything recorded. Even schema_migrations is
+ * created under it: two concurrent CREATE TABLE IF NOT EXISTS can both
+ * try to create it.
  */
 int
 db_migrate(const char *conninfo, const char *dir, char *err, size_t errlen)
@@ -1622,7 +1655,7 @@ db_migrate(const char *conninfo, const char *dir, char *err, size_t errlen)
 	char **names = NULL;
 	size_t n = 0;
 	char line[512];
-	int rc = -1, locked = 0;
+	int rc = -1;
 
 	pg = PQconnectdbParams(keys, vals, 1);
 	if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
@@ -1632,25 +1665,25 @@ db_migrate(const char *conninfo, const char *dir, char *err, size_t errlen)
 		goto fail;
 	}
 	PQsetNoticeProcessor(pg, db_migrate_quiet, NULL);
-	if (db_migrate_exec(pg, "SELECT pg_advisory_lock(" DB_MIGRATE_LOCK ")",
-	    "taking the migration lock", err, errlen) == -1)
+	if (db_migrate_list(dir, &names, &n, err, errlen) == -1)
 		goto fail;
-	locked = 1;
+	if (db_migrate_begin(pg, "creating schema_migrations", err,
+	    errlen) == -1)
+		goto fail;
 	if (db_migrate_exec(pg, "CREATE TABLE IF NOT EXISTS schema_migrations ("
 	    "version int PRIMARY KEY, name text NOT NULL, "
 	    "applied_at timestamptz NOT NULL DEFAULT now())",
-	    "creating schema_migrations", err, errlen) == -1)
+	    "creating schema_migrations", err, errlen) == -1 ||
+	    db_migrate_exec(pg, "COMMIT", "creating schema_migrations", err,
+	    errlen) == -1) {
+		PQclear(PQexec(pg, "ROLLBACK"));
 		goto fail;
-	if (db_migrate_list(dir, &names, &n, err, errlen) == -1)
-		goto fail;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (db_migrate_one(pg, dir, names[i], err, errlen) == -1)
 			goto fail;
 	rc = 0;
 fail:
-	if (locked && PQstatus(pg) == CONNECTION_OK)
-		PQclear(PQexec(pg, "SELECT pg_advisory_unlock("
-		    DB_MIGRATE_LOCK ")"));
 	PQfinish(pg);
 	while (n > 0)
 		free(names[--n]);

@@ -132,11 +132,13 @@ const char *db_result_constraint(const struct db_result *res);
 const char *db_result_error(const struct db_result *res);
 
 /*
- * Blocking, for the short-lived migration child only: connect, take
- * pg_advisory_lock, apply every dir/NNN_*.sql not yet in schema_migrations
- * in order, each in its own transaction (so a file must not BEGIN or
- * COMMIT itself), unlock. 0, or -1 with err set (naming the file and line,
- * and PostgreSQL's message and SQLSTATE).
+ * Blocking, for the short-lived migration child only: connect, apply every
+ * dir/NNN_*.sql not yet in schema_migrations in order, each in its own
+ * transaction (so a file must not BEGIN or COMMIT itself) that first takes
+ * pg_advisory_xact_lock and then checks schema_migrations: safe with
+ * several instances starting at once, directly or through a pooler in
+ * transaction mode. 0, or -1 with err set (naming the file and line, and
+ * PostgreSQL's message and SQLSTATE).
  */
 int	db_migrate(const char *conninfo, const char *dir, char *err,
 	    size_t errlen) GC_MUSTCHECK;
