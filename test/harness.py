@@ -4,6 +4,8 @@ harness and the engine of `make run`. Standard library only.
 
 As a module (test/integration/conftest.py imports it):
     Postgres(dir, port)   initdb + postgres on 127.0.0.1:port, database gochat
+    PgBouncer(dir, port, pg)  pgbouncer in transaction mode in front of
+                          Postgres pg (pg.pooler = it: pg.url leads there)
     Redis(dir, port)      redis-server on 127.0.0.1:port with an AOF
                           (appendonly yes, appendfsync everysec), no RDB
                           snapshots (password= adds --requirepass,
@@ -40,6 +42,10 @@ Environment knobs for the integration tests:
                            configuration's short timeouts, are skipped
     GOCHAT_BIN, GOCHAT_SRCDIR  the binary and the source tree (make check
                            sets both)
+    GOCHAT_TEST_PGBOUNCER=1  the shared PostgreSQL of the tests (the pg
+                           fixture) is reached through a PgBouncer in
+                           transaction mode, and every server runs with
+                           db_prepare = no (test/integration/pgbouncer.tap)
     GOCHAT_PG_BINDIR       where initdb, postgres and psql are (default:
                            pg_config --bindir, then /usr/lib/postgresql/*/bin)
 The server never sees the caller's GOCHAT_* variables: they would override
@@ -66,6 +72,7 @@ import urllib.parse
 KEEP = os.environ.get("GOCHAT_TEST_KEEP", "") not in ("", "0")
 VERBOSE = os.environ.get("GOCHAT_TEST_VERBOSE", "") not in ("", "0")
 EXTERNAL_URL = os.environ.get("GOCHAT_TEST_URL", "")
+PGBOUNCER = os.environ.get("GOCHAT_TEST_PGBOUNCER", "") not in ("", "0")
 
 
 class HarnessError(Exception):
@@ -237,12 +244,24 @@ class Postgres:
 		self.sockdir = self.dir
 		self._tmp_sockdir = None
 		self.proc = None
+		self.pooler = None	# a PgBouncer in front of it, once started
 
 	@property
 	def url(self):
 		return self.url_for(self.dbname)
 
 	def url_for(self, dbname):
+		"""The URL of database dbname: through the PgBouncer started in
+		front of this PostgreSQL, if any (see PgBouncer)."""
+		if self.pooler is not None:
+			return self.pooler.url_for(dbname)
+		return self.direct_url_for(dbname)
+
+	@property
+	def direct_url(self):
+		return self.direct_url_for(self.dbname)
+
+	def direct_url_for(self, dbname):
 		return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, dbname)
 
 	def _user_kw(self):
@@ -409,6 +428,134 @@ class Postgres:
 			shutil.rmtree(self._tmp_sockdir, ignore_errors=True)
 			self._tmp_sockdir = None
 			self.sockdir = self.dir
+
+	def log_text(self):
+		return tail(self.logfile, 0)
+
+
+# --- PgBouncer --------------------------------------------------------------
+
+class PgBouncer:
+	"""Debian's pgbouncer on 127.0.0.1:port in front of a harness Postgres,
+	in transaction mode (each transaction may run on another server
+	connection: what GoChat must survive with db_prepare = no). Every
+	database name is passed through to that PostgreSQL; auth_type trust, as
+	the harness PostgreSQL itself. Its files (pgbouncer.ini, userlist.txt,
+	pgbouncer.log) are in dir. pgbouncer refuses to run as root: it then
+	runs as the postgres user, as PostgreSQL does.
+
+	url and url_for() name databases through the pooler. Set pg.pooler to
+	it to have pg.url and pg.url_for() lead through it as well
+	(pg.direct_url still names PostgreSQL itself); stop() undoes that."""
+
+	BINARIES = ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer",
+	    "/usr/local/bin/pgbouncer")
+
+	def __init__(self, dir, port, pg, pool_size=40):
+		self.dir = os.path.abspath(str(dir))
+		self.port = int(port)
+		self.pg = pg
+		self.pool_size = int(pool_size)
+		self.logfile = os.path.join(self.dir, "pgbouncer.log")
+		self.conffile = os.path.join(self.dir, "pgbouncer.ini")
+		self.proc = None
+		self.binary = shutil.which("pgbouncer") or next(
+		    (b for b in self.BINARIES if os.access(b, os.X_OK)), None)
+
+	@staticmethod
+	def available():
+		return shutil.which("pgbouncer") is not None or any(
+		    os.access(b, os.X_OK) for b in PgBouncer.BINARIES)
+
+	@property
+	def url(self):
+		return self.url_for(self.pg.dbname)
+
+	def url_for(self, dbname):
+		return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, dbname)
+
+	def _write_conf(self):
+		os.makedirs(self.dir, exist_ok=True)
+		with open(os.path.join(self.dir, "userlist.txt"), "w") as f:
+			f.write('"postgres" ""\n')
+		with open(self.conffile, "w") as f:
+			f.write("\n".join([
+			    "; written by test/harness.py",
+			    "[databases]",
+			    "* = host=127.0.0.1 port=%d" % self.pg.port,
+			    "[pgbouncer]",
+			    "listen_addr = 127.0.0.1",
+			    "listen_port = %d" % self.port,
+			    "unix_socket_dir =",
+			    "auth_type = trust",
+			    "auth_file = %s" % os.path.join(self.dir, "userlist.txt"),
+			    "pool_mode = transaction",
+			    "max_client_conn = 2000",
+			    "default_pool_size = %d" % self.pool_size,
+			    # Transactions spread over the server connections
+			    # (not the last one used first), several of which
+			    # are always open: what a busy pooler does, so that
+			    # relying on one session's state fails every time,
+			    # not now and then.
+			    "server_round_robin = 1",
+			    "min_pool_size = 4",
+			    "logfile = %s" % self.logfile,
+			    "pidfile = %s" % os.path.join(self.dir, "pgbouncer.pid"),
+			    ""]))
+		if os.geteuid() == 0:
+			pw = pwd.getpwnam("postgres")
+			for n in [self.dir] + [os.path.join(self.dir, x)
+			    for x in os.listdir(self.dir)]:
+				os.lchown(n, pw.pw_uid, pw.pw_gid)
+
+	def start(self, timeout=15):
+		if self.running():
+			return self
+		if self.binary is None:
+			raise HarnessError("pgbouncer not found: install Debian's "
+			    "pgbouncer")
+		self._write_conf()
+		kw = {}
+		if os.geteuid() == 0:
+			kw = {"user": "postgres", "group": "postgres",
+			    "extra_groups": []}
+		self.proc = subprocess.Popen([self.binary, self.conffile],
+		    cwd=self.dir, stdout=subprocess.DEVNULL,
+		    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+		    start_new_session=True, preexec_fn=_pdeathsig(),
+		    env=_clean_env(), **kw)
+
+		def ready():
+			if self.proc.poll() is not None:
+				raise HarnessError("pgbouncer exited with code %d:\n%s" % (
+				    self.proc.returncode, tail(self.logfile, 30)))
+			return port_in_use(self.port)
+		if not wait_for(ready, timeout):
+			self.kill()
+			raise HarnessError("pgbouncer did not listen on port %d within "
+			    "%d s:\n%s" % (self.port, timeout, tail(self.logfile, 30)))
+		return self
+
+	def running(self):
+		return self.proc is not None and self.proc.poll() is None
+
+	def stop(self, timeout=15):
+		"""SIGINT: pgbouncer's safe shutdown (waits for transactions)."""
+		if self.pg.pooler is self:
+			self.pg.pooler = None
+		if not self.running():
+			return
+		self.proc.send_signal(signal.SIGINT)
+		try:
+			self.proc.wait(timeout)
+		except subprocess.TimeoutExpired:
+			self.kill()
+			raise HarnessError("pgbouncer ignored SIGINT for %d s" % timeout)
+
+	def kill(self):
+		if self.running():
+			self.proc.kill()
+			self.proc.wait(10)
 
 	def log_text(self):
 		return tail(self.logfile, 0)

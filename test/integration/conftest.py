@@ -2,7 +2,8 @@
 Redis for the whole run (on free loopback ports, under a temporary
 directory), the server started from GOCHAT_BIN with its sql/ and web/ from
 GOCHAT_SRCDIR, and raw-socket helpers. The knobs (GOCHAT_TEST_KEEP,
-GOCHAT_TEST_VERBOSE, GOCHAT_TEST_URL) are described in test/harness.py.
+GOCHAT_TEST_VERBOSE, GOCHAT_TEST_URL, GOCHAT_TEST_PGBOUNCER) are described
+in test/harness.py.
 
 Fixtures:
     workdir        session temp dir (kept with GOCHAT_TEST_KEEP=1)
@@ -31,6 +32,9 @@ import harness  # noqa: E402
 SRCDIR = pathlib.Path(os.environ.get("GOCHAT_SRCDIR") or HERE.parents[1])
 BIN = pathlib.Path(os.environ.get("GOCHAT_BIN") or SRCDIR / "gochat")
 EXTERNAL = harness.EXTERNAL_URL
+# The shared PostgreSQL through PgBouncer in transaction mode, every server
+# with db_prepare = no (test/integration/pgbouncer.tap sets it).
+PGBOUNCER = harness.PGBOUNCER
 
 # The test configuration: short timeouts so the timeout tests are quick.
 HEADER_TIMEOUT = 2
@@ -56,6 +60,8 @@ def base_conf(pg, redis, port, **overrides):
 		"register_max": 1000000,
 		"rooms_max_per_hour": 1000000,
 	}
+	if PGBOUNCER:
+		conf["db_prepare"] = "no"
 	conf.update(overrides)
 	return {k: v for k, v in conf.items() if v is not None}
 
@@ -100,8 +106,17 @@ def own_service(svc):
 
 @pytest.fixture(scope="session")
 def pg(workdir):
-	yield from own_service(harness.Postgres(workdir / "pg",
-	    harness.free_port()))
+	"""The shared PostgreSQL; with GOCHAT_TEST_PGBOUNCER=1 its url (and
+	url_for()) lead through a PgBouncer in transaction mode."""
+	for p in own_service(harness.Postgres(workdir / "pg",
+	    harness.free_port())):
+		if not PGBOUNCER:
+			yield p
+			continue
+		for pooler in own_service(harness.PgBouncer(workdir /
+		    "pgbouncer", harness.free_port(), p)):
+			p.pooler = pooler
+			yield p
 
 
 @pytest.fixture(scope="session")
