@@ -5,6 +5,11 @@
  * dying, never for one that exits GC_EXIT_FATAL), reload by generations on
  * HUP, reopen logs on USR1, and an orderly stop on TERM/INT. Children tell
  * the master they are ready by writing their pid to the ready pipe.
+ *
+ * In nginx's shape: what differs between the kinds of children is one row
+ * of master_roles[] (entry point, whether it keeps the listening socket,
+ * whether it is restarted), and master_fork() is the only fork() of a
+ * child, for the migration child as for the workers and the hub.
  */
 #include "config.h"
 
@@ -38,6 +43,20 @@
 					 * worker's readiness after this */
 #define MASTER_MIGRATE_GRACE_MS	5000	/* a stopped migration child gets
 					 * SIGKILL after this */
+
+/* One kind of child: see master_roles[]. */
+struct master_role {
+	enum proc_role	 role;
+	int		(*main)(const struct proc_ctx *);
+	int		 listens;	/* keeps the listening socket */
+	int		 respawn;	/* restarted when it dies unasked */
+};
+
+static const struct master_role master_roles[] = {
+	{ ROLE_WORKER,	worker_main,	1, 1 },
+	{ ROLE_HUB,	hub_main,	0, 1 },
+	{ ROLE_MIGRATE,	migrate_main,	0, 0 },	/* waited for, at start-up */
+};
 
 struct child {
 	pid_t		 pid;		/* 0: slot free */
@@ -80,18 +99,22 @@ static volatile sig_atomic_t sig_term, sig_hup, sig_usr1, sig_chld;
 
 static void	master_signal(int);
 static void	master_child_signals(void);
+static const struct master_role *master_role(enum proc_role);
+static pid_t	master_fork(const struct conf *, enum proc_role, int, int,
+		    const int *);
+static struct child *master_child(struct master *, pid_t);
+static struct pending *master_slot(struct master *, enum proc_role, int);
 static pid_t	master_spawn(struct master *, enum proc_role, int);
 static void	master_reap(struct master *);
 static void	master_reload(struct master *);
 static void	master_reload_step(struct master *);
 static void	master_retire_worker(struct master *, int, int);
-static int	master_slot_taken(const struct master *, enum proc_role, int);
+static int	master_slot_taken(struct master *, enum proc_role, int);
 static void	master_read_ready(struct master *);
 static void	master_signal_children(struct master *, int, int);
 static int	master_live_children(const struct master *);
 static int64_t	master_next_deadline(const struct master *);
 static void	master_respawn_due(struct master *);
-static void	master_child_drop(const struct conf *);
 
 int
 master_listen(const struct conf *conf, char *err, size_t errlen)
@@ -133,16 +156,6 @@ master_listen(const struct conf *conf, char *err, size_t errlen)
 		return -1;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	return fd;
-}
-
-/* In a new child: become conf->user, or end it for good. */
-static void
-master_child_drop(const struct conf *conf)
-{
-	char err[256];
-
-	if (proc_drop_privileges(conf, err, sizeof(err)) == -1)
-		fatalx("%s", err);
 }
 
 /*
@@ -189,6 +202,60 @@ master_child_signals(void)
 	sigprocmask(SIG_SETMASK, &empty, NULL);
 }
 
+static const struct master_role *
+master_role(enum proc_role role)
+{
+	for (size_t i = 0; i < sizeof(master_roles) / sizeof(master_roles[0]);
+	    i++)
+		if (master_roles[i].role == role)
+			return &master_roles[i];
+	fatalx("no child role %d", (int)role);
+}
+
+/*
+ * Fork a child of role (worker number id, 0 for the others) and return its
+ * pid, or -1. The child gets the default signals, keeps listen_fd only if
+ * its role serves it and only the write end of ready_pipe (NULL: none),
+ * names itself, becomes conf->user and runs the role's entry point, never
+ * returning here. Children end with exit(), not _exit(), so that sanitizer
+ * builds report their leaks; stdio is flushed first so nothing is written
+ * twice.
+ */
+static pid_t
+master_fork(const struct conf *conf, enum proc_role role, int id,
+    int listen_fd, const int *ready_pipe)
+{
+	const struct master_role *r = master_role(role);
+	struct proc_ctx ctx = { role, id, r->listens ? listen_fd : -1, -1,
+	    conf };
+	char name[32], err[256];
+	pid_t pid;
+
+	fflush(NULL);
+	if ((pid = fork()) == -1) {
+		log_warn("fork() failed");
+		return -1;
+	}
+	if (pid != 0)
+		return pid;
+	master_child_signals();
+	if (ready_pipe != NULL) {
+		close(ready_pipe[0]);
+		ctx.ready_fd = ready_pipe[1];
+	}
+	if (!r->listens && listen_fd != -1)
+		close(listen_fd);
+	if (role == ROLE_WORKER)
+		snprintf(name, sizeof(name), "worker %d", id);
+	else
+		snprintf(name, sizeof(name), "%s", proc_role_name(role));
+	log_set_role(name);
+	proc_title_set("gochat: %s", name);
+	if (proc_drop_privileges(conf, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	exit(r->main(&ctx));
+}
+
 /*
  * HUP and USR1 that arrive meanwhile stay pending for master_run(); TERM
  * or INT stop the child (SIGKILL after a grace period) and end start-up.
@@ -196,7 +263,6 @@ master_child_signals(void)
 int
 master_migrate(const struct conf *conf)
 {
-	struct proc_ctx ctx = { ROLE_MIGRATE, 0, -1, -1, conf };
 	struct timespec ts = { 0, 200 * 1000000 };
 	int64_t kill_at = 0;
 	sigset_t empty;
@@ -208,18 +274,8 @@ master_migrate(const struct conf *conf)
 		log_info("stopping before the migrations");
 		return 1;
 	}
-	fflush(NULL);
-	switch ((pid = fork())) {
-	case -1:
-		log_warn("fork() failed");
+	if ((pid = master_fork(conf, ROLE_MIGRATE, 0, -1, NULL)) == -1)
 		return -1;
-	case 0:
-		master_child_signals();
-		log_set_role("migrate");
-		proc_title_set("gochat: migrate");
-		master_child_drop(conf);
-		exit(migrate_main(&ctx));
-	}
 	sigemptyset(&empty);
 	for (;;) {
 		if ((r = waitpid(pid, &status, WNOHANG)) == pid)
@@ -365,57 +421,37 @@ master_signal(int sig)
 	}
 }
 
-/*
- * Fork one child of the current generation. The child starts with the
- * master's signal mask and handlers reset, builds its own event loop and
- * never returns here.
- */
+/* The child table's entry of pid; pid 0 finds a free entry. NULL: none. */
+static struct child *
+master_child(struct master *m, pid_t pid)
+{
+	for (int i = 0; i < MASTER_MAX_CHILDREN; i++)
+		if (m->children[i].pid == pid)
+			return &m->children[i];
+	return NULL;
+}
+
+/* The respawn slot of (role, id): [0] the hub, [n] worker n. */
+static struct pending *
+master_slot(struct master *m, enum proc_role role, int id)
+{
+	return &m->slots[role == ROLE_HUB ? 0 : id];
+}
+
+/* Fork one child of the current generation and record it. */
 static pid_t
 master_spawn(struct master *m, enum proc_role role, int id)
 {
-	struct proc_ctx ctx = { role, id, m->listen_fd, m->ready_pipe[1],
-	    &m->conf };
-	struct child *c = NULL;
+	struct child *c;
 	pid_t pid;
-	int i;
 
-	for (i = 0; i < MASTER_MAX_CHILDREN; i++)
-		if (m->children[i].pid == 0) {
-			c = &m->children[i];
-			break;
-		}
-	if (c == NULL) {
+	if ((c = master_child(m, 0)) == NULL) {
 		log_warnx("child table full");
 		return -1;
 	}
-	/*
-	 * Children end with exit(), not _exit(), so that sanitizer builds
-	 * report their leaks; stdio is flushed first so nothing is written
-	 * twice.
-	 */
-	fflush(NULL);
-	switch ((pid = fork())) {
-	case -1:
-		log_warn("fork() failed");
+	if ((pid = master_fork(&m->conf, role, id, m->listen_fd,
+	    m->ready_pipe)) == -1)
 		return -1;
-	case 0:
-		master_child_signals();
-		close(m->ready_pipe[0]);
-		if (role == ROLE_WORKER) {
-			char name[32];
-
-			snprintf(name, sizeof(name), "worker %d", id);
-			log_set_role(name);
-			proc_title_set("gochat: worker %d", id);
-			master_child_drop(&m->conf);
-			exit(worker_main(&ctx));
-		}
-		close(m->listen_fd);
-		log_set_role("hub");
-		proc_title_set("gochat: hub");
-		master_child_drop(&m->conf);
-		exit(hub_main(&ctx));
-	}
 	c->pid = pid;
 	c->role = role;
 	c->id = id;
@@ -434,15 +470,11 @@ master_reap(struct master *m)
 {
 	struct child *c;
 	struct pending *p;
-	int status, i, code;
+	int status, code;
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		c = NULL;
-		for (i = 0; i < MASTER_MAX_CHILDREN; i++)
-			if (m->children[i].pid == pid)
-				c = &m->children[i];
-		if (c == NULL)
+		if ((c = master_child(m, pid)) == NULL)
 			continue;
 		code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 		if (WIFSIGNALED(status))
@@ -456,9 +488,9 @@ master_reap(struct master *m)
 			log_info("%s %d (pid %ld) finished",
 			    proc_role_name(c->role), c->id, (long)pid);
 		c->pid = 0;
-		if (c->retiring || m->stopping)
+		if (c->retiring || m->stopping || !master_role(c->role)->respawn)
 			continue;
-		p = &m->slots[c->role == ROLE_HUB ? 0 : c->id];
+		p = master_slot(m, c->role, c->id);
 		/*
 		 * An old-generation worker whose slot the reload has reached
 		 * already has its replacement (or is beyond the new count):
@@ -558,11 +590,8 @@ master_reload_step(struct master *m)
 {
 	for (;;) {
 		if (m->reload_wait != 0) {
-			struct child *c = NULL;
+			struct child *c = master_child(m, m->reload_wait);
 
-			for (int i = 0; i < MASTER_MAX_CHILDREN; i++)
-				if (m->children[i].pid == m->reload_wait)
-					c = &m->children[i];
 			if (c != NULL && !c->ready &&
 			    util_mono_ms() < m->reload_deadline)
 				return;
@@ -607,9 +636,9 @@ master_reload_step(struct master *m)
  * or waiting for its back-off: a respawn after a crash during a reload.
  */
 static int
-master_slot_taken(const struct master *m, enum proc_role role, int id)
+master_slot_taken(struct master *m, enum proc_role role, int id)
 {
-	const struct pending *p = &m->slots[role == ROLE_HUB ? 0 : id];
+	const struct pending *p = master_slot(m, role, id);
 
 	if (p->due_ms != 0 && p->role == role && p->id == id)
 		return 1;
@@ -641,14 +670,14 @@ master_retire_worker(struct master *m, int id, int gen)
 static void
 master_read_ready(struct master *m)
 {
+	struct child *c;
 	pid_t pids[64];
 	ssize_t n;
 
 	while ((n = read(m->ready_pipe[0], pids, sizeof(pids))) > 0)
 		for (size_t k = 0; k < (size_t)n / sizeof(pid_t); k++)
-			for (int i = 0; i < MASTER_MAX_CHILDREN; i++)
-				if (m->children[i].pid == pids[k])
-					m->children[i].ready = 1;
+			if (pids[k] > 0 && (c = master_child(m, pids[k])) != NULL)
+				c->ready = 1;
 }
 
 /* Send sig to every child, or only to those of generation gen (non-zero). */
