@@ -32,6 +32,8 @@
 #define BUS_SENTINEL_PORT	26379
 #define BUS_WATCH_RETRY_MS	1000	/* a lost +switch-master watch */
 
+_Static_assert(BUS_SHARDS_MAX <= METRICS_SHARDS, "a shard without metrics");
+
 enum bus_state {
 	BUS_IDLE,		/* no context; retry_ev is set */
 	BUS_ASKING,		/* a sentinel for the master; timeout_ev set */
@@ -1609,19 +1611,20 @@ static void	bus_aof_cb(struct bus *, struct bus_reply *, void *);
 /*
  * 0: not asked yet, or the connection went before the answer (ask on the
  * next connect); 1: asked, waiting; 2: answered, or the answer cannot be
- * had (INFO renamed or refused). Per process: one warning at most.
+ * had (INFO renamed or refused). Per process and shard: one warning at
+ * most each.
  */
-static int bus_aof_state;
+static int bus_aof_state[BUS_SHARDS_MAX];
 
 void
 bus_aof_check(struct bus *bus, void *arg)
 {
 	(void)arg;
-	if (bus_aof_state != 0)
+	if (bus_aof_state[bus->shard] != 0)
 		return;
 	if (bus_command(bus, bus_aof_cb, NULL, "INFO persistence") == -1)
 		return;
-	bus_aof_state = 1;
+	bus_aof_state[bus->shard] = 1;
 }
 
 /*
@@ -1636,10 +1639,10 @@ bus_aof_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 
 	(void)arg;
 	if (reply == NULL) {
-		bus_aof_state = 0;
+		bus_aof_state[bus->shard] = 0;
 		return;
 	}
-	bus_aof_state = 2;
+	bus_aof_state[bus->shard] = 2;
 	if (bus_reply_type(reply) != BUS_STRING ||
 	    (s = bus_reply_str(reply, NULL)) == NULL) {
 		log_debug("%s: INFO persistence refused: AOF not checked",

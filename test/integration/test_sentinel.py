@@ -7,6 +7,7 @@ own."""
 import time
 
 import pytest
+import requests
 
 import harness
 from conftest import needs_own_server, own_service
@@ -16,6 +17,18 @@ from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
 from test_chat_faults import Chatter, settled
 
 MASTER = "mymaster"
+
+
+def metrics(srv):
+	"""GET /metrics as {"name{labels}": value}."""
+	r = requests.get(srv.base + "/metrics", timeout=10)
+	assert r.status_code == 200, r.text
+	out = {}
+	for line in r.text.splitlines():
+		if line and not line.startswith("#"):
+			k, v = line.rsplit(" ", 1)
+			out[k] = float(v)
+	return out
 
 
 class SentinelSet:
@@ -162,6 +175,17 @@ def test_chat_follows_a_sentinel_failover_and_keeps_every_acknowledged_message(
 	# server's stats hashes are there.
 	assert harness.wait_for(lambda: harness.redis_keys(ss.replica.port,
 	    "gochat:stats:*"), 5)
+	# /metrics: every process's shard-0 connection is up again, and each
+	# saw the failover once.
+	m = metrics(s)
+	assert m['gochat_redis_shard_connections{shard="0",role="worker",'
+	    'state="up"}'] == 2, m
+	assert m['gochat_redis_shard_connections{shard="0",role="worker",'
+	    'state="down"}'] == 0, m
+	assert m['gochat_redis_shard_connections{shard="0",role="hub",'
+	    'state="up"}'] == 1, m
+	assert m['gochat_redis_failovers_total{shard="0",role="worker"}'] == 2, m
+	assert m['gochat_redis_failovers_total{shard="0",role="hub"}'] == 1, m
 	assert settled(s) == kids, "a process died meanwhile"
 	assert " exited with code " not in s.log_text() and \
 	    " killed by signal " not in s.log_text(), "a child died"
