@@ -4,6 +4,8 @@ message through it. The harness runs a master, a replica and three
 sentinels (quorum 2, master down after 1 s) on loopback, of this module's
 own."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -189,6 +191,92 @@ def test_chat_follows_a_sentinel_failover_and_keeps_every_acknowledged_message(
 	assert settled(s) == kids, "a process died meanwhile"
 	assert " exited with code " not in s.log_text() and \
 	    " killed by signal " not in s.log_text(), "a child died"
+
+
+def test_a_switch_with_the_old_master_alive_moves_every_connection(
+    make_server, sentinels):
+	"""SENTINEL FAILOVER (an operator's switch): the old master lives on as
+	a replica; the server follows +switch-master, writes nothing to it any
+	more, and chat works on the new master."""
+	ss = sentinels
+	s = make_server(redis_url=ss.url, redis=ss.master)
+	kids = settled(s)
+	a, b = register(s), register(s)
+	room = create_room(s, a)
+	wb = join(s, room, b)
+	wb.send("before the switch")
+	wb.wait_content("before the switch", 5)
+	assert ss.sentinels[1].cmd("SENTINEL", "FAILOVER", MASTER) == "OK"
+	assert harness.wait_for(lambda: ss.replica.cmd("ROLE")[0] == "master" and
+	    ss.master.cmd("ROLE")[0] == "slave", 30, 0.05), "no switch"
+	t_switch = time.monotonic()
+
+	def chatted():
+		try:
+			w = join(s, room, a, wait=False)
+			w.wait_presence("join", a, 2)
+			w.send("after the switch")
+			w.wait_content("after the switch", 2)
+		except (AssertionError, OSError):
+			return None
+		return w
+	assert harness.wait_for(chatted, 12, 0.2), "chat did not resume"
+	assert time.monotonic() - t_switch <= 10
+	hist = [e["content"] for e in all_history(s, a, room)]
+	assert hist == ["before the switch", "after the switch"], hist
+
+	# Nothing of the server's is left on the old master (a replica now):
+	# only the sentinels' connections, the replication link and ours.
+	def ours(line):
+		f = dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
+		return "M" not in f.get("flags", "") and "S" not in \
+		    f.get("flags", "") and not f.get("name", "").startswith(
+		    "sentinel-") and f.get("cmd") not in ("client|list", "client")
+	assert harness.wait_for(lambda: not [x for x in ss.master.cmd(
+	    "CLIENT", "LIST").splitlines() if ours(x)], 5), \
+	    ss.master.cmd("CLIENT", "LIST")
+	m = metrics(s)
+	assert m['gochat_redis_failovers_total{shard="0",role="worker"}'] == 2, m
+	assert settled(s) == kids, "a process died meanwhile"
+
+
+def test_a_stopped_master_is_left_for_the_promoted_one(make_server,
+    sentinels):
+	"""A master that hangs (SIGSTOP) rather than dies: no connection to it
+	breaks, and one that is idle (the heartbeat's, a subscription) would
+	wait on it for ever. +switch-master moves them all: the workers'
+	heartbeats go on on the new master, and chat resumes."""
+	ss = sentinels
+	s = make_server(redis_url=ss.url, redis=ss.master)
+	kids = settled(s)
+	a = register(s)
+	room = create_room(s, a)
+	os.kill(ss.master.proc.pid, signal.SIGSTOP)
+	try:
+		assert harness.wait_for(lambda: ss.replica.cmd("ROLE")[0] ==
+		    "master", 30, 0.05), "no sentinel promoted the replica"
+		t_promoted = time.monotonic()
+
+		def chatted():
+			try:
+				w = join(s, room, a, wait=False)
+				w.wait_presence("join", a, 2)
+				w.send("on the new master")
+				w.wait_content("on the new master", 2)
+			except (AssertionError, OSError):
+				return None
+			return w
+		assert harness.wait_for(chatted, 12, 0.2), "chat did not resume"
+		assert time.monotonic() - t_promoted <= 10
+		# The heartbeats (3 s TTL) copied from the old master have
+		# expired by now: these are written on the new one.
+		time.sleep(max(0, t_promoted + 4 - time.monotonic()))
+		alive = harness.redis_keys(ss.replica.port, "gochat:worker:*:alive")
+		assert len(alive) == 2, alive
+		assert "taken for dead" not in s.log_text()
+		assert settled(s) == kids, "a process died meanwhile"
+	finally:
+		os.kill(ss.master.proc.pid, signal.SIGCONT)
 
 
 def test_the_server_never_uses_a_replica_a_sentinel_names(make_server,
