@@ -189,3 +189,27 @@ def test_room_channels_are_on_their_partition_s_shard_and_chat_works(
 		assert harness.wait_for(lambda: room in rooms_in_inbox(shards[p]),
 		    5), (p, room)
 		assert room not in rooms_in_inbox(shards[0]), (p, room)
+
+
+def test_a_shard_down_fails_what_lives_there_and_health(sharded, shards):
+	"""Shard 2 stopped: /health is 503, a session kept there answers 503,
+	one on shard 0 or 1 still works; once it is back, everything does."""
+	s = sharded
+	u = register(s)
+	by_shard = {}
+	while len(by_shard) < 3:
+		t = login(s, u)
+		by_shard.setdefault(session_shard(t), t)
+	assert s.health()[0] == 200, s.health()
+	shards[2].stop()
+	try:
+		assert harness.wait_for(lambda: s.health()[0] == 503, 5), s.health()
+		assert call(s, "GET", "/ws/getRooms", by_shard[2]).status_code == 503
+		for i in (0, 1):
+			assert call(s, "GET", "/ws/getRooms",
+			    by_shard[i]).status_code == 200
+	finally:
+		shards[2].start()
+	assert harness.wait_for(lambda: s.health()[0] == 200, 10), s.health()
+	for t in by_shard.values():
+		assert call(s, "GET", "/ws/getRooms", t).status_code == 200
