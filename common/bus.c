@@ -1,8 +1,10 @@
 /*
  * bus: one Redis connection of an event loop, through hiredis' libevent
  * adapter. Owns the hiredis context, the timers that reconnect it and time
- * its attempts out, and the callbacks of its subscriptions. The only
- * includer of hiredis.
+ * its attempts out, the callbacks of its subscriptions, and for a master
+ * behind Sentinel the contexts that ask the sentinels and watch
+ * +switch-master; and the sets of buses, one per shard, that redis_url
+ * lists. The only includer of hiredis.
  */
 #include "config.h"
 

@@ -2,8 +2,10 @@
  * bus: Redis for the event loops, through hiredis' libevent adapter. A bus
  * is one async connection that reconnects by itself (with back-off) after
  * Redis goes away; on every (re)connection it calls on_connect so the owner
- * can re-subscribe. bus.c is the only file that includes hiredis, so replies
- * are read through the accessors below.
+ * can re-subscribe; a master behind Sentinel is found and followed the same
+ * way. A shard set holds a bus per entry of redis_url. bus.c is the only
+ * file that includes hiredis, so replies are read through the accessors
+ * below.
  */
 #ifndef GC_BUS_H
 #define GC_BUS_H
