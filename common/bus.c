@@ -1,8 +1,10 @@
 /*
  * bus: one Redis connection of an event loop, through hiredis' libevent
  * adapter. Owns the hiredis context, the timers that reconnect it and time
- * its attempts out, and the callbacks of its subscriptions. The only
- * includer of hiredis.
+ * its attempts out, the callbacks of its subscriptions, and for a master
+ * behind Sentinel the contexts that ask the sentinels and watch
+ * +switch-master; and the sets of buses, one per shard, that redis_url
+ * lists. The only includer of hiredis.
  */
 #include "config.h"
 
@@ -22,16 +24,23 @@
 #include "common/bus.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/msg.h"
 #include "common/util.h"
 
 #define BUS_BACKOFF_MIN_MS	100
 #define BUS_BACKOFF_MAX_MS	2000
 #define BUS_CONNECT_TIMEOUT_MS	2000	/* connect(2), AUTH and SELECT */
 #define BUS_DEFAULT_PORT	6379
+#define BUS_SENTINEL_PORT	26379
+#define BUS_WATCH_RETRY_MS	1000	/* a lost +switch-master watch */
+
+_Static_assert(BUS_SHARDS_MAX <= METRICS_SHARDS, "a shard without metrics");
 
 enum bus_state {
 	BUS_IDLE,		/* no context; retry_ev is set */
-	BUS_CONNECTING,		/* connect(2), AUTH or SELECT; timeout_ev set */
+	BUS_ASKING,		/* a sentinel for the master; timeout_ev set */
+	BUS_CONNECTING,		/* connect(2), AUTH, SELECT, ROLE; timeout_ev
+				 * set */
 	BUS_READY
 };
 
@@ -42,13 +51,22 @@ enum bus_cmd_kind {
 	BUS_CMD_MONITOR
 };
 
-struct bus_url {
+struct bus_addr {
 	char	host[256];
+	int	port;
+};
+
+struct bus_url {
+	char	host[256];	/* with sentinels: the master last named */
 	int	port;
 	char	path[256];	/* unix socket; host is unused then */
 	int	db;		/* -1: no SELECT */
 	char	user[256];	/* ACL user; "" for the default user */
 	char	password[512];	/* "": no AUTH */
+	/* redis-sentinel://: who to ask for which master. */
+	int	nsentinels;	/* 0: a plain URL */
+	struct bus_addr sentinels[BUS_SENTINELS_MAX];
+	char	master[BUS_MASTER_NAME_MAX + 1];
 };
 
 /*
@@ -104,6 +122,16 @@ struct bus {
 	TAILQ_HEAD(, bus_call) calls;	/* timed, oldest first */
 	int		 send_failing;	/* bus_send() logged a failure */
 	int		 priority;	/* of its events; -1: the default */
+	/* Sentinel (url.nsentinels > 0): the guidelines' client side. */
+	redisAsyncContext *ask;		/* a sentinel being asked */
+	int		 ask_next;	/* the sentinel to ask first: the
+					 * last that answered */
+	int		 asked;		/* sentinels asked in this round */
+	redisAsyncContext *watch;	/* subscribed to +switch-master */
+	int		 watch_next;	/* the sentinel to watch from */
+	struct event	*watch_ev;	/* connects the watch again */
+	int		 shard;		/* index in its set; 0 alone */
+	int		 metrics;	/* shows its shard's state in /metrics */
 };
 
 static int	bus_parse_num(const char **, long, long *);
@@ -141,6 +169,22 @@ static void	bus_call_cb(redisAsyncContext *, void *, void *);
 static void	bus_sub_cb(redisAsyncContext *, void *, void *);
 static void	bus_sub_confirmed(struct bus *, const redisReply *);
 static void	bus_calls_drop(struct bus *);
+static int	bus_addr_parse(const char **, struct bus_addr *, int);
+static int	bus_userinfo_parse(const char **, struct bus_url *);
+static int	bus_db_parse(const char *, struct bus_url *);
+static int	bus_sentinel_url_parse(const char *, struct bus_url *);
+static void	bus_connect_master(struct bus *);
+static void	bus_ask(struct bus *);
+static void	bus_ask_failed(struct bus *, const char *);
+static void	bus_asked_cb(redisAsyncContext *, void *, void *);
+static void	bus_role_cb(redisAsyncContext *, void *, void *);
+static void	bus_watch(struct bus *);
+static void	bus_watch_cb(redisAsyncContext *, void *, void *);
+static void	bus_watch_retry_cb(evutil_socket_t, short, void *);
+static void	bus_switch(struct bus *, const char *);
+static void	bus_metrics_up(struct bus *, int);
+static redisAsyncContext *bus_ac_new(struct bus *, const char *, int);
+static void	bus_readonly(struct bus *, const char *);
 
 /* ---- URL ----------------------------------------------------------------- */
 
@@ -199,17 +243,131 @@ bus_url_decode(const char *s, size_t n, char *out, size_t outlen)
 }
 
 /*
- * "redis://[[user]:password@]host[:port][/db]" (host may be "[v6
- * address]") or "unix:/path". The user and password are percent-decoded;
- * a user without a password ("redis://user@host") is refused, not
+ * "host[:port]" or "[v6 address][:port]" at *pp, into a (port defport
+ * when left out); *pp goes past it.
+ */
+static int
+bus_addr_parse(const char **pp, struct bus_addr *a, int defport)
+{
+	const char *p = *pp, *host;
+	size_t n;
+	long v;
+
+	if (*p == '[') {
+		host = ++p;
+		n = strspn(p, "0123456789abcdefABCDEF:.");
+		if (p[n] != ']')
+			return -1;
+		p += n + 1;
+	} else {
+		host = p;
+		n = strspn(p, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
+		p += n;
+	}
+	if (n == 0 || n >= sizeof(a->host))
+		return -1;
+	memcpy(a->host, host, n);
+	a->host[n] = '\0';
+	a->port = defport;
+	if (*p == ':') {
+		p++;
+		if (bus_parse_num(&p, 65535, &v) == -1 || v == 0)
+			return -1;
+		a->port = (int)v;
+	}
+	*pp = p;
+	return 0;
+}
+
+/*
+ * The user info of a URL at *p, up to an '@' (one inside it is %40), if
+ * there is one before the first '/': "[user]:password@", decoded into u.
+ * *pp goes past the '@'. A user without a password is refused, not
  * misread, as is an empty password.
+ */
+static int
+bus_userinfo_parse(const char **pp, struct bus_url *u)
+{
+	const char *p = *pp, *at, *colon;
+	size_t n;
+
+	n = strcspn(p, "@/");
+	if (p[n] != '@')
+		return 0;
+	at = p + n;
+	if ((colon = memchr(p, ':', n)) == NULL || colon + 1 == at)
+		return -1;
+	if (bus_url_decode(p, (size_t)(colon - p), u->user,
+	    sizeof(u->user)) == -1 ||
+	    bus_url_decode(colon + 1, (size_t)(at - colon - 1),
+	    u->password, sizeof(u->password)) == -1)
+		return -1;
+	*pp = at + 1;
+	return 0;
+}
+
+/* "/db" or "/" or nothing at *p, then the end. */
+static int
+bus_db_parse(const char *p, struct bus_url *u)
+{
+	long v;
+
+	if (*p == '/' && p[1] != '\0') {
+		p++;
+		if (bus_parse_num(&p, 1000000, &v) == -1)
+			return -1;
+		u->db = (int)v;
+	} else if (*p == '/')
+		p++;
+	return *p == '\0' ? 0 : -1;
+}
+
+/*
+ * "redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/name
+ * [/db]": the sentinels to ask (port 26379 by default), the master's name
+ * ([A-Za-z0-9._-], as Sentinel's config takes it). The user and password
+ * are the master's, not the sentinels'.
+ */
+static int
+bus_sentinel_url_parse(const char *url, struct bus_url *u)
+{
+	const char *p = url + strlen("redis-sentinel://");
+	size_t n;
+
+	if (bus_userinfo_parse(&p, u) == -1)
+		return -1;
+	for (;;) {
+		if (u->nsentinels == BUS_SENTINELS_MAX ||
+		    bus_addr_parse(&p, &u->sentinels[u->nsentinels],
+		    BUS_SENTINEL_PORT) == -1)
+			return -1;
+		u->nsentinels++;
+		if (*p != ',')
+			break;
+		p++;
+	}
+	if (*p++ != '/')
+		return -1;
+	n = strspn(p, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
+	if (n == 0 || n > BUS_MASTER_NAME_MAX)
+		return -1;
+	memcpy(u->master, p, n);
+	u->master[n] = '\0';
+	return bus_db_parse(p + n, u);
+}
+
+/*
+ * "redis://[[user]:password@]host[:port][/db]" (host may be "[v6
+ * address]"), "unix:/path", or a redis-sentinel:// URL. The user and
+ * password are percent-decoded.
  */
 static int
 bus_url_parse(const char *url, struct bus_url *u)
 {
-	const char *p, *host, *at, *colon;
-	size_t n;
-	long v;
+	struct bus_addr a;
+	const char *p;
 
 	memset(u, 0, sizeof(*u));
 	u->port = BUS_DEFAULT_PORT;
@@ -223,52 +381,17 @@ bus_url_parse(const char *url, struct bus_url *u)
 		memcpy(u->path, p, strlen(p) + 1);
 		return 0;
 	}
+	if (strncmp(url, "redis-sentinel://", 17) == 0)
+		return bus_sentinel_url_parse(url, u);
 	if (strncmp(url, "redis://", 8) != 0)
 		return -1;
 	p = url + 8;
-	/* User info ends at the first '@': one inside it is %40. */
-	n = strcspn(p, "@/");
-	if (p[n] == '@') {
-		at = p + n;
-		if ((colon = memchr(p, ':', n)) == NULL || colon + 1 == at)
-			return -1;
-		if (bus_url_decode(p, (size_t)(colon - p), u->user,
-		    sizeof(u->user)) == -1 ||
-		    bus_url_decode(colon + 1, (size_t)(at - colon - 1),
-		    u->password, sizeof(u->password)) == -1)
-			return -1;
-		p = at + 1;
-	}
-	if (*p == '[') {
-		host = ++p;
-		n = strspn(p, "0123456789abcdefABCDEF:.");
-		if (p[n] != ']')
-			return -1;
-		p += n + 1;
-	} else {
-		host = p;
-		n = strspn(p, "abcdefghijklmnopqrstuvwxyz"
-		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
-		p += n;
-	}
-	if (n == 0 || n >= sizeof(u->host))
+	if (bus_userinfo_parse(&p, u) == -1 ||
+	    bus_addr_parse(&p, &a, BUS_DEFAULT_PORT) == -1)
 		return -1;
-	memcpy(u->host, host, n);
-	u->host[n] = '\0';
-	if (*p == ':') {
-		p++;
-		if (bus_parse_num(&p, 65535, &v) == -1 || v == 0)
-			return -1;
-		u->port = (int)v;
-	}
-	if (*p == '/' && p[1] != '\0') {
-		p++;
-		if (bus_parse_num(&p, 1000000, &v) == -1)
-			return -1;
-		u->db = (int)v;
-	} else if (*p == '/')
-		p++;
-	return *p == '\0' ? 0 : -1;
+	memcpy(u->host, a.host, sizeof(u->host));
+	u->port = a.port;
+	return bus_db_parse(p, u);
 }
 
 int
@@ -317,38 +440,70 @@ bus_set_timer(struct event *ev, int ms)
 	evtimer_add(ev, &tv);
 }
 
-/* DNS, when the host is a name, is resolved synchronously by hiredis. */
-static void
-bus_connect(struct bus *bus)
+/*
+ * A context to host:port (host NULL: url.path's unix socket) on the bus's
+ * loop, or NULL with the reason in bus->why. DNS, when the host is a name,
+ * is resolved synchronously by hiredis.
+ */
+static redisAsyncContext *
+bus_ac_new(struct bus *bus, const char *host, int port)
 {
 	redisAsyncContext *ac;
 
-	bus->gen++;
-	bus->why[0] = '\0';
-	if (bus->url.path[0] != '\0')
-		ac = redisAsyncConnectUnix(bus->url.path);
-	else
-		ac = redisAsyncConnect(bus->url.host, bus->url.port);
+	ac = host == NULL ? redisAsyncConnectUnix(bus->url.path) :
+	    redisAsyncConnect(host, port);
 	if (ac == NULL) {
-		bus_failed(bus, "out of memory");
-		return;
+		snprintf(bus->why, sizeof(bus->why), "out of memory");
+		return NULL;
 	}
 	if (ac->err) {
-		bus_failed(bus, ac->c.errstr);
+		snprintf(bus->why, sizeof(bus->why), "%s", ac->c.errstr);
 		redisAsyncFree(ac);
-		return;
+		return NULL;
 	}
 	ac->data = bus;
-	if (redisLibeventAttach(ac, bus->base) != REDIS_OK ||
-	    redisAsyncSetConnectCallback(ac, bus_connect_cb) != REDIS_OK ||
+	if (redisLibeventAttach(ac, bus->base) != REDIS_OK) {
+		snprintf(bus->why, sizeof(bus->why), "cannot attach to the "
+		    "event loop");
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	if (host != NULL)
+		(void)redisEnableKeepAlive(&ac->c);
+	return ac;
+}
+
+/* A new attempt: straight to the server, or through the sentinels. */
+static void
+bus_connect(struct bus *bus)
+{
+	bus->gen++;
+	bus->why[0] = '\0';
+	if (bus->url.nsentinels > 0) {
+		bus->asked = 0;
+		bus_ask(bus);
+	} else
+		bus_connect_master(bus);
+}
+
+/* To url.host:port (or url.path): AUTH, SELECT, ROLE follow. */
+static void
+bus_connect_master(struct bus *bus)
+{
+	redisAsyncContext *ac;
+
+	if ((ac = bus_ac_new(bus, bus->url.path[0] != '\0' ? NULL :
+	    bus->url.host, bus->url.port)) == NULL) {
+		bus_failed(bus, bus->why);
+		return;
+	}
+	if (redisAsyncSetConnectCallback(ac, bus_connect_cb) != REDIS_OK ||
 	    redisAsyncSetDisconnectCallback(ac, bus_disconnect_cb) !=
 	    REDIS_OK) {
 		redisAsyncFree(ac);
 		bus_failed(bus, "cannot attach to the event loop");
 		return;
 	}
-	if (bus->url.path[0] == '\0')
-		(void)redisEnableKeepAlive(&ac->c);
 	bus->ac = ac;
 	if (bus->priority >= 0)
 		bus_ac_priority(bus);
@@ -387,6 +542,12 @@ bus_ready(struct bus *bus)
 	bus->backoff_ms = BUS_BACKOFF_MIN_MS;
 	bus->failing = 0;
 	log_info("redis %s: connected to %s", bus->name, bus->where);
+	bus_metrics_up(bus, 1);
+	if (bus->url.nsentinels > 0 && bus->watch == NULL &&
+	    !evtimer_pending(bus->watch_ev, NULL)) {
+		bus->watch_next = bus->ask_next;
+		bus_watch(bus);
+	}
 	if (bus->on_connect != NULL)
 		bus->on_connect(bus, bus->arg);
 }
@@ -480,6 +641,7 @@ bus_disconnect_cb(const redisAsyncContext *cac, int status)
 		    cac->c.errstr[0] != '\0' ? cac->c.errstr : "disconnected");
 		return;
 	}
+	bus_metrics_up(bus, 0);
 	log_warnx("redis %s: connection to %s lost: %s", bus->name,
 	    bus->where, bus->why[0] != '\0' ? bus->why :
 	    cac->c.errstr[0] != '\0' ? cac->c.errstr : "closed");
@@ -521,8 +683,15 @@ bus_select_cb(redisAsyncContext *ac, void *r, void *privdata)
 		snprintf(what, sizeof(what), "PING");
 	else
 		snprintf(what, sizeof(what), "SELECT %d", bus->url.db);
-	if (!bus_step_failed(bus, r, what))
+	if (bus_step_failed(bus, r, what))
+		return;
+	if (bus->url.nsentinels == 0)
 		bus_ready(bus);
+	else if (redisAsyncCommand(bus->ac, bus_role_cb, bus, "ROLE") !=
+	    REDIS_OK) {
+		snprintf(bus->why, sizeof(bus->why), "cannot send ROLE");
+		bus_set_timer(bus->retry_ev, 0);
+	}
 }
 
 /*
@@ -563,6 +732,14 @@ bus_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (bus->ask != NULL) {
+		redisAsyncContext *ac = bus->ask;
+
+		bus->ask = NULL;	/* its callback gets NULL: ignored */
+		redisAsyncFree(ac);
+		bus_ask_failed(bus, "no answer in time");
+		return;
+	}
 	snprintf(bus->why, sizeof(bus->why), "no answer in %d ms",
 	    BUS_CONNECT_TIMEOUT_MS);
 	bus_close(bus);
@@ -598,6 +775,262 @@ bus_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	redisAsyncFree(bus->ac);
 }
 
+/* ---- Sentinel ------------------------------------------------------------ */
+
+/*
+ * Redis's guidelines for Sentinel clients: ask the sentinels in turn for
+ * the master's address, check with ROLE that the server there is the
+ * master before using it (bus_select_cb()), and follow +switch-master
+ * from a sentinel; a -READONLY reply or a lost connection means asking
+ * again. The owner of the bus sees none of it: a switch is a connection
+ * lost and a new one made, as when a plain Redis restarts.
+ */
+
+/* How long a sentinel may take to answer: the bus's deadline. */
+static int
+bus_ask_ms(const struct bus *bus)
+{
+	return bus->timeout_ms > 0 ? bus->timeout_ms : BUS_CONNECT_TIMEOUT_MS;
+}
+
+/*
+ * Ask the next sentinel of this round where the master is. A round asks
+ * each sentinel once, the one that answered last first; a round without
+ * an answer is a failed attempt (the back-off, then a new round).
+ */
+static void
+bus_ask(struct bus *bus)
+{
+	const struct bus_addr *s;
+	redisAsyncContext *ac;
+	char why[sizeof(bus->why) + 64];
+
+	if (bus->asked >= bus->url.nsentinels) {
+		snprintf(why, sizeof(why), "no sentinel gave its address "
+		    "(last: %s)", bus->why);
+		bus_failed(bus, why);
+		return;
+	}
+	bus->asked++;
+	bus->state = BUS_ASKING;
+	s = &bus->url.sentinels[bus->ask_next];
+	if ((ac = bus_ac_new(bus, s->host, s->port)) == NULL) {
+		snprintf(why, sizeof(why), "%s", bus->why);
+		bus_ask_failed(bus, why);
+		return;
+	}
+	if (redisAsyncCommand(ac, bus_asked_cb, bus,
+	    "SENTINEL get-master-addr-by-name %s", bus->url.master) !=
+	    REDIS_OK) {
+		redisAsyncFree(ac);
+		bus_ask_failed(bus, "cannot send SENTINEL");
+		return;
+	}
+	bus->ask = ac;
+	bus_set_timer(bus->timeout_ev, bus_ask_ms(bus));
+}
+
+/* The sentinel asked did not answer: the next one. */
+static void
+bus_ask_failed(struct bus *bus, const char *why)
+{
+	const struct bus_addr *s = &bus->url.sentinels[bus->ask_next];
+	char tmp[sizeof(bus->why)];
+
+	snprintf(tmp, sizeof(tmp), "%s", why);
+	snprintf(bus->why, sizeof(bus->why), "sentinel %.64s:%d: %.160s",
+	    s->host, s->port, tmp);
+	log_debug("redis %s: %s", bus->name, bus->why);
+	evtimer_del(bus->timeout_ev);
+	bus->ask_next = (bus->ask_next + 1) % bus->url.nsentinels;
+	bus_ask(bus);
+}
+
+/*
+ * A sentinel's answer: [ip, port] of the master, or nil when it does not
+ * know the name. NULL: it could not be reached. The context is let go
+ * after this callback (hiredis frees it).
+ */
+static void
+bus_asked_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus *bus = privdata;
+	const redisReply *reply = r, *ip, *port;
+	long long p;
+
+	if (bus->ask != ac || bus->freeing)
+		return;		/* let go by us: timed out, or bus_free() */
+	bus->ask = NULL;
+	if (reply == NULL) {
+		bus_ask_failed(bus, ac->c.errstr[0] != '\0' ? ac->c.errstr :
+		    "connection lost");
+		return;
+	}
+	redisAsyncDisconnect(ac);
+	if (reply->type == REDIS_REPLY_ERROR) {
+		bus_ask_failed(bus, reply->str);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    (ip = reply->element[0])->type != REDIS_REPLY_STRING ||
+	    (port = reply->element[1])->type != REDIS_REPLY_STRING ||
+	    ip->len == 0 || ip->len >= sizeof(bus->url.host) ||
+	    strspn(ip->str, "0123456789abcdefABCDEF:.-_"
+	    "ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ") != ip->len ||
+	    util_parse_int(port->str, 1, 65535, &p) == -1) {
+		bus_ask_failed(bus, reply->type == REDIS_REPLY_NIL ?
+		    "does not know this master" : "unexpected answer");
+		return;
+	}
+	memcpy(bus->url.host, ip->str, ip->len + 1);
+	bus->url.port = (int)p;
+	snprintf(bus->where, sizeof(bus->where), "%.128s:%d (master "
+	    "'%.127s')", bus->url.host, bus->url.port, bus->url.master);
+	evtimer_del(bus->timeout_ev);
+	bus_connect_master(bus);
+}
+
+/*
+ * ROLE of the server a sentinel named: only a master is used. A replica
+ * (the sentinels have not all caught up with a failover) fails the
+ * attempt: the back-off, then the sentinels are asked again.
+ */
+static void
+bus_role_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus *bus = privdata;
+	const redisReply *reply = r;
+
+	(void)ac;
+	if (bus_step_failed(bus, reply, "ROLE"))
+		return;
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(reply->element[0]->str, "master") == 0) {
+		bus_ready(bus);
+		return;
+	}
+	snprintf(bus->why, sizeof(bus->why), "the server is a %.32s, not "
+	    "the master", reply->type == REDIS_REPLY_ARRAY &&
+	    reply->elements > 0 && reply->element[0]->type ==
+	    REDIS_REPLY_STRING ? reply->element[0]->str : "stranger");
+	bus_set_timer(bus->retry_ev, 0);
+}
+
+/* Subscribe to +switch-master on a sentinel; another one later if not. */
+static void
+bus_watch(struct bus *bus)
+{
+	const struct bus_addr *s = &bus->url.sentinels[bus->watch_next];
+	redisAsyncContext *ac;
+
+	if ((ac = bus_ac_new(bus, s->host, s->port)) != NULL &&
+	    redisAsyncCommand(ac, bus_watch_cb, bus,
+	    "SUBSCRIBE +switch-master") == REDIS_OK) {
+		bus->watch = ac;
+		return;
+	}
+	if (ac != NULL)
+		redisAsyncFree(ac);
+	bus->watch_next = (bus->watch_next + 1) % bus->url.nsentinels;
+	bus_set_timer(bus->watch_ev, BUS_WATCH_RETRY_MS);
+}
+
+static void
+bus_watch_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	bus_watch(arg);
+}
+
+/*
+ * The watch's messages: ["message", "+switch-master", "<name> <old ip>
+ * <old port> <new ip> <new port>"]. NULL: the sentinel went; the next one
+ * is watched a second later (a switch meanwhile still shows as a lost
+ * connection or a -READONLY).
+ */
+static void
+bus_watch_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct bus *bus = privdata;
+	const redisReply *reply = r;
+
+	if (bus->watch != ac || bus->freeing)
+		return;
+	if (reply == NULL) {
+		bus->watch = NULL;
+		log_debug("redis %s: the sentinel watched is gone: %s",
+		    bus->name, ac->c.errstr);
+		bus->watch_next = (bus->watch_next + 1) % bus->url.nsentinels;
+		bus_set_timer(bus->watch_ev, BUS_WATCH_RETRY_MS);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(reply->element[0]->str, "message") == 0 &&
+	    reply->element[2]->type == REDIS_REPLY_STRING)
+		bus_switch(bus, reply->element[2]->str);
+}
+
+/*
+ * A sentinel announced a new master. For this bus's master, the
+ * connection (or the attempt) is dropped and made again at once, to the
+ * address the sentinels give now: nothing more is written to the old one.
+ */
+static void
+bus_switch(struct bus *bus, const char *event)
+{
+	char name[BUS_MASTER_NAME_MAX + 1], oldip[64], newip[64];
+	int oldport, newport;
+
+	if (sscanf(event, "%127s %63s %d %63s %d", name, oldip, &oldport,
+	    newip, &newport) != 5 || strcmp(name, bus->url.master) != 0)
+		return;
+	log_warnx("redis %s: sentinel: master '%s' moved from %s:%d to "
+	    "%s:%d", bus->name, name, oldip, oldport, newip, newport);
+	if (bus->metrics)
+		metrics_count(MC_REDIS_FAILOVERS0 + bus->shard, 1);
+	bus->backoff_ms = BUS_BACKOFF_MIN_MS;
+	switch (bus->state) {
+	case BUS_ASKING:
+		return;		/* the answer will name the new one */
+	case BUS_READY:
+	case BUS_CONNECTING:
+		if (strcmp(newip, bus->url.host) == 0 &&
+		    newport == bus->url.port)
+			return;
+		snprintf(bus->why, sizeof(bus->why), "the master moved to "
+		    "%s:%d", newip, newport);
+		break;
+	case BUS_IDLE:
+		break;
+	}
+	bus_set_timer(bus->retry_ev, 0);
+}
+
+/* An error reply: -READONLY means the master was demoted; ask again. */
+static void
+bus_readonly(struct bus *bus, const char *err)
+{
+	if (bus->url.nsentinels == 0 || bus->ac == NULL ||
+	    strstr(err, "READONLY") == NULL)
+		return;
+	snprintf(bus->why, sizeof(bus->why), "the server is read-only "
+	    "(a replica now)");
+	bus_set_timer(bus->retry_ev, 0);
+}
+
+/* The shard's state in /metrics, from the bus that represents it. */
+static void
+bus_metrics_up(struct bus *bus, int up)
+{
+	if (!bus->metrics)
+		return;
+	metrics_set(MG_REDIS_SHARD_UP0 + bus->shard, up);
+	metrics_set(MG_REDIS_SHARD_DOWN0 + bus->shard, !up);
+}
+
 struct bus *
 bus_new(struct event_base *base, const char *url, const char *password,
     const char *name, bus_event_cb *on_connect, bus_event_cb *on_disconnect,
@@ -625,6 +1058,9 @@ bus_new(struct event_base *base, const char *url, const char *password,
 	if (bus->url.path[0] != '\0')
 		snprintf(bus->where, sizeof(bus->where), "unix:%s",
 		    bus->url.path);
+	else if (bus->url.nsentinels > 0)
+		snprintf(bus->where, sizeof(bus->where), "master '%s'",
+		    bus->url.master);
 	else
 		snprintf(bus->where, sizeof(bus->where), "%s:%d",
 		    bus->url.host, bus->url.port);
@@ -639,8 +1075,10 @@ bus_new(struct event_base *base, const char *url, const char *password,
 	bus->retry_ev = evtimer_new(base, bus_retry_cb, bus);
 	bus->timeout_ev = evtimer_new(base, bus_timeout_cb, bus);
 	bus->deadline_ev = evtimer_new(base, bus_deadline_cb, bus);
+	bus->watch_ev = evtimer_new(base, bus_watch_retry_cb, bus);
 	if (bus->name == NULL || bus->retry_ev == NULL ||
-	    bus->timeout_ev == NULL || bus->deadline_ev == NULL)
+	    bus->timeout_ev == NULL || bus->deadline_ev == NULL ||
+	    bus->watch_ev == NULL)
 		goto fail;
 	bus_connect(bus);
 	return bus;
@@ -653,6 +1091,7 @@ fail:
 void
 bus_free(struct bus *bus)
 {
+	redisAsyncContext *ac;
 	struct bus_sub *s;
 
 	if (bus == NULL)
@@ -661,6 +1100,16 @@ bus_free(struct bus *bus)
 	if (bus->ac != NULL)
 		redisAsyncFree(bus->ac);
 	bus->ac = NULL;
+	if ((ac = bus->ask) != NULL) {
+		bus->ask = NULL;
+		redisAsyncFree(ac);
+	}
+	if ((ac = bus->watch) != NULL) {
+		bus->watch = NULL;
+		redisAsyncFree(ac);
+	}
+	if (bus->watch_ev != NULL)
+		event_free(bus->watch_ev);
 	if (bus->retry_ev != NULL)
 		event_free(bus->retry_ev);
 	if (bus->timeout_ev != NULL)
@@ -1017,8 +1466,10 @@ bus_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 	if (reply == NULL)
 		metrics_count(MC_REDIS_UNAVAILABLE, 1);
 	else {
-		if (reply->type == REDIS_REPLY_ERROR)
+		if (reply->type == REDIS_REPLY_ERROR) {
 			metrics_count(MC_REDIS_ERROR_REPLIES, 1);
+			bus_readonly(call->bus, reply->str);
+		}
 		if (!call->blocking)
 			metrics_redis_observe(util_mono_us() -
 			    call->sent_us);
@@ -1162,19 +1613,20 @@ static void	bus_aof_cb(struct bus *, struct bus_reply *, void *);
 /*
  * 0: not asked yet, or the connection went before the answer (ask on the
  * next connect); 1: asked, waiting; 2: answered, or the answer cannot be
- * had (INFO renamed or refused). Per process: one warning at most.
+ * had (INFO renamed or refused). Per process and shard: one warning at
+ * most each.
  */
-static int bus_aof_state;
+static int bus_aof_state[BUS_SHARDS_MAX];
 
 void
 bus_aof_check(struct bus *bus, void *arg)
 {
 	(void)arg;
-	if (bus_aof_state != 0)
+	if (bus_aof_state[bus->shard] != 0)
 		return;
 	if (bus_command(bus, bus_aof_cb, NULL, "INFO persistence") == -1)
 		return;
-	bus_aof_state = 1;
+	bus_aof_state[bus->shard] = 1;
 }
 
 /*
@@ -1189,10 +1641,10 @@ bus_aof_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 
 	(void)arg;
 	if (reply == NULL) {
-		bus_aof_state = 0;
+		bus_aof_state[bus->shard] = 0;
 		return;
 	}
-	bus_aof_state = 2;
+	bus_aof_state[bus->shard] = 2;
 	if (bus_reply_type(reply) != BUS_STRING ||
 	    (s = bus_reply_str(reply, NULL)) == NULL) {
 		log_debug("%s: INFO persistence refused: AOF not checked",
@@ -1211,4 +1663,158 @@ bus_aof_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	log_debug("%s: INFO persistence has no aof_enabled: AOF not checked",
 	    bus->where);
+}
+
+/* ---- shards -------------------------------------------------------------- */
+
+struct bus_shards {
+	int		 n;
+	struct bus	*bus[BUS_SHARDS_MAX];
+};
+
+int
+bus_urls_entry(const char *urls, int i, char *buf, size_t len)
+{
+	const char *p = urls;
+	size_t n;
+
+	for (;;) {
+		p += strspn(p, " \t");
+		if (*p == '\0')
+			return -1;
+		n = strcspn(p, " \t");
+		if (i-- == 0)
+			break;
+		p += n;
+	}
+	if (n >= len)
+		return -1;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	return 0;
+}
+
+int
+bus_urls_count(const char *urls)
+{
+	char url[1024];
+	int n;
+
+	if (urls == NULL)
+		return 0;
+	for (n = 0; bus_urls_entry(urls, n, url, sizeof(url)) == 0; n++)
+		if (n == BUS_SHARDS_MAX || !bus_url_valid(url))
+			return 0;
+	return n;
+}
+
+struct bus_shards *
+bus_shards_new(struct event_base *base, const char *urls,
+    const char *password, const char *name, bus_event_cb *on_connect,
+    bus_event_cb *on_disconnect, void *arg, int metrics)
+{
+	struct bus_shards *set;
+	char url[1024], shown[1100], sname[64];
+	int n;
+
+	if ((n = bus_urls_count(urls)) == 0) {
+		log_error("redis: invalid redis_url '%s'",
+		    bus_url_redact(urls, shown, sizeof(shown)));
+		return NULL;
+	}
+	if ((set = calloc(1, sizeof(*set))) == NULL)
+		return NULL;
+	for (set->n = 0; set->n < n; set->n++) {
+		if (n == 1)
+			snprintf(sname, sizeof(sname), "%s", name);
+		else
+			snprintf(sname, sizeof(sname), "%s %d", name, set->n);
+		if (bus_urls_entry(urls, set->n, url, sizeof(url)) == -1 ||
+		    (set->bus[set->n] = bus_new(base, url, password, sname,
+		    on_connect, on_disconnect, arg)) == NULL)
+			goto fail;
+		set->bus[set->n]->shard = set->n;
+		if (metrics)
+			bus_show_in_metrics(set->bus[set->n]);
+	}
+	return set;
+fail:
+	bus_shards_free(set);
+	return NULL;
+}
+
+void
+bus_shards_free(struct bus_shards *set)
+{
+	if (set == NULL)
+		return;
+	for (int i = 0; i < set->n; i++)
+		bus_free(set->bus[i]);
+	free(set);
+}
+
+int
+bus_shards_count(const struct bus_shards *set)
+{
+	return set->n;
+}
+
+struct bus *
+bus_shards_at(const struct bus_shards *set, int i)
+{
+	return i >= 0 && i < set->n ? set->bus[i] : NULL;
+}
+
+int
+bus_shard_of_key(const char *key, int n)
+{
+	return n <= 1 ? 0 : (int)(msg_crc16(key, strlen(key)) % (unsigned)n);
+}
+
+struct bus *
+bus_shards_key(const struct bus_shards *set, const char *key)
+{
+	return set->bus[bus_shard_of_key(key, set->n)];
+}
+
+struct bus *
+bus_shards_partition(const struct bus_shards *set, int p)
+{
+	return set->bus[(p < 0 ? 0 : p) % set->n];
+}
+
+void
+bus_shards_set_timeout(struct bus_shards *set, int ms)
+{
+	for (int i = 0; i < set->n; i++)
+		bus_set_timeout(set->bus[i], ms);
+}
+
+void
+bus_shards_set_priority(struct bus_shards *set, int pri)
+{
+	for (int i = 0; i < set->n; i++)
+		bus_set_priority(set->bus[i], pri);
+}
+
+int
+bus_shards_connected(const struct bus_shards *set)
+{
+	for (int i = 0; i < set->n; i++)
+		if (!bus_connected(set->bus[i]))
+			return 0;
+	return 1;
+}
+
+void
+bus_show_in_metrics(struct bus *bus)
+{
+	bus->metrics = 1;
+	bus_metrics_up(bus, bus->state == BUS_READY);
+}
+
+int
+bus_shard(const struct bus *bus)
+{
+	return bus->shard;
 }

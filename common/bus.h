@@ -2,8 +2,10 @@
  * bus: Redis for the event loops, through hiredis' libevent adapter. A bus
  * is one async connection that reconnects by itself (with back-off) after
  * Redis goes away; on every (re)connection it calls on_connect so the owner
- * can re-subscribe. bus.c is the only file that includes hiredis, so replies
- * are read through the accessors below.
+ * can re-subscribe; a master behind Sentinel is found and followed the same
+ * way. A shard set holds a bus per entry of redis_url. bus.c is the only
+ * file that includes hiredis, so replies are read through the accessors
+ * below.
  */
 #ifndef GC_BUS_H
 #define GC_BUS_H
@@ -11,6 +13,10 @@
 #include <stddef.h>
 
 #include "common/attr.h"
+
+#define BUS_SENTINELS_MAX	8	/* in one redis-sentinel:// URL */
+#define BUS_MASTER_NAME_MAX	127
+#define BUS_SHARDS_MAX		16	/* entries of redis_url */
 
 struct event_base;
 struct bus;
@@ -42,7 +48,13 @@ typedef void bus_event_cb(struct bus *bus, void *arg);
 
 /*
  * url: "redis://host:port/db", "redis://host:port", "redis://host" (port
- * 6379), or "unix:/path/to/redis.sock"; a redis:// URL may carry
+ * 6379), "unix:/path/to/redis.sock", or
+ * "redis-sentinel://host:port[,host:port...]/<master name>[/db]" (port
+ * 26379): the sentinels are asked in turn for the master's address, the
+ * server there must say it is the master (ROLE) before the bus is up, and
+ * a +switch-master from a sentinel, a -READONLY reply or a lost connection
+ * makes the bus ask again; the owner sees a connection lost and made
+ * again, nothing else. A redis:// or redis-sentinel:// URL may carry
  * "[user]:password@" (percent-encoded) before the host, sent as AUTH on
  * every connection, whose refusal counts as a failed attempt; password
  * (NULL or "" for none) is the one sent when url has none, for the default
@@ -114,6 +126,56 @@ struct bus_reply *bus_reply_element(const struct bus_reply *r, size_t i);
 
 /* 1 when url parses as bus_new() wants it, 0 if not; does not connect. */
 int	bus_url_valid(const char *url);
+/*
+ * urls: one to BUS_SHARDS_MAX bus_new() URLs separated by spaces (or
+ * tabs), as redis_url holds them. The number of entries, 0 if one of
+ * them is invalid or there are none or too many.
+ */
+int	bus_urls_count(const char *urls);
+/* Entry i (from 0) of urls into buf; -1 if there is none or it does not
+ * fit. */
+int	bus_urls_entry(const char *urls, int i, char *buf, size_t len)
+	    GC_MUSTCHECK;
+
+/* ---- shards (SPEC section 11) ----------------------------------------------
+ *
+ * One bus per entry of redis_url, each with the reconnect and back-off
+ * rules above. What lives where: a key (session, login counter, rate
+ * limit) on the shard its CRC16 picks (bus_shard_of_key()); partition p
+ * (its room channels and inbox) on shard p mod shards; the rest (control
+ * and worker channels, heartbeats, stats) on shard 0. With one entry,
+ * everything is on it.
+ */
+struct bus_shards;
+
+/*
+ * One bus per entry of urls, named "<name>" (one entry) or "<name>
+ * <i>"; the callbacks get the shard's bus (bus_shard()). metrics: the
+ * buses show their shard's state and failovers in /metrics (give it to
+ * one set per process). NULL if urls is invalid or out of memory.
+ */
+struct bus_shards *bus_shards_new(struct event_base *base, const char *urls,
+	    const char *password, const char *name, bus_event_cb *on_connect,
+	    bus_event_cb *on_disconnect, void *arg, int metrics);
+/* Frees every bus (bus_free()). */
+void	bus_shards_free(struct bus_shards *set);
+int	bus_shards_count(const struct bus_shards *set);
+/* The bus of shard i (0 .. count - 1). */
+struct bus *bus_shards_at(const struct bus_shards *set, int i);
+/* The bus of the shard key hashes to, and of partition p. */
+struct bus *bus_shards_key(const struct bus_shards *set, const char *key);
+struct bus *bus_shards_partition(const struct bus_shards *set, int p);
+void	bus_shards_set_timeout(struct bus_shards *set, int ms);
+void	bus_shards_set_priority(struct bus_shards *set, int pri);
+/* 1 when every shard's bus is up. */
+int	bus_shards_connected(const struct bus_shards *set);
+/* The shard of key among n: CRC16 (msg_crc16) mod n. */
+int	bus_shard_of_key(const char *key, int n);
+/* Let bus show its shard's state and failovers in /metrics (one bus per
+ * shard and process; bus_shards_new() does it for its set). */
+void	bus_show_in_metrics(struct bus *bus);
+/* The shard of a bus in its set (0 for one made by bus_new()). */
+int	bus_shard(const struct bus *bus);
 /*
  * url for a log line or an error message, into buf (truncated to len) and
  * returned: a password becomes "***" ("redis://user:***@host:port/db"),

@@ -296,13 +296,15 @@ conf_check(struct conf *c, char *err, size_t errlen)
 
 		c->workers = n < 1 ? 1 : n > 256 ? 256 : (int)n;
 	}
-	if (!bus_url_valid(c->redis_url)) {
+	if (bus_urls_count(c->redis_url) == 0) {
 		char shown[CONF_STR_MAX];
 
-		snprintf(err, errlen, "redis_url: expected "
-		    "redis://[[user]:password@]host[:port][/db] or "
-		    "unix:/path, got '%s'", bus_url_redact(c->redis_url, shown,
-		    sizeof(shown)));
+		snprintf(err, errlen, "redis_url: expected 1 to %d entries "
+		    "separated by spaces, each "
+		    "redis://[[user]:password@]host[:port][/db], unix:/path or "
+		    "redis-sentinel://[[user]:password@]host[:port][,host"
+		    "[:port]...]/master-name[/db], got '%s'", BUS_SHARDS_MAX,
+		    bus_url_redact(c->redis_url, shown, sizeof(shown)));
 		return -1;
 	}
 	if (c->database_url[0] == '\0') {

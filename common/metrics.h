@@ -22,6 +22,7 @@
 					 * under (workers/api.c's table) */
 #define METRICS_CLASSES		5	/* 1xx .. 5xx */
 #define METRICS_BUCKETS		14	/* latency buckets, +Inf last */
+#define METRICS_SHARDS		16	/* Redis shards (BUS_SHARDS_MAX) */
 /*
  * Slots to map: a reload may raise workers to conf's maximum (256) while
  * the old generation still finishes its requests, so room for both plus
@@ -58,7 +59,9 @@ enum metrics_counter {
 	MC_DB_BUCKET0,		/* METRICS_BUCKETS latency counts */
 	MC_REDIS_BUCKET0 = MC_DB_BUCKET0 + METRICS_BUCKETS,
 	MC_HTTP0 = MC_REDIS_BUCKET0 + METRICS_BUCKETS, /* route x class */
-	MC__N = MC_HTTP0 + METRICS_ROUTES * METRICS_CLASSES
+	/* Per Redis shard: +switch-master seen for its master. */
+	MC_REDIS_FAILOVERS0 = MC_HTTP0 + METRICS_ROUTES * METRICS_CLASSES,
+	MC__N = MC_REDIS_FAILOVERS0 + METRICS_SHARDS
 };
 /* The counter of responses of route (0 .. METRICS_ROUTES-1) and class
  * (0 for 1xx .. 4 for 5xx). */
@@ -74,7 +77,11 @@ enum metrics_gauge {
 	MG_LEADER,		/* hub: 1 while it holds the lease */
 	MG_INBOX_OLDEST_MS,	/* hub: wall-clock ms of the oldest inbox
 				 * entry in the batch in hand, 0: none */
-	MG__N
+	/* Per Redis shard, 1 in one of them: its command connection is up
+	 * (for a Sentinel entry: ROLE said master), or not. */
+	MG_REDIS_SHARD_UP0,
+	MG_REDIS_SHARD_DOWN0 = MG_REDIS_SHARD_UP0 + METRICS_SHARDS,
+	MG__N = MG_REDIS_SHARD_DOWN0 + METRICS_SHARDS
 };
 
 /* Upper bounds of the latency buckets, in microseconds (last: +Inf). */

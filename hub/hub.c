@@ -170,7 +170,7 @@ hub_main(const struct proc_ctx *ctx)
 	static struct hub h;
 	struct timeval one = { 1, 0 };
 	const char *p;
-	char shown[CONF_STR_MAX];
+	char shown[CONF_STR_MAX], shard0[CONF_STR_MAX];
 
 	h.conf = ctx->conf;
 	p = h.conf->redis_prefix;
@@ -192,14 +192,18 @@ hub_main(const struct proc_ctx *ctx)
 		fatalx("event_base_new() failed");
 	if (hash_init() == -1)
 		fatalx("no random bytes for the room tables' hash key");
-	if ((h.redis = bus_new(h.base, h.conf->redis_url,
+	/* TODO(issue 15): shard 0 only until the hubs lead partitions on
+	 * their shards (bus_shards_partition()). */
+	if (bus_urls_entry(h.conf->redis_url, 0, shard0, sizeof(shard0)) ==
+	    -1 || (h.redis = bus_new(h.base, shard0,
 	    h.conf->redis_password, "redis",
 	    hub_on_connect, hub_on_disconnect, &h)) == NULL ||
-	    (h.inbox = bus_new(h.base, h.conf->redis_url,
+	    (h.inbox = bus_new(h.base, shard0,
 	    h.conf->redis_password, "redis inbox",
 	    hub_on_inbox_connect, NULL, &h)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));
+	bus_show_in_metrics(h.redis);
 	if ((h.store = store_new(h.base, h.conf)) == NULL)
 		fatalx("database_url: cannot use it");
 	if ((h.tx = tx_new(h.redis, h.lease_key, h.lease_value)) == NULL ||

@@ -9,7 +9,11 @@ As a module (test/integration/conftest.py imports it):
     Redis(dir, port)      redis-server on 127.0.0.1:port with an AOF
                           (appendonly yes, appendfsync everysec), no RDB
                           snapshots (password= adds --requirepass,
-                          appendonly=False turns the AOF off)
+                          appendonly=False turns the AOF off, replicaof=
+                          PORT makes it a replica of 127.0.0.1:PORT)
+    Sentinel(dir, port, master_port)  redis-sentinel on 127.0.0.1:port
+                          watching the master "mymaster" (quorum 2, down
+                          after 1 s) from a config file of its own
     Server(bin, conf, dir)  gochat -c dir/gochat.conf in the foreground
     redis_cmd(port, *args)  one Redis command over a socket (no redis-cli)
     RawHTTP(host, port)   exact bytes over a socket, for malformed, slow and
@@ -665,12 +669,13 @@ class Redis:
 	which url and cmd() then use."""
 
 	def __init__(self, dir, port, persist=False, password=None,
-	    appendonly=True):
+	    appendonly=True, replicaof=None):
 		self.dir = os.path.abspath(str(dir))
 		self.port = int(port)
 		self.persist = persist
 		self.password = password
 		self.appendonly = appendonly
+		self.replicaof = replicaof
 		self.logfile = os.path.join(self.dir, "redis.log")
 		self.proc = None
 		self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -707,7 +712,10 @@ class Redis:
 		if not self.persist:
 			argv += ["--save", ""]
 		if self.password:
-			argv += ["--requirepass", self.password]
+			argv += ["--requirepass", self.password,
+			    "--masterauth", self.password]
+		if self.replicaof:
+			argv += ["--replicaof", "127.0.0.1", str(self.replicaof)]
 		log = open(self.logfile, "ab")
 		try:
 			self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=log,
@@ -772,6 +780,74 @@ class Redis:
 
 	def log_text(self):
 		return tail(self.logfile, 0)
+
+
+class Sentinel(Redis):
+	"""redis-sentinel on 127.0.0.1:port watching the master named name at
+	127.0.0.1:master_port: quorum 2 (of the three sentinels a test runs),
+	the master down after down_after_ms without an answer, a failover
+	retried after failover_timeout_ms. Its config file (which Sentinel
+	rewrites) is dir/sentinel.conf."""
+
+	def __init__(self, dir, port, master_port, name="mymaster", quorum=2,
+	    down_after_ms=1000, failover_timeout_ms=3000):
+		super().__init__(dir, port)
+		self.master_port, self.name = int(master_port), name
+		self.quorum, self.down_after_ms = quorum, down_after_ms
+		self.failover_timeout_ms = failover_timeout_ms
+		self.binary = shutil.which("redis-sentinel") or \
+		    "/usr/bin/redis-sentinel"
+
+	def start(self, timeout=15):
+		if self.running():
+			return self
+		if not os.access(self.binary, os.X_OK):
+			raise HarnessError("redis-sentinel not found: install Debian's "
+			    "redis-sentinel")
+		os.makedirs(self.dir, exist_ok=True)
+		conf = os.path.join(self.dir, "sentinel.conf")
+		with open(conf, "w") as f:
+			f.write("port %d\nbind 127.0.0.1\ndaemonize no\nlogfile \"\"\n"
+			    "dir %s\n"
+			    "sentinel monitor %s 127.0.0.1 %d %d\n"
+			    "sentinel down-after-milliseconds %s %d\n"
+			    "sentinel failover-timeout %s %d\n"
+			    "sentinel parallel-syncs %s 1\n" % (self.port, self.dir,
+			    self.name, self.master_port, self.quorum, self.name,
+			    self.down_after_ms, self.name, self.failover_timeout_ms,
+			    self.name))
+		log = open(self.logfile, "ab")
+		try:
+			self.proc = subprocess.Popen([self.binary, conf], cwd=self.dir,
+			    stdout=log, stderr=subprocess.STDOUT,
+			    stdin=subprocess.DEVNULL, start_new_session=True,
+			    preexec_fn=_pdeathsig(), env=_clean_env())
+		finally:
+			log.close()
+
+		def ready():
+			if self.proc.poll() is not None:
+				raise HarnessError("redis-sentinel exited with code %d:\n%s"
+				    % (self.proc.returncode, tail(self.logfile, 30)))
+			try:
+				return self.cmd("PING", timeout=1) == "PONG"
+			except (OSError, ConnectionError, RedisError):
+				return False
+		if not wait_for(ready, timeout):
+			self.kill()
+			raise HarnessError("redis-sentinel did not answer PING on port "
+			    "%d within %d s:\n%s" % (self.port, timeout,
+			    tail(self.logfile, 30)))
+		return self
+
+	def master_addr(self):
+		"""(host, port) this sentinel names as the master, or None."""
+		try:
+			a = self.cmd("SENTINEL", "get-master-addr-by-name", self.name,
+			    timeout=2)
+		except (OSError, ConnectionError, RedisError):
+			return None
+		return (a[0], int(a[1])) if a else None
 
 
 # --- the server -------------------------------------------------------------

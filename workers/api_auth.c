@@ -46,6 +46,9 @@ struct account {
 	char		 mcf[160];			/* login: stored hash */
 	char		 fail_account[AUTH_KEY_MAX];	/* login: counters */
 	char		 fail_addr[AUTH_KEY_MAX];
+	int		 split;		/* login: the counters are on two
+					 * Redis shards */
+	int		 step;		/* ... and so many are reserved */
 	struct db_txn	*txn;		/* register: INSERT .. COMMIT */
 };
 
@@ -55,16 +58,18 @@ struct account {
  * concurrent attempts cannot all pass a check made before any of them is
  * counted. A counter at the limit refuses: the seconds left of its window.
  * Else both are incremented (a window starts with its first attempt) and
- * -1 comes back. A failure keeps the reservation: it is the count.
+ * -1 comes back. A failure keeps the reservation: it is the count. With
+ * the counters on two shards, each is reserved alone (one key), the
+ * account's first; the address's refusing gives the account's back.
  */
 static const char login_reserve_lua[] =
-    "for i = 1, 2 do "
+    "for i = 1, #KEYS do "
     "  local n = tonumber(redis.call('get', KEYS[i]) or '0') "
     "  if n >= tonumber(ARGV[1]) then "
     "    local t = redis.call('ttl', KEYS[i]) "
     "    if t < 1 then t = 1 end return t end "
     "end "
-    "for i = 1, 2 do "
+    "for i = 1, #KEYS do "
     "  if redis.call('incr', KEYS[i]) == 1 or "
     "      redis.call('ttl', KEYS[i]) < 0 then "
     "    redis.call('expire', KEYS[i], ARGV[2]) end "
@@ -73,7 +78,7 @@ static const char login_reserve_lua[] =
  * the address's loses the one attempt (never below zero, never a key
  * without a TTL). */
 static const char login_release_lua[] =
-    "redis.call('del', KEYS[1]) "
+    "redis.call('del', KEYS[1]) if #KEYS == 1 then return 1 end "
     "local n = tonumber(redis.call('get', KEYS[2]) or '0') "
     "if n > 0 then redis.call('decr', KEYS[2]) end return 1";
 
@@ -93,6 +98,7 @@ static void	register_unsession_cb(int, void *);
 static void	login_found_cb(struct db_result *, void *);
 static void	login_limit_cb(struct bus *, struct bus_reply *, void *);
 static void	login_checked_cb(int, void *);
+static int	login_reserve(struct account *);
 static void	login_release(struct account *);
 static void	login_session_cb(int, void *);
 static void	logout_cb(int, void *);
@@ -432,7 +438,7 @@ login_found_cb(struct db_result *res, void *arg)
 	struct account *a = arg;
 	struct worker *w = a->api.conn->worker;
 	const char *prefix = w->conf->redis_prefix;
-	char hex[65], max[16], window[16];
+	char hex[65];
 	long long id;
 
 	if (res == NULL || !db_result_ok(res)) {
@@ -466,14 +472,36 @@ login_found_cb(struct db_result *res, void *arg)
 	}
 	(void)msg_key_login_fail(a->fail_addr, sizeof(a->fail_addr), prefix,
 	    "addr", a->api.conn->peer);
-	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
-	snprintf(window, sizeof(window), "%d", w->conf->login_window);
-	if (bus_command(w->redis, login_limit_cb, a, "EVAL %s 2 %s %s %s %s",
-	    login_reserve_lua, a->fail_account, a->fail_addr, max,
-	    window) == -1) {
+	a->split = bus_shard_of_key(a->fail_account, bus_shards_count(
+	    w->shards)) != bus_shard_of_key(a->fail_addr,
+	    bus_shards_count(w->shards));
+	if (login_reserve(a) == -1) {
 		conn_error(a->api.conn, 503, AUTH_AWAY);
 		api_op_free(a);
 	}
+}
+
+/*
+ * The next reservation (login_reserve_lua) on the counters' shard: both
+ * at once, or (split) the account's, then the address's. -1 if Redis is
+ * away.
+ */
+static int
+login_reserve(struct account *a)
+{
+	struct worker *w = a->api.conn->worker;
+	const char *key = a->step == 0 ? a->fail_account : a->fail_addr;
+	char max[16], window[16];
+
+	snprintf(max, sizeof(max), "%d", w->conf->login_max_failures);
+	snprintf(window, sizeof(window), "%d", w->conf->login_window);
+	if (!a->split)
+		return bus_command(bus_shards_key(w->shards, key),
+		    login_limit_cb, a, "EVAL %s 2 %s %s %s %s",
+		    login_reserve_lua, a->fail_account, a->fail_addr, max,
+		    window);
+	return bus_command(bus_shards_key(w->shards, key), login_limit_cb, a,
+	    "EVAL %s 1 %s %s %s", login_reserve_lua, key, max, window);
 }
 
 static void
@@ -487,13 +515,21 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	(void)bus;
 	if (reply == NULL || bus_reply_type(reply) != BUS_INTEGER) {
 		conn_error(a->api.conn, 503, AUTH_AWAY);
-		goto fail;
+		goto give_back;
 	}
-	if ((secs = bus_reply_integer(reply)) > 0) {
+	if ((secs = bus_reply_integer(reply)) <= 0 && a->split &&
+	    a->step++ == 0) {
+		/* The account's is reserved: now the address's. */
+		if (login_reserve(a) == 0)
+			return;
+		conn_error(a->api.conn, 503, AUTH_AWAY);
+		goto give_back;
+	}
+	if (secs > 0) {
 		snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n", secs);
 		conn_error_hdr(a->api.conn, 429, retry, "too many failed logins; "
 		    "try again in %lld seconds", secs);
-		goto fail;
+		goto give_back;
 	}
 	if (passwd_check(a->api.conn->worker->passwd, mcf, a->password,
 	    login_checked_cb, a) == -1) {
@@ -503,6 +539,11 @@ login_limit_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		goto fail;
 	}
 	return;
+give_back:
+	/* Split counters: the account's reservation alone was taken (step
+	 * 1: the address's was refused, or never answered). */
+	if (a->split && a->step == 1)
+		limit_give_back(a->api.conn->worker, a->fail_account);
 fail:
 	api_op_free(a);
 }
@@ -534,7 +575,19 @@ login_release(struct account *a)
 {
 	struct worker *w = a->api.conn->worker;
 
-	if (bus_command(w->redis, NULL, NULL, "EVAL %s 2 %s %s",
+	if (a->split) {
+		/* The address's counter loses the attempt, as below. */
+		limit_give_back(w, a->fail_addr);
+		if (bus_command(bus_shards_key(w->shards, a->fail_account),
+		    NULL, NULL, "EVAL %s 1 %s", login_release_lua,
+		    a->fail_account) == -1)
+			log_warnx("login: Redis is away; the failed-login "
+			    "counter %s keeps this attempt until its window "
+			    "ends", a->fail_account);
+		return;
+	}
+	if (bus_command(bus_shards_key(w->shards, a->fail_account), NULL,
+	    NULL, "EVAL %s 2 %s %s",
 	    login_release_lua, a->fail_account, a->fail_addr) == -1)
 		log_warnx("login: Redis is away; the failed-login counters %s "
 		    "and %s keep this attempt until their window ends",

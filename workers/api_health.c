@@ -1,6 +1,6 @@
 /*
- * api_health: GET /health checks PostgreSQL (SELECT 1) and Redis (PING)
- * live, in parallel, and answers within HEALTH_TIMEOUT_MS whatever happens:
+ * api_health: GET /health checks PostgreSQL (SELECT 1) and Redis (PING,
+ * every shard) live, in parallel, and answers within HEALTH_TIMEOUT_MS whatever happens:
  * a check that has not answered by then counts as down.
  */
 #include "config.h"
@@ -23,9 +23,11 @@
 struct health {
 	struct conn	*conn;		/* NULL once answered */
 	struct event	*timer;
+	struct bus_shards *shards;
 	int		 pending;	/* checks still to call back */
 	int		 pg_ok;
-	int		 redis_ok;
+	int		 redis_up;	/* shards that answered PING */
+	int		 redis_ok;	/* ... all of them */
 };
 
 static void	health_db_cb(struct db_result *, void *);
@@ -52,11 +54,14 @@ api_health(struct conn *c, struct http_request *req,
 		return;
 	}
 	h->conn = c;
+	h->shards = w->shards;
 	h->pending = 1;		/* held by this function until the end */
 	if (db_query(w->db, "SELECT 1", 0, NULL, health_db_cb, h) == 0)
 		h->pending++;
-	if (bus_command(w->redis, health_redis_cb, h, "PING") == 0)
-		h->pending++;
+	for (int i = 0; i < bus_shards_count(w->shards); i++)
+		if (bus_command(bus_shards_at(w->shards, i), health_redis_cb,
+		    h, "PING") == 0)
+			h->pending++;
 	evtimer_add(h->timer, &tv);
 	health_unref(h);
 }
@@ -75,8 +80,10 @@ health_redis_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct health *h = arg;
 
+	if (reply != NULL && bus_reply_type(reply) == BUS_STRING &&
+	    ++h->redis_up == bus_shards_count(h->shards))
+		h->redis_ok = 1;
 	(void)bus;
-	h->redis_ok = reply != NULL && bus_reply_type(reply) == BUS_STRING;
 	health_unref(h);
 }
 

@@ -13,15 +13,19 @@
 
 #include <event2/buffer.h>
 
+#include "common/bus.h"
 #include "common/metrics.h"
 #include "workers/api.h"
 #include "workers/conn.h"
+#include "workers/worker.h"
 
 #define METRICS_CTYPE	"text/plain; version=0.0.4; charset=utf-8"
 
 static void	metrics_family(struct evbuffer *, const char *, const char *,
 		    const char *);
 static void	metrics_label(struct evbuffer *, const char *);
+static void	metrics_shards(struct evbuffer *,
+		    const struct metrics_snapshot *, int);
 static void	metrics_histogram(struct evbuffer *, const char *,
 		    const char *, const struct metrics_snapshot *, int, int);
 static uint64_t	metrics_sum(const struct metrics_snapshot *, int);
@@ -174,11 +178,46 @@ api_metrics(struct conn *c, struct http_request *req,
 	metrics_histogram(b, "gochat_redis_command_duration_seconds",
 	    "Redis command latency (blocking reads excluded).", s,
 	    MC_REDIS_BUCKET0, MC_REDIS_USEC);
+	metrics_shards(b, s, bus_shards_count(c->worker->shards));
 
 	free(s);
 	conn_respond_buffer(c, 200, METRICS_CTYPE, b,
 	    "Cache-Control: no-store\r\n");
 	evbuffer_free(b);
+}
+
+/*
+ * Per Redis shard (SPEC section 11): how many processes of each role have
+ * their command connection to it up (with Sentinel: to a server whose
+ * ROLE said master) or down, and the failovers (+switch-master) they saw.
+ */
+static void
+metrics_shards(struct evbuffer *b, const struct metrics_snapshot *s,
+    int shards)
+{
+	metrics_family(b, "gochat_redis_shard_connections", "gauge",
+	    "Processes whose command connection to the Redis shard is up "
+	    "(for a Sentinel entry: to the master, ROLE checked) or down.");
+	for (int i = 0; i < shards && i < METRICS_SHARDS; i++)
+		for (int r = 0; r < METRICS_NROLES; r++) {
+			evbuffer_add_printf(b, "gochat_redis_shard_connections"
+			    "{shard=\"%d\",role=\"%s\",state=\"up\"} %" PRId64
+			    "\n", i, metrics_roles[r],
+			    s->gauge[r][MG_REDIS_SHARD_UP0 + i]);
+			evbuffer_add_printf(b, "gochat_redis_shard_connections"
+			    "{shard=\"%d\",role=\"%s\",state=\"down\"} %"
+			    PRId64 "\n", i, metrics_roles[r],
+			    s->gauge[r][MG_REDIS_SHARD_DOWN0 + i]);
+		}
+	metrics_family(b, "gochat_redis_failovers_total", "counter",
+	    "Sentinel failovers (+switch-master) of the shard's master seen, "
+	    "once per process.");
+	for (int i = 0; i < shards && i < METRICS_SHARDS; i++)
+		for (int r = 0; r < METRICS_NROLES; r++)
+			evbuffer_add_printf(b, "gochat_redis_failovers_total"
+			    "{shard=\"%d\",role=\"%s\"} %" PRIu64 "\n", i,
+			    metrics_roles[r],
+			    s->counter[r][MC_REDIS_FAILOVERS0 + i]);
 }
 
 static void

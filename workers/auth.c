@@ -32,9 +32,15 @@ struct auth_lookup {
 	auth_handler		*handler;
 };
 
+/*
+ * A session operation: one script, or one per shard for "every session
+ * of a user" (each shard indexes the sessions it holds).
+ */
 struct auth_op {
 	auth_session_cb	*cb;
 	void		*arg;
+	int		 pending;	/* scripts not answered yet */
+	int		 ok;		/* every answer so far was good */
 };
 
 /* Create a session: the key with the user id and TTL, and its index. */
@@ -53,6 +59,7 @@ static const char auth_revoke_all_lua[] =
 static void	 auth_lookup_cb(struct bus *, struct bus_reply *, void *);
 static void	 auth_op_cb(struct bus *, struct bus_reply *, void *);
 static void	 auth_index_key(const struct worker *, int64_t, char *, size_t);
+static struct auth_op *auth_op_new(auth_session_cb *, void *, int);
 
 int
 auth_request_token(const struct http_request *req, char *out, size_t outlen)
@@ -123,7 +130,8 @@ auth_require(struct conn *c, struct http_request *req,
 	a->m = *m;
 	a->handler = h;
 	auth_session_key(w, token, key, sizeof(key));
-	if (bus_command(w->redis, auth_lookup_cb, a, "GET %s", key) == -1) {
+	if (bus_command(bus_shards_key(w->shards, key), auth_lookup_cb, a,
+	    "GET %s", key) == -1) {
 		free(a);
 		conn_error(c, 503, "the session store is unavailable; try "
 		    "again");
@@ -158,18 +166,18 @@ auth_session_create(struct worker *w, int64_t uid, char *token,
 {
 	char key[AUTH_KEY_MAX], index[AUTH_KEY_MAX], id[24], ttl[16];
 	struct auth_op *op;
+	struct bus *bus;
 
-	if (!bus_connected(w->redis) ||
-	    util_token(token, tokenlen, AUTH_TOKEN_BYTES) == -1 ||
-	    (op = malloc(sizeof(*op))) == NULL)
+	if (util_token(token, tokenlen, AUTH_TOKEN_BYTES) == -1)
 		return -1;
-	op->cb = cb;
-	op->arg = arg;
 	auth_session_key(w, token, key, sizeof(key));
+	bus = bus_shards_key(w->shards, key);
+	if (!bus_connected(bus) || (op = auth_op_new(cb, arg, 1)) == NULL)
+		return -1;
 	auth_index_key(w, uid, index, sizeof(index));
 	snprintf(id, sizeof(id), "%lld", (long long)uid);
 	snprintf(ttl, sizeof(ttl), "%d", w->conf->session_ttl);
-	if (bus_command(w->redis, auth_op_cb, op, "EVAL %s 2 %s %s %s %s",
+	if (bus_command(bus, auth_op_cb, op, "EVAL %s 2 %s %s %s %s",
 	    auth_create_lua, key, index, id, ttl) == -1) {
 		free(op);
 		return -1;
@@ -184,13 +192,12 @@ auth_session_revoke(struct worker *w, int64_t uid, const char *token,
 	char key[AUTH_KEY_MAX], index[AUTH_KEY_MAX];
 	struct auth_op *op;
 
-	if ((op = malloc(sizeof(*op))) == NULL)
+	if ((op = auth_op_new(cb, arg, 1)) == NULL)
 		return -1;
-	op->cb = cb;
-	op->arg = arg;
 	auth_session_key(w, token, key, sizeof(key));
 	auth_index_key(w, uid, index, sizeof(index));
-	if (bus_command(w->redis, auth_op_cb, op, "EVAL %s 2 %s %s",
+	if (bus_command(bus_shards_key(w->shards, key), auth_op_cb, op,
+	    "EVAL %s 2 %s %s",
 	    auth_revoke_lua, key, index) == -1) {
 		free(op);
 		return -1;
@@ -204,18 +211,38 @@ auth_session_revoke_all(struct worker *w, int64_t uid, auth_session_cb *cb,
 {
 	char index[AUTH_KEY_MAX];
 	struct auth_op *op;
+	int n = bus_shards_count(w->shards);
+
+	/* All or nothing: every shard must be up to be asked. */
+	if (!bus_shards_connected(w->shards) ||
+	    (op = auth_op_new(cb, arg, n)) == NULL)
+		return -1;
+	auth_index_key(w, uid, index, sizeof(index));
+	for (int i = 0; i < n; i++)
+		if (bus_command(bus_shards_at(w->shards, i), auth_op_cb, op,
+		    "EVAL %s 1 %s", auth_revoke_all_lua, index) == -1) {
+			/* Those sent answer later: op->cb with 0. */
+			op->ok = 0;
+			if (--op->pending == 0) {
+				free(op);
+				return -1;
+			}
+		}
+	return 0;
+}
+
+static struct auth_op *
+auth_op_new(auth_session_cb *cb, void *arg, int scripts)
+{
+	struct auth_op *op;
 
 	if ((op = malloc(sizeof(*op))) == NULL)
-		return -1;
+		return NULL;
 	op->cb = cb;
 	op->arg = arg;
-	auth_index_key(w, uid, index, sizeof(index));
-	if (bus_command(w->redis, auth_op_cb, op, "EVAL %s 1 %s",
-	    auth_revoke_all_lua, index) == -1) {
-		free(op);
-		return -1;
-	}
-	return 0;
+	op->pending = scripts;
+	op->ok = 1;
+	return op;
 }
 
 static void
@@ -227,7 +254,11 @@ auth_op_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	if (reply != NULL && bus_reply_type(reply) == BUS_ERROR)
 		log_warnx("session script failed: %s",
 		    bus_reply_str(reply, NULL));
-	op->cb(reply != NULL && bus_reply_type(reply) == BUS_INTEGER, op->arg);
+	if (reply == NULL || bus_reply_type(reply) != BUS_INTEGER)
+		op->ok = 0;
+	if (--op->pending > 0)
+		return;
+	op->cb(op->ok, op->arg);
 	free(op);
 }
 

@@ -110,11 +110,16 @@ struct chat_room {
 	size_t		 nmembers;
 	enum room_sub	 sub;
 	int64_t		 last_id;	/* newest message delivered here */
+	int		 partition;	/* SPEC section 11: its shard's */
 };
 
 struct chat {
 	struct worker	*w;
-	struct bus	*sub;		/* SUBSCRIBE only */
+	struct bus_shards *subs;	/* SUBSCRIBE only, a bus per Redis
+					 * shard: a room's channel on its
+					 * partition's, the control channel
+					 * on shard 0's, this worker's on
+					 * every one */
 	struct bus	*beat;		/* the heartbeat only: it never
 					 * queues behind chat traffic */
 	int		 beating;	/* a heartbeat was acknowledged */
@@ -144,6 +149,10 @@ struct chat {
 };
 
 static struct chat_room *chat_room_get(struct chat *, const char *, int);
+static struct bus *chat_room_bus(const struct chat *, const char *);
+static struct bus *chat_room_sub(const struct chat *,
+		    const struct chat_room *);
+static int	chat_room_connected(const struct chat *, const char *);
 static void	chat_rooms_collect(struct chat *);
 static void	chat_subscribe(struct chat *, struct chat_room *);
 static void	chat_register(struct chat *, struct chat_member *);
@@ -207,6 +216,7 @@ struct chat *
 chat_new(struct worker *w)
 {
 	const char *p = w->conf->redis_prefix;
+	char shard0[sizeof(w->conf->redis_url)];
 	struct chat *chat;
 
 	if (hash_init() == -1 || (chat = calloc(1, sizeof(*chat))) == NULL)
@@ -223,17 +233,19 @@ chat_new(struct worker *w)
 	(void)msg_key_worker_alive(chat->alive_key, sizeof(chat->alive_key),
 	    p, chat->wid);
 	(void)msg_key_name(chat->inbox, sizeof(chat->inbox), p, MSG_INBOX);
-	chat->sub = bus_new(w->base, w->conf->redis_url,
+	chat->subs = bus_shards_new(w->base, w->conf->redis_url,
 	    w->conf->redis_password, "subscriptions",
-	    chat_sub_connected, chat_sub_lost, chat);
-	chat->beat = bus_new(w->base, w->conf->redis_url,
-	    w->conf->redis_password, "heartbeat",
-	    chat_beat_connected, NULL, chat);
-	if (chat->sub == NULL || chat->beat == NULL) {
+	    chat_sub_connected, chat_sub_lost, chat, 0);
+	/* The heartbeat is on shard 0, where the hub looks for it. */
+	if (bus_urls_entry(w->conf->redis_url, 0, shard0, sizeof(shard0)) ==
+	    0)
+		chat->beat = bus_new(w->base, shard0, w->conf->redis_password,
+		    "heartbeat", chat_beat_connected, NULL, chat);
+	if (chat->subs == NULL || chat->beat == NULL) {
 		chat_free(chat);
 		return NULL;
 	}
-	bus_set_timeout(chat->sub, w->conf->backend_timeout * 1000);
+	bus_shards_set_timeout(chat->subs, w->conf->backend_timeout * 1000);
 	bus_set_priority(chat->beat, WORKER_PRI_LIVE);
 	return chat;
 }
@@ -258,7 +270,7 @@ chat_free(struct chat *chat)
 			next = r->next;
 			free(r);
 		}
-	bus_free(chat->sub);
+	bus_shards_free(chat->subs);
 	bus_free(chat->beat);
 	free(chat);
 }
@@ -316,7 +328,8 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	}
 	/* A member could neither subscribe nor register: say so now, not
 	 * with a socket that never hears its room. */
-	if (!bus_connected(chat->sub) || !bus_connected(w->redis)) {
+	if (!bus_connected(bus_shards_at(chat->subs, 0)) ||
+	    !chat_room_connected(chat, room)) {
 		conn_error(c, 503, "chat is unavailable right now (Redis); "
 		    "try again");
 		return;
@@ -442,7 +455,8 @@ chat_register(struct chat *chat, struct chat_member *m)
 	m->registered = 1;
 	if (m->session[0] != '\0') {
 		conn_hold(m->conn);
-		if (bus_command(chat->w->redis, chat_recheck_cb, m->conn,
+		if (bus_command(bus_shards_key(chat->w->shards, m->session),
+		    chat_recheck_cb, m->conn,
 		    "GET %s", m->session) == -1) {
 			conn_release(m->conn);
 			chat_close_member(m, WS_CLOSE_ERROR, "cannot join the "
@@ -544,7 +558,8 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 		ARG("1", 1);
 	}
 #undef ARG
-	if (bus_commandv(chat->w->redis, cb, arg, argc, argv, lens) == -1) {
+	if (bus_commandv(chat_room_bus(chat, room), cb, arg, argc, argv,
+	    lens) == -1) {
 		log_warnx("conn %llu: cannot %s: Redis is away",
 		    (unsigned long long)connid, op);
 		return -1;
@@ -693,6 +708,33 @@ chat_close_member(struct chat_member *m, int code, const char *reason)
 
 /* --- rooms -------------------------------------------------------------- */
 
+/*
+ * Where a room lives (SPEC section 11): its partition's shard, for the
+ * inbox entries of its members (chat_room_bus) and its channel
+ * (chat_room_sub). With one Redis, both are that one's.
+ */
+static struct bus *
+chat_room_bus(const struct chat *chat, const char *room)
+{
+	return bus_shards_partition(chat->w->shards, msg_partition(room,
+	    chat->w->conf->partitions));
+}
+
+static struct bus *
+chat_room_sub(const struct chat *chat, const struct chat_room *r)
+{
+	return bus_shards_partition(chat->subs, r->partition);
+}
+
+/* 1 when a member of room can subscribe and register now. */
+static int
+chat_room_connected(const struct chat *chat, const char *room)
+{
+	return bus_connected(chat_room_bus(chat, room)) &&
+	    bus_connected(bus_shards_partition(chat->subs,
+	    msg_partition(room, chat->w->conf->partitions)));
+}
+
 /* Keyed (hash_init() in chat_new()): room ids come from clients. */
 static unsigned
 chat_hash(const char *s)
@@ -712,6 +754,7 @@ chat_room_get(struct chat *chat, const char *id, int create)
 	if (!create || (r = calloc(1, sizeof(*r))) == NULL)
 		return NULL;
 	snprintf(r->id, sizeof(r->id), "%s", id);
+	r->partition = msg_partition(id, chat->w->conf->partitions);
 	(void)msg_key_room(r->channel, sizeof(r->channel),
 	    chat->w->conf->redis_prefix, id);
 	TAILQ_INIT(&r->members);
@@ -740,8 +783,9 @@ chat_rooms_collect(struct chat *chat)
 				continue;
 			}
 			if (r->sub != ROOM_UNSUBSCRIBED &&
-			    bus_connected(chat->sub))
-				bus_send(chat->sub, "UNSUBSCRIBE %s",
+			    bus_connected(chat_room_sub(chat, r)))
+				bus_send(chat_room_sub(chat, r),
+				    "UNSUBSCRIBE %s",
 				    r->channel);
 			*pp = r->next;
 			free(r);
@@ -762,7 +806,8 @@ chat_subscribe(struct chat *chat, struct chat_room *r)
 
 	if (r->sub != ROOM_UNSUBSCRIBED)
 		return;
-	if (bus_command(chat->sub, chat_sub_cb, chat, "SUBSCRIBE %s",
+	if (bus_command(chat_room_sub(chat, r), chat_sub_cb, chat,
+	    "SUBSCRIBE %s",
 	    r->channel) == 0) {
 		r->sub = ROOM_SUBSCRIBING;
 		return;
@@ -779,17 +824,25 @@ chat_subscribe(struct chat *chat, struct chat_room *r)
 /* --- the subscription connection ---------------------------------------- */
 
 /*
- * (Re)connected: this worker's and the control channel. No room needs
- * subscribing again: chat_sub_lost() closed every member of the lost
- * connection, and joins answer 503 until this one is up.
+ * (Re)connected: this worker's channel (on every shard: a hub sends a
+ * joiner's history on the shard of its room, so that it comes before the
+ * room's later events), and on shard 0 the control channel. No room
+ * needs subscribing again: chat_sub_lost() closed every member of the
+ * lost connection, and joins answer 503 until this one is up.
  */
 static void
 chat_sub_connected(struct bus *bus, void *arg)
 {
 	struct chat *chat = arg;
+	int rc;
 
-	if (bus_command(bus, chat_sub_cb, chat, "SUBSCRIBE %s %s",
-	    chat->worker_channel, chat->control_channel) == -1)
+	if (bus_shard(bus) == 0)
+		rc = bus_command(bus, chat_sub_cb, chat, "SUBSCRIBE %s %s",
+		    chat->worker_channel, chat->control_channel);
+	else
+		rc = bus_command(bus, chat_sub_cb, chat, "SUBSCRIBE %s",
+		    chat->worker_channel);
+	if (rc == -1)
 		log_warnx("cannot subscribe to %s", chat->worker_channel);
 }
 
@@ -815,12 +868,23 @@ chat_sub_lost(struct bus *bus, void *arg)
 {
 	struct chat *chat = arg;
 	struct chat_room *r;
+	struct chat_member *m, *next;
 
-	(void)bus;
 	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next)
+		for (r = chat->buckets[i]; r != NULL; r = r->next) {
+			if (chat_room_sub(chat, r) != bus)
+				continue;
 			r->sub = ROOM_UNSUBSCRIBED;
-	chat_each(chat, chat_restart_member, NULL);
+			for (m = TAILQ_FIRST(&r->members); m != NULL;
+			    m = next) {
+				next = TAILQ_NEXT(m, entry);
+				chat_restart_member(chat, m, NULL);
+			}
+		}
+	/* Shard 0's carries the control channel: without it, a revoked
+	 * session could stay open. */
+	if (bus_shard(bus) == 0)
+		chat_each(chat, chat_restart_member, NULL);
 }
 
 /*
@@ -1225,9 +1289,8 @@ chat_cron(struct chat *chat)
 
 	chat_heartbeat(chat);
 	chat_rooms_collect(chat);
-	if (bus_connected(chat->w->redis))
-		TAILQ_FOREACH(l, &chat->leaves, entry)
-			if (!l->sent)
-				chat_leave_send(l);
+	TAILQ_FOREACH(l, &chat->leaves, entry)
+		if (!l->sent && bus_connected(chat_room_bus(chat, l->room)))
+			chat_leave_send(l);
 	chat_each(chat, chat_ping_member, &now);
 }

@@ -61,7 +61,8 @@ limit_take(struct worker *w, const char *key, int max, int window,
 		return -1;
 	op->cb = cb;
 	op->arg = arg;
-	if (bus_command(w->redis, limit_taken_cb, op, "EVAL %s 1 %s %d %d",
+	if (bus_command(bus_shards_key(w->shards, key), limit_taken_cb, op,
+	    "EVAL %s 1 %s %d %d",
 	    limit_take_lua, key, max, window) == -1) {
 		free(op);
 		return -1;
@@ -88,7 +89,8 @@ limit_taken_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 void
 limit_give_back(struct worker *w, const char *key)
 {
-	if (bus_command(w->redis, NULL, NULL, "EVAL %s 1 %s",
+	if (bus_command(bus_shards_key(w->shards, key), NULL, NULL,
+	    "EVAL %s 1 %s",
 	    limit_give_back_lua, key) == -1)
 		log_warnx("Redis is away: %s keeps an attempt that did not "
 		    "count until its window ends", key);

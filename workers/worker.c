@@ -84,12 +84,13 @@ worker_main(const struct proc_ctx *ctx)
 	    w.conf->db_pool_size, w.conf->backend_timeout * 1000)) == NULL)
 		fatalx("cannot set up the PostgreSQL pool");
 	db_pool_prepare(w.db, w.conf->db_prepare);
-	if ((w.redis = bus_new(w.base, w.conf->redis_url,
+	if ((w.shards = bus_shards_new(w.base, w.conf->redis_url,
 	    w.conf->redis_password, "commands", bus_aof_check,
-	    NULL, &w)) == NULL)
+	    NULL, &w, 1)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(w.conf->redis_url, shown, sizeof(shown)));
-	bus_set_timeout(w.redis, w.conf->backend_timeout * 1000);
+	w.redis = bus_shards_at(w.shards, 0);
+	bus_shards_set_timeout(w.shards, w.conf->backend_timeout * 1000);
 	/* No timer of its own: worker_cron_cb ticks it. */
 	if ((w.stats_pub = stats_pub_new(NULL, w.redis, w.conf,
 	    &w.stats)) == NULL)
@@ -307,7 +308,7 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	/* The heartbeat first: the hub takes a worker whose connections
 	 * register before its first heartbeat for dead (SWEEP_GRACE_MS). */
-	up = db_pool_up(w->db) && bus_connected(w->redis) &&
+	up = db_pool_up(w->db) && bus_shards_connected(w->shards) &&
 	    chat_beating(w->chat);
 	if (!up && util_mono_ms() < w->gate_deadline)
 		return;
@@ -320,8 +321,9 @@ worker_gate_cb(evutil_socket_t fd, short what, void *arg)
 		log_info("serving on %s", w->conf->listen);
 	else
 		log_warnx("serving on %s without %s", w->conf->listen,
-		    !db_pool_up(w->db) ? "PostgreSQL" : bus_connected(w->redis)
-		    ? "its heartbeat" : "Redis");
+		    !db_pool_up(w->db) ? "PostgreSQL" :
+		    bus_shards_connected(w->shards) ? "its heartbeat" :
+		    "Redis");
 }
 
 /* Before the loop polls again: the WebSockets written to in this pass. */
@@ -349,7 +351,7 @@ worker_free(struct worker *w)
 	stats_pub_free(w->stats_pub);
 	chat_free(w->chat);
 	/* Pending queries and commands are answered with errors here... */
-	bus_free(w->redis);
+	bus_shards_free(w->shards);
 	db_pool_free(w->db);
 	passwd_pool_free(w->passwd);
 	/* ...and the deferred frees they and the closes scheduled run now. */

@@ -47,7 +47,10 @@ struct worker {
 						 * while pending is not empty */
 	uint64_t		 next_conn_id;
 	struct db_pool		*db;
-	struct bus		*redis;		/* commands */
+	struct bus_shards	*shards;	/* commands: a bus per Redis
+						 * shard (SPEC section 11) */
+	struct bus		*redis;		/* shard 0's: control channel,
+						 * stats, what has no key */
 	struct passwd_pool	*passwd;	/* scrypt threads */
 	struct chat		*chat;		/* WebSocket members */
 	struct stats		 stats;

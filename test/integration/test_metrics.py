@@ -240,6 +240,8 @@ def test_metrics_is_prometheus_text_with_every_family(server):
 	    "gochat_redis_commands_total": "counter",
 	    "gochat_redis_errors_total": "counter",
 	    "gochat_redis_command_duration_seconds": "histogram",
+	    "gochat_redis_shard_connections": "gauge",
+	    "gochat_redis_failovers_total": "counter",
 	}
 	got = {n: f["type"] for n, f in m.families.items()}
 	assert got == want, got
@@ -249,6 +251,14 @@ def test_metrics_is_prometheus_text_with_every_family(server):
 	assert re.fullmatch(r"\d+\.\d+\.\d+.*", dict(build)["version"]), build
 	assert m.value("gochat_processes", role="worker") == 2
 	assert m.value("gochat_processes", role="hub") == 1
+	# One Redis: shard 0, up for every process, no failover seen.
+	for role, n in (("worker", 2), ("hub", 1)):
+		assert m.value("gochat_redis_shard_connections", shard="0",
+		    role=role, state="up") == n
+		assert m.value("gochat_redis_shard_connections", shard="0",
+		    role=role, state="down") == 0
+		assert m.value("gochat_redis_failovers_total", shard="0",
+		    role=role) == 0
 	procs = [dict(ls) for (n, ls) in m.series
 	    if n == "gochat_process_start_time_seconds"]
 	assert sorted((p["role"], p["id"]) for p in procs) == [("hub", "0"),

@@ -45,6 +45,41 @@ static const struct {
 	{ "redis://:p\"w@h", 0 },
 	{ "redis://:pw@h:6379/0?x=1", 0 },
 	{ "unix::pw@/run/redis.sock", 0 },
+	/* Sentinel (SPEC section 11). */
+	{ "redis-sentinel://127.0.0.1:26379/mymaster", 1 },
+	{ "redis-sentinel://h1,h2:26380,[::1]:5/mymaster/3", 1 },
+	{ "redis-sentinel://:pw@h1:1,h2:2/my-master.1", 1 },
+	{ "redis-sentinel://u:p%40w@h1/m/0", 1 },
+	{ "redis-sentinel://h1:26379", 0 },		/* no master name */
+	{ "redis-sentinel://h1:26379/", 0 },
+	{ "redis-sentinel:///mymaster", 0 },		/* no sentinel */
+	{ "redis-sentinel://h1,/mymaster", 0 },
+	{ "redis-sentinel://h1:0/mymaster", 0 },
+	{ "redis-sentinel://h1/my master", 0 },
+	{ "redis-sentinel://h1/m/x", 0 },
+	{ "redis-sentinel://h1/m/0/1", 0 },
+	{ "redis-sentinel://a,b,c,d,e,f,g,h,i/m", 0 },	/* over 8 */
+	{ "redis-sentinel://user@h1/m", 0 },
+};
+
+/* redis_url lists: how many shards bus_urls_count() finds (0: refused). */
+static const struct {
+	const char	*urls;
+	int		 count;
+} redis_lists[] = {
+	{ "redis://h:1/0", 1 },
+	{ "  redis://h:1/0  ", 1 },
+	{ "redis://h:1 redis://h:2\tunix:/r.sock", 3 },
+	{ "redis-sentinel://s1,s2/m redis://h:2", 2 },
+	{ "redis://h:1 http://h:2", 0 },
+	{ "", 0 },
+	{ "   ", 0 },
+	{ "redis://a redis://b redis://c redis://d redis://e redis://f "
+	  "redis://g redis://h redis://i redis://j redis://k redis://l "
+	  "redis://m redis://n redis://o redis://p", 16 },
+	{ "redis://a redis://b redis://c redis://d redis://e redis://f "
+	  "redis://g redis://h redis://i redis://j redis://k redis://l "
+	  "redis://m redis://n redis://o redis://p redis://q", 0 },
 };
 
 /* bus_url_redact(): what a log line or an error message shows. */
@@ -142,6 +177,37 @@ main(void)
 		ok(bus_url_valid(redis_urls[i].url) == redis_urls[i].valid,
 		    "redis_url %s is %s", redis_urls[i].url,
 		    redis_urls[i].valid ? "taken" : "refused");
+	for (size_t i = 0; i < sizeof(redis_lists) / sizeof(redis_lists[0]);
+	    i++)
+		ok(bus_urls_count(redis_lists[i].urls) == redis_lists[i].count,
+		    "redis_url '%s' has %d shards", redis_lists[i].urls,
+		    redis_lists[i].count);
+	ok(load_text(&c, "redis_url = redis-sentinel://127.0.0.1:26379,"
+	    "127.0.0.1:26380/mymaster/0 redis://127.0.0.1:6380/0\n", err,
+	    sizeof(err)) == 0, "a Sentinel entry and a plain one are taken: "
+	    "%s", err);
+	ok(load_text(&c, "redis_url = redis://127.0.0.1:6379 "
+	    "redis-sentinel://:secret@h/\n", err, sizeof(err)) == -1 &&
+	    strstr(err, "redis-sentinel://") != NULL &&
+	    strstr(err, "secret") == NULL, "a list with a bad entry is "
+	    "refused, saying what is expected, without its password: %s",
+	    err);
+	ok(bus_shard_of_key("x", 1) == 0, "one shard holds every key");
+	{
+		int seen[3] = { 0, 0, 0 };
+		char key[32];
+
+		for (int i = 0; i < 300; i++) {
+			snprintf(key, sizeof(key), "gochat:session:%d", i);
+			seen[bus_shard_of_key(key, 3)]++;
+		}
+		ok(seen[0] > 50 && seen[1] > 50 && seen[2] > 50,
+		    "keys spread over three shards (%d %d %d)", seen[0],
+		    seen[1], seen[2]);
+	}
+	/* CRC16-XMODEM("123456789") = 0x31C3 = 12739: Redis Cluster's. */
+	ok(bus_shard_of_key("123456789", 16384) == 12739 % 16384,
+	    "a key's shard is its CRC16 (Redis Cluster's) mod shards");
 	for (size_t i = 0; i < sizeof(redacted) / sizeof(redacted[0]); i++) {
 		char shown[256];
 
