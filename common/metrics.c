@@ -217,6 +217,21 @@ metrics_own_counter(enum metrics_counter c)
 	return atomic_load_explicit(&self->counter[c], memory_order_relaxed);
 }
 
+void
+metrics_part(int n, int led)
+{
+	int64_t bit, v;
+	int g;
+
+	if (self == NULL || n < 0 || n >= 64 * METRICS_PART_WORDS)
+		return;
+	g = MG_PARTS0 + n / 64;
+	bit = (int64_t)((uint64_t)1 << (n % 64));
+	v = atomic_load_explicit(&self->gauge[g], memory_order_relaxed);
+	v = led ? v | bit : v & ~bit;
+	atomic_store_explicit(&self->gauge[g], v, memory_order_relaxed);
+}
+
 int64_t
 metrics_own_gauge(enum metrics_gauge g)
 {
@@ -297,7 +312,9 @@ metrics_snapshot(void)
 			for (int g = 0; g < MG__N; g++) {
 				v = atomic_load_explicit(&s->gauge[g],
 				    memory_order_relaxed);
-				if (g != MG_INBOX_OLDEST_MS)
+				if (g >= MG_PARTS0)
+					m->gauge[role][g] |= v;
+				else if (g != MG_INBOX_OLDEST_MS)
 					m->gauge[role][g] += v;
 				else if (v > 0 && (*oldest == 0 || v < *oldest))
 					*oldest = v;

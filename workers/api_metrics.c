@@ -48,7 +48,8 @@ static const struct metrics_scalar {
 	  "Chat frames (messages, history, joins, leaves) delivered to "
 	  "clients." },
 	{ "gochat_hub_leader", 1, METRICS_HUB, MG_LEADER,
-	  "1 while this instance's hub holds the leader lease." },
+	  "Partitions whose leader lease this instance's hub holds (with "
+	  "partitions = 1: 1 while it leads)." },
 	{ "gochat_hub_rooms", 1, METRICS_HUB, MG_ROOMS,
 	  "Rooms with connected members, as the leading hub sees them." },
 	{ "gochat_hub_messages_total", 0, METRICS_HUB, MC_MSGS_IN,
@@ -127,6 +128,16 @@ api_metrics(struct conn *c, struct http_request *req,
 	    "stream id); 0 when it has caught up.");
 	evbuffer_add_printf(b, "gochat_hub_inbox_lag_seconds %.3f\n",
 	    (double)lag_ms / 1000);
+
+	metrics_family(b, "gochat_hub_partition_leader", "gauge",
+	    "1 for each partition of the rooms this instance's hub leads.");
+	for (int w = 0; w < METRICS_PART_WORDS; w++)
+		for (int k = 0; k < 64; k++)
+			if ((uint64_t)s->gauge[METRICS_HUB][MG_PARTS0 + w] &
+			    ((uint64_t)1 << k))
+				evbuffer_add_printf(b,
+				    "gochat_hub_partition_leader"
+				    "{partition=\"%d\"} 1\n", w * 64 + k);
 
 	metrics_family(b, "gochat_http_requests_total", "counter",
 	    "HTTP responses by route pattern and status class.");
