@@ -45,12 +45,16 @@
 					 * operators (XRANGE) */
 #define BATCH_BAD_LOG_MAX	20	/* bad entries logged a second */
 #define BATCH_SCAN_COUNT	"1000"
-#define BATCH_FIELDS_MAX		32	/* fields + values of an entry */
+#define BATCH_FIELDS_MAX	32	/* fields + values of an entry */
 #define BATCH_WID_MAX		128	/* bytes of a worker id */
 
 /* One inbox entry of a batch; the strings live in buf. */
 struct hub_entry {
 	char		 id[48];	/* the stream entry id */
+	char		 stored_as[64];	/* messages.inbox_id: the id, or
+					 * "<partition>:<id>" when there are
+					 * several (ids are unique per
+					 * stream only) */
 	int		 bad;		/* acknowledged, nothing else */
 	enum msg_op	 op;
 	struct room	*room;		/* register, broadcast */
@@ -293,8 +297,8 @@ batch_fenced_cb(enum store_status st, int64_t fence, void *arg)
 		return;		/* the cron tries again */
 	}
 	p->phase = PART_REBUILD;
-	log_info("leading with epoch %lld: rebuilding presence from %s",
-	    (long long)fence, p->presence_key);
+	log_info("partition %d: leading with epoch %lld: rebuilding presence "
+	    "from %s", p->n, (long long)fence, p->presence_key);
 	door_lead(p);
 }
 
@@ -371,8 +375,9 @@ batch_presence_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 			batch_reset(p);
 		return;
 	}
-	log_info("presence rebuilt: %zu connections in %zu rooms; replaying "
-	    "unacknowledged entries", rooms_connections(p->rooms),
+	log_info("%s: presence rebuilt: %zu connections in %zu rooms; "
+	    "replaying unacknowledged entries", p->presence_key,
+	    rooms_connections(p->rooms),
 	    rooms_active(p->rooms));
 	p->phase = PART_PENDING;
 	p->replay_quiet = 0;
@@ -487,7 +492,8 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		return;
 	}
 	if ((b = batch_new(p, reply)) == NULL) {
-		log_warnx("inbox: out of memory for a batch; reading it again");
+		log_warnx("%s: out of memory for a batch; reading it again",
+		    p->inbox_key);
 		p->phase = PART_PENDING;
 		snprintf(p->pending_from, sizeof(p->pending_from), "0-0");
 		batch_kick(p, BATCH_READ_RETRY_MS);
@@ -497,8 +503,8 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		batch_free(b);
 		if (replay && p->phase == PART_PENDING) {
 			if (!p->replay_quiet)
-				log_info("inbox: no entry left to replay; "
-				    "reading new ones");
+				log_info("%s: no entry left to replay; "
+				    "reading new ones", p->inbox_key);
 			p->phase = PART_LIVE;
 			p->replay_quiet = 0;
 			p->replayed_ms = util_mono_ms();
@@ -509,8 +515,8 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	/* A live read answered after the cron asked for a replay is a live
 	 * batch all the same: the replay reads next. */
 	if (replay) {
-		log_info("inbox: replaying %zu unacknowledged entries from %s",
-		    b->n, b->e[0].id);
+		log_info("%s: replaying %zu unacknowledged entries from %s",
+		    p->inbox_key, b->n, b->e[0].id);
 		snprintf(p->pending_from, sizeof(p->pending_from), "%s",
 		    b->e[b->n - 1].id);
 	}
@@ -630,9 +636,9 @@ batch_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	if (id == NULL || strcmp(id, b->e[0].id) != 0) {
 		if (id != NULL)
-			log_warnx("inbox: entry %s, handed to a deposed hub, "
+			log_warnx("%s: entry %s, handed to a deposed hub, "
 			    "precedes %s: replaying pending entries first",
-			    id, b->e[0].id);
+			    p->inbox_key, id, b->e[0].id);
 		/* The batch read after it (if any) goes too: newer. */
 		if (p->next == b)
 			p->next = NULL;
@@ -689,7 +695,8 @@ batch_entry_parse(struct part *p, struct hub_entry *e, struct bus_reply *fields)
 		return 0;
 	}
 	if ((n = bus_reply_elements(fields)) > BATCH_FIELDS_MAX) {
-		batch_bad(p, e, "%zu fields, more than %d", n, BATCH_FIELDS_MAX);
+		batch_bad(p, e, "%zu fields, more than %d", n,
+		    BATCH_FIELDS_MAX);
 		return 0;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -781,8 +788,8 @@ batch_new(struct part *p, struct bus_reply *reply)
 			memcpy(e->id, id, idlen + 1);
 			e->msg = -1;
 			k++;
-			if (batch_entry_parse(p, e, bus_reply_element(ent, 1)) ==
-			    -1)
+			if (batch_entry_parse(p, e,
+			    bus_reply_element(ent, 1)) == -1)
 				goto fail;
 		}
 	}
@@ -874,8 +881,8 @@ batch_run(struct part *p)
 			if (b->load[i]->keep > keep)
 				keep = b->load[i]->keep;
 		}
-		rc = store_load(p->h->store, ids, b->nload, keep, batch_loaded_cb,
-		    b);
+		rc = store_load(p->h->store, ids, b->nload, keep,
+		    batch_loaded_cb, b);
 		free(ids);
 	}
 	if (rc == -1) {
@@ -967,7 +974,13 @@ batch_store(struct part *p)
 				continue;
 			e->msg = (int)b->nmsgs;
 			m = &b->msgs[b->nmsgs++];
-			m->inbox_id = e->id;
+			if (p->h->nparts > 1)
+				snprintf(e->stored_as, sizeof(e->stored_as),
+				    "%d:%s", p->n, e->id);
+			else
+				snprintf(e->stored_as, sizeof(e->stored_as),
+				    "%s", e->id);
+			m->inbox_id = e->stored_as;
 			m->room = e->room_id;
 			m->username = e->username;
 			m->content = e->content;
@@ -978,8 +991,8 @@ batch_store(struct part *p)
 		b->built = 1;
 	}
 	if (b->replay && !b->found && b->nmsgs > 0) {
-		if (store_find(p->h->store, b->msgs, b->nmsgs, batch_found_cb, b) ==
-		    -1)
+		if (store_find(p->h->store, b->msgs, b->nmsgs, batch_found_cb,
+		    b) == -1)
 			batch_retry(p, BATCH_RETRY_MS);
 		else
 			b->busy = 1;
@@ -1063,8 +1076,9 @@ batch_mark(struct hub_batch *b)
 			dups++;
 	}
 	if (dups > 0)
-		log_info("inbox: %zu messages were stored by an earlier hub: "
-		    "published with the ids they were given then", dups);
+		log_info("%s: %zu messages were stored by an earlier hub: "
+		    "published with the ids they were given then",
+		    b->p->inbox_key, dups);
 }
 
 static void
@@ -1090,9 +1104,9 @@ batch_stored_cb(enum store_status st, void *arg)
 		 * clock says. Nothing was stored; the entries stay pending
 		 * for it. Lead again only if Redis gives us the lease.
 		 */
-		log_warnx("inbox: another hub raised the epoch above %lld: "
+		log_warnx("%s: another hub raised the epoch above %lld: "
 		    "batch of %zu messages not stored; standing by",
-		    (long long)p->fence, b->nmsgs);
+		    p->inbox_key, (long long)p->fence, b->nmsgs);
 		p->leader = 0;
 		batch_reset(p);
 		return;
@@ -1104,8 +1118,8 @@ batch_stored_cb(enum store_status st, void *arg)
 		 * only the one PostgreSQL cannot take is dropped.
 		 */
 		b->sql_errors++;
-		log_warnx("inbox: batch of %zu messages refused (%d); %s",
-		    b->nmsgs, b->sql_errors, b->sql_errors >= 2 ?
+		log_warnx("%s: batch of %zu messages refused (%d); %s",
+		    p->inbox_key, b->nmsgs, b->sql_errors, b->sql_errors >= 2 ?
 		    "storing them one by one" : "reloading its rooms");
 		for (size_t i = 0; i < b->n; i++)
 			if (b->e[i].msg >= 0)
@@ -1203,15 +1217,16 @@ batch_commit(struct part *p)
 		const char *targv[5] = { "XTRIM", p->inbox_key, "MINID", "~",
 		    minid };
 
-		snprintf(minid, sizeof(minid), "%lld", ms - BATCH_INBOX_KEEP_MS);
+		snprintf(minid, sizeof(minid), "%lld",
+		    ms - BATCH_INBOX_KEEP_MS);
 		tx_command(p->tx, 5, targv, NULL);
 		p->trimmed_ms = mono;
 	}
 	rc = tx_commit(p->tx, batch_exec_cb, p);
 	batch_free(b);
 	if (rc == -1) {
-		log_warnx("inbox: cannot send a batch's transaction to Redis; "
-		    "starting over");
+		log_warnx("%s: cannot send a batch's transaction to Redis; "
+		    "starting over", p->inbox_key);
 		batch_reset(p);
 		return;
 	}
@@ -1220,7 +1235,8 @@ batch_commit(struct part *p)
 }
 
 static void
-batch_on_broadcast(struct part *p, struct hub_entry *e, const struct store_msg *m)
+batch_on_broadcast(struct part *p, struct hub_entry *e,
+    const struct store_msg *m)
 {
 	rooms_message(p->rooms, e->room, m->id, e->user, e->username,
 	    e->content, e->content_len, m->ts_ms);
