@@ -55,6 +55,8 @@ struct metrics_region {
 	atomic_uint	 seq;		/* odd while slots change owner */
 	atomic_int	 used;		/* slots [0, used) were claimed */
 	atomic_uint_least64_t	 retired[METRICS_NROLES][MC__N];
+	/* The hub's samples of each partition's inbox, plus 1 (0: none). */
+	atomic_int_least64_t	 inbox[METRICS_PARTS][2];
 	struct metrics_slot	 slots[];
 };
 
@@ -215,6 +217,29 @@ metrics_own_counter(enum metrics_counter c)
 	if ((unsigned)c >= MC__N)
 		return 0;
 	return atomic_load_explicit(&self->counter[c], memory_order_relaxed);
+}
+
+void
+metrics_inbox_set(int n, int64_t length, int64_t pending)
+{
+	if (region == NULL || n < 0 || n >= METRICS_PARTS)
+		return;
+	atomic_store_explicit(&region->inbox[n][0], length + 1,
+	    memory_order_relaxed);
+	atomic_store_explicit(&region->inbox[n][1], pending + 1,
+	    memory_order_relaxed);
+}
+
+int
+metrics_inbox_get(int n, int64_t *length, int64_t *pending)
+{
+	if (region == NULL || n < 0 || n >= METRICS_PARTS)
+		return -1;
+	*length = atomic_load_explicit(&region->inbox[n][0],
+	    memory_order_relaxed) - 1;
+	*pending = atomic_load_explicit(&region->inbox[n][1],
+	    memory_order_relaxed) - 1;
+	return *length < 0 || *pending < 0 ? -1 : 0;
 }
 
 void

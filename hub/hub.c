@@ -48,6 +48,9 @@ static void	hub_parts_free(struct hub *);
 static void	hub_signal_cb(evutil_socket_t, short, void *);
 static void	hub_cron_cb(evutil_socket_t, short, void *);
 static void	hub_cron_part(struct part *, int64_t);
+static void	hub_led_list(struct hub *);
+static void	hub_sample(struct part *);
+static void	hub_sample_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_kick_cb(evutil_socket_t, short, void *);
 static void	hub_stop_cb(evutil_socket_t, short, void *);
 static void	hub_on_connect(struct bus *, void *);
@@ -121,6 +124,7 @@ hub_main(const struct proc_ctx *ctx)
 	store_free(h.store);
 	door_free(h.door);
 	hub_parts_free(&h);
+	free(h.led_list);
 	bus_free(h.redis);
 	event_free(h.sig_term);
 	event_free(h.sig_int);
@@ -166,6 +170,10 @@ hub_parts_new(struct hub *h)
 	}
 	if (h->nparts > 1 && (h->door = door_new(h)) == NULL)
 		return -1;
+	/* "n-m," at most 10 bytes a partition */
+	if ((h->led_list = calloc((size_t)h->nparts, 10)) == NULL)
+		return -1;
+	h->stats.partitions = h->led_list;
 	return 0;
 }
 
@@ -237,6 +245,64 @@ hub_cron_cb(evutil_socket_t fd, short what, void *arg)
 		door_advance(h->door);
 	}
 	hub_gauges(h);
+	hub_led_list(h);
+}
+
+/* The stats hash's "partitions": the ones we lead, runs as "n-m". */
+static void
+hub_led_list(struct hub *h)
+{
+	char *s = h->led_list;
+	int i = 0, j;
+
+	*s = '\0';
+	while (i < h->nparts) {
+		if (!h->parts[i].leader) {
+			i++;
+			continue;
+		}
+		for (j = i; j + 1 < h->nparts && h->parts[j + 1].leader; j++)
+			;
+		s += sprintf(s, "%s%d", s == h->led_list ? "" : ",", i);
+		if (j > i)
+			s += sprintf(s, "-%d", j);
+		i = j + 1;
+	}
+}
+
+/*
+ * The inbox's length and pending entries, for /metrics (one XLEN and
+ * one XPENDING summary a second per led partition).
+ */
+static void
+hub_sample(struct part *p)
+{
+	if (!bus_connected(p->h->redis))
+		return;
+	(void)!bus_command(p->h->redis, hub_sample_cb, p, "XLEN %s",
+	    p->inbox_key);
+	(void)!bus_command(p->h->redis, hub_sample_cb, p, "XPENDING %s hub",
+	    p->inbox_key);
+}
+
+/* XLEN's reply (an integer) comes first, then XPENDING's (an array). */
+static void
+hub_sample_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct part *p = arg;
+	struct bus_reply *count;
+
+	(void)bus;
+	if (p->h->exiting || reply == NULL)
+		return;
+	if (bus_reply_type(reply) == BUS_INTEGER)
+		p->sampled_len = bus_reply_integer(reply);
+	else if (bus_reply_type(reply) == BUS_ARRAY &&
+	    bus_reply_elements(reply) >= 1 &&
+	    bus_reply_type(count = bus_reply_element(reply, 0)) ==
+	    BUS_INTEGER)
+		metrics_inbox_set(p->n, p->sampled_len,
+		    bus_reply_integer(count));
 }
 
 static void
@@ -244,6 +310,7 @@ hub_cron_part(struct part *p, int64_t now)
 {
 	if (!lease_leading(p))
 		return;
+	hub_sample(p);
 	sweep_run(p);
 	if (p->batch == NULL && p->next == NULL &&
 	    now - p->gc_ms >= HUB_GC_MS) {

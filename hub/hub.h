@@ -96,6 +96,7 @@ struct part {
 	int64_t			 gc_ms;		/* last rooms_gc() */
 	int			 read_errors;	/* in a row */
 	int64_t			 oldest_ms;	/* inbox lag, or 0 */
+	int64_t			 sampled_len;	/* XLEN, for /metrics */
 };
 
 struct hub {
@@ -114,6 +115,8 @@ struct hub {
 	char			 hubs_key[128];	/* <p>hub:hubs */
 	struct part		*parts;		/* conf->partitions of them */
 	int			 nparts;
+	char			*led_list;	/* the stats' "partitions":
+						 * "0-3,9", "" for none */
 	int			 alive;		/* hubs alive, last tick */
 	int			 lease_pending;	/* a lease tick out */
 	int64_t			 lease_sent;	/* monotonic: ... sent */

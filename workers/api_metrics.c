@@ -22,6 +22,8 @@
 static void	metrics_family(struct evbuffer *, const char *, const char *,
 		    const char *);
 static void	metrics_label(struct evbuffer *, const char *);
+static void	api_metrics_parts(struct evbuffer *,
+		    const struct metrics_snapshot *);
 static void	metrics_histogram(struct evbuffer *, const char *,
 		    const char *, const struct metrics_snapshot *, int, int);
 static uint64_t	metrics_sum(const struct metrics_snapshot *, int);
@@ -129,15 +131,7 @@ api_metrics(struct conn *c, struct http_request *req,
 	evbuffer_add_printf(b, "gochat_hub_inbox_lag_seconds %.3f\n",
 	    (double)lag_ms / 1000);
 
-	metrics_family(b, "gochat_hub_partition_leader", "gauge",
-	    "1 for each partition of the rooms this instance's hub leads.");
-	for (int w = 0; w < METRICS_PART_WORDS; w++)
-		for (int k = 0; k < 64; k++)
-			if ((uint64_t)s->gauge[METRICS_HUB][MG_PARTS0 + w] &
-			    ((uint64_t)1 << k))
-				evbuffer_add_printf(b,
-				    "gochat_hub_partition_leader"
-				    "{partition=\"%d\"} 1\n", w * 64 + k);
+	api_metrics_parts(b, s);
 
 	metrics_family(b, "gochat_http_requests_total", "counter",
 	    "HTTP responses by route pattern and status class.");
@@ -190,6 +184,42 @@ api_metrics(struct conn *c, struct http_request *req,
 	conn_respond_buffer(c, 200, METRICS_CTYPE, b,
 	    "Cache-Control: no-store\r\n");
 	evbuffer_free(b);
+}
+
+/*
+ * The partitions this instance's hub leads (SPEC section 11), and the
+ * length and pending entries of each one's inbox as the hub last sampled
+ * them (every second).
+ */
+static void
+api_metrics_parts(struct evbuffer *b, const struct metrics_snapshot *s)
+{
+	static const struct {
+		const char	*name, *help;
+	} fams[3] = {
+		{ "gochat_hub_partition_leader", "1 for each partition of the "
+		  "rooms this instance's hub leads." },
+		{ "gochat_hub_inbox_length", "Entries in the inbox stream of "
+		  "each partition this instance's hub leads (XLEN)." },
+		{ "gochat_hub_inbox_pending", "Entries delivered but not yet "
+		  "acknowledged in the inbox of each partition this instance's "
+		  "hub leads (XPENDING)." }
+	};
+	int64_t v[3];
+
+	for (int f = 0; f < 3; f++) {
+		metrics_family(b, fams[f].name, "gauge", fams[f].help);
+		for (int n = 0; n < METRICS_PARTS; n++) {
+			if (!((uint64_t)s->gauge[METRICS_HUB][MG_PARTS0 +
+			    n / 64] & ((uint64_t)1 << (n % 64))))
+				continue;
+			v[0] = 1;
+			if (f > 0 && metrics_inbox_get(n, &v[1], &v[2]) == -1)
+				continue;
+			evbuffer_add_printf(b, "%s{partition=\"%d\"} %" PRId64
+			    "\n", fams[f].name, n, v[f]);
+		}
+	}
 }
 
 static void

@@ -20,6 +20,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 import harness
 from conftest import wait_for
@@ -87,6 +88,13 @@ def spread(redis, servers):
 		return None
 	share = math.ceil(PARTS / len(servers))
 	return counts if max(counts.values()) <= share else None
+
+
+def led_in_metrics(server):
+	text = requests.get(server.base + "/metrics", timeout=10).text
+	return sorted(int(l.split('"')[1]) for l in text.splitlines()
+	    if l.startswith("gochat_hub_partition_leader{") and
+	    l.endswith(" 1"))
 
 
 def start_many(make_server, redis, n, first=0):
@@ -220,6 +228,21 @@ def test_two_then_three_hubs_spread_the_partitions_and_hand_over_under_load(
 	assert counts, "not spread over two hubs: %r" % holders(redis)
 	assert sorted(counts.values()) == [8, 8], counts
 	assert sql(pg, "SELECT count(*) FROM hub_partitions") == str(PARTS)
+	# What an operator sees: each instance's /metrics and stats hash name
+	# the partitions its hub leads, with each one's inbox.
+	for s in (a, b):
+		(pid,) = s.hubs()
+		mine = sorted(i for i, h in enumerate(holders(redis))
+		    if h.endswith(":%d" % pid))
+		assert wait_for(lambda: led_in_metrics(s) == mine, 5), \
+		    (led_in_metrics(s), mine)
+		text = requests.get(s.base + "/metrics", timeout=10).text
+		for i in mine:
+			assert 'gochat_hub_inbox_pending{partition="%d"} ' % i in text
+			assert 'gochat_hub_inbox_length{partition="%d"} ' % i in text
+		field = lambda: redis.cmd("HGET", P + "stats:%s:%d" % (
+		    s.conf["instance"], pid), "partitions")
+		assert wait_for(lambda: field() in ("0-7", "8-15"), 5), field()
 	rooms = chat_rooms([a, b], 6)
 	pub = Published(redis.port)
 	load = Load(rooms)

@@ -234,6 +234,8 @@ def test_metrics_is_prometheus_text_with_every_family(server):
 	    "gochat_hub_inbox_entries_total": "counter",
 	    "gochat_hub_inbox_lag_seconds": "gauge",
 	    "gochat_hub_partition_leader": "gauge",
+	    "gochat_hub_inbox_length": "gauge",
+	    "gochat_hub_inbox_pending": "gauge",
 	    "gochat_http_requests_total": "counter",
 	    "gochat_db_queries_total": "counter",
 	    "gochat_db_errors_total": "counter",
@@ -255,6 +257,14 @@ def test_metrics_is_prometheus_text_with_every_family(server):
 	    timeout=10).text)
 	assert wait_for(lambda: led().value("gochat_hub_leader") == 1, 5)
 	assert led().value("gochat_hub_partition_leader", partition="0") == 1
+	def sampled():
+		m = led()
+		return m if [n for n, ls in m.series if n ==
+		    "gochat_hub_inbox_pending"] else None
+	m = wait_for(sampled, 5)
+	assert m, "no inbox sample in /metrics"
+	assert m.value("gochat_hub_inbox_pending", partition="0") == 0
+	assert m.value("gochat_hub_inbox_length", partition="0") >= 0
 	assert m.value("gochat_processes", role="hub") == 1
 	procs = [dict(ls) for (n, ls) in m.series
 	    if n == "gochat_process_start_time_seconds"]
