@@ -73,6 +73,26 @@ struct hub_entry {
 };
 
 /*
+ * Where a batch is. The states whose name ends in -ING have a reply due
+ * (the batch is busy: dropped meanwhile, it is abandoned, not freed). A
+ * refusal or an outage sends it back to BATCH_NEW, with a retry time.
+ */
+enum batch_state {
+	BATCH_NEW,	/* read: its rooms come next (again, on a retry) */
+	BATCH_CHECKING,	/* live: asking for orphans before it (XPENDING) */
+	BATCH_LOADING,	/* its rooms are being loaded (store_load()) */
+	BATCH_FINDING,	/* replay: finding those stored before (store_find()) */
+	BATCH_STORING,	/* its messages are being stored (store_write()) */
+	BATCH_STORED	/* stored: its commit waits for the previous
+			 * batch's EXEC */
+};
+
+#define BATCH_BUSY(b)	((b)->state == BATCH_CHECKING || \
+			    (b)->state == BATCH_LOADING || \
+			    (b)->state == BATCH_FINDING || \
+			    (b)->state == BATCH_STORING)
+
+/*
  * The entries of one XREADGROUP, from the read until their EXEC is sent.
  * A batch whose store call is in flight when leading stops is abandoned:
  * the call's callback frees it, touching nothing else.
@@ -85,15 +105,12 @@ struct hub_batch {
 	size_t		 nmsgs;
 	struct room	**load;		/* rooms asked for */
 	size_t		 nload;
-	int		 busy;		/* a store call in flight */
-	int		 abandoned;
+	enum batch_state state;
+	enum batch_read	 kind;		/* live (may trim) or replay */
+	int		 abandoned;	/* dropped while a reply was due:
+					 * the reply frees it */
 	int		 sql_errors;	/* refusals; from 2: isolate */
-	int		 live;		/* read as new: may trim */
-	int		 replay;	/* read as pending entries */
 	int		 built;		/* msgs are filled in */
-	int		 found;		/* replay: stored ones are known */
-	int		 stored;	/* stored: its commit waits for the
-					 * previous batch's EXEC */
 	int64_t		 retry_at;	/* monotonic ms, if waiting */
 	char		 after[48];	/* live: the last live read's last
 					 * id ("-": none), for orphans */
@@ -116,6 +133,7 @@ static void	batch_fenced_cb(enum store_status, int64_t, void *);
 static struct hub_scan *batch_scan_new(struct part *, struct hub_batch *);
 static int	batch_scan(struct part *, const char *);
 static void	batch_presence_cb(struct bus *, struct bus_reply *, void *);
+static int	batch_next(struct part *);
 static void	batch_settle(struct part *);
 static void	batch_drop(struct part *);
 static void	batch_replay(struct part *);
@@ -133,7 +151,7 @@ static void	batch_retry(struct part *, int);
 static void	batch_loaded_cb(enum store_status, const struct store_row *,
 		    size_t, void *);
 static void	batch_mark(struct hub_batch *);
-static void	batch_store(struct part *);
+static void	batch_store(struct part *, int);
 static void	batch_found_cb(enum store_status, void *);
 static void	batch_stored_cb(enum store_status, void *);
 static void	batch_commit(struct part *);
@@ -178,12 +196,8 @@ batch_advance(struct part *p)
 		break;
 	case PART_PENDING:
 	case PART_LIVE:
-		if (p->batch == NULL && p->next != NULL && !p->next->busy) {
-			p->batch = p->next;
-			p->next = NULL;
-		}
-		if (p->batch != NULL) {
-			if (!p->batch->busy &&
+		if (batch_next(p)) {
+			if (!BATCH_BUSY(p->batch) &&
 			    util_mono_ms() >= p->batch->retry_at)
 				batch_run(p);
 			/*
@@ -192,7 +206,8 @@ batch_advance(struct part *p)
 			 * entries twice); its ids and store wait for this
 			 * one's (batch_commit()).
 			 */
-			else if (p->batch->busy && p->batch->live &&
+			else if (BATCH_BUSY(p->batch) &&
+			    p->batch->kind == BATCH_READ_LIVE &&
 			    p->phase == PART_LIVE && p->next == NULL)
 				batch_read(p);
 		} else if (p->next == NULL && (!p->exec_pending ||
@@ -409,20 +424,27 @@ batch_reset(struct part *p)
  * given back. A stop does not wait for that read: its reply is dropped
  * and its entries stay pending for the next leader.
  */
+/* The batch to work on: the one in hand, else the one read ahead once
+ * its orphan check is answered. 0: none. */
+static int
+batch_next(struct part *p)
+{
+	if (p->batch == NULL && p->next != NULL && !BATCH_BUSY(p->next)) {
+		p->batch = p->next;
+		p->next = NULL;
+	}
+	return p->batch != NULL;
+}
+
 static void
 batch_settle(struct part *p)
 {
-	if (p->phase == PART_PENDING || p->phase == PART_LIVE) {
-		if (p->batch == NULL && p->next != NULL && !p->next->busy) {
-			p->batch = p->next;
-			p->next = NULL;
-		}
-		if (p->batch != NULL) {
-			if (!p->batch->busy &&
-			    util_mono_ms() >= p->batch->retry_at)
-				batch_run(p);
-			return;
-		}
+	if ((p->phase == PART_PENDING || p->phase == PART_LIVE) &&
+	    batch_next(p)) {
+		if (!BATCH_BUSY(p->batch) &&
+		    util_mono_ms() >= p->batch->retry_at)
+			batch_run(p);
+		return;
 	}
 	if (p->next != NULL || (!p->h->stopping &&
 	    p->read != BATCH_READ_NONE && p->phase >= PART_PENDING))
@@ -520,10 +542,9 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		snprintf(p->pending_from, sizeof(p->pending_from), "%s",
 		    b->e[b->n - 1].id);
 	}
-	b->live = !replay;
-	b->replay = replay;
+	b->kind = replay ? BATCH_READ_REPLAY : BATCH_READ_LIVE;
 	metrics_count(MC_INBOX_ENTRIES, b->n);
-	if (b->live) {
+	if (b->kind == BATCH_READ_LIVE) {
 		/* Orphans can only lie between the last live read and this
 		 * one: ">" hands out runs of the stream, in order. */
 		snprintf(b->after, sizeof(b->after), "%s", p->live_last);
@@ -544,7 +565,7 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	p->batch = b;
 	p->oldest_ms = b->oldest_ms;
-	if (b->live && batch_orphans(p, b) == 0)
+	if (b->kind == BATCH_READ_LIVE && batch_orphans(p, b) == 0)
 		return;		/* batch_orphans_cb() goes on */
 	batch_run(p);
 }
@@ -563,7 +584,7 @@ batch_drop(struct part *p)
 	for (int i = 0; i < 2; i++) {
 		if (bs[i] == NULL)
 			continue;
-		if (bs[i]->busy)
+		if (BATCH_BUSY(bs[i]))
 			bs[i]->abandoned = 1;
 		else
 			batch_free(bs[i]);
@@ -604,7 +625,7 @@ batch_orphans(struct part *p, struct hub_batch *b)
 		free(c);
 		return -1;
 	}
-	b->busy = 1;
+	b->state = BATCH_CHECKING;
 	return 0;
 }
 
@@ -621,7 +642,7 @@ batch_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	free(c);
 	if (p->h->exiting)
 		return;		/* hub_main() frees the batch */
-	b->busy = 0;
+	b->state = BATCH_NEW;
 	if (b->abandoned) {
 		batch_free(b);
 		return;
@@ -644,7 +665,7 @@ batch_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 			p->next = NULL;
 		else {
 			p->batch = NULL;
-			if (p->next != NULL && p->next->busy)
+			if (p->next != NULL && BATCH_BUSY(p->next))
 				p->next->abandoned = 1;
 			else if (p->next != NULL)
 				batch_free(p->next);
@@ -839,7 +860,7 @@ batch_run(struct part *p)
 	const char **ids;
 	int rc;
 
-	if (b->stored) {
+	if (b->state == BATCH_STORED) {
 		batch_commit(p);
 		return;
 	}
@@ -868,7 +889,7 @@ batch_run(struct part *p)
 		b->load[b->nload++] = e->room;
 	}
 	if (b->nload == 0) {
-		batch_store(p);
+		batch_store(p, 0);
 		return;
 	}
 	if ((ids = calloc(b->nload, sizeof(*ids))) == NULL)
@@ -891,7 +912,7 @@ batch_run(struct part *p)
 		batch_retry(p, BATCH_RETRY_MS);
 		return;
 	}
-	b->busy = 1;
+	b->state = BATCH_LOADING;
 }
 
 /*
@@ -920,7 +941,7 @@ batch_loaded_cb(enum store_status st, const struct store_row *rows, size_t n,
 	struct part *p = b->p;
 	struct room *r;
 
-	b->busy = 0;
+	b->state = BATCH_NEW;
 	if (b->abandoned || p->h->exiting) {
 		if (p->batch == b)
 			p->batch = NULL;
@@ -947,18 +968,19 @@ batch_loaded_cb(enum store_status st, const struct store_row *rows, size_t n,
 	for (size_t i = 0; i < b->nload; i++)
 		if (b->load[i]->state == ROOM_LOADING)
 			b->load[i]->state = ROOM_MISSING;
-	batch_store(p);
+	batch_store(p, 0);
 }
 
 /*
  * Give each broadcast not stored yet its room's next id, in entry order,
  * and store them all in one statement. An entry for a room that does not
  * exist is dropped: an operator's typo must not block the stream. Replayed
- * entries are first looked up: those an earlier hub stored keep the id it
- * gave them, and the others get the ids that follow, without a gap.
+ * entries are first looked up (found: that is done, batch_found_cb()):
+ * those an earlier hub stored keep the id it gave them, and the others get
+ * the ids that follow, without a gap.
  */
 static void
-batch_store(struct part *p)
+batch_store(struct part *p, int found)
 {
 	struct hub_batch *b = p->batch;
 	struct hub_entry *e;
@@ -990,12 +1012,12 @@ batch_store(struct part *p)
 		}
 		b->built = 1;
 	}
-	if (b->replay && !b->found && b->nmsgs > 0) {
+	if (b->kind == BATCH_READ_REPLAY && !found && b->nmsgs > 0) {
 		if (store_find(p->h->store, b->msgs, b->nmsgs, batch_found_cb,
 		    b) == -1)
 			batch_retry(p, BATCH_RETRY_MS);
 		else
-			b->busy = 1;
+			b->state = BATCH_FINDING;
 		return;
 	}
 	p->pass++;
@@ -1031,7 +1053,7 @@ batch_store(struct part *p)
 		batch_retry(p, BATCH_RETRY_MS);
 		return;
 	}
-	b->busy = 1;
+	b->state = BATCH_STORING;
 }
 
 static void
@@ -1040,7 +1062,7 @@ batch_found_cb(enum store_status st, void *arg)
 	struct hub_batch *b = arg;
 	struct part *p = b->p;
 
-	b->busy = 0;
+	b->state = BATCH_NEW;
 	if (b->abandoned || p->h->exiting) {
 		if (p->batch == b)
 			p->batch = NULL;
@@ -1051,9 +1073,8 @@ batch_found_cb(enum store_status st, void *arg)
 		batch_retry(p, BATCH_RETRY_MS);
 		return;
 	}
-	b->found = 1;
 	batch_mark(b);
-	batch_store(p);
+	batch_store(p, 1);
 }
 
 /*
@@ -1087,7 +1108,7 @@ batch_stored_cb(enum store_status st, void *arg)
 	struct hub_batch *b = arg;
 	struct part *p = b->p;
 
-	b->busy = 0;
+	b->state = BATCH_NEW;
 	if (b->abandoned || p->h->exiting) {
 		if (p->batch == b)
 			p->batch = NULL;
@@ -1156,7 +1177,7 @@ batch_commit(struct part *p)
 	 * not be published before its entries are (it was stored after them
 	 * and is published again with the same ids, in order).
 	 */
-	b->stored = 1;
+	b->state = BATCH_STORED;
 	if (p->exec_pending)
 		return;		/* batch_exec_cb() commits it */
 	p->batch = NULL;
@@ -1211,7 +1232,8 @@ batch_commit(struct part *p)
 		free(argv);
 	}
 	/* Entries before those are all acknowledged (replay is over). */
-	if (b->live && mono - p->trimmed_ms >= BATCH_TRIM_MS &&
+	if (b->kind == BATCH_READ_LIVE &&
+	    mono - p->trimmed_ms >= BATCH_TRIM_MS &&
 	    sscanf(b->e[b->n - 1].id, "%lld", &ms) == 1 &&
 	    ms > BATCH_INBOX_KEEP_MS) {
 		const char *targv[5] = { "XTRIM", p->inbox_key, "MINID", "~",
@@ -1327,7 +1349,7 @@ batch_exec_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		return;
 	}
 	/* The next batch, stored meanwhile, goes now, even when stopping. */
-	if (p->batch != NULL && p->batch->stored && !p->batch->busy &&
+	if (p->batch != NULL && p->batch->state == BATCH_STORED &&
 	    p->leader) {
 		batch_commit(p);
 		return;
