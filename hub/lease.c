@@ -37,17 +37,19 @@
 /*
  * The tick. KEYS[1] the hubs alive, KEYS[2..] the leases; ARGV[1] us,
  * ARGV[2] the lease's ms, ARGV[3] the hubs' ms, ARGV[4] "1" to take free
- * leases. Answers { hubs alive, then per lease: 1 ours (renewed or just
- * taken), 0 free, or its holder }.
+ * leases ("0": stopping, no longer counted among the hubs alive).
+ * Answers { hubs alive, then per lease: 1 ours (renewed or just taken),
+ * 0 free, or its holder }.
  */
 static const char lease_tick_lua[] =
     "redis.replicate_commands() "
     "local t = redis.call('time') "
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-    "redis.call('zadd', KEYS[1], now, ARGV[1]) "
+    "if ARGV[4] == '1' then redis.call('zadd', KEYS[1], now, ARGV[1]) "
+    "else redis.call('zrem', KEYS[1], ARGV[1]) end "
     "redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[3])) "
     "redis.call('pexpire', KEYS[1], ARGV[3]) "
-    "local alive = redis.call('zcard', KEYS[1]) "
+    "local alive = math.max(1, redis.call('zcard', KEYS[1])) "
     "local share = math.ceil((#KEYS - 1) / alive) "
     "local out, mine = { alive }, 0 "
     "for i = 2, #KEYS do "

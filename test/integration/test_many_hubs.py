@@ -342,6 +342,31 @@ def test_a_killed_hub_is_replaced_by_its_instance_at_once(make_server, redis,
 	print("\nrespawned hub led its share after %.2f s" % took)
 
 
+def test_a_stopped_instance_gives_its_partitions_back_at_once(make_server,
+    redis, pg):
+	"""An instance stopped (SIGTERM) gives its leases back and leaves the
+	hubs alive: the other hub leads all 16 partitions at its next tick,
+	before the leases would have expired; chat goes on in every room."""
+	redis.cmd("FLUSHALL")
+	a, b = start_many(make_server, redis, 2)
+	assert wait_for(lambda: spread(redis, [a, b]), 15), holders(redis)
+	rooms = chat_rooms([a], 3)
+	(alive,) = a.hubs()
+	b.stop()
+	t0 = time.monotonic()
+	assert wait_for(lambda: holders(redis).count("host-0:%d" % alive) ==
+	    PARTS, 10), holders(redis)
+	took = time.monotonic() - t0
+	assert took < 2.5, "taken after %.1f s: as if waiting for the leases " \
+	    "to expire" % took
+	assert redis.cmd("ZRANGE", P + "hub:hubs", "0", "-1") == \
+	    ["host-0:%d" % alive]
+	for r in rooms:
+		r.send(5)
+	for r in rooms:
+		r.sender.wait_messages(5, 10)
+
+
 # --- fencing ------------------------------------------------------------------
 
 def test_a_hub_frozen_past_its_leases_stores_and_publishes_nothing_after(
