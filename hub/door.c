@@ -16,6 +16,7 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/msg.h"
+#include "common/util.h"
 #include "hub/door.h"
 #include "hub/hub.h"
 #include "hub/lease.h"
@@ -24,6 +25,7 @@
 #define DOOR_COUNT	256
 #define DOOR_BLOCK_MS	1000
 #define DOOR_FIELDS_MAX	32
+#define DOOR_REPLAY_MS	5000	/* pending entries read again this often */
 
 struct door {
 	struct hub	*h;
@@ -34,6 +36,7 @@ struct door {
 	int		 reading;	/* an XREADGROUP out */
 	int		 moving;	/* a move script out */
 	int		 replay;	/* read pending entries first */
+	int64_t		 replayed_ms;	/* monotonic: the last replay ended */
 	unsigned	 epoch;		/* p's epoch when it was sent */
 };
 
@@ -113,6 +116,10 @@ door_advance(struct door *d)
 	    !bus_connected(d->bus) || !lease_leading(d->p) ||
 	    d->p->phase == PART_STANDBY || d->p->phase == PART_FENCE)
 		return;
+	/* A deposed leader's read may have been handed entries after our
+	 * replay: they are pending, so the replay runs again now and then. */
+	if (!d->replay && util_mono_ms() - d->replayed_ms >= DOOR_REPLAY_MS)
+		d->replay = 1;
 	if (d->replay)
 		rc = bus_command(d->bus, door_read_cb, d, "XREADGROUP GROUP "
 		    DOOR_GROUP " " DOOR_GROUP " COUNT %d STREAMS %s 0",
@@ -173,7 +180,9 @@ door_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	    bus_reply_elements(reply) == 0 ||
 	    bus_reply_elements(bus_reply_element((s = bus_reply_element(reply,
 	    0)), 1)) == 0) {
-		d->replay = 0;	/* nothing (more) pending */
+		if (d->replay)	/* nothing (more) pending */
+			d->replayed_ms = util_mono_ms();
+		d->replay = 0;
 		door_advance(d);
 		return;
 	}
