@@ -31,7 +31,7 @@ struct hub_batch;
 struct tx;
 struct door;
 
-/* The inbox read a partition has out. */
+/* The inbox read a partition has out; also the kind of a batch read. */
 enum batch_read {
 	BATCH_READ_NONE,
 	BATCH_READ_LIVE,	/* XREADGROUP ... BLOCK ... > */
