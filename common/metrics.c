@@ -55,6 +55,8 @@ struct metrics_region {
 	atomic_uint	 seq;		/* odd while slots change owner */
 	atomic_int	 used;		/* slots [0, used) were claimed */
 	atomic_uint_least64_t	 retired[METRICS_NROLES][MC__N];
+	/* The hub's samples of each partition's inbox, plus 1 (0: none). */
+	atomic_int_least64_t	 inbox[METRICS_PARTS][2];
 	struct metrics_slot	 slots[];
 };
 
@@ -217,6 +219,44 @@ metrics_own_counter(enum metrics_counter c)
 	return atomic_load_explicit(&self->counter[c], memory_order_relaxed);
 }
 
+void
+metrics_inbox_set(int n, int64_t length, int64_t pending)
+{
+	if (region == NULL || n < 0 || n >= METRICS_PARTS)
+		return;
+	atomic_store_explicit(&region->inbox[n][0], length + 1,
+	    memory_order_relaxed);
+	atomic_store_explicit(&region->inbox[n][1], pending + 1,
+	    memory_order_relaxed);
+}
+
+int
+metrics_inbox_get(int n, int64_t *length, int64_t *pending)
+{
+	if (region == NULL || n < 0 || n >= METRICS_PARTS)
+		return -1;
+	*length = atomic_load_explicit(&region->inbox[n][0],
+	    memory_order_relaxed) - 1;
+	*pending = atomic_load_explicit(&region->inbox[n][1],
+	    memory_order_relaxed) - 1;
+	return *length < 0 || *pending < 0 ? -1 : 0;
+}
+
+void
+metrics_part(int n, int led)
+{
+	int64_t bit, v;
+	int g;
+
+	if (self == NULL || n < 0 || n >= 64 * METRICS_PART_WORDS)
+		return;
+	g = MG_PARTS0 + n / 64;
+	bit = (int64_t)((uint64_t)1 << (n % 64));
+	v = atomic_load_explicit(&self->gauge[g], memory_order_relaxed);
+	v = led ? v | bit : v & ~bit;
+	atomic_store_explicit(&self->gauge[g], v, memory_order_relaxed);
+}
+
 int64_t
 metrics_own_gauge(enum metrics_gauge g)
 {
@@ -297,7 +337,9 @@ metrics_snapshot(void)
 			for (int g = 0; g < MG__N; g++) {
 				v = atomic_load_explicit(&s->gauge[g],
 				    memory_order_relaxed);
-				if (g != MG_INBOX_OLDEST_MS)
+				if (g >= MG_PARTS0)
+					m->gauge[role][g] |= v;
+				else if (g != MG_INBOX_OLDEST_MS)
 					m->gauge[role][g] += v;
 				else if (v > 0 && (*oldest == 0 || v < *oldest))
 					*oldest = v;

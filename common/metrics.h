@@ -74,15 +74,21 @@ enum metrics_gauge {
 	MG_WEBSOCKETS,		/* worker: ... of which WebSockets */
 	MG_ROOMS,		/* worker: rooms with a member here;
 				 * hub: active rooms in memory */
-	MG_LEADER,		/* hub: 1 while it holds the lease */
+	MG_LEADER,		/* hub: partitions whose lease it holds */
 	MG_INBOX_OLDEST_MS,	/* hub: wall-clock ms of the oldest inbox
 				 * entry in the batch in hand, 0: none */
 	/* Per Redis shard, 1 in one of them: its command connection is up
 	 * (for a Sentinel entry: ROLE said master), or not. */
 	MG_REDIS_SHARD_UP0,
 	MG_REDIS_SHARD_DOWN0 = MG_REDIS_SHARD_UP0 + METRICS_SHARDS,
-	MG__N = MG_REDIS_SHARD_DOWN0 + METRICS_SHARDS
+	MG_PARTS0 = MG_REDIS_SHARD_DOWN0 + METRICS_SHARDS,
+				/* hub: METRICS_PART_WORDS words, bit n of
+				 * the set of partitions it leads (the
+				 * snapshot ORs them, not sums) */
+	MG__N = MG_PARTS0 + 16
 };
+#define METRICS_PART_WORDS	16	/* 1024 partitions, 64 a word */
+#define METRICS_PARTS		(64 * METRICS_PART_WORDS)
 
 /* Upper bounds of the latency buckets, in microseconds (last: +Inf). */
 extern const int64_t metrics_bucket_us[METRICS_BUCKETS];
@@ -111,6 +117,15 @@ void	metrics_beat(void);
 
 void	metrics_count(enum metrics_counter c, uint64_t n);
 void	metrics_set(enum metrics_gauge g, int64_t v);
+/* The hub: partition n (0 .. 1023) is led by it (led 1) or not. */
+void	metrics_part(int n, int led);
+/*
+ * The hub: the length and pending entries of partition n's inbox, as it
+ * last sampled them (one set per instance: the instance's hub writes
+ * them for the partitions it leads). get: 0, or -1 if never sampled.
+ */
+void	metrics_inbox_set(int n, int64_t length, int64_t pending);
+int	metrics_inbox_get(int n, int64_t *length, int64_t *pending);
 /* One response of route (see workers/api.h) with status 100..599. */
 void	metrics_http(int route, int status);
 /* The latency of one PostgreSQL query or Redis command, microseconds, into

@@ -246,9 +246,10 @@ msg_write_history_head(struct evbuffer *out, uint64_t conn, const char *room,
 }
 
 void
-msg_write_dropped(struct evbuffer *out)
+msg_write_dropped(struct evbuffer *out, int partition)
 {
-	(void)evbuffer_add(out, "{\"type\":\"dropped\"}", 18);
+	(void)evbuffer_add_printf(out, "{\"type\":\"dropped\",\"partition\":"
+	    "%d}", partition);
 }
 
 /* ---- names --------------------------------------------------------------- */
@@ -262,17 +263,35 @@ msg_key(char *buf, size_t len, const char *prefix, const char *a,
 	    c != NULL ? c : "");
 }
 
+static const char *const msg_names[] = {
+	[MSG_INBOX] = "hub:inbox",
+	[MSG_LEADER] = "hub:leader",
+	[MSG_PRESENCE] = "hub:presence",
+	[MSG_CONTROL] = "control",
+	[MSG_HUBS] = "hub:hubs"
+};
+
 int
 msg_key_name(char *buf, size_t len, const char *prefix, enum msg_name name)
 {
-	static const char *const names[] = {
-		[MSG_INBOX] = "hub:inbox",
-		[MSG_LEADER] = "hub:leader",
-		[MSG_PRESENCE] = "hub:presence",
-		[MSG_CONTROL] = "control"
-	};
+	return msg_key(buf, len, prefix, msg_names[name], NULL, NULL);
+}
 
-	return msg_key(buf, len, prefix, names[name], NULL, NULL);
+int
+msg_key_part(char *buf, size_t len, const char *prefix, enum msg_name name,
+    int part, int partitions)
+{
+	if (partitions <= 1)
+		return msg_key_name(buf, len, prefix, name);
+	return snprintf(buf, len, "%s%s:%d", prefix, msg_names[name], part);
+}
+
+int
+msg_key_inbox(char *buf, size_t len, const char *prefix, const char *room,
+    int partitions)
+{
+	return msg_key_part(buf, len, prefix, MSG_INBOX,
+	    msg_partition(room, partitions), partitions);
 }
 
 int

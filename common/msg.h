@@ -7,6 +7,13 @@
  *   <p>hub:inbox                stream, workers XADD, the hub reads it with
  *                               the consumer group "hub" (consumer "hub")
  *   <p>hub:leader               the hub leader lease
+ *   <p>hub:hubs                 sorted set: the hubs alive (lease value
+ *                               -> Redis time in ms of their last tick)
+ * With partitions > 1 (SPEC section 11) partition <n> (0 .. partitions-1)
+ * has <p>hub:inbox:<n>, <p>hub:leader:<n> and <p>hub:presence:<n> instead
+ * of the three unsuffixed keys, and workers add a room's entries to its
+ * partition's inbox; <p>hub:inbox stays the operators' door: the leader
+ * of partition 0 moves each entry there to its room's partition inbox.
  *   <p>room:<id>                channel: every event of room <id>, exactly
  *                               as clients receive it (JSON text)
  *   <p>room:<id>:clients        hash: user id -> username of the users
@@ -50,10 +57,11 @@
  *    events with "history":true, oldest first]}
  *   where upto is the id of the room's last message when the joiner was
  *   registered: live events with an id above it follow on the room channel.
- *   {"type":"dropped"}
- *   the hub missed the worker's heartbeat and dropped the presence of all
- *   its connections (their leaves are published): the worker registers
- *   the ones still open again (register with rejoin "1"), so presence is
+ *   {"type":"dropped","partition":P}
+ *   the leader of partition P missed the worker's heartbeat and dropped
+ *   the presence of all its connections in that partition's rooms (their
+ *   leaves are published): the worker registers the ones still open in
+ *   rooms of partition P again (register with rejoin "1"), so presence is
  *   rebuilt without closing them (each user's join is announced once
  *   more, after the leave the room heard).
  * Messages on <p>control:
@@ -116,11 +124,22 @@ enum msg_name {
 	MSG_INBOX,	/* <p>hub:inbox */
 	MSG_LEADER,	/* <p>hub:leader */
 	MSG_PRESENCE,	/* <p>hub:presence */
-	MSG_CONTROL	/* <p>control */
+	MSG_CONTROL,	/* <p>control */
+	MSG_HUBS	/* <p>hub:hubs */
 };
 
 int	msg_key_name(char *buf, size_t len, const char *prefix,
 	    enum msg_name name);
+/*
+ * The inbox, lease or presence key (name MSG_INBOX, MSG_LEADER or
+ * MSG_PRESENCE) of partition part of partitions: the unsuffixed name when
+ * partitions is 1, "<name>:<part>" otherwise.
+ */
+int	msg_key_part(char *buf, size_t len, const char *prefix,
+	    enum msg_name name, int part, int partitions);
+/* The inbox a worker adds room's entries to (its partition's). */
+int	msg_key_inbox(char *buf, size_t len, const char *prefix,
+	    const char *room, int partitions);
 int	msg_key_room(char *buf, size_t len, const char *prefix,
 	    const char *room);
 int	msg_key_room_clients(char *buf, size_t len, const char *prefix,
@@ -210,7 +229,8 @@ void	msg_write_presence(struct evbuffer *out, const char *type,
  */
 void	msg_write_history_head(struct evbuffer *out, uint64_t conn,
 	    const char *room, int64_t upto);
-/* {"type":"dropped"}, to a worker whose presence the hub dropped. */
-void	msg_write_dropped(struct evbuffer *out);
+/* {"type":"dropped","partition":P}, to a worker whose presence in the
+ * rooms of partition P the hub dropped. */
+void	msg_write_dropped(struct evbuffer *out, int partition);
 
 #endif

@@ -115,7 +115,7 @@ stats_pub_tick(struct stats_pub *p)
 	};
 	enum { NNUMS = sizeof(nums) / sizeof(nums[0]) };
 	char vals[NNUMS][24];
-	const char *argv[6 + 2 * NNUMS];
+	const char *argv[8 + 2 * NNUMS];
 	int argc = 0;
 
 	metrics_beat();
@@ -131,6 +131,10 @@ stats_pub_tick(struct stats_pub *p)
 		snprintf(vals[i], sizeof(vals[i]), "%lld", nums[i].value);
 		argv[argc++] = nums[i].name;
 		argv[argc++] = vals[i];
+	}
+	if (s->partitions != NULL) {
+		argv[argc++] = "partitions";
+		argv[argc++] = s->partitions;
 	}
 	bus_sendv(p->bus, argc, argv, NULL);
 	bus_send(p->bus, "EXPIRE %s %d", p->key, STATS_TTL_S);

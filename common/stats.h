@@ -21,6 +21,8 @@ struct stats {
 	int64_t		 started_ms;	/* monotonic */
 	uint64_t	 connections;	/* open, counted by conn.c;
 					 * worker.c copies it to the slot */
+	const char	*partitions;	/* the hub: the partitions it leads
+					 * ("0-3,9"), or NULL: no field */
 };
 
 struct stats_pub;

@@ -1,11 +1,14 @@
 /*
- * hub: the single actor that owns chat order. The leader (one hub among
- * all instances, by a lease in Redis) reads the inbox stream in batches,
- * gives each message its room's next id, stores the batch in PostgreSQL,
- * publishes every event on the room's channel, keeps presence, and only
- * then acknowledges the entries. hub.c runs the loop, the lease and the
- * inbox; rooms.c keeps rooms and presence; store.c talks to PostgreSQL;
- * tx.c is the lease-fenced Redis transaction each batch's changes go in.
+ * hub: the actor that owns chat order, one partition of the rooms at a
+ * time (SPEC section 11). The leader of a partition (one hub among all
+ * instances, by a lease in Redis) reads the partition's inbox stream in
+ * batches, gives each message its room's next id, stores the batch in
+ * PostgreSQL, publishes every event on the room's channel, keeps
+ * presence, and only then acknowledges the entries. hub.c runs the loop
+ * and the stop; lease.c the leases and the share of partitions; batch.c
+ * the inbox of each led partition; door.c the operators' inbox when there
+ * are several; sweep.c dead workers; rooms.c rooms and presence; store.c
+ * PostgreSQL; tx.c the lease-fenced Redis transaction of a batch.
  */
 #ifndef GC_HUB_H
 #define GC_HUB_H
@@ -16,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/bus.h"
+#include "common/conf.h"
 #include "common/stats.h"
 
 struct event_base;
@@ -26,52 +30,57 @@ struct rooms;
 struct store;
 struct hub_batch;
 struct tx;
+struct door;
 
-/* How far the leader is; a standby hub stays at HUB_STANDBY. */
-enum hub_phase {
-	HUB_STANDBY,	/* not leading: no rooms, no presence in memory */
-	HUB_FENCE,	/* leading: raising the epoch in PostgreSQL */
-	HUB_REBUILD,	/* leading: reading <p>hub:presence back */
-	HUB_PENDING,	/* leading: replaying entries delivered but never
-			 * acknowledged (by us or an earlier hub) */
-	HUB_LIVE	/* leading: reading new entries */
+/* The inbox read a partition has out; also the kind of a batch read. */
+enum batch_read {
+	BATCH_READ_NONE,
+	BATCH_READ_LIVE,	/* XREADGROUP ... BLOCK ... > */
+	BATCH_READ_REPLAY	/* XREADGROUP ... pending_from */
 };
 
-struct hub {
-	const struct conf	*conf;
-	struct event_base	*base;
-	struct bus		*redis;	/* commands: lease, PUBLISH, XACK,
-					 * presence, heartbeats */
-	struct bus		*inbox;	/* the blocking XREADGROUP only */
-	struct store		*store;
-	struct rooms		*rooms;
-	struct stats		 stats;
-	struct stats_pub	*stats_pub;
-	struct event		*sig_term, *sig_int, *sig_usr1, *sig_hup;
-	struct event		*cron;		/* every second */
-	struct event		*kick;		/* hub_advance() later */
-	struct event		*stop_timer;	/* bounds the last batch,
-						 * then the exit */
+/* How far the leader of a partition is; one not led stays at PART_STANDBY. */
+enum part_phase {
+	PART_STANDBY,	/* not leading: no rooms, no presence in memory */
+	PART_FENCE,	/* leading: raising the epoch in PostgreSQL */
+	PART_REBUILD,	/* leading: reading <p>hub:presence[:n] back */
+	PART_PENDING,	/* leading: replaying entries delivered but never
+			 * acknowledged (by us or an earlier hub) */
+	PART_LIVE	/* leading: reading new entries */
+};
+
+/*
+ * One partition of the rooms (SPEC section 11): its keys, its lease, and
+ * everything its leader keeps. Losing a partition forgets only this.
+ */
+struct part {
+	struct hub		*h;
+	int			 n;		/* 0 .. partitions - 1 */
 	char			 lease_key[128];
-	char			 lease_value[128];	/* instance:pid */
-	char			 inbox_key[128];	/* <p>hub:inbox */
-	char			 presence_key[128]; /* <p>hub:presence */
+	char			 inbox_key[128];
+	char			 presence_key[128];
+	struct bus		*inbox;		/* the blocking XREADGROUP of
+						 * this partition only; made
+						 * when first led */
+	struct rooms		*rooms;
+	struct tx		*tx;		/* fenced by lease_key */
+	struct event		*kick;		/* part_advance() later */
 	int			 leader;	/* we hold the lease */
-	int			 lease_pending;	/* a lease command out */
-	int64_t			 lease_sent;	/* monotonic: ... sent */
+	int			 giving;	/* handing it over: finish the
+						 * batch, then release */
 	int64_t			 lease_until;	/* monotonic: ours till then,
 						 * whatever we missed */
-	pid_t			 parent;
+	int64_t			 takeover_sent;	/* monotonic: a takeover of a
+						 * dead hub's lease sent */
 
-	enum hub_phase		 phase;
+	enum part_phase		 phase;
 	unsigned		 epoch;		/* bumped when leading stops:
 						 * older replies are stale */
 	int64_t			 fence;		/* the epoch raised in
 						 * PostgreSQL when leading
 						 * began: stores need it */
 	char			 pending_from[48]; /* replay from */
-	int			 reading;	/* an XREADGROUP out */
-	int			 read_replay;	/* ... for pending entries */
+	enum batch_read		 read;		/* the XREADGROUP out */
 	unsigned		 read_epoch;	/* ... sent in this epoch */
 	int64_t			 replayed_ms;	/* last replay (monotonic) */
 	int			 replay_quiet;	/* ... a periodic one */
@@ -86,29 +95,53 @@ struct hub {
 	unsigned		 pass;		/* counts id assignments */
 	int64_t			 trimmed_ms;	/* last XTRIM */
 	int64_t			 gc_ms;		/* last rooms_gc() */
+	int			 read_errors;	/* in a row */
+	int64_t			 oldest_ms;	/* inbox lag, or 0 */
+	int64_t			 sampled_len;	/* XLEN, for /metrics */
+};
 
-	struct tx		*tx;		/* the Redis transaction */
+struct hub {
+	const struct conf	*conf;
+	struct event_base	*base;
+	char			 redis_url[CONF_STR_MAX];	/* shard 0's entry of
+						 * redis_url: every bus of
+						 * the hub, for now */
+	struct bus		*redis;	/* commands: leases, PUBLISH, XACK,
+					 * presence, heartbeats */
+	struct store		*store;
+	struct stats		 stats;
+	struct stats_pub	*stats_pub;
+	struct event		*sig_term, *sig_int, *sig_usr1, *sig_hup;
+	struct event		*cron;		/* every second */
+	struct event		*stop_timer;	/* bounds the last batches,
+						 * then the exit */
+	char			 lease_value[128];	/* instance:pid */
+	char			 hubs_key[128];	/* <p>hub:hubs */
+	struct part		*parts;		/* conf->partitions of them */
+	int			 nparts;
+	char			*led_list;	/* the stats' "partitions":
+						 * "0-3,9", "" for none */
+	int			 alive;		/* hubs alive, last tick */
+	int			 lease_pending;	/* a lease tick out */
+	int64_t			 lease_sent;	/* monotonic: ... sent */
+	char			 tick_nkeys[16]; /* the tick's key count */
+	int			 releases;	/* lease releases out */
+	struct door		*door;		/* partitions > 1: the
+						 * operators' inbox */
+	pid_t			 parent;
 
 	int			 bad_logged;	/* bad entries logged, and */
 	int			 bad_hidden;	/* ... and not logged */
-	int			 read_errors;	/* in a row */
 
 	int			 stopping;	/* SIGTERM: finish, go */
-	int			 finishing;	/* releasing the lease */
+	int			 finishing;	/* releasing the leases */
 	int			 exiting;	/* the loop is over: callbacks
 						 * only free things */
 };
 
-/*
- * Used across hub/: do the next thing the leader has to do; forget rooms,
- * presence and batches in flight (leading stopped, or memory can no longer
- * be trusted); and the verdict on a transaction's reply: -1 if it was not
- * applied (then memory is ahead of Redis and must be rebuilt; if the lease
- * was lost, this hub stops leading).
- */
-void	hub_advance(struct hub *h);
-void	hub_reset(struct hub *h);
-int	hub_exec_check(struct hub *h, struct bus_reply *reply,
-	    const char *what);
+/* Refresh the hub's gauges (metrics): after every step of a partition. */
+void	hub_gauges(struct hub *h);
+/* The stop may end: called when a lease given back is answered. */
+void	hub_settled(struct hub *h);
 
 #endif

@@ -93,8 +93,9 @@ struct pworker {
 
 struct rooms {
 	struct tx	*tx;
-	const char	*presence_key;	/* <p>hub:presence */
+	const char	*presence_key;	/* <p>hub:presence[:<n>] */
 	const struct conf *conf;
+	int		 partition;	/* the one these rooms are in */
 	struct map	 rooms;		/* id -> struct room */
 	struct map	 users;		/* "<room> <uid>" -> room_user */
 	struct map	 conns;		/* "<room> <wid> <conn>" */
@@ -409,7 +410,8 @@ ring_history(struct room_ring *ring, struct evbuffer *out, int64_t upto,
 /* ---- rooms --------------------------------------------------------------- */
 
 struct rooms *
-rooms_new(const struct conf *conf, struct tx *tx, const char *presence_key)
+rooms_new(const struct conf *conf, struct tx *tx, const char *presence_key,
+    int partition)
 {
 	struct rooms *rs;
 
@@ -418,6 +420,7 @@ rooms_new(const struct conf *conf, struct tx *tx, const char *presence_key)
 	rs->tx = tx;
 	rs->presence_key = presence_key;
 	rs->conf = conf;
+	rs->partition = partition;
 	return rs;
 }
 
@@ -696,7 +699,7 @@ rooms_worker_gone(struct rooms *rs, const char *wid, int64_t ts_ms)
 		tx_fail(rs->tx);
 		return 0;
 	}
-	msg_write_dropped(b);
+	msg_write_dropped(b, rs->partition);
 	n = w->nconns;
 	for (size_t i = 0; i < n - 1; i++)
 		conn_remove(rs, TAILQ_FIRST(&w->conns), ts_ms);

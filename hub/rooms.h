@@ -50,11 +50,12 @@ struct room {
 };
 
 /*
- * Everything starts empty. Changes go into tx; presence_key is
- * <p>hub:presence. conf, tx and presence_key must outlive the rooms.
+ * Everything starts empty: the rooms of one partition (SPEC section 11).
+ * Changes go into tx; presence_key is the partition's <p>hub:presence[:n].
+ * conf, tx and presence_key must outlive the rooms.
  */
 struct rooms *rooms_new(const struct conf *conf, struct tx *tx,
-	    const char *presence_key);
+	    const char *presence_key, int partition);
 void	rooms_free(struct rooms *rs);
 /* Forget every room, connection and worker (leadership ended). */
 void	rooms_reset(struct rooms *rs);
@@ -108,7 +109,8 @@ int	rooms_register(struct rooms *rs, struct room *r, const char *wid,
 int	rooms_unregister(struct rooms *rs, const char *room, const char *wid,
 	    uint64_t conn, int64_t ts_ms);
 /* Every connection of worker wid leaves, and the worker is told so on its
- * channel ({"type":"dropped"}), in case it lives; returns how many. */
+ * channel ({"type":"dropped","partition":n}), in case it lives; returns
+ * how many. */
 size_t	rooms_worker_gone(struct rooms *rs, const char *wid,
 	    int64_t ts_ms);
 

@@ -1,6 +1,7 @@
 /*
- * sweep: the leading hub's check for dead workers. Every second, one MGET
- * of the heartbeat keys of the workers with connections; a worker whose
+ * sweep: the check for dead workers, per led partition. Every second, one
+ * MGET of the heartbeat keys of the workers with connections in the
+ * partition's rooms; a worker whose
  * key is gone (or never came within SWEEP_GRACE_MS) has crashed, and its
  * connections leave, through the hub's transaction.
  */
@@ -14,6 +15,7 @@
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/util.h"
+#include "hub/batch.h"
 #include "hub/hub.h"
 #include "hub/lease.h"
 #include "hub/rooms.h"
@@ -25,7 +27,7 @@
 
 /* A heartbeat check: the workers asked about, in MGET's order. */
 struct sweep {
-	struct hub	*h;
+	struct part	*p;
 	unsigned	 epoch;
 	size_t		 n, cap;
 	char		**wids;
@@ -44,22 +46,23 @@ static void	sweep_exec_cb(struct bus *, struct bus_reply *, void *);
  * within SWEEP_GRACE_MS) has crashed: its connections leave.
  */
 void
-sweep_run(struct hub *h)
+sweep_run(struct part *p)
 {
+	struct hub *h = p->h;
 	struct sweep *sw;
 	const char **argv = NULL;
 	char **keys = NULL;
 	size_t n;
 
-	if (!lease_leading(h) || (h->phase != HUB_PENDING &&
-	    h->phase != HUB_LIVE) || h->sweep_pending ||
+	if (!lease_leading(p) || (p->phase != PART_PENDING &&
+	    p->phase != PART_LIVE) || p->sweep_pending ||
 	    !bus_connected(h->redis))
 		return;
 	if ((sw = calloc(1, sizeof(*sw))) == NULL)
 		return;
-	sw->h = h;
-	sw->epoch = h->epoch;
-	rooms_workers(h->rooms, sweep_add, sw);
+	sw->p = p;
+	sw->epoch = p->epoch;
+	rooms_workers(p->rooms, sweep_add, sw);
 	if ((n = sw->n) == 0)
 		goto done;
 	if ((argv = calloc(n + 1, sizeof(*argv))) == NULL ||
@@ -75,7 +78,7 @@ sweep_run(struct hub *h)
 	}
 	if (bus_commandv(h->redis, sweep_alive_cb, sw, (int)n + 1, argv, NULL) ==
 	    0) {
-		h->sweep_pending = 1;
+		p->sweep_pending = 1;
 		sw = NULL;
 	}
 done:
@@ -130,36 +133,37 @@ static void
 sweep_alive_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct sweep *sw = arg;
-	struct hub *h = sw->h;
+	struct part *p = sw->p;
+	struct hub *h = p->h;
 	int64_t mono = util_mono_ms(), now = util_now_ms();
 	size_t gone;
 	int rc;
 
 	(void)bus;
-	h->sweep_pending = 0;
-	if (h->exiting || reply == NULL || sw->epoch != h->epoch ||
-	    h->stopping || !lease_leading(h) ||
+	p->sweep_pending = 0;
+	if (h->exiting || reply == NULL || sw->epoch != p->epoch ||
+	    h->stopping || !lease_leading(p) ||
 	    bus_reply_type(reply) != BUS_ARRAY ||
 	    bus_reply_elements(reply) != sw->n)
 		goto done;
-	tx_begin(h->tx);
+	tx_begin(p->tx);
 	for (size_t i = 0; i < sw->n; i++) {
 		if (bus_reply_type(bus_reply_element(reply, i)) != BUS_NIL) {
-			rooms_worker_alive(h->rooms, sw->wids[i]);
+			rooms_worker_alive(p->rooms, sw->wids[i]);
 			continue;
 		}
 		if (!sw->alive[i] && mono - sw->added[i] < SWEEP_GRACE_MS)
 			continue;
-		gone = rooms_worker_gone(h->rooms, sw->wids[i], now);
+		gone = rooms_worker_gone(p->rooms, sw->wids[i], now);
 		if (gone > 0)
 			log_warnx("worker %s: no heartbeat %s; its %zu "
-			    "connections leave", sw->wids[i], sw->alive[i] ?
-			    "any more" : "ever", gone);
+			    "connections in partition %d leave", sw->wids[i],
+			    sw->alive[i] ? "any more" : "ever", gone, p->n);
 	}
-	if ((rc = tx_commit(h->tx, sweep_exec_cb, h)) == -1) {
+	if ((rc = tx_commit(p->tx, sweep_exec_cb, p)) == -1) {
 		log_warnx("cannot send the leaves of dead workers to Redis; "
 		    "starting over");
-		hub_reset(h);
+		batch_reset(p);
 	}
 done:
 	sweep_free(sw);
@@ -168,11 +172,11 @@ done:
 static void
 sweep_exec_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
-	struct hub *h = arg;
+	struct part *p = arg;
 
 	(void)bus;
-	if (h->exiting || reply == NULL)
+	if (p->h->exiting || reply == NULL)
 		return;
-	if (hub_exec_check(h, reply, "dead workers") == -1)
-		hub_reset(h);
+	if (batch_exec_check(p, reply, "dead workers") == -1)
+		batch_reset(p);
 }

@@ -4,9 +4,10 @@
 #ifndef GC_HUB_SWEEP_H
 #define GC_HUB_SWEEP_H
 
-struct hub;
+struct part;
 
-/* From the hub's cron: check the heartbeats, if leading and none is out. */
-void	sweep_run(struct hub *h);
+/* From the hub's cron: check the heartbeats of the workers with
+ * connections in p's rooms, if p is led and no check is out. */
+void	sweep_run(struct part *p);
 
 #endif

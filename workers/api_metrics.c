@@ -26,6 +26,8 @@ static void	metrics_family(struct evbuffer *, const char *, const char *,
 static void	metrics_label(struct evbuffer *, const char *);
 static void	metrics_shards(struct evbuffer *,
 		    const struct metrics_snapshot *, int);
+static void	api_metrics_parts(struct evbuffer *,
+		    const struct metrics_snapshot *);
 static void	metrics_histogram(struct evbuffer *, const char *,
 		    const char *, const struct metrics_snapshot *, int, int);
 static uint64_t	metrics_sum(const struct metrics_snapshot *, int);
@@ -52,7 +54,8 @@ static const struct metrics_scalar {
 	  "Chat frames (messages, history, joins, leaves) delivered to "
 	  "clients." },
 	{ "gochat_hub_leader", 1, METRICS_HUB, MG_LEADER,
-	  "1 while this instance's hub holds the leader lease." },
+	  "Partitions whose leader lease this instance's hub holds (with "
+	  "partitions = 1: 1 while it leads)." },
 	{ "gochat_hub_rooms", 1, METRICS_HUB, MG_ROOMS,
 	  "Rooms with connected members, as the leading hub sees them." },
 	{ "gochat_hub_messages_total", 0, METRICS_HUB, MC_MSGS_IN,
@@ -131,6 +134,8 @@ api_metrics(struct conn *c, struct http_request *req,
 	    "stream id); 0 when it has caught up.");
 	evbuffer_add_printf(b, "gochat_hub_inbox_lag_seconds %.3f\n",
 	    (double)lag_ms / 1000);
+
+	api_metrics_parts(b, s);
 
 	metrics_family(b, "gochat_http_requests_total", "counter",
 	    "HTTP responses by route pattern and status class.");
@@ -218,6 +223,42 @@ metrics_shards(struct evbuffer *b, const struct metrics_snapshot *s,
 			    "{shard=\"%d\",role=\"%s\"} %" PRIu64 "\n", i,
 			    metrics_roles[r],
 			    s->counter[r][MC_REDIS_FAILOVERS0 + i]);
+}
+
+/*
+ * The partitions this instance's hub leads (SPEC section 11), and the
+ * length and pending entries of each one's inbox as the hub last sampled
+ * them (every second).
+ */
+static void
+api_metrics_parts(struct evbuffer *b, const struct metrics_snapshot *s)
+{
+	static const struct {
+		const char	*name, *help;
+	} fams[3] = {
+		{ "gochat_hub_partition_leader", "1 for each partition of the "
+		  "rooms this instance's hub leads." },
+		{ "gochat_hub_inbox_length", "Entries in the inbox stream of "
+		  "each partition this instance's hub leads (XLEN)." },
+		{ "gochat_hub_inbox_pending", "Entries delivered but not yet "
+		  "acknowledged in the inbox of each partition this instance's "
+		  "hub leads (XPENDING)." }
+	};
+	int64_t v[3];
+
+	for (int f = 0; f < 3; f++) {
+		metrics_family(b, fams[f].name, "gauge", fams[f].help);
+		for (int n = 0; n < METRICS_PARTS; n++) {
+			if (!((uint64_t)s->gauge[METRICS_HUB][MG_PARTS0 +
+			    n / 64] & ((uint64_t)1 << (n % 64))))
+				continue;
+			v[0] = 1;
+			if (f > 0 && metrics_inbox_get(n, &v[1], &v[2]) == -1)
+				continue;
+			evbuffer_add_printf(b, "%s{partition=\"%d\"} %" PRId64
+			    "\n", fams[f].name, n, v[f]);
+		}
+	}
 }
 
 static void

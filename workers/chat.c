@@ -127,7 +127,6 @@ struct chat {
 	char		 worker_channel[192];
 	char		 control_channel[128];
 	char		 alive_key[192];
-	char		 inbox[128];
 	struct chat_room *buckets[CHAT_BUCKETS];
 	struct chat_member *by_conn[CHAT_MEMBER_BUCKETS]; /* members in a
 					 * room, by conn id: a history finds
@@ -173,7 +172,7 @@ static void	chat_on_room_event(struct chat *, struct chat_room *,
 static void	chat_on_worker_msg(struct chat *, const char *, size_t);
 static void	chat_on_history(struct chat *, struct json_doc *,
 		    const char *, size_t);
-static void	chat_on_dropped(struct chat *);
+static void	chat_on_dropped(struct chat *, struct json_doc *);
 static void	chat_beat_connected(struct bus *, void *);
 static void	chat_beat_cb(struct bus *, struct bus_reply *, void *);
 static void	chat_on_control(struct chat *, const char *, size_t);
@@ -232,7 +231,6 @@ chat_new(struct worker *w)
 	    sizeof(chat->control_channel), p, MSG_CONTROL);
 	(void)msg_key_worker_alive(chat->alive_key, sizeof(chat->alive_key),
 	    p, chat->wid);
-	(void)msg_key_name(chat->inbox, sizeof(chat->inbox), p, MSG_INBOX);
 	chat->subs = bus_shards_new(w->base, w->conf->redis_url,
 	    w->conf->redis_password, "subscriptions",
 	    chat_sub_connected, chat_sub_lost, chat, 0);
@@ -515,7 +513,7 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
     uint64_t connid, int64_t uid, const char *username, const char *content,
     size_t len, bus_cb *cb, void *arg)
 {
-	char user[24], conn[24], history[24];
+	char user[24], conn[24], history[24], inbox[MSG_KEY_MAX];
 	const char *argv[19];
 	size_t lens[19];
 	int argc = 0;
@@ -523,8 +521,11 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
 	snprintf(user, sizeof(user), "%lld", (long long)uid);
 	snprintf(conn, sizeof(conn), "%llu", (unsigned long long)connid);
+	/* The inbox of the room's partition (SPEC section 11). */
+	(void)msg_key_inbox(inbox, sizeof(inbox), chat->w->conf->redis_prefix,
+	    room, chat->w->conf->partitions);
 	ARG("XADD", 4);
-	ARG(chat->inbox, strlen(chat->inbox));
+	ARG(inbox, strlen(inbox));
 	ARG("*", 1);
 	ARG("op", 2);
 	/* "rejoin": a register that rebuilds presence only (common/msg.h). */
@@ -1020,7 +1021,7 @@ chat_on_worker_msg(struct chat *chat, const char *payload, size_t len)
 		chat_on_history(chat, doc, payload, len);
 		break;
 	case MSG_EV_DROPPED:
-		chat_on_dropped(chat);
+		chat_on_dropped(chat, doc);
 		break;
 	default:
 		log_warnx("%s: unexpected event '%.32s' dropped",
@@ -1072,14 +1073,23 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
  * without a second join event or history. A member registered after the
  * drop is registered already: the hub ignores the rejoin. Members still
  * subscribing register later. Only one whose rejoin cannot be sent (Redis
- * is away) is closed with 1011, so that its client joins again.
+ * is away) is closed with 1011, so that its client joins again. Only the
+ * members in rooms of the partition whose leader dropped us: the others'
+ * presence is kept by other partitions' leaders.
  */
+struct chat_dropped {
+	int	 partition;	/* -1: every room */
+	size_t	 n;		/* registered again */
+};
+
 static void
 chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
 {
-	size_t *n = arg;
+	struct chat_dropped *d = arg;
 
-	if (!m->registered || m->state == MEMBER_CLOSING)
+	if (!m->registered || m->state == MEMBER_CLOSING ||
+	    (d->partition >= 0 && msg_partition(m->room->id,
+	    chat->w->conf->partitions) != d->partition))
 		return;
 	if (chat_inbox_xadd(chat, "rejoin", m->room->id, m->conn->id, m->uid,
 	    m->username, NULL, 0, NULL, NULL) == -1) {
@@ -1087,17 +1097,21 @@ chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
 		    "reconnect");
 		return;
 	}
-	(*n)++;
+	d->n++;
 }
 
+/* "partition": whose leader dropped us; absent (an older hub): all. */
 static void
-chat_on_dropped(struct chat *chat)
+chat_on_dropped(struct chat *chat, struct json_doc *doc)
 {
-	size_t n = 0;
+	struct chat_dropped d = { -1, 0 };
+	int64_t part;
 
-	chat_each(chat, chat_dropped_member, &n);
-	log_warnx("the hub took this worker for dead; %zu sockets registered "
-	    "again (no join event)", n);
+	if (json_get_int(doc, "partition", &part) == JSON_OK)
+		d.partition = (int)part;
+	chat_each(chat, chat_dropped_member, &d);
+	log_warnx("the hub took this worker for dead (partition %d); %zu "
+	    "sockets registered again (no join event)", d.partition, d.n);
 }
 
 struct chat_revoke {

@@ -1597,11 +1597,15 @@ ANALYZE users;
 		runs = {}
 		second = None
 		try:
-			self.start_server(a.workers, extra=extra)
+			# instance names apart: each hub's lease value and stats
+			# key name its instance
+			self.start_server(a.workers, extra=dict(extra,
+			    instance="bench-1"))
 			runs["one"] = self.intake_run(2000, 10, a.duration)
 			port2 = harness.free_port()
 			conf2 = dict(self.server_conf(port2, a.workers), **extra)
 			conf2["log_file"] = os.path.join(self.tmp, "gochat-run-2.log")
+			conf2["instance"] = "bench-2"
 			second = harness.Server(a.bin, conf2, os.path.join(self.tmp,
 			    "gochat-second"))
 			second.start(timeout=60)

@@ -233,6 +233,9 @@ def test_metrics_is_prometheus_text_with_every_family(server):
 	    "gochat_hub_events_published_total": "counter",
 	    "gochat_hub_inbox_entries_total": "counter",
 	    "gochat_hub_inbox_lag_seconds": "gauge",
+	    "gochat_hub_partition_leader": "gauge",
+	    "gochat_hub_inbox_length": "gauge",
+	    "gochat_hub_inbox_pending": "gauge",
 	    "gochat_http_requests_total": "counter",
 	    "gochat_db_queries_total": "counter",
 	    "gochat_db_errors_total": "counter",
@@ -250,6 +253,20 @@ def test_metrics_is_prometheus_text_with_every_family(server):
 	(build,) = [ls for (n, ls) in m.series if n == "gochat_build_info"]
 	assert re.fullmatch(r"\d+\.\d+\.\d+.*", dict(build)["version"]), build
 	assert m.value("gochat_processes", role="worker") == 2
+	# One partition (the default), led by this instance's hub (the
+	# hub's gauges move every second).
+	led = lambda: parse(requests.get(server.base + "/metrics",
+	    timeout=10).text)
+	assert wait_for(lambda: led().value("gochat_hub_leader") == 1, 5)
+	assert led().value("gochat_hub_partition_leader", partition="0") == 1
+	def sampled():
+		m = led()
+		return m if [n for n, ls in m.series if n ==
+		    "gochat_hub_inbox_pending"] else None
+	m = wait_for(sampled, 5)
+	assert m, "no inbox sample in /metrics"
+	assert m.value("gochat_hub_inbox_pending", partition="0") == 0
+	assert m.value("gochat_hub_inbox_length", partition="0") >= 0
 	assert m.value("gochat_processes", role="hub") == 1
 	# One Redis: shard 0, up for every process, no failover seen.
 	for role, n in (("worker", 2), ("hub", 1)):

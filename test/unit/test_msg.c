@@ -5,6 +5,8 @@
 #include <string.h>
 #include <stdio.h>
 
+#include <event2/buffer.h>
+
 #include "common/msg.h"
 #include "test/unit/tap.h"
 
@@ -66,6 +68,37 @@ test_names(void)
 	    (int)strlen("gochat:room:lobby") && strlen(small) ==
 	    sizeof(small) - 1, "cut short: the full length is returned");
 
+	(void)msg_key_name(k, sizeof(k), p, MSG_HUBS);
+	ok(strcmp(k, "gochat:hub:hubs") == 0, "hubs alive: %s", k);
+
+	/* One partition: the keys of section 7, unchanged. */
+	(void)msg_key_part(k, sizeof(k), p, MSG_INBOX, 0, 1);
+	ok(strcmp(k, "gochat:hub:inbox") == 0, "1 partition, inbox: %s", k);
+	(void)msg_key_part(k, sizeof(k), p, MSG_LEADER, 0, 1);
+	ok(strcmp(k, "gochat:hub:leader") == 0, "1 partition, lease: %s", k);
+	(void)msg_key_part(k, sizeof(k), p, MSG_PRESENCE, 0, 1);
+	ok(strcmp(k, "gochat:hub:presence") == 0, "1 partition, presence: %s",
+	    k);
+	(void)msg_key_inbox(k, sizeof(k), p, "lobby", 1);
+	ok(strcmp(k, "gochat:hub:inbox") == 0, "1 partition, a room's inbox: "
+	    "%s", k);
+	/* Several: suffixed with the partition. */
+	(void)msg_key_part(k, sizeof(k), p, MSG_INBOX, 0, 16);
+	ok(strcmp(k, "gochat:hub:inbox:0") == 0, "16 partitions, inbox 0: %s",
+	    k);
+	(void)msg_key_part(k, sizeof(k), p, MSG_LEADER, 15, 16);
+	ok(strcmp(k, "gochat:hub:leader:15") == 0, "lease 15: %s", k);
+	(void)msg_key_part(k, sizeof(k), p, MSG_PRESENCE, 1023, 1024);
+	ok(strcmp(k, "gochat:hub:presence:1023") == 0, "presence 1023: %s",
+	    k);
+	/* crc16("123456789") = 0x31c3 = 12739; 12739 % 16 = 3. */
+	(void)msg_key_inbox(k, sizeof(k), p, "123456789", 16);
+	ok(strcmp(k, "gochat:hub:inbox:3") == 0, "the room's partition's "
+	    "inbox: %s", k);
+	ok(msg_key_part(small, sizeof(small), p, MSG_INBOX, 7, 16) ==
+	    (int)strlen("gochat:hub:inbox:7") && strlen(small) ==
+	    sizeof(small) - 1, "a partition key cut short: the full length");
+
 	ok(msg_channel_room("gochat:room:lobby", p) != NULL &&
 	    strcmp(msg_channel_room("gochat:room:lobby", p), "lobby") == 0,
 	    "the room of a room channel");
@@ -84,6 +117,17 @@ test_events(void)
 	ok(msg_event_type("leave") == MSG_EV_LEAVE, "leave");
 	ok(msg_event_type("history") == MSG_EV_HISTORY, "history");
 	ok(msg_event_type("dropped") == MSG_EV_DROPPED, "dropped");
+	{
+		struct evbuffer *b = evbuffer_new();
+		char *s;
+
+		msg_write_dropped(b, 5);
+		evbuffer_add(b, "", 1);
+		s = (char *)evbuffer_pullup(b, -1);
+		ok(strcmp(s, "{\"type\":\"dropped\",\"partition\":5}") == 0,
+		    "dropped names its partition: %s", s);
+		evbuffer_free(b);
+	}
 	ok(msg_event_type("user_deleted") == MSG_EV_USER_DELETED,
 	    "user_deleted");
 	ok(msg_event_type("session_revoked") == MSG_EV_SESSION_REVOKED,
