@@ -207,6 +207,10 @@ def all_rooms(srv, user, prefix=""):
 
 def check_message_event(e, room=None, history=None):
 	keys = set(e) - {"history"}
+	# An edited message (SPEC section 9) says when, in history and resume.
+	if "edited" in keys:
+		assert TIME_RE.match(e["edited"]), e
+		keys.discard("edited")
 	assert keys == MESSAGE_KEYS, "message event keys %r" % sorted(e)
 	assert e["type"] == "message", e
 	assert isinstance(e["id"], int) and e["id"] > 0, e
