@@ -472,3 +472,67 @@ def test_unread_is_counted_up_to_99(server):
 	r = rooms_of(server, u)[room]
 	assert r["unread"] == 99
 	assert r["lastId"] == ack_of(b, "n104")["id"]
+
+
+# --- two instances, and a backend away -------------------------------------------
+
+def test_every_op_across_two_instances(make_server):
+	s1, s2 = make_server(), make_server()
+	u, v = register(s1), register(s1)
+	room = create_room(s1, u)
+	a1 = v2(s1, room, u)
+	a2 = v2(s2, room, u)		# u's other socket, on the other instance
+	b2 = v2(s2, room, v)
+	m = sent(a1, "from s1")
+	assert b2.wait_content("from s1")["id"] == m["id"]
+	send(b2, op="edit", id=m["id"], content="not yours")
+	assert error_of(b2, "edit")["code"] == "forbidden"
+	send(a1, op="edit", id=m["id"], content="edited on s1")
+	e = wait_type(b2, "edit")
+	assert e["content"] == "edited on s1"
+	n = sent(b2, "from s2")
+	send(a1, op="delete", id=n["id"])	# u owns the room
+	d = wait_type(b2, "delete")
+	assert d["target"] == n["id"] and d["id"] > n["id"]
+	send(a1, op="typing")
+	assert wait_type(b2, "typing")["userId"] == u["id"]
+	assert a2.of_type("typing") == []
+	send(a1, op="read", id=d["id"])
+	assert wait_type(a2, "read") == {"type": "read", "roomId": room,
+	    "id": d["id"]}
+	assert rooms_of(s2, u)[room]["unread"] == 0
+	for ws in (a1, a2, b2):
+		ws.wait(lambda: len([x for x in ws.events if x.get("type") in
+		    ("message", "edit", "delete")]) >= 4, 5, "4 room events")
+		seq = [(x["type"], x["id"]) for x in ws.events
+		    if x.get("type") in ("message", "edit", "delete")]
+		assert seq == [("message", m["id"]), ("edit", e["id"]),
+		    ("message", n["id"]), ("delete", d["id"])], seq
+
+
+@pytest.fixture
+def private_pg(workdir):
+	from conftest import own_service
+	yield from own_service(harness.Postgres(workdir / "v2-pg",
+	    harness.free_port()))
+
+
+def test_postgres_away_is_unavailable_and_the_socket_stays_open(
+    make_server, private_pg):
+	srv = make_server(pg=private_pg, backend_timeout=2)
+	u = register(srv)
+	room = create_room(srv, u)
+	ws = v2(srv, room, u)
+	m = sent(ws, "before")
+	private_pg.stop()
+	try:
+		send(ws, op="edit", id=m["id"], content="x")
+		assert error_of(ws, "edit", timeout=10)["code"] == "unavailable"
+		send(ws, op="read", id=m["id"])
+		assert error_of(ws, "read", timeout=10)["code"] == "unavailable"
+		assert ws.is_open()
+	finally:
+		private_pg.start()
+	# Back: the same socket works.
+	send(ws, op="edit", id=m["id"], content="after")
+	assert wait_type(ws, "edit", timeout=15)["content"] == "after"
