@@ -22,6 +22,7 @@
 #include "common/msg.h"
 #include "common/utf8.h"
 #include "common/util.h"
+#include "hub/ring.h"
 #include "hub/rooms.h"
 #include "hub/tx.h"
 
@@ -46,23 +47,6 @@ struct map_iter {
 	const struct map *m;
 	size_t		 i;
 	struct map_node	*next;
-};
-
-/* One message of a room's history, rendered once (again when edited). */
-struct ring_item {
-	int64_t		 id;
-	char		*json;		/* the event as published */
-	size_t		 len;
-	int64_t		 user;		/* what an edit renders again */
-	int64_t		 ts_ms;
-	char		*username;
-};
-
-struct room_ring {
-	struct ring_item *items;	/* cap slots, oldest at start */
-	int		 cap, len, start;
-	struct evbuffer	*cache;		/* the elements of a history
-					 * message, or NULL if stale */
 };
 
 /* A user in a room: a field of <p>room:<id>:clients while nconns > 0. */
@@ -114,21 +98,6 @@ static void	map_clear(struct map *);
 static void	map_iter_init(struct map_iter *, const struct map *);
 static void	*map_iter_next(struct map_iter *);
 static char	*rooms_fmt(const char *, ...) GC_PRINTF(1, 2);
-static struct room_ring *ring_new(int);
-static void	ring_clear(struct room_ring *);
-static void	ring_free(struct room_ring *);
-static void	ring_push(struct room_ring *, int64_t, struct evbuffer *,
-		    int64_t, const char *, int64_t);
-static int	ring_find(const struct room_ring *, int64_t);
-static void	ring_set(struct ring_item *, struct evbuffer *);
-static void	ring_changed(struct room_ring *);
-static void	ring_remove(struct room_ring *, int);
-static void	ring_render(struct evbuffer *, const char *,
-		    const struct ring_item *, const char *, size_t,
-		    int64_t);
-static void	ring_history(struct room_ring *, struct evbuffer *,
-		    int64_t, int);
-static void	ring_item(struct evbuffer *, const struct ring_item *, int);
 static void	room_free(struct room *);
 static struct pworker *worker_get(struct rooms *, const char *);
 static void	worker_free(struct pworker *);
@@ -303,203 +272,6 @@ rooms_hdel(struct rooms *rs, const char *key, const char *field)
 	tx_command(rs->tx, 3, argv, NULL);
 }
 
-/* ---- history rings ------------------------------------------------------- */
-
-static struct room_ring *
-ring_new(int cap)
-{
-	struct room_ring *ring;
-
-	if ((ring = calloc(1, sizeof(*ring))) == NULL)
-		return NULL;
-	ring->cap = cap;
-	if (cap > 0 && (ring->items = calloc((size_t)cap,
-	    sizeof(*ring->items))) == NULL) {
-		free(ring);
-		return NULL;
-	}
-	return ring;
-}
-
-static void
-ring_clear(struct room_ring *ring)
-{
-	for (int i = 0; i < ring->len; i++) {
-		free(ring->items[(ring->start + i) % ring->cap].json);
-		free(ring->items[(ring->start + i) % ring->cap].username);
-	}
-	ring->len = ring->start = 0;
-	if (ring->cache != NULL)
-		evbuffer_free(ring->cache);
-	ring->cache = NULL;
-}
-
-static void
-ring_free(struct room_ring *ring)
-{
-	if (ring == NULL)
-		return;
-	ring_clear(ring);
-	free(ring->items);
-	free(ring);
-}
-
-/* Keep the event in ev (a message, '}' last) as the newest; the oldest
- * goes when the ring is full. user, username and ts_ms are what an edit
- * renders it again with. */
-static void
-ring_push(struct room_ring *ring, int64_t id, struct evbuffer *ev,
-    int64_t user, const char *username, int64_t ts_ms)
-{
-	struct ring_item *it;
-	char *name;
-
-	if (ring == NULL || ring->cap == 0 || evbuffer_get_length(ev) == 0 ||
-	    (name = strdup(username)) == NULL)
-		return;
-	if (ring->len == ring->cap) {
-		it = &ring->items[ring->start];
-		free(it->json);
-		free(it->username);
-		ring->start = (ring->start + 1) % ring->cap;
-		ring->len--;
-	}
-	it = &ring->items[(ring->start + ring->len) % ring->cap];
-	it->id = id;
-	it->json = NULL;
-	it->len = 0;
-	it->user = user;
-	it->ts_ms = ts_ms;
-	it->username = name;
-	ring->len++;
-	ring_set(it, ev);
-	ring_changed(ring);
-	if (it->json == NULL)
-		ring_remove(ring, ring->len - 1);
-}
-
-/* The item's event is now ev's (out of memory: it keeps the old one). */
-static void
-ring_set(struct ring_item *it, struct evbuffer *ev)
-{
-	size_t len = evbuffer_get_length(ev);
-	char *json;
-
-	if ((json = malloc(len)) == NULL)
-		return;
-	(void)evbuffer_copyout(ev, json, len);
-	free(it->json);
-	it->json = json;
-	it->len = len;
-}
-
-/* The rendered history is stale. */
-static void
-ring_changed(struct room_ring *ring)
-{
-	if (ring->cache != NULL)
-		evbuffer_free(ring->cache);
-	ring->cache = NULL;
-}
-
-/* The position (0 oldest) of message id in the ring, or -1. */
-static int
-ring_find(const struct room_ring *ring, int64_t id)
-{
-	int lo = 0, hi, mid;
-	int64_t v;
-
-	if (ring == NULL)
-		return -1;
-	/* Ids grow along the ring. */
-	for (hi = ring->len - 1; lo <= hi;) {
-		mid = lo + (hi - lo) / 2;
-		v = ring->items[(ring->start + mid) % ring->cap].id;
-		if (v == id)
-			return mid;
-		if (v < id)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return -1;
-}
-
-/* A deleted message leaves the ring; the newer ones move down. */
-static void
-ring_remove(struct room_ring *ring, int pos)
-{
-	struct ring_item *it = &ring->items[(ring->start + pos) % ring->cap];
-
-	free(it->json);
-	free(it->username);
-	for (int i = pos; i + 1 < ring->len; i++)
-		ring->items[(ring->start + i) % ring->cap] =
-		    ring->items[(ring->start + i + 1) % ring->cap];
-	ring->len--;
-	ring_changed(ring);
-}
-
-/* A ring item's message as it is now: content, edited at ts edited. */
-static void
-ring_render(struct evbuffer *out, const char *room, const struct ring_item *it,
-    const char *content, size_t content_len, int64_t edited_ms)
-{
-	char ts[32], edited[32];
-
-	util_rfc3339(it->ts_ms, ts, sizeof(ts));
-	if (edited_ms > 0)
-		util_rfc3339(edited_ms, edited, sizeof(edited));
-	msg_write_message_edited(out, it->id, room, it->user, it->username,
-	    content, content_len, ts, edited_ms > 0 ? edited : NULL, 0);
-}
-
-/* One element of a history message: the event with "history":true. */
-static void
-ring_item(struct evbuffer *out, const struct ring_item *it, int comma)
-{
-	if (comma)
-		(void)evbuffer_add(out, ",", 1);
-	(void)evbuffer_add(out, it->json, it->len - 1);
-	(void)evbuffer_add(out, ",\"history\":true}", 16);
-}
-
-/*
- * Append the last max of the history's elements with ids up to upto,
- * oldest first: each stored event with its closing brace replaced. The
- * whole ring is rendered once per change, however many join meanwhile
- * wanting all of it.
- */
-static void
-ring_history(struct room_ring *ring, struct evbuffer *out, int64_t upto,
-    int max)
-{
-	int end, first;
-
-	if (ring == NULL || ring->len == 0 || max <= 0)
-		return;
-	/* Ids grow along the ring: those up to upto are its first end. */
-	for (end = ring->len; end > 0 && ring->items[(ring->start + end - 1) %
-	    ring->cap].id > upto; end--)
-		;
-	first = end > max ? end - max : 0;
-	if (first > 0 || end < ring->len) {
-		for (int i = first; i < end; i++)
-			ring_item(out, &ring->items[(ring->start + i) %
-			    ring->cap], i > first);
-		return;
-	}
-	if (ring->cache == NULL) {
-		if ((ring->cache = evbuffer_new()) == NULL)
-			return;
-		for (int i = 0; i < ring->len; i++)
-			ring_item(ring->cache,
-			    &ring->items[(ring->start + i) % ring->cap], i > 0);
-	}
-	(void)evbuffer_add(out, evbuffer_pullup(ring->cache, -1),
-	    evbuffer_get_length(ring->cache));
-}
-
 /* ---- rooms --------------------------------------------------------------- */
 
 struct rooms *
@@ -594,7 +366,7 @@ void
 rooms_loaded(struct rooms *rs, struct room *r, int64_t last_id)
 {
 	(void)rs;
-	if (r->ring != NULL && r->ring->cap == r->keep)
+	if (r->ring != NULL && ring_cap(r->ring) == r->keep)
 		ring_clear(r->ring);
 	else {
 		ring_free(r->ring);
@@ -610,16 +382,9 @@ rooms_history_add(struct rooms *rs, struct room *r, int64_t id, int64_t user,
     const char *username, const char *content, size_t content_len,
     int64_t ts_ms, int64_t edited_ms)
 {
-	struct ring_item it = { .id = id, .user = user, .ts_ms = ts_ms,
-	    .username = (char *)username };
-	struct evbuffer *b;
-
 	(void)rs;
-	if (r->ring == NULL || (b = evbuffer_new()) == NULL)
-		return;
-	ring_render(b, r->id, &it, content, content_len, edited_ms);
-	ring_push(r->ring, id, b, user, username, ts_ms);
-	evbuffer_free(b);
+	ring_add(r->ring, r->id, id, user, username, content, content_len,
+	    ts_ms, edited_ms);
 }
 
 void
@@ -698,7 +463,6 @@ rooms_change(struct rooms *rs, struct room *r, int64_t id, int64_t target,
 {
 	struct evbuffer *b;
 	char ts[32];
-	int pos;
 
 	if ((b = evbuffer_new()) == NULL) {
 		tx_fail(rs->tx);
@@ -710,17 +474,8 @@ rooms_change(struct rooms *rs, struct room *r, int64_t id, int64_t target,
 	/* A replay of a change published before is in the ring already. */
 	if (id > r->last_id) {
 		r->last_id = id;
-		if ((pos = ring_find(r->ring, target)) >= 0 && content == NULL)
-			ring_remove(r->ring, pos);
-		else if (pos >= 0) {
-			struct ring_item *it = &r->ring->items[
-			    (r->ring->start + pos) % r->ring->cap];
-
-			(void)evbuffer_drain(b, evbuffer_get_length(b));
-			ring_render(b, r->id, it, content, content_len, ts_ms);
-			ring_set(it, b);
-			ring_changed(r->ring);
-		}
+		ring_change(r->ring, r->id, target, content, content_len,
+		    ts_ms);
 	}
 	r->used_ms = util_mono_ms();
 	evbuffer_free(b);

@@ -10,7 +10,6 @@ event says what was left out; since is validated before the upgrade.
 Clients are test_chat.py's; a resuming client keeps the newest id it has
 seen and reconnects with it, as a real one would."""
 
-import json
 import os
 import signal
 import threading
@@ -18,12 +17,10 @@ import time
 
 import pytest
 
-import harness
-from conftest import own_service, wait_for
-from test_chat import (WS, call, create_room, get_history, join, register,
-    try_join)
+from test_chat import create_room, join, register, try_join
 from test_hub import wait_leading
-from test_v2 import ack_of, connect_v2, send, sent, v2, wait_type
+from test_v2 import (ack_of, private_redis, send, sent, v2,  # noqa: F401
+    wait_type)
 
 ROOM_EVENTS = ("message", "edit", "delete")
 
@@ -224,13 +221,6 @@ def test_resume_across_two_instances(make_server, pg, redis):
 	seen, n = follow(s1, room, v, sender, "mixed", servers=[s1, s2])
 	sender.join(60)
 	check_exactly_once(seen, sender, s1, v, room)
-
-
-@pytest.fixture
-def private_redis(workdir):
-	"""A Redis of this test's own: its hub is the only one leading."""
-	yield from own_service(harness.Redis(workdir / "resume-redis",
-	    harness.free_port()))
 
 
 def test_resume_across_a_hub_killed_with_sigkill(make_server, private_redis):

@@ -11,12 +11,12 @@ WebSockets are test_chat.py's client; a v2 socket asks for the
 subprotocol with one more header line."""
 
 import json
-import threading
 import time
 
 import pytest
 
 import harness
+from conftest import own_service
 from test_chat import (WS, call, create_room, get_history, join, ok_json,
     open_socket, read_head, register, unique, upgrade_request)
 
@@ -512,14 +512,20 @@ def test_every_op_across_two_instances(make_server):
 
 @pytest.fixture
 def private_pg(workdir):
-	from conftest import own_service
 	yield from own_service(harness.Postgres(workdir / "v2-pg",
 	    harness.free_port()))
 
 
+@pytest.fixture
+def private_redis(workdir):
+	"""A Redis of the test's own: its server's hub is the one leading."""
+	yield from own_service(harness.Redis(workdir / "v2-redis",
+	    harness.free_port()))
+
+
 def test_postgres_away_is_unavailable_and_the_socket_stays_open(
-    make_server, private_pg):
-	srv = make_server(pg=private_pg, backend_timeout=2)
+    make_server, private_pg, private_redis):
+	srv = make_server(pg=private_pg, redis=private_redis, backend_timeout=2)
 	u = register(srv)
 	room = create_room(srv, u)
 	ws = v2(srv, room, u)
