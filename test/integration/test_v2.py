@@ -428,8 +428,16 @@ def test_typing_reaches_the_others_once_per_3_seconds(server):
 # --- read markers and unread counts ----------------------------------------------
 
 def rooms_of(srv, user):
-	return {r["id"]: r for r in ok_json(call(srv, "GET",
-	    "/ws/getRooms?limit=200", user))}
+	"""Every room getRooms lists for user (all pages), by id."""
+	out = {}
+	after = ""
+	while True:
+		page = ok_json(call(srv, "GET", "/ws/getRooms?limit=200" +
+		    ("&after=" + after if after else ""), user))
+		out.update((r["id"], r) for r in page)
+		if len(page) < 200:
+			return out
+		after = page[-1]["id"]
 
 
 def test_read_marker_tells_the_other_sockets_and_counts_unread(server):
