@@ -1725,8 +1725,8 @@ chat_v2_pending_error(struct chat_pending *p, enum chat_v2_code code,
 	if (m == NULL || m->room == NULL)
 		return;
 	memset(&cmd, 0, sizeof(cmd));
-	cmd.opname = names[p->op];
-	cmd.opname_len = strlen(cmd.opname);
+	if ((cmd.opname = names[p->op]) != NULL)
+		cmd.opname_len = strlen(cmd.opname);
 	if (p->has_cid) {
 		cmd.cid = p->cid;
 		cmd.cid_len = strlen(p->cid);

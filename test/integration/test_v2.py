@@ -11,6 +11,8 @@ WebSockets are test_chat.py's client; a v2 socket asks for the
 subprotocol with one more header line."""
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -19,6 +21,7 @@ import harness
 from conftest import own_service
 from test_chat import (WS, call, create_room, get_history, join, ok_json,
     open_socket, read_head, register, unique, upgrade_request)
+from test_hub import wait_leading
 
 PROTO = "gochat.v2"
 ERROR_KEYS = {"type", "op", "code", "error"}
@@ -550,3 +553,19 @@ def test_postgres_away_is_unavailable_and_the_socket_stays_open(
 	# Back: the same socket works.
 	send(ws, op="edit", id=m["id"], content="after")
 	assert wait_type(ws, "edit", timeout=15)["content"] == "after"
+
+
+def test_a_resend_after_a_hub_restart_is_acked_with_the_first_id(
+    make_server, private_redis):
+	srv = make_server(redis=private_redis)
+	u = register(srv)
+	room = create_room(srv, u)
+	a = v2(srv, room, u)
+	first = sent(a, "kept", cid="across-restart")
+	pid = wait_leading(srv, private_redis, 10)
+	os.kill(pid, signal.SIGKILL)
+	wait_leading(srv, private_redis, 15, other_than=pid)
+	b = v2(srv, room, u)
+	send(b, op="send", content="kept", cid="across-restart")
+	assert ack_of(b, "across-restart", timeout=10)["id"] == first["id"]
+	assert [m["content"] for m in get_history(srv, u, room)] == ["kept"]
