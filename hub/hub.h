@@ -7,7 +7,8 @@
  * presence, and only then acknowledges the entries. hub.c runs the loop
  * and the stop; lease.c the leases and the share of partitions; batch.c
  * the inbox of each led partition; door.c the operators' inbox when there
- * are several; sweep.c dead workers; rooms.c rooms and presence; store.c
+ * are several; sweep.c dead workers; rooms.c rooms and presence (ring.c each
+ * room's recent history); store.c
  * PostgreSQL; tx.c the lease-fenced Redis transaction of a batch.
  */
 #ifndef GC_HUB_H
