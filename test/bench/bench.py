@@ -506,6 +506,71 @@ class CpuSampler:
 		    "machine_cores_busy": round(busy, 3),
 		    "cores_total": os.cpu_count() or 1}
 
+class PerfProfile:
+	"""perf record -a -g around a run (--perf), then per process group
+	(the pids CpuSampler saw) the share of each group's samples by
+	symbol: where a message's CPU-microseconds go. The report goes to
+	OUT/perf-NAME.txt; perf's data stays in the temporary directory."""
+
+	def __init__(self, bench, name):
+		self.b, self.name, self.p = bench, name, None
+		self.data = os.path.join(bench.tmp, "perf-%s.data" % name)
+
+	def __enter__(self):
+		if self.b.a.perf:
+			self.p = subprocess.Popen(["perf", "record", "-q", "-F",
+			    "499", "-a", "-g", "-o", self.data],
+			    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+			    stderr=subprocess.DEVNULL)
+		return self
+
+	def __exit__(self, *exc):
+		if self.p is not None:
+			self.p.send_signal(signal.SIGINT)
+			try:
+				self.p.wait(60)
+			except subprocess.TimeoutExpired:
+				self.p.kill()
+
+	def report(self, pid_groups, us_per_msg, top=12):
+		"""{group: [[symbol, share of the group, us per message]]}."""
+		if self.p is None or not os.path.exists(self.data):
+			return None
+		out = subprocess.run(["perf", "report", "-i", self.data, "--stdio",
+		    "--no-children", "-g", "none", "--sort", "pid,sym",
+		    "--percent-limit", "0.05"], capture_output=True, text=True,
+		    timeout=300).stdout
+		by = {}
+		for line in out.splitlines():
+			m = re.match(r"\s*([0-9.]+)%\s+(\d+):.*?\s+\[.\]\s+(.+)$",
+			    line)
+			if not m:
+				continue
+			g = pid_groups.get(int(m.group(2)))
+			if g is None:
+				continue
+			sym = m.group(3).strip()
+			by.setdefault(g, {})
+			by[g][sym] = by[g].get(sym, 0.0) + float(m.group(1))
+		res = {}
+		for g, syms in by.items():
+			total = sum(syms.values())
+			rows = sorted(syms.items(), key=lambda kv: -kv[1])[:top]
+			res[g] = [[sym, round(v / total, 3), round(v / total *
+			    us_per_msg[g], 2) if us_per_msg.get(g) else None]
+			    for sym, v in rows]
+		path = os.path.join(self.b.a.out, "perf-%s.txt" % self.name)
+		with open(path, "w") as f:
+			for g in sorted(res):
+				f.write("%s (%s CPU-us per accepted message)\n" % (g,
+				    us_per_msg.get(g)))
+				for sym, share, us in res[g]:
+					f.write("  %5.1f%%  %6s us  %s\n" % (share * 100,
+					    us, sym))
+		log("    perf: %s" % path)
+		return res
+
+
 def rate_between(timeline, f0, f1):
 	"""Joins/s while the held count went from f0 to f1 of its last value."""
 	if len(timeline) < 2 or not timeline[-1][1]:
@@ -1315,7 +1380,10 @@ ANALYZE users;
 		    self.target(servers[0].port)]
 		log("  " + cmdline(cmd))
 		lg = [None]
-		with CpuSampler(self.cpu_roots(servers, lg)) as smp:
+		name = "intake_%d%s%s" % (room_size, "_fixed" if rate else "",
+		    "_x%d" % len(servers) if len(servers) > 1 else "")
+		with CpuSampler(self.cpu_roots(servers, lg)) as smp, \
+		    PerfProfile(self, name) as prof:
 			t_launch = time.monotonic()
 			p = self.popen_bg(cmd, stdout=subprocess.PIPE,
 			    stderr=subprocess.PIPE, text=True)
@@ -1369,6 +1437,8 @@ ANALYZE users;
 			    / acked_per_s, 1) if acked_per_s else None
 			cpu["cores_bound"] = cpu["machine_cores_busy"] >= 0.95 * \
 			    cpu["cores_total"]
+			g["perf"] = prof.report({pid: grp for pid, (grp, _) in
+			    smp._last.items()}, cpu["us_per_msg"])
 		g["cpu"] = cpu
 		g["intact"] = (d["losses"] == 0 and d["duplicates"] == 0 and
 		    d["order_violations"] == 0 and g["stored_ok"])
@@ -2119,6 +2189,9 @@ def main(argv=None):
 	ap.add_argument("--pgbench-mode", dest="pg_mode", default="prepared",
 	    choices=("simple", "extended", "prepared"), help="pgbench -M of the "
 	    "api scenario (default prepared; feed/posts use extended)")
+	ap.add_argument("--perf", action="store_true", help="profile the "
+	    "intake runs with perf record -a (OUT/perf-*.txt: per process "
+	    "group, CPU-us per message by symbol)")
 	ap.add_argument("--keep", action="store_true",
 	    help="keep the temporary directory (logs, data)")
 	a = ap.parse_args(argv)
