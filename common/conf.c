@@ -58,6 +58,7 @@ static const struct conf_key conf_keys[] = {
 	KEY_INT(session_ttl, 60, 365LL * 86400),
 	KEY_STR(allowed_origins),
 	KEY_INT(history_on_join, 0, 200),
+	KEY_INT(resume_max, 1, 100000),
 	KEY_INT(partitions, 1, MSG_PARTITIONS_MAX),
 	KEY_INT(max_header_size, 1024, 1024 * 1024),
 	KEY_INT(max_body_size, 1024, 16 * 1024 * 1024),
@@ -106,6 +107,7 @@ conf_defaults(struct conf *c)
 	snprintf(c->redis_prefix, sizeof(c->redis_prefix), "gochat:");
 	c->session_ttl = 86400;
 	c->history_on_join = 50;
+	c->resume_max = 1000;
 	c->partitions = 1;
 	c->max_header_size = 8192;
 	c->max_body_size = 65536;

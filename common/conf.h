@@ -22,6 +22,7 @@ struct conf {
 	int	session_ttl;		/* seconds */
 	char	allowed_origins[CONF_STR_MAX];	/* space or comma separated */
 	int	history_on_join;
+	int	resume_max;		/* events a resume replays at most */
 	int	partitions;		/* rooms hash into this many (SPEC 11) */
 	int	max_header_size;	/* request line + headers, bytes */
 	int	max_body_size;		/* JSON body, bytes */

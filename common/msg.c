@@ -29,7 +29,12 @@ static const struct {
 	{ "user_deleted", MSG_EV_USER_DELETED },
 	{ "session_revoked", MSG_EV_SESSION_REVOKED },
 	{ "member_removed", MSG_EV_MEMBER_REMOVED },
-	{ "room_deleted", MSG_EV_ROOM_DELETED }
+	{ "room_deleted", MSG_EV_ROOM_DELETED },
+	{ "edit", MSG_EV_EDIT },
+	{ "delete", MSG_EV_DELETE },
+	{ "ack", MSG_EV_ACK },
+	{ "typing", MSG_EV_TYPING },
+	{ "read", MSG_EV_READ }
 };
 
 static int	msg_key(char *, size_t, const char *, const char *,
@@ -83,8 +88,8 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
     size_t errlen)
 {
 	const char *op = NULL, *user = NULL, *conn = NULL, *history = NULL;
-	const char *rejoin = NULL;
-	size_t room_len = 0, name_len = 0;
+	const char *rejoin = NULL, *target = NULL;
+	size_t room_len = 0, name_len = 0, cid_len = 0;
 	long long v;
 
 	memset(e, 0, sizeof(*e));
@@ -116,6 +121,12 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 			history = val;
 		else if (strcmp(k, "rejoin") == 0)
 			rejoin = val;
+		else if (strcmp(k, "target") == 0)
+			target = val;
+		else if (strcmp(k, "cid") == 0) {
+			e->cid = val;
+			cid_len = lens[i + 1];
+		}
 		else if (strcmp(k, "username") == 0) {
 			e->username = val;
 			name_len = lens[i + 1];
@@ -134,6 +145,10 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 		e->op = MSG_UNREGISTER;
 	else if (strcmp(op, "broadcast") == 0)
 		e->op = MSG_BROADCAST;
+	else if (strcmp(op, "edit") == 0)
+		e->op = MSG_EDIT;
+	else if (strcmp(op, "delete") == 0)
+		e->op = MSG_DELETE;
 	else {
 		snprintf(err, errlen, "unknown op '%.32s'", op);
 		return -1;
@@ -176,21 +191,48 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 		}
 		e->rejoin = rejoin[0] == '1';
 	}
-	switch (e->op) {
-	case MSG_REGISTER:
-	case MSG_UNREGISTER:
-		if (e->worker == NULL || conn == NULL || user == NULL) {
-			snprintf(err, errlen, "%s needs worker, conn and user",
-			    op);
+	if (e->cid != NULL && (cid_len < 1 || cid_len > MSG_CID_MAX ||
+	    !utf8_valid(e->cid, cid_len) ||
+	    utf8_count(e->cid, cid_len) > MSG_CID_CHARS)) {
+		snprintf(err, errlen, "invalid cid");
+		return -1;
+	}
+	if (target != NULL) {
+		if (util_parse_int(target, 1, INT64_MAX, &v) == -1) {
+			snprintf(err, errlen, "invalid target");
 			return -1;
 		}
-		break;
+		e->target = v;
+	}
+	switch (e->op) {
+	case MSG_EDIT:
+	case MSG_DELETE:
+		if (e->worker == NULL || conn == NULL || user == NULL ||
+		    target == NULL) {
+			snprintf(err, errlen, "%s needs worker, conn, user and "
+			    "target", op);
+			return -1;
+		}
+		if (e->op == MSG_DELETE) {
+			e->content = NULL;
+			e->content_len = 0;
+			break;
+		}
+		/* FALLTHROUGH */
 	case MSG_BROADCAST:
 		if (e->content == NULL || e->content_len == 0 ||
 		    e->content_len > max_content ||
 		    !utf8_valid(e->content, e->content_len)) {
 			snprintf(err, errlen, "missing, oversized or invalid "
 			    "content");
+			return -1;
+		}
+		break;
+	case MSG_REGISTER:
+	case MSG_UNREGISTER:
+		if (e->worker == NULL || conn == NULL || user == NULL) {
+			snprintf(err, errlen, "%s needs worker, conn and user",
+			    op);
 			return -1;
 		}
 		break;
@@ -203,6 +245,15 @@ msg_write_message(struct evbuffer *out, int64_t id, const char *room,
     int64_t user, const char *username, const char *content,
     size_t content_len, const char *ts, int history)
 {
+	msg_write_message_edited(out, id, room, user, username, content,
+	    content_len, ts, NULL, history);
+}
+
+void
+msg_write_message_edited(struct evbuffer *out, int64_t id, const char *room,
+    int64_t user, const char *username, const char *content,
+    size_t content_len, const char *ts, const char *edited, int history)
+{
 	(void)evbuffer_add_printf(out, "{\"type\":\"message\",\"id\":%lld,"
 	    "\"roomId\":", (long long)id);
 	json_add_cstr(out, room);
@@ -213,8 +264,73 @@ msg_write_message(struct evbuffer *out, int64_t id, const char *room,
 	json_add_string(out, content, content_len);
 	(void)evbuffer_add(out, ",\"ts\":", 6);
 	json_add_cstr(out, ts);
+	if (edited != NULL) {
+		(void)evbuffer_add(out, ",\"edited\":", 10);
+		json_add_cstr(out, edited);
+	}
 	if (history)
 		(void)evbuffer_add(out, ",\"history\":true", 15);
+	(void)evbuffer_add(out, "}", 1);
+}
+
+void
+msg_write_change(struct evbuffer *out, int64_t id, const char *room,
+    int64_t target, const char *content, size_t content_len, const char *ts,
+    int history)
+{
+	(void)evbuffer_add_printf(out, "{\"type\":\"%s\",\"id\":%lld,"
+	    "\"roomId\":", content != NULL ? "edit" : "delete", (long long)id);
+	json_add_cstr(out, room);
+	(void)evbuffer_add_printf(out, ",\"target\":%lld", (long long)target);
+	if (content != NULL) {
+		(void)evbuffer_add(out, ",\"content\":", 11);
+		json_add_string(out, content, content_len);
+	}
+	(void)evbuffer_add(out, ",\"ts\":", 6);
+	json_add_cstr(out, ts);
+	if (history)
+		(void)evbuffer_add(out, ",\"history\":true", 15);
+	(void)evbuffer_add(out, "}", 1);
+}
+
+void
+msg_write_ack(struct evbuffer *out, uint64_t conn, const char *room,
+    const char *cid, int64_t id, const char *ts)
+{
+	(void)evbuffer_add(out, "{\"type\":\"ack\",", 14);
+	if (conn != 0)
+		(void)evbuffer_add_printf(out, "\"conn\":%llu,",
+		    (unsigned long long)conn);
+	(void)evbuffer_add(out, "\"roomId\":", 9);
+	json_add_cstr(out, room);
+	(void)evbuffer_add(out, ",\"cid\":", 7);
+	json_add_cstr(out, cid);
+	(void)evbuffer_add_printf(out, ",\"id\":%lld,\"ts\":", (long long)id);
+	json_add_cstr(out, ts);
+	(void)evbuffer_add(out, "}", 1);
+}
+
+void
+msg_write_typing(struct evbuffer *out, const char *room, int64_t user,
+    const char *username, const char *ts)
+{
+	msg_write_presence(out, "typing", room, user, username, ts);
+}
+
+void
+msg_write_read(struct evbuffer *out, const char *room, int64_t id,
+    int64_t user, const char *wid, uint64_t conn)
+{
+	(void)evbuffer_add(out, "{\"type\":\"read\",\"roomId\":", 24);
+	json_add_cstr(out, room);
+	(void)evbuffer_add_printf(out, ",\"id\":%lld", (long long)id);
+	if (user > 0) {
+		(void)evbuffer_add_printf(out, ",\"userId\":%lld,\"worker\":",
+		    (long long)user);
+		json_add_cstr(out, wid);
+		(void)evbuffer_add_printf(out, ",\"conn\":%llu",
+		    (unsigned long long)conn);
+	}
 	(void)evbuffer_add(out, "}", 1);
 }
 
@@ -334,6 +450,14 @@ msg_key_stats(char *buf, size_t len, const char *prefix,
     const char *instance, long pid)
 {
 	return snprintf(buf, len, "%sstats:%s:%ld", prefix, instance, pid);
+}
+
+int
+msg_key_typing(char *buf, size_t len, const char *prefix, const char *room,
+    int64_t user)
+{
+	return snprintf(buf, len, "%styping:%s:%lld", prefix, room,
+	    (long long)user);
 }
 
 const char *

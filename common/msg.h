@@ -37,19 +37,36 @@
  *                  leave); absent or "0": a join)
  *   op unregister  room, worker, conn, user, username
  *   op broadcast   room, user, username, content [, worker, conn]
+ *                  [, cid]
  *                  (an operator's XADD has only room, username, content:
- *                  user defaults to 0)
+ *                  user defaults to 0. cid: a gochat.v2 send's client id,
+ *                  1-64 characters: the hub acknowledges it to the worker, and a
+ *                  second one of the same user in the same room within 24 h
+ *                  stores nothing and is acknowledged with the first id)
+ *   op edit        room, user, username, target, content, worker, conn
+ *   op delete      room, user, username, target, worker, conn
+ *                  (gochat.v2: the worker checked the author or owner;
+ *                  each gets the room's next id, is stored with its target
+ *                  and published as an edit or delete event)
  * Entries that do not parse are acknowledged and logged, never retried.
  *
  * Events on <p>room:<id> (one JSON object each, as sent to clients):
  *   {"type":"message","id":N,"roomId":..,"userId":..,"username":..,
  *    "content":..,"ts":"RFC 3339"}
+ *   (an edited message, in histories and resumes, adds "edited":"<ts>")
  *   {"type":"join"|"leave","roomId":..,"userId":..,"username":..,"ts":..}
+ *   {"type":"edit","id":N,"roomId":..,"target":M,"content":..,"ts":..}
+ *   {"type":"delete","id":N,"roomId":..,"target":M,"ts":..}
+ *   {"type":"typing","roomId":..,"userId":..,"username":..,"ts":..}
+ *   (typing: published by a worker directly, at most one per user and
+ *   room every 3 s by <p>typing:<room>:<uid>; never stored, no id)
  * Messages on <p>worker:<wid>:
  *   {"type":"history","conn":C,"roomId":..,"upto":N,"messages":[message
  *    events with "history":true, oldest first]}
  *   where upto is the id of the room's last message when the joiner was
  *   registered: live events with an id above it follow on the room channel.
+ *   {"type":"ack","conn":C,"roomId":..,"cid":..,"id":N,"ts":..}
+ *   a broadcast with a cid from connection C got id N (or had it already)
  *   {"type":"dropped"}
  *   the hub missed the worker's heartbeat and dropped the presence of all
  *   its connections (their leaves are published): the worker registers
@@ -61,6 +78,9 @@
  *   {"type":"session_revoked","userId":N,"session":"<sha256 hex>"}
  *   {"type":"member_removed"|"room_deleted","roomId":..,"userId":N}
  *   (private rooms, SPEC section 10: published by workers/api_rooms.c)
+ *   {"type":"read","roomId":..,"userId":N,"id":M,"worker":..,"conn":C}
+ *   (gochat.v2: user N's read marker in the room is now M; the user's
+ *   other connections to the room are told, not conn C of worker wid)
  */
 #ifndef GC_MSG_H
 #define GC_MSG_H
@@ -80,8 +100,13 @@
 enum msg_op {
 	MSG_REGISTER,
 	MSG_UNREGISTER,
-	MSG_BROADCAST
+	MSG_BROADCAST,
+	MSG_EDIT,		/* gochat.v2: room events with a target */
+	MSG_DELETE
 };
+
+#define MSG_CID_CHARS		64	/* characters of a client message id */
+#define MSG_CID_MAX		(4 * MSG_CID_CHARS)	/* ... in bytes */
 
 /* One parsed inbox entry; strings point into the entry's reply. */
 struct msg_entry {
@@ -99,6 +124,8 @@ struct msg_entry {
 					 * connection registered again after
 					 * the hub took its worker for dead
 					 * (no join event, no history) */
+	const char	*cid;		/* broadcast: client id, or NULL */
+	int64_t		 target;	/* edit, delete: the message (> 0) */
 };
 
 /*
@@ -142,6 +169,9 @@ int	msg_key_limit(char *buf, size_t len, const char *prefix,
 /* <p>stats:<instance>:<pid>. */
 int	msg_key_stats(char *buf, size_t len, const char *prefix,
 	    const char *instance, long pid);
+/* <p>typing:<room>:<uid>: a typing event went out less than 3 s ago. */
+int	msg_key_typing(char *buf, size_t len, const char *prefix,
+	    const char *room, int64_t user);
 /*
  * The room id of a room channel's name (<p>room:<id>), pointing into
  * channel; NULL if channel is not one.
@@ -163,7 +193,12 @@ enum msg_event {
 	MSG_EV_USER_DELETED,
 	MSG_EV_SESSION_REVOKED,
 	MSG_EV_MEMBER_REMOVED,
-	MSG_EV_ROOM_DELETED
+	MSG_EV_ROOM_DELETED,
+	MSG_EV_EDIT,
+	MSG_EV_DELETE,
+	MSG_EV_ACK,
+	MSG_EV_TYPING,
+	MSG_EV_READ
 };
 
 enum msg_event msg_event_type(const char *type);
@@ -200,6 +235,23 @@ void	msg_write_message(struct evbuffer *out, int64_t id,
 	    const char *room, int64_t user, const char *username,
 	    const char *content, size_t content_len, const char *ts,
 	    int history);
+/* The same with "edited":edited when edited is not NULL. */
+void	msg_write_message_edited(struct evbuffer *out, int64_t id,
+	    const char *room, int64_t user, const char *username,
+	    const char *content, size_t content_len, const char *ts,
+	    const char *edited, int history);
+/* An edit (content not NULL) or delete event of target. */
+void	msg_write_change(struct evbuffer *out, int64_t id, const char *room,
+	    int64_t target, const char *content, size_t content_len,
+	    const char *ts, int history);
+/* An ack; conn 0 leaves "conn" out (the client's form). */
+void	msg_write_ack(struct evbuffer *out, uint64_t conn, const char *room,
+	    const char *cid, int64_t id, const char *ts);
+void	msg_write_typing(struct evbuffer *out, const char *room,
+	    int64_t user, const char *username, const char *ts);
+/* A read event; user 0 gives the client's form {"type","roomId","id"}. */
+void	msg_write_read(struct evbuffer *out, const char *room, int64_t id,
+	    int64_t user, const char *wid, uint64_t conn);
 /* type is "join" or "leave". */
 void	msg_write_presence(struct evbuffer *out, const char *type,
 	    const char *room, int64_t user, const char *username,

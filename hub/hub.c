@@ -79,6 +79,8 @@ struct hub_entry {
 	int64_t		 below;		/* register: history below it */
 	int		 history;	/* register: messages it gets */
 	int		 rejoin;	/* register: presence only */
+	const char	*cid;		/* broadcast: client id, or NULL */
+	int64_t		 target;	/* edit, delete */
 };
 
 /*
@@ -158,6 +160,7 @@ static void	hub_batch_commit(struct hub *);
 static void	hub_on_broadcast(struct hub *, struct hub_entry *,
 		    const struct store_msg *);
 static void	hub_on_register(struct hub *, struct hub_entry *, int64_t);
+static int	hub_entry_stored(const struct hub_entry *);
 static void	hub_on_unregister(struct hub *, struct hub_entry *, int64_t);
 static void	hub_exec_cb(struct bus *, struct bus_reply *, void *);
 static void	hub_stop(struct hub *);
@@ -890,7 +893,7 @@ hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
 		return 0;
 	}
 	/* PostgreSQL text cannot hold NUL; a worker id goes into keys. */
-	if (me.op == MSG_BROADCAST &&
+	if (me.content != NULL &&
 	    memchr(me.content, '\0', me.content_len) != NULL) {
 		hub_bad(h, e, "content contains a NUL character");
 		return 0;
@@ -906,7 +909,8 @@ hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
 	rlen = strlen(me.room);
 	ulen = strlen(me.username);
 	need = rlen + 1 + ulen + 1 + (me.worker != NULL ? wlen + 1 : 0) +
-	    (me.op == MSG_BROADCAST ? me.content_len + 1 : 0);
+	    (me.content != NULL ? me.content_len + 1 : 1) +
+	    (me.cid != NULL ? strlen(me.cid) + 1 : 0);
 	if ((e->buf = p = malloc(need)) == NULL)
 		return -1;
 	e->op = me.op;
@@ -922,12 +926,16 @@ hub_entry_parse(struct hub *h, struct hub_entry *e, struct bus_reply *fields)
 		e->worker = memcpy(p, me.worker, wlen + 1);
 		p += wlen + 1;
 	}
-	if (me.op == MSG_BROADCAST) {
+	/* A delete's content is "" (stored so). */
+	if (me.content != NULL)
 		memcpy(p, me.content, me.content_len);
-		p[me.content_len] = '\0';
-		e->content = p;
-		e->content_len = me.content_len;
-	}
+	p[me.content_len] = '\0';
+	e->content = p;
+	e->content_len = me.content_len;
+	p += me.content_len + 1;
+	if (me.cid != NULL)
+		e->cid = strcpy(p, me.cid);
+	e->target = me.target;
 	return 0;
 }
 
@@ -1112,7 +1120,8 @@ hub_loaded_cb(enum store_status st, const struct store_row *rows, size_t n,
 		if (rows[i].id > 0 && r->state == ROOM_LOADED)
 			rooms_history_add(h->rooms, r, rows[i].id,
 			    rows[i].user, rows[i].username, rows[i].content,
-			    rows[i].content_len, rows[i].ts_ms);
+			    rows[i].content_len, rows[i].ts_ms,
+			    rows[i].edited_ms);
 	}
 	for (size_t i = 0; i < b->nload; i++)
 		if (b->load[i]->state == ROOM_LOADING)
@@ -1139,7 +1148,7 @@ hub_batch_store(struct hub *h)
 	if (!b->built) {
 		for (size_t i = 0; i < b->n; i++) {
 			e = &b->e[i];
-			if (e->bad || e->op != MSG_BROADCAST ||
+			if (e->bad || !hub_entry_stored(e) ||
 			    e->room->state != ROOM_LOADED)
 				continue;
 			e->msg = (int)b->nmsgs;
@@ -1150,6 +1159,10 @@ hub_batch_store(struct hub *h)
 			m->content = e->content;
 			m->content_len = e->content_len;
 			m->user = e->user;
+			m->kind = e->op == MSG_EDIT ? STORE_EDIT :
+			    e->op == MSG_DELETE ? STORE_DELETE : STORE_MESSAGE;
+			m->target = e->target;
+			m->cid = e->worker != NULL ? e->cid : NULL;
 			m->result = STORE_PENDING;
 		}
 		b->built = 1;
@@ -1175,7 +1188,7 @@ hub_batch_store(struct hub *h)
 			continue;
 		}
 		if (m == NULL || m->result == STORE_DUP ||
-		    m->result == STORE_BAD)
+		    m->result == STORE_CID || m->result == STORE_BAD)
 			continue;
 		if (e->room->mark != h->pass) {
 			e->room->mark = h->pass;
@@ -1351,6 +1364,8 @@ hub_batch_commit(struct hub *h)
 			continue;
 		switch (e->op) {
 		case MSG_BROADCAST:
+		case MSG_EDIT:
+		case MSG_DELETE:
 			if (e->msg >= 0)
 				hub_on_broadcast(h, e, &b->msgs[e->msg]);
 			break;
@@ -1400,12 +1415,36 @@ hub_batch_commit(struct hub *h)
 	hub_advance(h);
 }
 
+/*
+ * A stored room event goes out: a message (unless it is a resend of one
+ * stored already: STORE_CID), an edit or a delete; then a gochat.v2
+ * sender's ack, on its worker's channel.
+ */
 static void
 hub_on_broadcast(struct hub *h, struct hub_entry *e, const struct store_msg *m)
 {
-	rooms_message(h->rooms, e->room, m->id, e->user, e->username,
-	    e->content, e->content_len, m->ts_ms);
-	metrics_count(MC_MSGS_IN, 1);
+	if (m->result != STORE_CID) {
+		if (e->op == MSG_BROADCAST)
+			rooms_message(h->rooms, e->room, m->id, e->user,
+			    e->username, e->content, e->content_len,
+			    m->ts_ms);
+		else
+			rooms_change(h->rooms, e->room, m->id, e->target,
+			    e->op == MSG_EDIT ? e->content : NULL,
+			    e->content_len, m->ts_ms);
+		metrics_count(MC_MSGS_IN, 1);
+	}
+	if (e->cid != NULL && e->worker != NULL)
+		rooms_ack(h->rooms, e->room, e->worker, e->conn, e->cid, m->id,
+		    m->ts_ms);
+}
+
+/* Entries that become rows of messages, with an id of their room's. */
+static int
+hub_entry_stored(const struct hub_entry *e)
+{
+	return e->op == MSG_BROADCAST || e->op == MSG_EDIT ||
+	    e->op == MSG_DELETE;
 }
 
 static void

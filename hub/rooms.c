@@ -22,6 +22,7 @@
 #include "common/msg.h"
 #include "common/utf8.h"
 #include "common/util.h"
+#include "hub/ring.h"
 #include "hub/rooms.h"
 #include "hub/tx.h"
 
@@ -46,20 +47,6 @@ struct map_iter {
 	const struct map *m;
 	size_t		 i;
 	struct map_node	*next;
-};
-
-/* One message of a room's history, rendered once. */
-struct ring_item {
-	int64_t		 id;
-	char		*json;		/* the event as published */
-	size_t		 len;
-};
-
-struct room_ring {
-	struct ring_item *items;	/* cap slots, oldest at start */
-	int		 cap, len, start;
-	struct evbuffer	*cache;		/* the elements of a history
-					 * message, or NULL if stale */
 };
 
 /* A user in a room: a field of <p>room:<id>:clients while nconns > 0. */
@@ -111,13 +98,6 @@ static void	map_clear(struct map *);
 static void	map_iter_init(struct map_iter *, const struct map *);
 static void	*map_iter_next(struct map_iter *);
 static char	*rooms_fmt(const char *, ...) GC_PRINTF(1, 2);
-static struct room_ring *ring_new(int);
-static void	ring_clear(struct room_ring *);
-static void	ring_free(struct room_ring *);
-static void	ring_push(struct room_ring *, int64_t, struct evbuffer *);
-static void	ring_history(struct room_ring *, struct evbuffer *,
-		    int64_t, int);
-static void	ring_item(struct evbuffer *, const struct ring_item *, int);
 static void	room_free(struct room *);
 static struct pworker *worker_get(struct rooms *, const char *);
 static void	worker_free(struct pworker *);
@@ -292,120 +272,6 @@ rooms_hdel(struct rooms *rs, const char *key, const char *field)
 	tx_command(rs->tx, 3, argv, NULL);
 }
 
-/* ---- history rings ------------------------------------------------------- */
-
-static struct room_ring *
-ring_new(int cap)
-{
-	struct room_ring *ring;
-
-	if ((ring = calloc(1, sizeof(*ring))) == NULL)
-		return NULL;
-	ring->cap = cap;
-	if (cap > 0 && (ring->items = calloc((size_t)cap,
-	    sizeof(*ring->items))) == NULL) {
-		free(ring);
-		return NULL;
-	}
-	return ring;
-}
-
-static void
-ring_clear(struct room_ring *ring)
-{
-	for (int i = 0; i < ring->len; i++)
-		free(ring->items[(ring->start + i) % ring->cap].json);
-	ring->len = ring->start = 0;
-	if (ring->cache != NULL)
-		evbuffer_free(ring->cache);
-	ring->cache = NULL;
-}
-
-static void
-ring_free(struct room_ring *ring)
-{
-	if (ring == NULL)
-		return;
-	ring_clear(ring);
-	free(ring->items);
-	free(ring);
-}
-
-/* Keep the event in ev (a message, '}' last) as the newest; the oldest
- * goes when the ring is full. */
-static void
-ring_push(struct room_ring *ring, int64_t id, struct evbuffer *ev)
-{
-	size_t len = evbuffer_get_length(ev);
-	struct ring_item *it;
-	char *json;
-
-	if (ring == NULL || ring->cap == 0 || len == 0 ||
-	    (json = malloc(len)) == NULL)
-		return;
-	(void)evbuffer_copyout(ev, json, len);
-	if (ring->len == ring->cap) {
-		it = &ring->items[ring->start];
-		free(it->json);
-		ring->start = (ring->start + 1) % ring->cap;
-		ring->len--;
-	}
-	it = &ring->items[(ring->start + ring->len) % ring->cap];
-	it->id = id;
-	it->json = json;
-	it->len = len;
-	ring->len++;
-	if (ring->cache != NULL)
-		evbuffer_free(ring->cache);
-	ring->cache = NULL;
-}
-
-/* One element of a history message: the event with "history":true. */
-static void
-ring_item(struct evbuffer *out, const struct ring_item *it, int comma)
-{
-	if (comma)
-		(void)evbuffer_add(out, ",", 1);
-	(void)evbuffer_add(out, it->json, it->len - 1);
-	(void)evbuffer_add(out, ",\"history\":true}", 16);
-}
-
-/*
- * Append the last max of the history's elements with ids up to upto,
- * oldest first: each stored event with its closing brace replaced. The
- * whole ring is rendered once per change, however many join meanwhile
- * wanting all of it.
- */
-static void
-ring_history(struct room_ring *ring, struct evbuffer *out, int64_t upto,
-    int max)
-{
-	int end, first;
-
-	if (ring == NULL || ring->len == 0 || max <= 0)
-		return;
-	/* Ids grow along the ring: those up to upto are its first end. */
-	for (end = ring->len; end > 0 && ring->items[(ring->start + end - 1) %
-	    ring->cap].id > upto; end--)
-		;
-	first = end > max ? end - max : 0;
-	if (first > 0 || end < ring->len) {
-		for (int i = first; i < end; i++)
-			ring_item(out, &ring->items[(ring->start + i) %
-			    ring->cap], i > first);
-		return;
-	}
-	if (ring->cache == NULL) {
-		if ((ring->cache = evbuffer_new()) == NULL)
-			return;
-		for (int i = 0; i < ring->len; i++)
-			ring_item(ring->cache,
-			    &ring->items[(ring->start + i) % ring->cap], i > 0);
-	}
-	(void)evbuffer_add(out, evbuffer_pullup(ring->cache, -1),
-	    evbuffer_get_length(ring->cache));
-}
-
 /* ---- rooms --------------------------------------------------------------- */
 
 struct rooms *
@@ -500,7 +366,7 @@ void
 rooms_loaded(struct rooms *rs, struct room *r, int64_t last_id)
 {
 	(void)rs;
-	if (r->ring != NULL && r->ring->cap == r->keep)
+	if (r->ring != NULL && ring_cap(r->ring) == r->keep)
 		ring_clear(r->ring);
 	else {
 		ring_free(r->ring);
@@ -514,19 +380,11 @@ rooms_loaded(struct rooms *rs, struct room *r, int64_t last_id)
 void
 rooms_history_add(struct rooms *rs, struct room *r, int64_t id, int64_t user,
     const char *username, const char *content, size_t content_len,
-    int64_t ts_ms)
+    int64_t ts_ms, int64_t edited_ms)
 {
-	struct evbuffer *b;
-	char ts[32];
-
 	(void)rs;
-	if (r->ring == NULL || (b = evbuffer_new()) == NULL)
-		return;
-	util_rfc3339(ts_ms, ts, sizeof(ts));
-	msg_write_message(b, id, r->id, user, username, content, content_len,
-	    ts, 0);
-	ring_push(r->ring, id, b);
-	evbuffer_free(b);
+	ring_add(r->ring, r->id, id, user, username, content, content_len,
+	    ts_ms, edited_ms);
 }
 
 void
@@ -593,9 +451,52 @@ rooms_message(struct rooms *rs, struct room *r, int64_t id, int64_t user,
 	tx_publish(rs->tx, r->channel, b);
 	if (id > r->last_id) {
 		r->last_id = id;
-		ring_push(r->ring, id, b);
+		ring_push(r->ring, id, b, user, username, ts_ms);
 	}
 	r->used_ms = util_mono_ms();
+	evbuffer_free(b);
+}
+
+void
+rooms_change(struct rooms *rs, struct room *r, int64_t id, int64_t target,
+    const char *content, size_t content_len, int64_t ts_ms)
+{
+	struct evbuffer *b;
+	char ts[32];
+
+	if ((b = evbuffer_new()) == NULL) {
+		tx_fail(rs->tx);
+		return;
+	}
+	util_rfc3339(ts_ms, ts, sizeof(ts));
+	msg_write_change(b, id, r->id, target, content, content_len, ts, 0);
+	tx_publish(rs->tx, r->channel, b);
+	/* A replay of a change published before is in the ring already. */
+	if (id > r->last_id) {
+		r->last_id = id;
+		ring_change(r->ring, r->id, target, content, content_len,
+		    ts_ms);
+	}
+	r->used_ms = util_mono_ms();
+	evbuffer_free(b);
+}
+
+void
+rooms_ack(struct rooms *rs, struct room *r, const char *wid, uint64_t conn,
+    const char *cid, int64_t id, int64_t ts_ms)
+{
+	char channel[MSG_KEY_MAX], ts[32];
+	struct evbuffer *b;
+
+	if ((b = evbuffer_new()) == NULL) {
+		tx_fail(rs->tx);
+		return;
+	}
+	(void)msg_key_worker(channel, sizeof(channel), rs->conf->redis_prefix,
+	    wid);
+	util_rfc3339(ts_ms, ts, sizeof(ts));
+	msg_write_ack(b, conn, r->id, cid, id, ts);
+	tx_publish(rs->tx, channel, b);
 	evbuffer_free(b);
 }
 

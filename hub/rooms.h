@@ -71,9 +71,10 @@ struct room *rooms_get(struct rooms *rs, const char *id, int create);
 /* r exists with last_id; its history (r->keep messages) is emptied, to be
  * refilled with rooms_history_add() oldest first. */
 void	rooms_loaded(struct rooms *rs, struct room *r, int64_t last_id);
+/* edited_ms: the last edit's time, 0 if none. */
 void	rooms_history_add(struct rooms *rs, struct room *r, int64_t id,
 	    int64_t user, const char *username, const char *content,
-	    size_t content_len, int64_t ts_ms);
+	    size_t content_len, int64_t ts_ms, int64_t edited_ms);
 /* Drop r's loaded state (a write failed): it is loaded again when next
  * needed. Presence stays. */
 void	rooms_unload(struct rooms *rs, struct room *r);
@@ -88,6 +89,17 @@ void	rooms_unload(struct rooms *rs, struct room *r);
 void	rooms_message(struct rooms *rs, struct room *r, int64_t id,
 	    int64_t user, const char *username, const char *content,
 	    size_t content_len, int64_t ts_ms);
+/*
+ * Publish edit (content not NULL) or delete id of message target of r
+ * (ROOM_LOADED); the history keeps the message as it is now: edited, or
+ * left out. An id not above r's last one is a replay: published only.
+ */
+void	rooms_change(struct rooms *rs, struct room *r, int64_t id,
+	    int64_t target, const char *content, size_t content_len,
+	    int64_t ts_ms);
+/* Tell worker wid that the send cid of its connection conn has id. */
+void	rooms_ack(struct rooms *rs, struct room *r, const char *wid,
+	    uint64_t conn, const char *cid, int64_t id, int64_t ts_ms);
 /*
  * Connection conn of worker wid joins r (ROOM_LOADED): the history goes
  * to the worker's channel, then the join event to the room. The history

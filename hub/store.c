@@ -35,9 +35,10 @@
 static const char store_load_sql[] =
     "SELECT r.id, coalesce((SELECT max(m.id) FROM messages m "
     "WHERE m.room_id = r.id), 0), h.id, h.user_id, h.username, h.content, "
-    STORE_TS_MS("h.created_at") " "
+    STORE_TS_MS("h.created_at") ", " STORE_TS_MS("h.edited_at") " "
     "FROM rooms r LEFT JOIN LATERAL (SELECT m.id, m.user_id, m.username, "
-    "m.content, m.created_at FROM messages m WHERE m.room_id = r.id "
+    "m.content, m.created_at, m.edited_at FROM messages m "
+    "WHERE m.room_id = r.id AND m.kind = 0 AND NOT m.deleted "
     "ORDER BY m.id DESC LIMIT $2::int) h ON true "
     "WHERE r.id = ANY ($1::text[]) ORDER BY r.id, h.id";
 
@@ -60,13 +61,30 @@ static const char store_insert_sql[] =
     "AND epoch = $2::bigint FOR SHARE), "
     "r AS (SELECT id FROM rooms WHERE id = ANY ($3::text[]) "
     "FOR KEY SHARE), "
-    "i AS (INSERT INTO messages (room_id, id, user_id, username, content, "
-    "inbox_id, created_at) SELECT v.r, v.m, v.u, v.n, v.c, v.x, "
-    "timestamptz 'epoch' + v.t * interval '1 millisecond' "
+    "b AS (SELECT v.*, row_number() OVER (PARTITION BY v.r, v.u, v.d "
+    "ORDER BY v.m) AS nth "
     "FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[], "
-    "$7::text[], $8::text[], $9::bigint[]) AS v (r, m, u, n, c, x, t) "
-    "WHERE EXISTS (SELECT 1 FROM f) AND v.r IN (SELECT id FROM r) "
-    "ON CONFLICT (inbox_id) DO NOTHING RETURNING inbox_id) "
+    "$7::text[], $8::text[], $9::bigint[], $10::smallint[], "
+    "$11::bigint[], $12::text[]) AS v (r, m, u, n, c, x, t, k, g, d)), "
+    "i AS (INSERT INTO messages (room_id, id, user_id, username, content, "
+    "inbox_id, created_at, kind, target, cid) SELECT b.r, b.m, b.u, b.n, "
+    "b.c, b.x, timestamptz 'epoch' + b.t * interval '1 millisecond', "
+    "b.k, b.g, b.d FROM b "
+    "WHERE EXISTS (SELECT 1 FROM f) AND b.r IN (SELECT id FROM r) "
+    "AND (b.d IS NULL OR (b.nth = 1 AND NOT EXISTS (SELECT 1 FROM "
+    "messages o WHERE o.room_id = b.r AND o.user_id = b.u AND "
+    "o.cid = b.d AND o.created_at > now() - interval '24 hours'))) "
+    "AND (b.k = 0 OR EXISTS (SELECT 1 FROM messages o WHERE "
+    "o.room_id = b.r AND o.id = b.g AND o.kind = 0 AND NOT o.deleted)) "
+    "ON CONFLICT (inbox_id) DO NOTHING "
+    "RETURNING inbox_id, room_id, id, kind, target, content, created_at), "
+    "u AS (UPDATE messages o SET content = coalesce(e.c, o.content), "
+    "edited_at = coalesce(e.t, o.edited_at), deleted = o.deleted OR e.del "
+    "FROM (SELECT room_id, target, bool_or(kind = 2) AS del, "
+    "(array_agg(content ORDER BY id DESC) FILTER (WHERE kind = 1))[1] "
+    "AS c, max(created_at) FILTER (WHERE kind = 1) AS t FROM i "
+    "WHERE kind > 0 GROUP BY room_id, target) e "
+    "WHERE o.room_id = e.room_id AND o.id = e.target AND o.kind = 0) "
     "SELECT i.inbox_id FROM f LEFT JOIN i ON true";
 
 /* $1 partition, $2 the lease holder: the partition's new epoch. */
@@ -76,11 +94,24 @@ static const char store_fence_sql[] =
     "SET epoch = p.epoch + 1, holder = excluded.holder, taken_at = now() "
     "RETURNING epoch";
 
-/* $1 text[] of inbox ids. */
+/*
+ * $1 text[] of inbox ids, $2 their rooms, $3 users, $4 cids (NULL for
+ * none): the rows stored under those inbox ids (by = 0), then for each
+ * cid the first message of that user in that room with it, stored since
+ * less than 24 h (by = 1). edited: its content is no longer the one sent.
+ */
 static const char store_fetch_sql[] =
     "SELECT inbox_id, room_id, id, user_id, content, "
-    STORE_TS_MS("created_at") " FROM messages "
-    "WHERE inbox_id = ANY ($1::text[])";
+    STORE_TS_MS("created_at") ", edited_at IS NOT NULL, 0 AS found_by "
+    "FROM messages WHERE inbox_id = ANY ($1::text[]) "
+    "UNION ALL SELECT x.i, m.room_id, m.id, m.user_id, m.content, "
+    STORE_TS_MS("m.created_at") ", true, 1 "
+    "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) "
+    "AS x (i, r, u, c) CROSS JOIN LATERAL (SELECT room_id, id, user_id, "
+    "content, created_at FROM messages WHERE room_id = x.r AND "
+    "user_id = x.u AND cid = x.c AND "
+    "created_at > now() - interval '24 hours' ORDER BY id LIMIT 1) m "
+    "WHERE x.c IS NOT NULL ORDER BY 8";
 
 struct store {
 	struct db_pool	*db;
@@ -112,11 +143,15 @@ enum store_col {
 	STORE_COL_CONTENT,
 	STORE_COL_INBOX,
 	STORE_COL_TS,
+	STORE_COL_KIND,
+	STORE_COL_TARGET,
+	STORE_COL_CID,
 	STORE_NCOLS
 };
 
 static void	store_array(struct evbuffer *, const char *);
 static void	store_array_n(struct evbuffer *, const char *, size_t);
+static void	store_array_or_null(struct evbuffer *, const char *);
 static char	*store_param(struct evbuffer *);
 static struct store_op *store_op_new(struct store *, struct store_msg *,
 		    size_t, store_cb *, void *);
@@ -297,6 +332,16 @@ store_array(struct evbuffer *b, const char *s)
 	store_array_n(b, s, strlen(s));
 }
 
+/* The same, or an unquoted NULL element for NULL. */
+static void
+store_array_or_null(struct evbuffer *b, const char *s)
+{
+	if (s == NULL)
+		(void)evbuffer_add(b, "NULL", 4);
+	else
+		store_array(b, s);
+}
+
 /* The same for len bytes (no NUL among them): runs without a quote or a
  * backslash are copied in one go. */
 static void
@@ -391,6 +436,14 @@ store_insert(struct store_op *op)
 		store_array(col[STORE_COL_INBOX], m->inbox_id);
 		(void)evbuffer_add_printf(col[STORE_COL_TS], "%lld",
 		    (long long)m->ts_ms);
+		(void)evbuffer_add_printf(col[STORE_COL_KIND], "%d",
+		    (int)m->kind);
+		if (m->kind == STORE_MESSAGE)
+			(void)evbuffer_add(col[STORE_COL_TARGET], "NULL", 4);
+		else
+			(void)evbuffer_add_printf(col[STORE_COL_TARGET],
+			    "%lld", (long long)m->target);
+		store_array_or_null(col[STORE_COL_CID], m->cid);
 	}
 	for (c = 0; c < STORE_NCOLS; c++) {
 		(void)evbuffer_add(col[c], "}", 1);
@@ -409,38 +462,57 @@ done:
 	return rc;
 }
 
-/* Look up the messages the INSERT skipped: stored before. */
+/* Look up the messages the INSERT skipped: stored before (by inbox id),
+ * or resends (by cid). */
 static int
 store_fetch(struct store_op *op)
 {
-	struct evbuffer *b;
-	char *ids;
+	struct evbuffer *b[4];
+	char *params[4] = { NULL };
 	size_t n = 0;
-	int rc;
+	int rc = -1, c;
 
-	if ((b = evbuffer_new()) == NULL)
+	for (c = 0; c < 4; c++)
+		if ((b[c] = evbuffer_new()) == NULL)
+			break;
+	if (c < 4) {
+		while (c-- > 0)
+			evbuffer_free(b[c]);
 		return -1;
-	(void)evbuffer_add(b, "{", 1);
+	}
+	for (c = 0; c < 4; c++)
+		(void)evbuffer_add(b[c], "{", 1);
 	for (size_t i = 0; i < op->n; i++) {
-		if (op->msgs[i].result != STORE_PENDING)
+		const struct store_msg *m = &op->msgs[i];
+
+		if (m->result != STORE_PENDING)
 			continue;
 		if (n++ > 0)
-			(void)evbuffer_add(b, ",", 1);
-		store_array(b, op->msgs[i].inbox_id);
+			for (c = 0; c < 4; c++)
+				(void)evbuffer_add(b[c], ",", 1);
+		store_array(b[0], m->inbox_id);
+		store_array(b[1], m->room);
+		(void)evbuffer_add_printf(b[2], "%lld", (long long)m->user);
+		store_array_or_null(b[3], m->kind == STORE_MESSAGE ? m->cid :
+		    NULL);
 	}
-	(void)evbuffer_add(b, "}", 1);
-	ids = store_param(b);
-	evbuffer_free(b);
-	if (ids == NULL)
-		return -1;
+	for (c = 0; c < 4; c++) {
+		(void)evbuffer_add(b[c], "}", 1);
+		if ((params[c] = store_param(b[c])) == NULL)
+			goto done;
+	}
 	if (n == 0) {
-		free(ids);
 		store_done(op, STORE_OK);
-		return 0;
+		rc = 0;
+		goto done;
 	}
-	rc = db_query(op->s->db, store_fetch_sql, 1, (const char **)&ids,
+	rc = db_query(op->s->db, store_fetch_sql, 4, (const char **)params,
 	    store_fetched_cb, op);
-	free(ids);
+done:
+	for (c = 0; c < 4; c++) {
+		evbuffer_free(b[c]);
+		free(params[c]);
+	}
 	return rc;
 }
 
@@ -507,6 +579,9 @@ store_loaded_cb(struct db_result *res, void *arg)
 		    store_int(res, row, 3, &r->user) == -1 ||
 		    store_int(res, row, 6, &r->ts_ms) == -1))
 			continue;
+		if (db_result_isnull(res, row, 7) ||
+		    store_int(res, row, 7, &r->edited_ms) == -1)
+			r->edited_ms = 0;
 		r->username = db_result_value(res, row, 4);
 		r->content = db_result_value(res, row, 5);
 		r->content_len = strlen(r->content);
@@ -592,16 +667,30 @@ store_fetched_cb(struct db_result *res, void *arg)
 		    store_int(res, i, 3, &user) == -1 ||
 		    store_int(res, i, 5, &ts) == -1 ||
 		    strcmp(db_result_value(res, i, 1), m->room) != 0 ||
-		    user != m->user || strlen(content) != m->content_len ||
-		    memcmp(content, m->content, m->content_len) != 0) {
-			log_warnx("inbox entry %s: another message is stored "
-			    "under this id; dropped", m->inbox_id);
-			m->result = STORE_BAD;
+		    user != m->user)
+			goto other;
+		/* A resend of a message stored already: acknowledged with
+		 * the first one's id. */
+		if (strcmp(db_result_value(res, i, 7), "1") == 0) {
+			m->id = id;
+			m->ts_ms = ts;
+			m->result = STORE_CID;
 			continue;
 		}
+		/* An edited message no longer holds what was sent. */
+		if (strcmp(db_result_value(res, i, 6), "t") != 0 &&
+		    (strlen(content) != m->content_len ||
+		    (m->content_len > 0 &&
+		    memcmp(content, m->content, m->content_len) != 0)))
+			goto other;
 		m->id = id;
 		m->ts_ms = ts;
 		m->result = STORE_DUP;
+		continue;
+other:
+		log_warnx("inbox entry %s: another message is stored under "
+		    "this id; dropped", m->inbox_id);
+		m->result = STORE_BAD;
 	}
 	for (size_t i = 0; i < op->n && !op->find; i++)
 		if (op->msgs[i].result == STORE_PENDING) {

@@ -34,7 +34,17 @@ enum store_result {
 	STORE_NEW,	/* stored now, with the id and ts given */
 	STORE_DUP,	/* stored before under this inbox id: id and ts_ms
 			 * now hold the stored ones */
-	STORE_BAD	/* refused (logged): not stored, never will be */
+	STORE_BAD,	/* refused (logged): not stored, never will be */
+	STORE_CID	/* a send whose cid (same user, same room, within
+			 * 24 h) is stored already: nothing stored; id and
+			 * ts_ms hold the first message's, to acknowledge */
+};
+
+/* What a row of messages is (sql/004_chat_v2.sql). */
+enum store_kind {
+	STORE_MESSAGE,
+	STORE_EDIT,
+	STORE_DELETE
 };
 
 /* One broadcast to store. The strings belong to the caller. */
@@ -47,6 +57,9 @@ struct store_msg {
 	int64_t		 id;		/* the room's message id */
 	int64_t		 user;
 	int64_t		 ts_ms;		/* created_at, epoch ms */
+	enum store_kind	 kind;
+	int64_t		 target;	/* edit, delete: the message */
+	const char	*cid;		/* a message's client id, or NULL */
 	enum store_result result;	/* set by store_write() */
 };
 
@@ -57,6 +70,7 @@ struct store_row {
 	int64_t		 id;		/* 0: no message in the row */
 	int64_t		 user;
 	int64_t		 ts_ms;
+	int64_t		 edited_ms;	/* the last edit's time, or 0 */
 	const char	*username;
 	const char	*content;
 	size_t		 content_len;

@@ -27,6 +27,7 @@
 #include "workers/api.h"
 #include "workers/auth.h"
 #include "workers/chat.h"
+#include "workers/chat_v2.h"
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/limit.h"
@@ -59,7 +60,8 @@ static int	rooms_found(struct rooms_op *, struct db_result *,
 		    const char *);
 static void	rooms_dm_fixed(struct conn *, const char *);
 static void	rooms_show(struct rooms_op *);
-static void	rooms_add_room(struct evbuffer *, struct db_result *, int);
+static void	rooms_add_room(struct evbuffer *, struct db_result *, int,
+		    int);
 static void	rooms_publish(struct worker *, const char *, const char *,
 		    int64_t);
 static void	rooms_allowed_cb(long long, void *);
@@ -89,12 +91,23 @@ static void	rooms_dm_found_cb(struct db_result *, void *);
 /*
  * The columns of a room object for the user $<n>, in rooms_add_room()'s
  * order, over rooms r: a direct room is named after the other user (its
- * stored name once that account is gone).
+ * stored name once that account is gone). lastId and unread (SPEC
+ * section 9) cost two probes of the messages' primary key (room_id, id)
+ * and one of the read marker's: max(id) is the index's last entry; the
+ * unread messages are walked from the marker up and counted to 99 at
+ * most, so a room read to its end costs one empty range scan, whatever
+ * its history.
  */
 #define ROOMS_COLUMNS(uid) \
 	"r.id, CASE WHEN r.dm THEN coalesce((SELECT username FROM users " \
 	"WHERE id = CASE WHEN r.dm_low = " uid " THEN r.dm_high ELSE " \
-	"r.dm_low END), r.name) ELSE r.name END, r.private, r.dm, r.owner_id"
+	"r.dm_low END), r.name) ELSE r.name END, r.private, r.dm, r.owner_id, " \
+	"coalesce((SELECT max(lm.id) FROM messages lm WHERE " \
+	"lm.room_id = r.id), 0), (SELECT count(*) FROM (SELECT 1 FROM " \
+	"messages um WHERE um.room_id = r.id AND um.id > coalesce((SELECT " \
+	"rm.last_read FROM read_markers rm WHERE rm.user_id = " uid \
+	" AND rm.room_id = r.id), 0) AND um.kind = 0 AND NOT um.deleted " \
+	"ORDER BY um.id LIMIT 99) u)"
 
 /* Count the users of each room given as KEYS: one round trip. */
 static const char rooms_count_lua[] =
@@ -370,7 +383,7 @@ rooms_listed_cb(struct db_result *res, void *arg)
 		    w->conf->redis_prefix, db_result_value(res, i, 0));
 		argv[3 + i] = keys[i];
 		/* Each row as `"id":..,"name":..,..` separated by NUL. */
-		rooms_add_room(op->api.body, res, i);
+		rooms_add_room(op->api.body, res, i, !op->single);
 		evbuffer_add(op->api.body, "", 1);
 	}
 	if (bus_commandv(w->redis, rooms_counted_cb, op, n + 3, argv,
@@ -539,10 +552,14 @@ api_history(struct conn *c, struct http_request *req,
 
 	if ((op = rooms_op_paged(c, req, m, uid, params)) == NULL)
 		return;
+	/* Messages as they are now (SPEC section 9): edited content and
+	 * time; deleted ones, edits and deletes left out. */
 	api_query(&op->api, "SELECT m.id, m.user_id, m.username, m.content, "
-	    API_SQL_TIME("m.created_at") " FROM rooms r "
+	    API_SQL_TIME("m.created_at") ", " API_SQL_TIME("m.edited_at")
+	    " FROM rooms r "
 	    "LEFT JOIN LATERAL (SELECT * FROM messages WHERE room_id = r.id "
-	    "AND id < $3 ORDER BY id DESC LIMIT $4) m ON true "
+	    "AND id < $3 AND kind = 0 AND NOT deleted ORDER BY id DESC "
+	    "LIMIT $4) m ON true "
 	    "WHERE r.id = $1 AND " ROOMS_VISIBLE("$2") " ORDER BY m.id", 4,
 	    params, rooms_history_cb);
 }
@@ -571,8 +588,12 @@ rooms_history_cb(struct db_result *res, void *arg)
 		evbuffer_add(op->api.body, ",", 1);
 		json_add_key(op->api.body, "content");
 		json_add_cstr(op->api.body, db_result_value(res, i, 3));
-		evbuffer_add_printf(op->api.body, ",\"ts\":\"%s\"}",
+		evbuffer_add_printf(op->api.body, ",\"ts\":\"%s\"",
 		    db_result_value(res, i, 4));
+		if (!db_result_isnull(res, i, 5))
+			evbuffer_add_printf(op->api.body, ",\"edited\":\"%s\"",
+			    db_result_value(res, i, 5));
+		evbuffer_add(op->api.body, "}", 1);
 		first = 0;
 	}
 	evbuffer_add(op->api.body, "]", 1);
@@ -613,6 +634,9 @@ rooms_join_cb(struct db_result *res, void *arg)
 	struct rooms_op *op = arg;
 	struct conn *c = op->api.conn;
 	char extra[256], token[AUTH_TOKEN_MAX + 2], session[AUTH_KEY_MAX];
+	char buf[32];
+	long long since;
+	int v2, r;
 
 	if (res == NULL || !db_result_ok(res)) {
 		api_db_error(c, res, "join");
@@ -642,11 +666,26 @@ rooms_join_cb(struct db_result *res, void *arg)
 		conn_error(c, 400, "not a valid WebSocket upgrade: %s", extra);
 		goto done;
 	}
+	/* Resume (SPEC section 9): since, an event id (0 or more). */
+	since = -1;
+	if (op->api.req->query != NULL && (r = http_query_get(
+	    op->api.req->query, "since", buf, sizeof(buf))) != 0 && (r == -1 ||
+	    util_parse_int(buf, 0, INT64_MAX, &since) == -1)) {
+		conn_error(c, 400, "since must be an event id (an integer, 0 "
+		    "or more)");
+		goto done;
+	}
 	session[0] = '\0';
 	if (auth_request_token(op->api.req, token, sizeof(token)) == 1)
 		auth_session_key(c->worker, token, session, sizeof(session));
 	snprintf(op->name, sizeof(op->name), "%s", db_result_value(res, 0, 0));
-	chat_upgrade(c, extra, op->room, op->api.uid, op->name, session);
+	/* gochat.v2 when asked for (SPEC section 9), named back in the 101. */
+	v2 = ws_subprotocol(op->api.req, CHAT_V2_PROTOCOL);
+	if (v2)
+			snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+		    "Sec-WebSocket-Protocol: %s\r\n", CHAT_V2_PROTOCOL);
+	chat_upgrade(c, extra, op->room, op->api.uid, op->name, session, v2,
+	    (int64_t)since);
 done:
 	api_op_free(op);
 }
@@ -1079,9 +1118,10 @@ rooms_op_paged(struct conn *c, struct http_request *req,
 }
 
 /* `"id":..,"name":..,"private":..,"dm":..,"owner":..` of a row read with
- * ROOMS_COLUMNS(). */
+ * ROOMS_COLUMNS(), and with counts (getRooms) `,"lastId":..,"unread":..`. */
 static void
-rooms_add_room(struct evbuffer *out, struct db_result *res, int row)
+rooms_add_room(struct evbuffer *out, struct db_result *res, int row,
+    int counts)
 {
 	json_add_key(out, "id");
 	json_add_cstr(out, db_result_value(res, row, 0));
@@ -1096,6 +1136,12 @@ rooms_add_room(struct evbuffer *out, struct db_result *res, int row)
 		evbuffer_add(out, "null", 4);
 	} else
 		api_add_int(out, "owner", db_result_value(res, row, 4));
+	if (!counts)
+		return;
+	evbuffer_add(out, ",", 1);
+	api_add_int(out, "lastId", db_result_value(res, row, 5));
+	evbuffer_add(out, ",", 1);
+	api_add_int(out, "unread", db_result_value(res, row, 6));
 }
 
 /*

@@ -22,6 +22,7 @@
 
 #include "common/bus.h"
 #include "common/conf.h"
+#include "common/db.h"
 #include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -31,6 +32,7 @@
 #include "workers/api.h"
 #include "workers/auth.h"
 #include "workers/chat.h"
+#include "workers/chat_v2.h"
 #include "workers/conn.h"
 #include "workers/http.h"
 #include "workers/limit.h"
@@ -52,6 +54,9 @@ enum member_state {
 				 * its messages reach the hub after its
 				 * register (and come back to it live) */
 	MEMBER_REGISTERING,	/* registered, waiting for its history */
+	MEMBER_RESUMING,	/* ?since=: its history (upto) came, the
+				 * events in (since, upto] are read from
+				 * PostgreSQL; live events are held */
 	MEMBER_JOINED,		/* receives the room's events */
 	MEMBER_CLOSING		/* close started; unregistered */
 };
@@ -73,6 +78,34 @@ struct chat_member {
 	int64_t		 last_seen_ms;	/* monotonic: last frame from it */
 	int		 ping_sent;
 	struct limit_bucket bucket;	/* ws_msg_rate, ws_msg_burst */
+	int		 v2;		/* speaks gochat.v2 (SPEC section 9) */
+	int64_t		 since;		/* resume after this id, or -1 */
+	int64_t		 upto;		/* resuming: the history's upto */
+	int64_t		 typing_ms;	/* monotonic: its last typing sent */
+	struct ws_frame	**held;		/* resuming: live events, in order */
+	size_t		 nheld, held_cap, held_bytes;
+};
+
+/* Fields of an inbox entry beyond the common ones (common/msg.h). */
+struct chat_extra {
+	const char	*cid;		/* broadcast: client id, or NULL */
+	int64_t		 target;	/* edit, delete: > 0 */
+	int		 history;	/* register: messages wanted, -1 for
+					 * history_on_join */
+};
+
+/*
+ * A gochat.v2 command waiting for Redis or PostgreSQL; holds its conn
+ * (conn_hold) until answered. The strings are copies.
+ */
+struct chat_pending {
+	struct conn	*conn;
+	enum chat_v2_op	 op;
+	int64_t		 id;		/* edit, delete: the target */
+	char		 cid[MSG_CID_MAX + 1];
+	int		 has_cid;
+	size_t		 content_len;
+	char		 content[];	/* edit: the new content */
 };
 
 TAILQ_HEAD(member_list, chat_member);
@@ -149,10 +182,31 @@ static void	chat_subscribe(struct chat *, struct chat_room *);
 static void	chat_register(struct chat *, struct chat_member *);
 static void	chat_recheck_cb(struct bus *, struct bus_reply *, void *);
 static int	chat_inbox_op(struct chat *, struct chat_member *,
-		    const char *, const char *, size_t);
+		    const char *, const char *, size_t,
+		    const struct chat_extra *, bus_cb *, void *);
 static int	chat_inbox_xadd(struct chat *, const char *, const char *,
 		    uint64_t, int64_t, const char *, const char *, size_t,
-		    bus_cb *, void *);
+		    const struct chat_extra *, bus_cb *, void *);
+static void	chat_deliver(struct chat_member *, struct ws_frame *);
+static void	chat_send_json(struct chat_member *, struct evbuffer *, int);
+static void	chat_held_free(struct chat_member *);
+static void	chat_resume(struct chat *, struct chat_member *);
+static void	chat_resumed_cb(struct db_result *, void *);
+static void	chat_on_ack(struct chat *, struct json_doc *);
+static void	chat_on_read(struct chat *, struct json_doc *, int64_t);
+static void	chat_v2_on_text(struct chat *, struct chat_member *,
+		    const char *, size_t);
+static void	chat_v2_error(struct chat_member *, const struct chat_v2_cmd *,
+		    enum chat_v2_code, const char *, int64_t);
+static void	chat_v2_pending_error(struct chat_pending *,
+		    enum chat_v2_code, const char *);
+static struct chat_pending *chat_pending_new(struct chat_member *,
+		    const struct chat_v2_cmd *);
+static void	chat_pending_done(struct chat_pending *);
+static void	chat_v2_sent_cb(struct bus *, struct bus_reply *, void *);
+static void	chat_v2_checked_cb(struct db_result *, void *);
+static void	chat_v2_typing_cb(struct bus *, struct bus_reply *, void *);
+static void	chat_v2_read_cb(struct db_result *, void *);
 static void	chat_leave(struct chat *, struct chat_member *);
 static void	chat_leave_send(struct chat_leave *);
 static void	chat_leave_cb(struct bus *, struct bus_reply *, void *);
@@ -304,7 +358,8 @@ chat_each(struct chat *chat, void (*fn)(struct chat *, struct chat_member *,
 
 void
 chat_upgrade(struct conn *c, const char *extra, const char *room,
-    int64_t uid, const char *username, const char *session)
+    int64_t uid, const char *username, const char *session, int v2,
+    int64_t since)
 {
 	struct worker *w = c->worker;
 	struct chat *chat = w->chat;
@@ -330,6 +385,9 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	snprintf(m->username, sizeof(m->username), "%s", username);
 	snprintf(m->session, sizeof(m->session), "%s", session);
 	m->last_seen_ms = util_mono_ms();
+	m->v2 = v2;
+	m->since = since;
+	m->typing_ms = INT64_MIN / 2;
 	limit_bucket_init(&m->bucket, w->conf->ws_msg_burst, m->last_seen_ms);
 	if ((m->room = chat_room_get(chat, room, 1)) == NULL) {
 		free(m);
@@ -338,7 +396,9 @@ chat_upgrade(struct conn *c, const char *extra, const char *room,
 	}
 	api_count(c, 101);
 	conn_upgrade(c, extra);
-	m->ws = ws_new(c->bev, (size_t)w->conf->max_ws_message,
+	/* A v2 frame is JSON: room for a max_ws_message content escaped. */
+	m->ws = ws_new(c->bev, (size_t)w->conf->max_ws_message *
+	    (v2 ? 6 : 1) + (v2 ? 1024 : 0),
 	    (size_t)w->conf->ws_output_limit, &chat_ws_handlers, m);
 	if (m->ws == NULL) {
 		free(m);
@@ -414,6 +474,7 @@ chat_member_free(void *arg)
 
 	if (m == NULL)
 		return;
+	chat_held_free(m);
 	if (m->ws != NULL)
 		ws_free(m->ws);
 	free(m);
@@ -433,8 +494,11 @@ chat_member_free(void *arg)
 static void
 chat_register(struct chat *chat, struct chat_member *m)
 {
+	struct chat_extra x = { NULL, 0, m->since >= 0 ? 0 : -1 };
+
 	m->state = MEMBER_REGISTERING;
-	if (chat_inbox_op(chat, m, "register", NULL, 0) == -1) {
+	if (chat_inbox_op(chat, m, "register", NULL, 0, &x, NULL, NULL) ==
+	    -1) {
 		chat_close_member(m, WS_CLOSE_ERROR, "cannot join the room "
 		    "now; try again");
 		return;
@@ -481,17 +545,15 @@ chat_recheck_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	conn_release(c);
 }
 
-/*
- * XADD one entry for m to the inbox; -1 if Redis is away. A broadcast's
- * answer comes to chat_broadcast_cb with the conn, which the caller holds.
- */
+/* XADD one entry for m to the inbox (x may be NULL); -1 if Redis is
+ * away. cb as in bus_commandv(). */
 static int
 chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
-    const char *content, size_t len)
+    const char *content, size_t len, const struct chat_extra *x, bus_cb *cb,
+    void *arg)
 {
 	return chat_inbox_xadd(chat, op, m->room->id, m->conn->id, m->uid,
-	    m->username, content, len, content != NULL ? chat_broadcast_cb :
-	    NULL, content != NULL ? m->conn : NULL);
+	    m->username, content, len, x, cb, arg);
 }
 
 /* XADD an entry for connection conn of user uid in room; cb as in
@@ -499,11 +561,11 @@ chat_inbox_op(struct chat *chat, struct chat_member *m, const char *op,
 static int
 chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
     uint64_t connid, int64_t uid, const char *username, const char *content,
-    size_t len, bus_cb *cb, void *arg)
+    size_t len, const struct chat_extra *x, bus_cb *cb, void *arg)
 {
-	char user[24], conn[24], history[24];
-	const char *argv[19];
-	size_t lens[19];
+	char user[24], conn[24], history[24], target[24];
+	const char *argv[23];
+	size_t lens[23];
 	int argc = 0;
 
 #define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
@@ -534,10 +596,20 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 	}
 	if (strcmp(op, "register") == 0) {
 		/* This instance's setting, whichever hub leads. */
-		snprintf(history, sizeof(history), "%d",
+		snprintf(history, sizeof(history), "%d", x != NULL &&
+		    x->history >= 0 ? x->history :
 		    chat->w->conf->history_on_join);
 		ARG("history", 7);
 		ARG(history, strlen(history));
+	}
+	if (x != NULL && x->cid != NULL) {
+		ARG("cid", 3);
+		ARG(x->cid, strlen(x->cid));
+	}
+	if (x != NULL && x->target > 0) {
+		snprintf(target, sizeof(target), "%lld", (long long)x->target);
+		ARG("target", 6);
+		ARG(target, strlen(target));
 	}
 	if (strcmp(op, "rejoin") == 0) {
 		ARG("rejoin", 6);
@@ -578,7 +650,7 @@ static void
 chat_leave_send(struct chat_leave *l)
 {
 	l->sent = chat_inbox_xadd(l->chat, "unregister", l->room, l->conn,
-	    l->uid, l->username, NULL, 0, chat_leave_cb, l) == 0;
+	    l->uid, l->username, NULL, 0, NULL, chat_leave_cb, l) == 0;
 }
 
 static void
@@ -637,7 +709,13 @@ member_on_text(void *arg, const char *msg, size_t len)
 	struct chat_member *m = arg;
 	struct chat *chat = m->conn->worker->chat;
 
-	if (m->state == MEMBER_CLOSING || m->room == NULL || len == 0)
+	if (m->state == MEMBER_CLOSING || m->room == NULL)
+		return;
+	if (m->v2) {
+		chat_v2_on_text(chat, m, msg, len);
+		return;
+	}
+	if (len == 0)
 		return;			/* an empty frame carries no message */
 	/* Valid UTF-8, but no database text can hold it. */
 	if (memchr(msg, '\0', len) != NULL) {
@@ -654,7 +732,8 @@ member_on_text(void *arg, const char *msg, size_t len)
 	}
 	metrics_count(MC_MSGS_IN, 1);
 	conn_hold(m->conn);
-	if (chat_inbox_op(chat, m, "broadcast", msg, len) == -1) {
+	if (chat_inbox_op(chat, m, "broadcast", msg, len, NULL,
+	    chat_broadcast_cb, m->conn) == -1) {
 		/* Not accepted: 1011 tells the client to try again. */
 		conn_release(m->conn);
 		chat_close_member(m, WS_CLOSE_ERROR, "message not accepted; "
@@ -889,8 +968,9 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	struct ws_frame *f;
 	struct chat_member *m, *next;
 	const char *type;
-	int64_t id;
+	int64_t id, from = 0;
 	uint64_t sent = 0;
+	enum msg_event ev;
 
 	(void)chat;
 	if ((doc = json_parse(payload, len)) == NULL) {
@@ -899,18 +979,34 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	}
 	if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
 		goto done;
-	if (msg_event_type(type) == MSG_EV_MESSAGE) {
+	/* The events with an id of the room's sequence. */
+	switch ((ev = msg_event_type(type))) {
+	case MSG_EV_MESSAGE:
+	case MSG_EV_EDIT:
+	case MSG_EV_DELETE:
 		if (json_get_int(doc, "id", &id) != JSON_OK ||
 		    id <= r->last_id)
 			goto done;
 		r->last_id = id;
+		break;
+	case MSG_EV_TYPING:
+		if (json_get_int(doc, "userId", &from) != JSON_OK)
+			goto done;
+		break;
+	default:
+		break;
 	}
 	if ((f = ws_frame_text(payload, len)) == NULL)
 		goto done;
 	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
 		next = TAILQ_NEXT(m, entry);
+		/* Typing: v2 only, and not to the typist's own sockets. */
+		if (ev == MSG_EV_TYPING && (!m->v2 || m->uid == from))
+			continue;
 		if (m->state == MEMBER_JOINED && ws_send(m->ws, f) == 0)
 			sent++;
+		else if (m->state == MEMBER_RESUMING)
+			chat_deliver(m, f);
 	}
 	ws_frame_unref(f);
 	/* Counted per event: the counter is shared memory (metrics.c). */
@@ -958,6 +1054,9 @@ chat_on_worker_msg(struct chat *chat, const char *payload, size_t len)
 	case MSG_EV_DROPPED:
 		chat_on_dropped(chat);
 		break;
+	case MSG_EV_ACK:
+		chat_on_ack(chat, doc);
+		break;
 	default:
 		log_warnx("%s: unexpected event '%.32s' dropped",
 		    chat->worker_channel, type);
@@ -992,11 +1091,18 @@ chat_on_history(struct chat *chat, struct json_doc *doc, const char *payload,
 			break;
 	if (m == NULL || m->room != r || m->state != MEMBER_REGISTERING)
 		return;
+	if (upto > r->last_id)
+		r->last_id = upto;
+	if (m->since >= 0) {
+		/* Resume: the hub sent no history; PostgreSQL has it all. */
+		m->upto = upto;
+		m->state = MEMBER_RESUMING;
+		chat_resume(chat, m);
+		return;
+	}
 	h.member = m;
 	json_array_each(payload, len, "messages", chat_history_elem, &h);
 	m->state = MEMBER_JOINED;
-	if (upto > r->last_id)
-		r->last_id = upto;
 }
 
 /*
@@ -1018,7 +1124,7 @@ chat_dropped_member(struct chat *chat, struct chat_member *m, void *arg)
 	if (!m->registered || m->state == MEMBER_CLOSING)
 		return;
 	if (chat_inbox_xadd(chat, "rejoin", m->room->id, m->conn->id, m->uid,
-	    m->username, NULL, 0, NULL, NULL) == -1) {
+	    m->username, NULL, 0, NULL, NULL, NULL) == -1) {
 		chat_close_member(m, WS_CLOSE_ERROR, "presence lost; "
 		    "reconnect");
 		return;
@@ -1076,6 +1182,9 @@ chat_on_control(struct chat *chat, const char *payload, size_t len)
 	case MSG_EV_ROOM_DELETED:
 		chat_on_room_control(chat, doc,
 		    msg_event_type(type) == MSG_EV_ROOM_DELETED, uid);
+		goto done;
+	case MSG_EV_READ:
+		chat_on_read(chat, doc, uid);
 		goto done;
 	case MSG_EV_USER_DELETED:
 		deleted = 1;
@@ -1230,4 +1339,551 @@ chat_cron(struct chat *chat)
 			if (!l->sent)
 				chat_leave_send(l);
 	chat_each(chat, chat_ping_member, &now);
+}
+
+/* --- delivery to one member ------------------------------------------- */
+
+/*
+ * A live event for m: sent if joined, held (in order) while it resumes.
+ * Held bytes count against ws_output_limit as queued output would.
+ */
+static void
+chat_deliver(struct chat_member *m, struct ws_frame *f)
+{
+	struct ws_frame **held;
+	size_t len;
+
+	if (m->state == MEMBER_JOINED) {
+		if (ws_send(m->ws, f) == 0)
+			metrics_count(MC_MSGS_OUT, 1);
+		return;
+	}
+	if (m->state != MEMBER_RESUMING)
+		return;
+	(void)ws_frame_bytes(f, &len);
+	if (m->held_bytes + len > (size_t)m->conn->worker->conf->ws_output_limit) {
+		chat_close_member(m, WS_CLOSE_POLICY, "too much output waits "
+		    "for this connection");
+		return;
+	}
+	if (m->nheld == m->held_cap) {
+		size_t cap = m->held_cap > 0 ? m->held_cap * 2 : 16;
+
+		if ((held = realloc(m->held, cap * sizeof(*held))) == NULL) {
+			chat_close_member(m, WS_CLOSE_ERROR, "out of memory");
+			return;
+		}
+		m->held = held;
+		m->held_cap = cap;
+	}
+	ws_frame_ref(f);
+	m->held[m->nheld++] = f;
+	m->held_bytes += len;
+}
+
+/* The JSON in b to m alone: held behind live events while it resumes if
+ * hold, else at once. b is drained. */
+static void
+chat_send_json(struct chat_member *m, struct evbuffer *b, int hold)
+{
+	struct ws_frame *f;
+	size_t len = evbuffer_get_length(b);
+
+	f = ws_frame_text((const char *)evbuffer_pullup(b, -1), len);
+	(void)evbuffer_drain(b, len);
+	if (f == NULL)
+		return;
+	if (hold)
+		chat_deliver(m, f);
+	else if (ws_send(m->ws, f) == 0)
+		metrics_count(MC_MSGS_OUT, 1);
+	ws_frame_unref(f);
+}
+
+static void
+chat_held_free(struct chat_member *m)
+{
+	for (size_t i = 0; i < m->nheld; i++)
+		ws_frame_unref(m->held[i]);
+	free(m->held);
+	m->held = NULL;
+	m->nheld = m->held_cap = m->held_bytes = 0;
+}
+
+/* --- resume (?since=) -------------------------------------------------- */
+
+/*
+ * $1 room, $2 since, $3 upto, $4 resume_max + 1: the room's events in
+ * (since, upto], newest first: messages as they are now (deleted ones
+ * left out), and the edits and deletes of messages up to since (what the
+ * client shows). One range scan of the primary key.
+ */
+static const char chat_resume_sql[] =
+    "SELECT id, kind, target, user_id, username, content, "
+    "floor(extract(epoch FROM created_at) * 1000)::bigint, "
+    "floor(extract(epoch FROM edited_at) * 1000)::bigint "
+    "FROM messages WHERE room_id = $1 AND id > $2::bigint AND "
+    "id <= $3::bigint AND ((kind = 0 AND NOT deleted) OR "
+    "(kind > 0 AND target <= $2::bigint)) ORDER BY id DESC LIMIT $4::int";
+
+/*
+ * m's history (upto) has come: read what it missed from PostgreSQL,
+ * holding its live events meanwhile. PostgreSQL away: 1011, the client
+ * resumes again.
+ */
+static void
+chat_resume(struct chat *chat, struct chat_member *m)
+{
+	char since[24], upto[24], max[24];
+	const char *params[4] = { m->room->id, since, upto, max };
+
+	snprintf(since, sizeof(since), "%lld", (long long)m->since);
+	snprintf(upto, sizeof(upto), "%lld", (long long)m->upto);
+	snprintf(max, sizeof(max), "%d", chat->w->conf->resume_max + 1);
+	conn_hold(m->conn);
+	if (db_query(chat->w->db, chat_resume_sql, 4, params, chat_resumed_cb,
+	    m->conn) == -1) {
+		conn_release(m->conn);
+		chat_close_member(m, WS_CLOSE_ERROR, "cannot resume now (the "
+		    "database is unavailable); try again");
+	}
+}
+
+/* An integer column (0 if NULL or unreadable: PostgreSQL wrote it). */
+static long long
+chat_int(struct db_result *res, int row, int col)
+{
+	long long v;
+
+	if (db_result_isnull(res, row, col) || util_parse_int(
+	    db_result_value(res, row, col), INT64_MIN, INT64_MAX, &v) == -1)
+		return 0;
+	return v;
+}
+
+/* One replayed row as its event, with "history":true, into b. */
+static void
+chat_resume_row(struct evbuffer *b, const char *room, struct db_result *res,
+    int i)
+{
+	long long id, kind, target, user, ts, edited = 0;
+	char t[32], e[32];
+	const char *content = db_result_value(res, i, 5);
+
+	id = chat_int(res, i, 0);
+	kind = chat_int(res, i, 1);
+	user = chat_int(res, i, 3);
+	ts = chat_int(res, i, 6);
+	util_rfc3339(ts, t, sizeof(t));
+	if (kind == 0) {
+		edited = chat_int(res, i, 7);
+		if (edited != 0)
+			util_rfc3339(edited, e, sizeof(e));
+		msg_write_message_edited(b, id, room, user,
+		    db_result_value(res, i, 4), content, strlen(content), t,
+		    edited != 0 ? e : NULL, 1);
+		return;
+	}
+	target = chat_int(res, i, 2);
+	msg_write_change(b, id, room, target, kind == 1 ? content : NULL,
+	    strlen(content), t, 1);
+}
+
+static void
+chat_resumed_cb(struct db_result *res, void *arg)
+{
+	struct conn *c = arg;
+	struct chat_member *m = chat_member_of(c);
+	struct evbuffer *b = NULL;
+	int n, max, from, i;
+
+	if (m == NULL || m->room == NULL || m->state != MEMBER_RESUMING)
+		goto done;
+	if (res == NULL || !db_result_ok(res) || (b = evbuffer_new()) ==
+	    NULL) {
+		chat_close_member(m, WS_CLOSE_ERROR, "cannot resume now (the "
+		    "database is unavailable); try again");
+		goto done;
+	}
+	n = db_result_ntuples(res);
+	max = c->worker->conf->resume_max;
+	from = n > max ? max - 1 : n - 1;
+	if (n > max) {
+		long long first;
+
+		first = chat_int(res, from, 0);
+		chat_v2_write_gap(b, m->room->id, m->since, first);
+		chat_send_json(m, b, 0);
+	}
+	for (i = from; i >= 0 && m->ws != NULL && !ws_closing(m->ws); i--) {
+		chat_resume_row(b, m->room->id, res, i);
+		chat_send_json(m, b, 0);
+	}
+	/* Then the join and what came live meanwhile, in order. */
+	m->state = MEMBER_JOINED;
+	for (size_t k = 0; k < m->nheld; k++)
+		if (ws_send(m->ws, m->held[k]) == 0)
+			metrics_count(MC_MSGS_OUT, 1);
+	chat_held_free(m);
+done:
+	if (b != NULL)
+		evbuffer_free(b);
+	conn_release(c);
+}
+
+/* --- gochat.v2 ---------------------------------------------------------- */
+
+/* The member of connection id conn in room, or NULL. */
+static struct chat_member *
+chat_member_find(struct chat *chat, uint64_t conn, const char *room)
+{
+	struct chat_member *m;
+
+	for (m = chat->by_conn[conn % CHAT_MEMBER_BUCKETS]; m != NULL;
+	    m = m->hnext)
+		if (m->conn->id == conn)
+			break;
+	if (m == NULL || m->room == NULL || strcmp(m->room->id, room) != 0)
+		return NULL;
+	return m;
+}
+
+/* The hub's ack of a send (on this worker's channel): to its sender, in
+ * the client's form, after what it has seen of the room. */
+static void
+chat_on_ack(struct chat *chat, struct json_doc *doc)
+{
+	struct chat_member *m;
+	struct evbuffer *b;
+	const char *room, *cid, *ts;
+	int64_t conn, id;
+
+	if (json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	    json_get_string(doc, "cid", &cid, NULL) != JSON_OK ||
+	    json_get_string(doc, "ts", &ts, NULL) != JSON_OK ||
+	    json_get_int(doc, "conn", &conn) != JSON_OK ||
+	    json_get_int(doc, "id", &id) != JSON_OK ||
+	    (m = chat_member_find(chat, (uint64_t)conn, room)) == NULL ||
+	    !m->v2 || (b = evbuffer_new()) == NULL)
+		return;
+	msg_write_ack(b, 0, room, cid, id, ts);
+	chat_send_json(m, b, 1);
+	evbuffer_free(b);
+}
+
+/* A user's read marker moved (control channel): its other v2 sockets to
+ * the room are told. */
+static void
+chat_on_read(struct chat *chat, struct json_doc *doc, int64_t uid)
+{
+	struct chat_room *r;
+	struct chat_member *m, *next;
+	struct evbuffer *b;
+	const char *room, *wid;
+	int64_t id, conn;
+
+	if (json_get_string(doc, "roomId", &room, NULL) != JSON_OK ||
+	    json_get_string(doc, "worker", &wid, NULL) != JSON_OK ||
+	    json_get_int(doc, "id", &id) != JSON_OK ||
+	    json_get_int(doc, "conn", &conn) != JSON_OK ||
+	    (r = chat_room_get(chat, room, 0)) == NULL ||
+	    (b = evbuffer_new()) == NULL)
+		return;
+	for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+		next = TAILQ_NEXT(m, entry);
+		if (m->uid != uid || !m->v2 || (m->conn->id == (uint64_t)conn &&
+		    strcmp(wid, chat->wid) == 0))
+			continue;
+		msg_write_read(b, room, id, 0, NULL, 0);
+		chat_send_json(m, b, 1);
+	}
+	evbuffer_free(b);
+}
+
+/*
+ * One v2 frame: a command, or an error event (the socket stays open).
+ * send, edit and delete take a token of the member's bucket: over it, a
+ * rate_limited error with retryAfterMs (SPEC section 8), nothing done.
+ */
+static void
+chat_v2_on_text(struct chat *chat, struct chat_member *m, const char *msg,
+    size_t len)
+{
+	const struct conf *conf = chat->w->conf;
+	struct chat_v2_cmd cmd;
+	struct chat_pending *p;
+	struct chat_extra x = { NULL, 0, -1 };
+	enum chat_v2_code code;
+	const char *params[3];
+	char uid[24], id[24], key[MSG_KEY_MAX];
+	int64_t wait, now = util_mono_ms();
+
+	if ((code = chat_v2_parse(&cmd, msg, len,
+	    (size_t)conf->max_ws_message)) != CHAT_V2_OK) {
+		chat_v2_error(m, &cmd, code, cmd.why, 0);
+		goto done;
+	}
+	if ((cmd.op == CHAT_V2_SEND || cmd.op == CHAT_V2_EDIT ||
+	    cmd.op == CHAT_V2_DELETE) && (wait = limit_bucket_take(&m->bucket,
+	    conf->ws_msg_rate, conf->ws_msg_burst, now)) != 0) {
+		chat_v2_error(m, &cmd, CHAT_V2_RATE_LIMITED, "too many "
+		    "messages; wait retryAfterMs", wait);
+		goto done;
+	}
+	if (cmd.op == CHAT_V2_TYPING) {
+		/* At most one per CHAT_V2_TYPING_MS: this socket's clock,
+		 * then the user's in the room, everywhere (SET NX). */
+		if (now - m->typing_ms < CHAT_V2_TYPING_MS)
+			goto done;
+		m->typing_ms = now;
+		(void)msg_key_typing(key, sizeof(key), conf->redis_prefix,
+		    m->room->id, m->uid);
+	}
+	if ((p = chat_pending_new(m, &cmd)) == NULL) {
+		chat_v2_error(m, &cmd, CHAT_V2_UNAVAILABLE, "out of memory", 0);
+		goto done;
+	}
+	snprintf(uid, sizeof(uid), "%lld", (long long)m->uid);
+	snprintf(id, sizeof(id), "%lld", (long long)cmd.id);
+	params[0] = m->room->id;
+	params[1] = id;
+	params[2] = uid;
+	switch (cmd.op) {
+	case CHAT_V2_SEND:
+		metrics_count(MC_MSGS_IN, 1);
+		x.cid = p->cid;
+		code = chat_inbox_op(chat, m, "broadcast", cmd.content,
+		    cmd.content_len, &x, chat_v2_sent_cb, p) == 0 ? CHAT_V2_OK :
+		    CHAT_V2_UNAVAILABLE;
+		break;
+	case CHAT_V2_EDIT:
+	case CHAT_V2_DELETE:
+		/* Who may: checked against the stored message first. */
+		code = db_query(chat->w->db, "SELECT m.user_id, r.owner_id "
+		    "FROM messages m JOIN rooms r ON r.id = m.room_id "
+		    "WHERE m.room_id = $1 AND m.id = $2::bigint AND m.kind = 0 "
+		    "AND NOT m.deleted", 2, params, chat_v2_checked_cb, p) ==
+		    0 ? CHAT_V2_OK : CHAT_V2_UNAVAILABLE;
+		break;
+	case CHAT_V2_TYPING:
+		code = bus_command(chat->w->redis, chat_v2_typing_cb, p,
+		    "SET %s 1 PX %d NX", key, CHAT_V2_TYPING_MS) == 0 ?
+		    CHAT_V2_OK : CHAT_V2_UNAVAILABLE;
+		break;
+	case CHAT_V2_READ:
+		/* Never down, never past the room's last event. */
+		params[0] = uid;
+		params[1] = m->room->id;
+		params[2] = id;
+		code = db_query(chat->w->db, "INSERT INTO read_markers "
+		    "(user_id, room_id, last_read) SELECT $1::bigint, $2, "
+		    "least($3::bigint, coalesce((SELECT max(id) FROM messages "
+		    "WHERE room_id = $2), 0)) ON CONFLICT (user_id, room_id) "
+		    "DO UPDATE SET last_read = greatest(read_markers.last_read, "
+		    "excluded.last_read) RETURNING last_read", 3, params,
+		    chat_v2_read_cb, p) == 0 ? CHAT_V2_OK : CHAT_V2_UNAVAILABLE;
+		break;
+	case CHAT_V2_NONE:
+		break;
+	}
+	if (code != CHAT_V2_OK) {
+		chat_v2_pending_error(p, code, "the service is unavailable "
+		    "right now; try again");
+		chat_pending_done(p);
+	}
+done:
+	chat_v2_cmd_free(&cmd);
+}
+
+/* An error event for cmd to m, at once. */
+static void
+chat_v2_error(struct chat_member *m, const struct chat_v2_cmd *cmd,
+    enum chat_v2_code code, const char *why, int64_t retry_ms)
+{
+	struct evbuffer *b;
+
+	if (m->ws == NULL || ws_closing(m->ws) || (b = evbuffer_new()) == NULL)
+		return;
+	chat_v2_write_error(b, cmd, code, why, retry_ms);
+	chat_send_json(m, b, 0);
+	evbuffer_free(b);
+}
+
+/* The same for a command answered later, if its member is still there. */
+static void
+chat_v2_pending_error(struct chat_pending *p, enum chat_v2_code code,
+    const char *why)
+{
+	struct chat_member *m = chat_member_of(p->conn);
+	struct chat_v2_cmd cmd;
+	static const char *const names[] = {
+		[CHAT_V2_NONE] = NULL, [CHAT_V2_SEND] = "send",
+		[CHAT_V2_EDIT] = "edit", [CHAT_V2_DELETE] = "delete",
+		[CHAT_V2_TYPING] = "typing", [CHAT_V2_READ] = "read"
+	};
+
+	if (m == NULL || m->room == NULL)
+		return;
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.opname = names[p->op];
+	cmd.opname_len = strlen(cmd.opname);
+	if (p->has_cid) {
+		cmd.cid = p->cid;
+		cmd.cid_len = strlen(p->cid);
+	}
+	chat_v2_error(m, &cmd, code, why, 0);
+}
+
+/* A command's copy, holding m's conn; NULL if out of memory. */
+static struct chat_pending *
+chat_pending_new(struct chat_member *m, const struct chat_v2_cmd *cmd)
+{
+	struct chat_pending *p;
+	size_t clen = cmd->op == CHAT_V2_EDIT ? cmd->content_len : 0;
+
+	if ((p = calloc(1, sizeof(*p) + clen + 1)) == NULL)
+		return NULL;
+	p->conn = m->conn;
+	p->op = cmd->op;
+	p->id = cmd->id;
+	if (cmd->cid != NULL && cmd->cid_len < sizeof(p->cid)) {
+		memcpy(p->cid, cmd->cid, cmd->cid_len);
+		p->has_cid = 1;
+	}
+	if (clen > 0)
+		memcpy(p->content, cmd->content, clen);
+	p->content_len = clen;
+	conn_hold(p->conn);
+	return p;
+}
+
+static void
+chat_pending_done(struct chat_pending *p)
+{
+	conn_release(p->conn);
+	free(p);
+}
+
+/* The XADD of a send, edit or delete was answered. No answer at all: it
+ * may have been taken; a send is safe to repeat with the same cid. */
+static void
+chat_v2_sent_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat_pending *p = arg;
+
+	(void)bus;
+	if (reply == NULL || bus_reply_type(reply) == BUS_ERROR)
+		chat_v2_pending_error(p, CHAT_V2_UNAVAILABLE, reply == NULL ?
+		    "not known to be accepted (the service is unavailable); "
+		    "send it again with the same cid" : "not accepted; try "
+		    "again");
+	chat_pending_done(p);
+}
+
+/*
+ * An edit's or delete's target, read: the author may edit it; the author
+ * or the room's owner may delete it. Then the entry goes to the hub, which
+ * gives it the room's next id (and stores it only if the message is still
+ * there: a delete that raced wins).
+ */
+static void
+chat_v2_checked_cb(struct db_result *res, void *arg)
+{
+	struct chat_pending *p = arg;
+	struct chat_member *m = chat_member_of(p->conn);
+	struct chat_extra x = { NULL, p->id, -1 };
+	long long author, owner = 0;
+	int edit = p->op == CHAT_V2_EDIT;
+
+	if (m == NULL || m->room == NULL)
+		goto done;
+	if (res == NULL || !db_result_ok(res)) {
+		chat_v2_pending_error(p, CHAT_V2_UNAVAILABLE, "the service is "
+		    "unavailable right now; try again");
+		goto done;
+	}
+	if (db_result_ntuples(res) == 0) {
+		chat_v2_pending_error(p, CHAT_V2_NOT_FOUND, "no such message "
+		    "in this room");
+		goto done;
+	}
+	author = chat_int(res, 0, 0);
+	owner = chat_int(res, 0, 1);
+	if (author != m->uid && (edit || owner != m->uid)) {
+		chat_v2_pending_error(p, CHAT_V2_FORBIDDEN, edit ? "only its "
+		    "author may edit a message" : "only its author or the "
+		    "room's owner may delete a message");
+		goto done;
+	}
+	conn_hold(p->conn);	/* the XADD's own hold on p */
+	if (chat_inbox_op(m->conn->worker->chat, m, edit ? "edit" : "delete",
+	    edit ? p->content : NULL, p->content_len, &x, chat_v2_sent_cb,
+	    p) == 0) {
+		conn_release(p->conn);
+		return;		/* chat_v2_sent_cb() finishes p */
+	}
+	conn_release(p->conn);
+	chat_v2_pending_error(p, CHAT_V2_UNAVAILABLE, "the service is "
+	    "unavailable right now; try again");
+done:
+	chat_pending_done(p);
+}
+
+/* The typing key was free: the typing event goes on the room's channel,
+ * to the others (chat_on_room_event() skips the typist's sockets). */
+static void
+chat_v2_typing_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct chat_pending *p = arg;
+	struct chat_member *m = chat_member_of(p->conn);
+	struct evbuffer *b;
+	char ts[32];
+	size_t len;
+
+	(void)bus;
+	if (m == NULL || m->room == NULL || reply == NULL ||
+	    bus_reply_type(reply) != BUS_STRING ||
+	    (b = evbuffer_new()) == NULL)
+		goto done;
+	util_rfc3339(util_now_ms(), ts, sizeof(ts));
+	msg_write_typing(b, m->room->id, m->uid, m->username, ts);
+	len = evbuffer_get_length(b);
+	bus_send(m->conn->worker->redis, "PUBLISH %s %b", m->room->channel,
+	    evbuffer_pullup(b, -1), len);
+	evbuffer_free(b);
+done:
+	chat_pending_done(p);
+}
+
+/* The marker is stored: the user's other sockets to the room, on every
+ * worker, are told through the control channel. */
+static void
+chat_v2_read_cb(struct db_result *res, void *arg)
+{
+	struct chat_pending *p = arg;
+	struct chat_member *m = chat_member_of(p->conn);
+	struct chat *chat;
+	struct evbuffer *b;
+	long long id;
+
+	if (m == NULL || m->room == NULL)
+		goto done;
+	chat = m->conn->worker->chat;
+	if (res == NULL || !db_result_ok(res) || db_result_ntuples(res) != 1) {
+		/* 23503: the room is gone (its marker's foreign key). */
+		chat_v2_pending_error(p, res != NULL &&
+		    strcmp(db_result_sqlstate(res), "23503") == 0 ?
+		    CHAT_V2_NOT_FOUND : CHAT_V2_UNAVAILABLE, "the read marker "
+		    "was not stored; try again");
+		goto done;
+	}
+	if (util_parse_int(db_result_value(res, 0, 0), 0, INT64_MAX, &id) ==
+	    -1 || (b = evbuffer_new()) == NULL)
+		goto done;
+	msg_write_read(b, m->room->id, id, m->uid, chat->wid, m->conn->id);
+	bus_send(chat->w->redis, "PUBLISH %s %b", chat->control_channel,
+	    evbuffer_pullup(b, -1), evbuffer_get_length(b));
+	evbuffer_free(b);
+done:
+	chat_pending_done(p);
 }

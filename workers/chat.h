@@ -36,12 +36,15 @@ uint64_t chat_members(const struct chat *chat);
 /*
  * Answer the upgrade (101 with the handshake's extra headers) and make c a
  * member of room for user uid. session is the Redis key of the session the
- * socket was opened with ("" if none), so a logout can close it. The
- * member is attached to c (conn_attach): conn.c reaches it only through
- * its handler vector.
+ * socket was opened with ("" if none), so a logout can close it. v2: the
+ * socket speaks gochat.v2 (SPEC section 9). since >= 0: a resume, the
+ * room's events after since replace the join history. The member is
+ * attached to c (conn_attach): conn.c reaches it only through its handler
+ * vector.
  */
 void	chat_upgrade(struct conn *c, const char *extra, const char *room,
-	    int64_t uid, const char *username, const char *session);
+	    int64_t uid, const char *username, const char *session, int v2,
+	    int64_t since);
 
 /*
  * 1 if, since since_ms (util_mono_ms()), this worker has heard that uid

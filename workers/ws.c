@@ -87,6 +87,7 @@ static const char *ws_check_upgrade(const struct http_request *,
 static int	ws_header_has_token(const struct http_request *, const char *,
 		    const char *);
 static int	ws_list_has_token(const char *, const char *);
+static int	ws_list_has(const char *, const char *, int);
 static int	ws_header_once(const struct http_request *, const char *,
 		    const char **);
 static int	ws_key_valid(const char *);
@@ -146,6 +147,17 @@ fail:
 	return -1;
 }
 
+int
+ws_subprotocol(const struct http_request *req, const char *name)
+{
+	for (int i = 0; i < req->nheaders; i++)
+		if (strcasecmp(req->headers[i].name,
+		    "Sec-WebSocket-Protocol") == 0 &&
+		    ws_list_has(req->headers[i].value, name, 0))
+			return 1;
+	return 0;
+}
+
 /*
  * RFC 6455 4.2.1, in its order. Returns NULL and the key, or what a client
  * author needs to read to fix the request.
@@ -191,6 +203,13 @@ ws_header_has_token(const struct http_request *req, const char *name,
 static int
 ws_list_has_token(const char *list, const char *token)
 {
+	return ws_list_has(list, token, 1);
+}
+
+/* The same, case-insensitive only if nocase (subprotocols are not). */
+static int
+ws_list_has(const char *list, const char *token, int nocase)
+{
 	size_t tlen = strlen(token), n;
 	const char *p = list, *end;
 
@@ -201,7 +220,8 @@ ws_list_has_token(const char *list, const char *token)
 		n = (size_t)(end - p);
 		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
 			n--;
-		if (n == tlen && strncasecmp(p, token, n) == 0)
+		if (n == tlen && (nocase ? strncasecmp(p, token, n) :
+		    strncmp(p, token, n)) == 0)
 			return 1;
 		p = end;
 	}

@@ -38,6 +38,12 @@ struct http_request;
  */
 int	ws_handshake(const struct http_request *req, char *extra,
 	    size_t extralen);
+/*
+ * 1 if the request's Sec-WebSocket-Protocol header(s) list the
+ * subprotocol name (comma-separated tokens, compared exactly): the 101
+ * then names it back ("Sec-WebSocket-Protocol: <name>").
+ */
+int	ws_subprotocol(const struct http_request *req, const char *name);
 
 /* --- frames built once -------------------------------------------------- */
 

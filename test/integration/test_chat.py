@@ -189,11 +189,17 @@ def all_history(srv, user, room):
 
 def all_rooms(srv, user, prefix=""):
 	"""Every room getRooms lists, in creation order, paging with after
-	(the shared server holds more rooms than one page by now)."""
+	(the shared server holds more rooms than one page by now). Each item's
+	lastId and unread (SPEC section 9, tested in test_v2.py) are checked
+	for their types and left out, so the rest compares to room_object()."""
 	out = []
 	while True:
 		q = "?limit=200" + ("&after=%s" % out[-1]["id"] if out else "")
 		page = ok_json(call(srv, "GET", prefix + "/ws/getRooms" + q, user))
+		for r in page:
+			last, unread = r.pop("lastId"), r.pop("unread")
+			assert isinstance(last, int) and last >= 0, r
+			assert isinstance(unread, int) and 0 <= unread <= 99, r
 		out += page
 		if len(page) < 200:
 			return out
@@ -201,6 +207,10 @@ def all_rooms(srv, user, prefix=""):
 
 def check_message_event(e, room=None, history=None):
 	keys = set(e) - {"history"}
+	# An edited message (SPEC section 9) says when, in history and resume.
+	if "edited" in keys:
+		assert TIME_RE.match(e["edited"]), e
+		keys.discard("edited")
 	assert keys == MESSAGE_KEYS, "message event keys %r" % sorted(e)
 	assert e["type"] == "message", e
 	assert isinstance(e["id"], int) and e["id"] > 0, e

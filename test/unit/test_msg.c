@@ -2,6 +2,7 @@
  * fields. */
 #include "config.h"
 
+#include <stdarg.h>
 #include <string.h>
 #include <stdio.h>
 
@@ -111,6 +112,70 @@ test_rejoin(void)
 	ok(parse_rejoin(&e, "1x") == -1, "rejoin 1x is refused");
 }
 
+/* A gochat.v2 entry: op with the fields given (NULL-terminated pairs). */
+static int
+parse_v2(struct msg_entry *e, const char *op, ...)
+{
+	const char *argv[32] = { "op", op, "room", "lobby", "worker", "vm:1",
+	    "conn", "7", "user", "3", "username", "alice" };
+	size_t lens[32], n = 12;
+	char err[128];
+	va_list ap;
+
+	va_start(ap, op);
+	while (n < 30 && (argv[n] = va_arg(ap, const char *)) != NULL)
+		n++;
+	va_end(ap);
+	for (size_t i = 0; i < n; i++)
+		lens[i] = strlen(argv[i]);
+	return msg_entry_parse(e, argv, lens, n, 4096, err, sizeof(err));
+}
+
+static void
+test_v2_entries(void)
+{
+	struct msg_entry e;
+
+	ok(parse_v2(&e, "broadcast", "content", "hi", NULL) == 0 &&
+	    e.cid == NULL, "a broadcast without cid (v1, operators)");
+	ok(parse_v2(&e, "broadcast", "content", "hi", "cid", "c-1", NULL) ==
+	    0 && strcmp(e.cid, "c-1") == 0, "a broadcast with its cid");
+	ok(parse_v2(&e, "broadcast", "content", "hi", "cid", "", NULL) == -1,
+	    "an empty cid is refused");
+	ok(parse_v2(&e, "broadcast", "content", "hi", "cid",
+	    "0123456789012345678901234567890123456789012345678901234567890123",
+	    NULL) == 0, "a cid of 64 characters");
+	ok(parse_v2(&e, "broadcast", "content", "hi", "cid",
+	    "01234567890123456789012345678901234567890123456789012345678901234",
+	    NULL) == -1, "a cid of 65 characters is refused");
+	ok(parse_v2(&e, "edit", "target", "12", "content", "new", NULL) == 0 &&
+	    e.op == MSG_EDIT && e.target == 12 && e.content_len == 3,
+	    "an edit: target and content");
+	ok(parse_v2(&e, "edit", "target", "12", NULL) == -1,
+	    "an edit without content is refused");
+	ok(parse_v2(&e, "edit", "content", "x", NULL) == -1,
+	    "an edit without target is refused");
+	ok(parse_v2(&e, "delete", "target", "9", NULL) == 0 &&
+	    e.op == MSG_DELETE && e.target == 9 && e.content == NULL,
+	    "a delete: target, no content");
+	ok(parse_v2(&e, "delete", "target", "0", NULL) == -1,
+	    "target 0 is refused");
+	ok(parse_v2(&e, "delete", "target", "x9", NULL) == -1,
+	    "a target that is no number is refused");
+	{
+		const char *argv[] = { "op", "delete", "room", "lobby",
+		    "username", "ops", "target", "3" };
+		size_t lens[8];
+		char err[128];
+
+		for (size_t i = 0; i < 8; i++)
+			lens[i] = strlen(argv[i]);
+		ok(msg_entry_parse(&e, argv, lens, 8, 4096, err,
+		    sizeof(err)) == -1, "an operator's delete (no worker, "
+		    "conn, user) is refused: %s", err);
+	}
+}
+
 static void
 test_partition(void)
 {
@@ -154,5 +219,6 @@ main(void)
 	test_events();
 	test_rejoin();
 	test_partition();
+	test_v2_entries();
 	return tap_done();
 }
