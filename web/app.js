@@ -374,10 +374,13 @@ function showNetwork() {
  * Unread messages: per room from getRooms (`unread`, SPEC §9), asked every
  * few seconds (the rooms view asks anyway); for the room on screen,
  * counted here from the messages that came while the reader was not
- * looking. Their sum prefixes the tab title and badges the Rooms link.
+ * looking. The room list shows every room's count. The tab title and the
+ * Rooms link add up those of the rooms one is in: private rooms, direct
+ * rooms, and the public rooms opened in this browser (a public room never
+ * read has all its messages unread: a newcomer's title would say 99+).
  */
 const unread = {
-	rooms: new Map(),   // room id → unread count, from the last getRooms
+	rooms: new Map(),   // room id → {count, mine}, from the last getRooms
 	roomId: null,       // the room on screen
 	here: 0,            // its messages not seen yet
 	title: 'GoChat',    // the title without the count
@@ -392,8 +395,8 @@ function setTitle(text) {
 
 function showUnread() {
 	let n = unread.here;
-	for (const [id, count] of unread.rooms) {
-		if (id !== unread.roomId)
+	for (const [id, { count, mine }] of unread.rooms) {
+		if (id !== unread.roomId && mine)
 			n += count;
 	}
 	document.title = (n > 0 ? `(${countText(n)}) ` : '') + unread.title;
@@ -405,9 +408,36 @@ function showUnread() {
 }
 
 function noteRooms(rooms) {
-	unread.rooms = new Map(rooms.map((r) => [r.id,
-	    Number.isSafeInteger(r.unread) && r.unread > 0 ? r.unread : 0]));
+	const opened = openedRooms();
+	unread.rooms = new Map(rooms.map((r) => [r.id, {
+	    count: Number.isSafeInteger(r.unread) && r.unread > 0 ? r.unread : 0,
+	    mine: r.private === true || opened.has(r.id) }]));
 	showUnread();
+}
+
+// The public rooms opened in this browser, per user (localStorage may be
+// refused: then none).
+const openedKey = () => `gochat.opened.${state.me.id}`;
+
+function openedRooms() {
+	try {
+		const ids = JSON.parse(localStorage.getItem(openedKey()));
+		return new Set(Array.isArray(ids) ? ids : []);
+	} catch {
+		return new Set();
+	}
+}
+
+function noteOpened(roomId) {
+	const ids = openedRooms();
+	if (ids.has(roomId))
+		return;
+	ids.add(roomId);
+	try {
+		localStorage.setItem(openedKey(), JSON.stringify([...ids]));
+	} catch {
+		// private browsing: the title counts fewer rooms
+	}
 }
 
 // In the background, except on the rooms view (which asks every 3 s).
@@ -1097,7 +1127,7 @@ function roomsView(ctx) {
 			item.name.textContent = room.name;
 			item.clients.textContent = String(room.clients);
 			item.count.classList.toggle('is-live', room.clients > 0);
-			const n = unread.rooms.get(room.id);
+			const n = unread.rooms.get(room.id).count;
 			item.unread.textContent = countText(n);
 			item.unread.hidden = n === 0;
 			item.node.classList.toggle('has-unread', n > 0);
@@ -1242,6 +1272,7 @@ function chatView(ctx, roomId) {
 	};
 	unread.roomId = roomId;
 	unread.here = 0;
+	noteOpened(roomId);
 
 	const title = el('h1', { class: 'chat-title', testid: 'chat-title',
 	    text: roomId });
@@ -1623,7 +1654,9 @@ function chatView(ctx, roomId) {
 		document.removeEventListener('visibilitychange', markSeen);
 		window.removeEventListener('focus', markSeen);
 		app.classList.remove('is-chat');
-		unread.rooms.set(roomId, unread.here);
+		const known = unread.rooms.get(roomId);
+		if (known)
+			known.count = unread.here;
 		unread.roomId = null;
 		unread.here = 0;
 	});
