@@ -1127,9 +1127,12 @@ function roomsView(ctx) {
 			item.name.textContent = room.name;
 			item.clients.textContent = String(room.clients);
 			item.count.classList.toggle('is-live', room.clients > 0);
-			const n = unread.rooms.get(room.id).count;
+			const { count: n, mine } = unread.rooms.get(room.id);
 			item.unread.textContent = countText(n);
 			item.unread.hidden = n === 0;
+			// Muted for public rooms never opened here (not in the
+			// title's count).
+			item.unread.classList.toggle('is-muted', !mine);
 			item.node.classList.toggle('has-unread', n > 0);
 		}
 		for (const [id, item] of items) {
@@ -2050,18 +2053,56 @@ function chatView(ctx, roomId) {
 		const text = input.value;
 		if (text.trim() === '' || !checkLength())
 			return;
-		const entry = { cid: newCid(), content: text, state: 'queued',
-		    adopted: null, error: '' };
-		entry.node = pendingNode(entry);
-		chat.outbox.push(entry);
-		pendingList.append(entry.node);
-		showEntry(entry);
-		showEmpty();
+		queue(newCid(), text, '');
+		saveOutbox();
 		toBottom();
 		input.value = '';
 		autosize();
 		input.focus();
 		flush();
+	}
+
+	function queue(cid, content, error) {
+		const entry = { cid, content, state: error ? 'failed' : 'queued',
+		    adopted: null, error };
+		entry.node = pendingNode(entry);
+		chat.outbox.push(entry);
+		pendingList.append(entry.node);
+		showEntry(entry);
+		showEmpty();
+	}
+
+	// The outbox outlives a reload, or a visit elsewhere, in this tab
+	// (sessionStorage): what was written goes out after all, under the
+	// same cids, so never twice.
+	const outboxKey = `gochat.outbox.${me}.${roomId}`;
+
+	function saveOutbox() {
+		try {
+			if (chat.outbox.length === 0)
+				sessionStorage.removeItem(outboxKey);
+			else
+				sessionStorage.setItem(outboxKey, JSON.stringify(
+				    chat.outbox.map((e) => ({ cid: e.cid,
+				    content: e.content, error: e.state === 'failed' ?
+				    e.error : '' }))));
+		} catch {
+			// storage refused: the outbox lasts as long as the view
+		}
+	}
+
+	function restoreOutbox() {
+		let saved;
+		try {
+			saved = JSON.parse(sessionStorage.getItem(outboxKey));
+		} catch {
+			return;
+		}
+		for (const e of Array.isArray(saved) ? saved : []) {
+			if (typeof e?.cid === 'string' && typeof e.content === 'string')
+				queue(e.cid, e.content, typeof e.error === 'string' ?
+				    e.error : '');
+		}
 	}
 
 	// A message of mine without an ack: "Sending…", "Waiting for the
@@ -2079,6 +2120,7 @@ function chatView(ctx, roomId) {
 		    testid: 'msg-discard', text: 'Discard', onclick: () => {
 			chat.outbox.splice(chat.outbox.indexOf(entry), 1);
 			entry.node.remove();
+			saveOutbox();
 			showEmpty();
 		    } });
 		entry.parts = { state, retry, discard };
@@ -2111,6 +2153,7 @@ function chatView(ctx, roomId) {
 				chat.ws.send(entry.content);
 				entry.node.remove();
 			}
+			saveOutbox();
 			chat.sentAt = Date.now();
 			showEmpty();
 			return;
@@ -2144,6 +2187,7 @@ function chatView(ctx, roomId) {
 			return;
 		const [entry] = chat.outbox.splice(i, 1);
 		entry.node.remove();
+		saveOutbox();
 		if (entry.adopted === null && Number.isSafeInteger(ev.id))
 			live(() => addMessage({ id: ev.id, userId: me,
 			    username: state.me.username, content: entry.content,
@@ -2181,6 +2225,7 @@ function chatView(ctx, roomId) {
 			entry.state = 'failed';
 			entry.error = why;
 			showEntry(entry);
+			saveOutbox();
 			flush();
 		} else if (ev.op === 'edit') {
 			const edit = chat.edits.shift();
@@ -2473,6 +2518,7 @@ function chatView(ctx, roomId) {
 	// The room's name (cosmetic: the id stays shown if this fails) and
 	// a private room's members panel.
 	loadRoom();
+	restoreOutbox();
 	connect();
 	// Not on touch screens: the keyboard would cover the history.
 	if (matchMedia('(pointer: fine)').matches)

@@ -129,6 +129,31 @@ describe('sending (acks, pending, resend)', () => {
 		}
 	});
 
+	test('a message still waiting survives leaving the room and a reload',
+	    LIMIT, async () => {
+		const [wes, xia] = await people('wes', 'xia');
+		const room = await newRoom(wes);
+		await openRoom(wes, room);
+		await openRoom(xia, room);
+		await wes.context.setOffline(true);
+		await say(wes, 'written in the lift');
+		await pending(wes).filter({ hasText: 'written in the lift' })
+		    .waitFor();
+		await wes.page.evaluate(() => { location.hash = '#/feed'; });
+		await tid(wes.page, 'feed-view').waitFor();
+		await wes.context.setOffline(false);
+		await wes.page.reload();
+		await openRoom(wes, room);
+		await message(xia, 'written in the lift').waitFor();
+		await pending(wes).first().waitFor({ state: 'detached' });
+		await wes.page.reload();
+		await online(wes);
+		await message(wes, 'written in the lift').waitFor();
+		assert.equal(await message(wes, 'written in the lift').count(), 1);
+		assert.equal((await history(xia, room)).filter((m) =>
+		    m.content === 'written in the lift').length, 1);
+	});
+
 	test('a send whose ack is lost goes again with its cid: stored once',
 	    LIMIT, async () => {
 		const [cat, dan] = await people('cat', 'dan');
