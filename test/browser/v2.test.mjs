@@ -350,6 +350,7 @@ describe('editing and deleting', () => {
 		await typo.getByTestId('msg-edit').click();
 		const box = tid(max.page, 'msg-edit-input');
 		await box.fill('the typo, fixed');
+		await shot(max.page, 'chat-editing');
 		await box.press('Enter');
 		for (const p of [max, ned]) {
 			const fixed = message(p, 'the typo, fixed');
