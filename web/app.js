@@ -440,10 +440,11 @@ function noteOpened(roomId) {
 	}
 }
 
-// In the background, except on the rooms view (which asks every 3 s).
+// In the background, except on the rooms view while it is seen (it asks
+// every 3 s then).
 async function pollUnread() {
-	if (state.me === null || routeParts()[0] === 'rooms' &&
-	    routeParts().length === 1)
+	const [page, id] = routeParts();
+	if (state.me === null || page === 'rooms' && !id && !document.hidden)
 		return;
 	try {
 		noteRooms(await allRooms());
