@@ -2547,7 +2547,8 @@ async function start() {
 	pollUnread();
 }
 
-app.append(banner, netBanner);
+app.append(banner);
+main.before(netBanner);
 window.addEventListener('hashchange', render);
 window.addEventListener('offline', showNetwork);
 window.addEventListener('online', showNetwork);
