@@ -1258,7 +1258,8 @@ function chatView(ctx, roomId) {
 		olderDone: false,        // no older history left
 		sentAt: 0,               // when I last sent a message
 		v2: false,               // the socket speaks gochat.v2
-		askV2: true,             // ask for it (not after a refusal)
+		askV2: true,             // ask for it (not after refusals)
+		refusals: 0,             // handshakes failed in a row asking
 		lastId: 0,               // newest room event id the sockets gave
 		resumable: false,        // a join completed: reconnects resume
 		resuming: false,         // this socket replays what was missed
@@ -1523,6 +1524,8 @@ function chatView(ctx, roomId) {
 			if (chat.ws !== ws)
 				return;
 			opened = true;
+			if (asked)
+				chat.refusals = 0;
 			chat.delay = RECONNECT_MIN_MS;
 			chat.wasOnline = true;
 			const v2 = ws.protocol === PROTOCOL;
@@ -1545,12 +1548,17 @@ function chatView(ctx, roomId) {
 				return;
 			disconnected();
 			// A server without gochat.v2 fails the handshake of a
-			// browser that asks for it: ask no more, until this §5
-			// socket closes (the server may be a newer one by then).
-			// getClients has just answered, so the server is up.
-			chat.askV2 = !opened && asked ? false : true;
-			if (!opened && asked)
+			// browser that asks for it (getClients has just answered,
+			// so the server is up): after two such failures in a row,
+			// ask no more until this §5 socket closes (the server may
+			// be a newer one by then).
+			if (!opened && asked) {
+				chat.refusals++;
+				chat.askV2 = chat.refusals < 2;
 				return connect();
+			}
+			chat.askV2 = true;
+			chat.refusals = 0;
 			onClose(e.code);
 		});
 	}
