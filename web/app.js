@@ -2536,7 +2536,13 @@ function chatView(ctx, roomId) {
 
 /* --- Start-up ----------------------------------------------------------- */
 
+// Until /me has answered, a change of address only waits: rendering then
+// would take a logged-in person to the login screen, and from there to
+// the feed instead of where they were going.
+let booting = true;
+
 async function start() {
+	booting = true;
 	mount(el('p', { class: 'boot', text: 'Loading GoChat…' }));
 	try {
 		const me = await api('/me');
@@ -2551,13 +2557,17 @@ async function start() {
 			return;
 		}
 	}
+	booting = false;
 	render();
 	pollUnread();
 }
 
 app.append(banner);
 main.before(netBanner);
-window.addEventListener('hashchange', render);
+window.addEventListener('hashchange', () => {
+	if (!booting)
+		render();
+});
 window.addEventListener('offline', showNetwork);
 window.addEventListener('online', showNetwork);
 showNetwork();
