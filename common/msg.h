@@ -23,7 +23,8 @@
  * The workers' own keys (sessions, rate limits) are named here too:
  *   <p>session:<sha256 hex>, <p>user:<id>:sessions,
  *   <p>login:fail:{user,name,addr}:<subject>, <p>limit:<what>:<subject>,
- *   <p>stats:<instance>:<pid> (every process's counters).
+ *   <p>stats:<instance>:<pid> (every process's counters),
+ *   <p>typing:<room>:<uid> (a gochat.v2 typing event went out; 3 s TTL).
  *
  * Inbox entries are flat field/value lists; every entry has "op":
  *   op register    room, worker, conn, user, username [, history]

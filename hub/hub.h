@@ -4,7 +4,8 @@
  * gives each message its room's next id, stores the batch in PostgreSQL,
  * publishes every event on the room's channel, keeps presence, and only
  * then acknowledges the entries. hub.c runs the loop, the lease and the
- * inbox; rooms.c keeps rooms and presence; store.c talks to PostgreSQL;
+ * inbox; rooms.c keeps rooms and presence (ring.c each room's recent
+ * history); store.c talks to PostgreSQL;
  * tx.c is the lease-fenced Redis transaction each batch's changes go in.
  */
 #ifndef GC_HUB_H

@@ -1,11 +1,13 @@
 /*
- * rooms: what the hub knows of chat rooms: each room's last message id and
- * recent history (a ring of the events as published), and presence: which
+ * rooms: what the hub knows of chat rooms: each room's last event id and
+ * recent history (ring.h: the messages as clients see them now, edits
+ * applied, deletes left out), and presence: which
  * connection of which worker is in which room, and so which users. Every
  * change that others must see is written through the hub's transaction
  * (tx.h), in the order clients must see it:
  *	history (to the joiner's worker), join, HSET clients, HSET presence
  *	leave, HDEL clients, HDEL presence
+ *	message, edit or delete (room channel), then its ack (worker channel)
  * Operations are O(1) per event (hash tables), except a worker's removal,
  * which is O(its connections).
  */

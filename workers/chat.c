@@ -1725,8 +1725,8 @@ chat_v2_pending_error(struct chat_pending *p, enum chat_v2_code code,
 	if (m == NULL || m->room == NULL)
 		return;
 	memset(&cmd, 0, sizeof(cmd));
-	cmd.opname = names[p->op];
-	cmd.opname_len = strlen(cmd.opname);
+	if ((cmd.opname = names[p->op]) != NULL)
+		cmd.opname_len = strlen(cmd.opname);
 	if (p->has_cid) {
 		cmd.cid = p->cid;
 		cmd.cid_len = strlen(p->cid);
@@ -1815,14 +1815,10 @@ chat_v2_checked_cb(struct db_result *res, void *arg)
 		    "room's owner may delete a message");
 		goto done;
 	}
-	conn_hold(p->conn);	/* the XADD's own hold on p */
 	if (chat_inbox_op(m->conn->worker->chat, m, edit ? "edit" : "delete",
 	    edit ? p->content : NULL, p->content_len, &x, chat_v2_sent_cb,
-	    p) == 0) {
-		conn_release(p->conn);
+	    p) == 0)
 		return;		/* chat_v2_sent_cb() finishes p */
-	}
-	conn_release(p->conn);
 	chat_v2_pending_error(p, CHAT_V2_UNAVAILABLE, "the service is "
 	    "unavailable right now; try again");
 done:
