@@ -20,7 +20,7 @@ const HISTORY_PAGE = 50;
 const ROOMS_REFRESH_MS = 3000;
 const UNREAD_REFRESH_MS = 5000;   // getRooms for the unread counts elsewhere
 const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 10000;
+const RECONNECT_MAX_MS = 5000;
 const PROTOCOL = 'gochat.v2';     // SPEC §9
 const TYPING_EVERY_MS = 3000;     // at most one typing op per 3 s
 const TYPING_SHOW_MS = 5000;      // "is typing" without news for 5 s: gone
@@ -1612,7 +1612,7 @@ function chatView(ctx, roomId) {
 		retry(reason || 'Connection lost');
 	}
 
-	// Backoff: 0.5 s doubling to 10 s, back to 0.5 s once a socket opens.
+	// Backoff: 0.5 s doubling to 5 s, back to 0.5 s once a socket opens.
 	function retry(reason) {
 		if (chat.stopped)
 			return;
