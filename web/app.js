@@ -1479,6 +1479,8 @@ function chatView(ctx, roomId) {
 
 	async function connect() {
 		chat.timer = null;
+		if (chat.ws !== null)   // already connected (online came too)
+			return;
 		if (!navigator.onLine)
 			return goOffline();
 		setStatus(chat.wasOnline ? 'reconnecting' : 'connecting',
@@ -1614,7 +1616,7 @@ function chatView(ctx, roomId) {
 
 	// Backoff: 0.5 s doubling to 5 s, back to 0.5 s once a socket opens.
 	function retry(reason) {
-		if (chat.stopped)
+		if (chat.stopped || chat.ws !== null)
 			return;
 		if (!navigator.onLine) {
 			setStatus('offline', 'Offline, waiting for the network');
