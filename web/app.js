@@ -18,8 +18,15 @@ const FEED_PAGE = 20;
 const USERS_PAGE = 50;
 const HISTORY_PAGE = 50;
 const ROOMS_REFRESH_MS = 3000;
+const UNREAD_REFRESH_MS = 5000;   // getRooms for the unread counts elsewhere
 const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 10000;
+const RECONNECT_MAX_MS = 5000;
+const PROTOCOL = 'gochat.v2';     // SPEC §9
+const TYPING_EVERY_MS = 3000;     // at most one typing op per 3 s
+const TYPING_SHOW_MS = 5000;      // "is typing" without news for 5 s: gone
+const LEAVE_GRACE_MS = 3000;      // a leave undone that soon is not news
+const RECONNECT_GRACE_MS = 10000; // the same, for those my reconnect missed
+const READ_DELAY_MS = 500;        // read markers: at most two a second
 
 // What the server means by the close codes a client can act on (SPEC §5).
 const CLOSE_REASONS = {
@@ -27,6 +34,17 @@ const CLOSE_REASONS = {
 	1008: 'You were too slow to read',
 	1009: 'Message too long',
 	1011: 'The server could not accept the message',
+};
+
+// What the error codes of SPEC §9 mean to a person, when the server's own
+// words are missing.
+const ERROR_CODES = {
+	bad_request: 'The server did not understand the request',
+	forbidden: 'You are not allowed to do that',
+	not_found: 'That message does not exist any more',
+	too_long: 'Too long',
+	rate_limited: 'Too many messages at once',
+	unavailable: 'The server cannot do that right now',
 };
 
 const state = {
@@ -339,6 +357,102 @@ function confirmDialog({ title, text, yes }) {
 	});
 }
 
+/* --- Network state and unread counts ----------------------------------- */
+
+// The browser's offline and online events, shown at once wherever one is
+// (the chat view also stops and resumes its connection on them).
+const netBanner = el('div', { class: 'net-banner', testid: 'offline-banner',
+    role: 'status', hidden: true }, el('span', { class: 'status-dot' }),
+    el('span', { text: 'You are offline. What you write is sent once the ' +
+	'connection is back.' }));
+
+function showNetwork() {
+	netBanner.hidden = navigator.onLine;
+}
+
+/*
+ * Unread messages: per room from getRooms (`unread`, SPEC §9), asked every
+ * few seconds (the rooms view asks anyway); for the room on screen,
+ * counted here from the messages that came while the reader was not
+ * looking. The room list shows every room's count. The tab title and the
+ * Rooms link add up those of the rooms one is in: private rooms, direct
+ * rooms, and the public rooms opened in this browser (a public room never
+ * read has all its messages unread: a newcomer's title would say 99+).
+ */
+const unread = {
+	rooms: new Map(),   // room id → {count, mine}, from the last getRooms
+	roomId: null,       // the room on screen
+	here: 0,            // its messages not seen yet
+	title: 'GoChat',    // the title without the count
+};
+
+const countText = (n) => n > 99 ? '99+' : String(n);
+
+function setTitle(text) {
+	unread.title = text;
+	showUnread();
+}
+
+function showUnread() {
+	let n = unread.here;
+	for (const [id, { count, mine }] of unread.rooms) {
+		if (id !== unread.roomId && mine)
+			n += count;
+	}
+	document.title = (n > 0 ? `(${countText(n)}) ` : '') + unread.title;
+	const badge = document.querySelector('[data-testid="nav-unread"]');
+	if (badge) {
+		badge.textContent = countText(n);
+		badge.hidden = n === 0;
+	}
+}
+
+function noteRooms(rooms) {
+	const opened = openedRooms();
+	unread.rooms = new Map(rooms.map((r) => [r.id, {
+	    count: Number.isSafeInteger(r.unread) && r.unread > 0 ? r.unread : 0,
+	    mine: r.private === true || opened.has(r.id) }]));
+	showUnread();
+}
+
+// The public rooms opened in this browser, per user (localStorage may be
+// refused: then none).
+const openedKey = () => `gochat.opened.${state.me.id}`;
+
+function openedRooms() {
+	try {
+		const ids = JSON.parse(localStorage.getItem(openedKey()));
+		return new Set(Array.isArray(ids) ? ids : []);
+	} catch {
+		return new Set();
+	}
+}
+
+function noteOpened(roomId) {
+	const ids = openedRooms();
+	if (ids.has(roomId))
+		return;
+	ids.add(roomId);
+	try {
+		localStorage.setItem(openedKey(), JSON.stringify([...ids]));
+	} catch {
+		// private browsing: the title counts fewer rooms
+	}
+}
+
+// In the background, except on the rooms view while it is seen (it asks
+// every 3 s then).
+async function pollUnread() {
+	const [page, id] = routeParts();
+	if (state.me === null || page === 'rooms' && !id && !document.hidden)
+		return;
+	try {
+		noteRooms(await allRooms());
+	} catch {
+		// offline, or the server is away: the next round will tell
+	}
+}
+
 /* --- Router ------------------------------------------------------------ */
 
 const app = document.getElementById('app');
@@ -426,7 +540,7 @@ function emptyState(title, text, ...actions) {
 }
 
 function notFoundView() {
-	document.title = 'Not found · GoChat';
+	setTitle('Not found · GoChat');
 	mount(el('section', { class: 'view view-narrow' },
 	    emptyState('Nothing here', 'This page does not exist.',
 		el('a', { class: 'btn btn-primary', href: '#/feed',
@@ -458,7 +572,7 @@ async function busy(button, label, work) {
 
 function authView(ctx, mode) {
 	const register = mode === 'register';
-	document.title = `${register ? 'Create an account' : 'Log in'} · GoChat`;
+	setTitle(`${register ? 'Create an account' : 'Log in'} · GoChat`);
 	const notice = state.notice;
 	state.notice = null;
 	const form = register ? registerForm(ctx) : loginForm(ctx);
@@ -548,10 +662,12 @@ function loggedIn(account) {
 	state.after = null;
 	go(after && after !== '#/login' && after !== '#/register' ? after :
 	    '#/feed');
+	pollUnread();
 }
 
 function loggedOut(notice) {
 	state.me = null;
+	unread.rooms.clear();
 	state.notice = notice;
 	document.querySelector('.topbar')?.remove();
 	app.classList.remove('has-topbar');
@@ -581,10 +697,11 @@ async function logout() {
 function renderTopbar() {
 	document.querySelector('.topbar')?.remove();
 	const me = state.me;
-	const navLink = (name, href, label) => el('a', { class: 'nav-link',
-	    href, testid: `nav-${name}`, data: { nav: name }, title: label },
+	const navLink = (name, href, label, badge) => el('a', {
+	    class: 'nav-link', href, testid: `nav-${name}`, data: { nav: name },
+	    title: label },
 	    icon(name === 'profile' ? 'user' : name),
-	    el('span', { class: 'nav-label', text: label }));
+	    el('span', { class: 'nav-label', text: label }), badge);
 	const search = el('input', { type: 'search', testid: 'user-search',
 	    placeholder: 'Find people', 'aria-label': 'Find a user by username',
 	    autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false',
@@ -606,7 +723,9 @@ function renderTopbar() {
 		    el('span', { class: 'brand-name', text: 'GoChat' })),
 		el('nav', { class: 'nav', 'aria-label': 'Main' },
 		    navLink('feed', '#/feed', 'Feed'),
-		    navLink('rooms', '#/rooms', 'Rooms'),
+		    navLink('rooms', '#/rooms', 'Rooms', el('span', {
+			class: 'nav-badge', testid: 'nav-unread', hidden: true,
+			title: 'Unread messages' })),
 		    navLink('profile', userHref(me.id), 'Profile')),
 		form,
 		el('a', { class: 'current-user', href: userHref(me.id),
@@ -618,6 +737,7 @@ function renderTopbar() {
 		    title: 'Log out', onclick: logout }, icon('logout'))));
 	app.prepend(bar);
 	app.classList.add('has-topbar');
+	showUnread();
 }
 
 function markNav(current) {
@@ -759,7 +879,7 @@ function postComposer(ctx, onPosted) {
 }
 
 function feedView(ctx) {
-	document.title = 'Feed · GoChat';
+	setTitle('Feed · GoChat');
 	const list = el('ol', { class: 'posts', testid: 'feed-list' });
 	const empty = el('div', { class: 'empty', hidden: true },
 	    el('p', { text: 'Your feed is empty.' }),
@@ -791,7 +911,7 @@ async function isFollowing(ctx, id) {
 }
 
 async function profileView(ctx, id, tab) {
-	document.title = 'Profile · GoChat';
+	setTitle('Profile · GoChat');
 	const own = id === state.me.id;
 	const view = el('section', { class: 'view view-narrow',
 	    testid: 'profile-view', data: { userId: id } },
@@ -810,7 +930,7 @@ async function profileView(ctx, id, tab) {
 			report(err);
 		return;
 	}
-	document.title = `${user.username} · GoChat`;
+	setTitle(`${user.username} · GoChat`);
 
 	const counts = {
 	    posts: el('strong', { testid: 'profile-posts' }),
@@ -954,7 +1074,7 @@ async function deleteAccount() {
 /* --- Rooms -------------------------------------------------------------- */
 
 function roomsView(ctx) {
-	document.title = 'Rooms · GoChat';
+	setTitle('Rooms · GoChat');
 	const list = el('ul', { class: 'room-list', testid: 'room-list' });
 	// Direct rooms apart (SPEC §10: named after the other user).
 	const dmList = el('ul', { class: 'room-list', testid: 'dm-list' });
@@ -962,12 +1082,16 @@ function roomsView(ctx) {
 	    'yet. Open a profile and press Message.' });
 	const empty = el('p', { class: 'empty', hidden: true,
 	    text: 'No rooms yet. Create the first one.' });
-	const items = new Map();   // room id → {node, name, clients, count}
+	// room id → {node, name, clients, count, unread}
+	const items = new Map();
 
 	function roomItem(room) {
 		const name = el('a', { class: 'room-name', href: roomHref(room.id),
 		    testid: 'room-name' });
 		const clients = el('span', { testid: 'room-clients' });
+		const badge = el('span', { class: 'unread-badge',
+		    testid: 'room-unread', hidden: true,
+		    title: 'Unread messages' });
 		const count = el('span', { class: 'room-count' },
 		    el('span', { class: 'live-dot', 'aria-hidden': 'true' }),
 		    clients, ' online');
@@ -981,16 +1105,17 @@ function roomsView(ctx) {
 			    text: `#${room.id}` }),
 			room.private && !room.dm ? el('span', { class: 'badge',
 			    testid: 'room-private', text: 'private' }) : null),
-		    count,
+		    badge, count,
 		    el('a', { class: 'btn btn-primary btn-small',
 			href: roomHref(room.id), testid: 'room-join',
 			text: 'Join' }));
-		return { node, name, clients, count };
+		return { node, name, clients, count, unread: badge };
 	}
 
 	// Updates in place, so a refresh never moves focus or flickers.
 	async function refresh() {
 		const rooms = await allRooms(ctx.signal);
+		noteRooms(rooms);
 		const seen = new Set();
 		for (const room of rooms) {
 			seen.add(room.id);
@@ -1003,6 +1128,13 @@ function roomsView(ctx) {
 			item.name.textContent = room.name;
 			item.clients.textContent = String(room.clients);
 			item.count.classList.toggle('is-live', room.clients > 0);
+			const { count: n, mine } = unread.rooms.get(room.id);
+			item.unread.textContent = countText(n);
+			item.unread.hidden = n === 0;
+			// Muted for public rooms never opened here (not in the
+			// title's count).
+			item.unread.classList.toggle('is-muted', !mine);
+			item.node.classList.toggle('has-unread', n > 0);
 		}
 		for (const [id, item] of items) {
 			if (!seen.has(id)) {
@@ -1074,14 +1206,43 @@ function roomsView(ctx) {
 
 /* --- Chat --------------------------------------------------------------- */
 
-function wsUrl(roomId) {
+// since: resume after that event id (SPEC §9), or null for the join
+// history.
+function wsUrl(roomId, since) {
 	return (location.protocol === 'https:' ? 'wss://' : 'ws://') +
-	    location.host + '/ws/joinRoom/' + encodeURIComponent(roomId);
+	    location.host + '/ws/joinRoom/' + encodeURIComponent(roomId) +
+	    (since === null ? '' : `?since=${since}`);
 }
 
+// A message's client id (SPEC §9): random, kept while the message waits
+// for its ack, so that a resend after a reconnect is known to be the same.
+function newCid() {
+	const bytes = crypto.getRandomValues(new Uint8Array(12));
+	return Array.from(bytes, (b) => b.toString(16).padStart(2, '0'))
+	    .join('');
+}
+
+/*
+ * The chat view speaks gochat.v2 (SPEC §9) when the server grants it, §5
+ * otherwise (no acks, edits, deletes, typing or read markers then).
+ *
+ * Sending: a message goes into the outbox and shows as pending at the
+ * bottom. One at a time is sent with its cid (the next once the ack has
+ * come), so that the order is kept even when the server says "rate
+ * limited"; after a reconnect the one without an ack is sent again with
+ * the same cid, which the server acknowledges with the first one's id
+ * instead of storing it twice. Messages written while disconnected wait
+ * in the outbox.
+ *
+ * Receiving: lastId is the newest room event (message, edit, delete) the
+ * sockets delivered, in order; every reconnect asks for ?since=lastId,
+ * so nothing is missed and nothing comes twice. A gap event (more missed
+ * than the server replays) leaves a marker that loads the rest.
+ */
 function chatView(ctx, roomId) {
-	document.title = `#${roomId} · GoChat`;
+	setTitle(`#${roomId} · GoChat`);
 	const enc = encodeURIComponent(roomId);
+	const me = state.me.id;
 	const chat = {
 		ws: null,
 		delay: RECONNECT_MIN_MS,
@@ -1091,11 +1252,32 @@ function chatView(ctx, roomId) {
 		joined: false,           // my first join notice was shown
 		synced: false,           // this socket's own join came: list asked
 		members: new Map(),      // user id → username
+		gone: new Map(),         // user id → timer of a leave not yet told
 		ids: [],                 // message ids shown, ascending
 		nodes: new Map(),        // message id → element
 		olderDone: false,        // no older history left
 		sentAt: 0,               // when I last sent a message
+		v2: false,               // the socket speaks gochat.v2
+		askV2: true,             // ask for it (not after refusals)
+		refusals: 0,             // handshakes failed in a row asking
+		lastId: 0,               // newest room event id the sockets gave
+		resumable: false,        // a join completed: reconnects resume
+		resuming: false,         // this socket replays what was missed
+		owner: null,             // the room's owner: may delete anything
+		outbox: [],              // messages without an ack, in order
+		inFlight: null,          // the one sent, waiting for its ack
+		retryTimer: null,        // sends again after "rate limited"
+		edits: [],               // edits sent: {id, node, old}
+		deletes: [],             // ids of the deletes sent
+		typing: new Map(),       // user id → {username, timer}
+		typingSentAt: 0,
+		seenId: 0,               // newest message the reader has seen
+		readSent: 0,             // newest read marker sent
+		readTimer: null,
 	};
+	unread.roomId = roomId;
+	unread.here = 0;
+	noteOpened(roomId);
 
 	const title = el('h1', { class: 'chat-title', testid: 'chat-title',
 	    text: roomId });
@@ -1111,8 +1293,13 @@ function chatView(ctx, roomId) {
 	    testid: 'chat-messages' });
 	const empty = el('p', { class: 'chat-empty',
 	    text: 'No messages yet. Say hello!' });
+	// Messages without an ack yet, below the others.
+	const pendingList = el('ol', { class: 'chat-messages chat-pending',
+	    testid: 'chat-pending' });
 	const scroller = el('div', { class: 'chat-scroll' }, older, start, list,
-	    empty);
+	    pendingList, empty);
+	const typingLine = el('p', { class: 'chat-typing', testid: 'chat-typing',
+	    'aria-live': 'polite', hidden: true });
 	const jump = el('button', { type: 'button', class: 'chat-jump',
 	    hidden: true, text: 'New messages ↓' });
 	const input = el('textarea', { class: 'chat-input', testid: 'chat-input',
@@ -1140,7 +1327,7 @@ function chatView(ctx, roomId) {
 			    el('span', { class: 'room-id', text: `#${roomId}` }),
 			    status))),
 		el('div', { class: 'chat-body' }, scroller, jump),
-		hint, composer),
+		typingLine, hint, composer),
 	    el('aside', { class: 'card chat-aside' },
 		el('h2', {}, 'In the room ', memberCount), memberList,
 		roomPanel));
@@ -1162,9 +1349,11 @@ function chatView(ctx, roomId) {
 		if (chat.stopped)
 			return;
 		title.textContent = room.name;
-		document.title = `${room.dm ? '' : '#'}${room.name} · GoChat`;
+		setTitle(`${room.dm ? '' : '#'}${room.name} · GoChat`);
 		view.dataset.private = String(room.private);
 		view.dataset.dm = String(room.dm);
+		chat.owner = Number.isSafeInteger(room.owner) ? room.owner : null;
+		refreshActions();
 		if (room.private)
 			await privatePanel(room);
 	}
@@ -1281,11 +1470,19 @@ function chatView(ctx, roomId) {
 	function setStatus(kind, text) {
 		status.dataset.state = kind;
 		statusText.textContent = text;
-		send.disabled = kind !== 'online';
+		for (const entry of chat.outbox)
+			showEntry(entry);
 	}
+
+	const isOpen = () => chat.ws !== null &&
+	    chat.ws.readyState === WebSocket.OPEN;
 
 	async function connect() {
 		chat.timer = null;
+		if (chat.ws !== null)   // already connected (online came too)
+			return;
+		if (!navigator.onLine)
+			return goOffline();
 		setStatus(chat.wasOnline ? 'reconnecting' : 'connecting',
 		    chat.wasOnline ? 'Reconnecting…' : 'Connecting…');
 		// A 404 before any socket is opened, and who is here, for a
@@ -1304,27 +1501,95 @@ function chatView(ctx, roomId) {
 			    err.status === 503 ? 'The server cannot reach its ' +
 				'database' : err.message.replace(/\.$/, ''));
 		}
+		if (chat.stopped || chat.ws !== null)
+			return;
 		sync.seq++;
 		sync.running = null;
 		sync.log = null;
 		chat.synced = false;
+		// Whoever was here and is not now may be reconnecting as I am.
+		const before = chat.members;
 		setMembers(clients);
-		const ws = new WebSocket(wsUrl(roomId));
+		for (const [id, name] of before) {
+			if (id !== me && !chat.members.has(id))
+				departed(id, name, RECONNECT_GRACE_MS);
+		}
+		const since = chat.resumable || chat.lastId > 0 ? chat.lastId :
+		    null;
+		const asked = chat.askV2;
+		const ws = new WebSocket(wsUrl(roomId, since),
+		    asked ? [PROTOCOL] : []);
+		let opened = false;
 		chat.ws = ws;
+		chat.resuming = since !== null;
 		ws.addEventListener('open', () => {
+			if (chat.ws !== ws)
+				return;
+			opened = true;
+			if (asked)
+				chat.refusals = 0;
 			chat.delay = RECONNECT_MIN_MS;
 			chat.wasOnline = true;
+			const v2 = ws.protocol === PROTOCOL;
+			view.dataset.protocol = v2 ? 'v2' : 'v1';
+			if (v2 !== chat.v2) {
+				chat.v2 = v2;
+				refreshActions();
+			}
 			setStatus('online', 'Online');
 			if (!hint.classList.contains('is-error'))
 				hint.textContent = '';
+			flush();
 		});
-		ws.addEventListener('message', (e) => onEvent(e.data));
+		ws.addEventListener('message', (e) => {
+			if (chat.ws === ws)
+				onEvent(e.data);
+		});
 		ws.addEventListener('close', (e) => {
 			if (chat.ws !== ws || chat.stopped)
 				return;
-			chat.ws = null;
+			disconnected();
+			// A server without gochat.v2 fails the handshake of a
+			// browser that asks for it (getClients has just answered,
+			// so the server is up): after two such failures in a row,
+			// ask no more until this §5 socket closes (the server may
+			// be a newer one by then).
+			if (!opened && asked) {
+				chat.refusals++;
+				chat.askV2 = chat.refusals < 2;
+				return connect();
+			}
+			chat.askV2 = true;
+			chat.refusals = 0;
 			onClose(e.code);
 		});
+	}
+
+	// The socket is gone: what was sent without an ack goes again on the
+	// next one.
+	function disconnected() {
+		chat.ws = null;
+		chat.inFlight = null;
+		clearTimeout(chat.retryTimer);
+		for (const entry of chat.outbox) {
+			if (entry.state === 'sent')
+				entry.state = 'queued';
+		}
+	}
+
+	// The browser says the network is gone: no point in trying until it
+	// says it is back (onOnline).
+	function goOffline() {
+		if (chat.stopped)
+			return;
+		clearTimeout(chat.timer);
+		chat.timer = null;
+		const ws = chat.ws;
+		if (ws !== null) {
+			disconnected();
+			ws.close(1000);
+		}
+		setStatus('offline', 'Offline, waiting for the network');
 	}
 
 	async function onClose(code) {
@@ -1342,16 +1607,16 @@ function chatView(ctx, roomId) {
 		// A close caused by a message I sent also goes in the banner.
 		// (1011 also closes every socket when Redis goes away, and then
 		// it is not about my message.)
-		if (code === 1009 || (code === 1011 &&
+		if (code === 1009 || (code === 1011 && !chat.v2 &&
 		    Date.now() - chat.sentAt < 5000))
 			showError(`${reason}: your last message may not have been ` +
 			    'delivered.');
 		retry(reason || 'Connection lost');
 	}
 
-	// Backoff: 0.5 s doubling to 10 s, back to 0.5 s once a socket opens.
+	// Backoff: 0.5 s doubling to 5 s, back to 0.5 s once a socket opens.
 	function retry(reason) {
-		if (chat.stopped)
+		if (chat.stopped || chat.ws !== null)
 			return;
 		if (!navigator.onLine) {
 			setStatus('offline', 'Offline, waiting for the network');
@@ -1364,16 +1629,19 @@ function chatView(ctx, roomId) {
 		chat.timer = setTimeout(connect, wait);
 	}
 
+	// Back online: at once, whatever the backoff had reached.
 	function onOnline() {
-		if (status.dataset.state === 'offline' && chat.ws === null &&
-		    chat.timer === null)
-			connect();
+		if (chat.stopped || chat.ws !== null)
+			return;
+		clearTimeout(chat.timer);
+		chat.delay = RECONNECT_MIN_MS;
+		connect();
 	}
 
 	function roomNotFound() {
 		chat.stopped = true;
 		app.classList.remove('is-chat');
-		document.title = 'Room not found · GoChat';
+		setTitle('Room not found · GoChat');
 		view.replaceChildren(emptyState('Room not found',
 		    `There is no room “${roomId}”. Check the name, or pick one ` +
 			'from the list.',
@@ -1382,12 +1650,29 @@ function chatView(ctx, roomId) {
 	}
 
 	window.addEventListener('online', onOnline);
+	window.addEventListener('offline', goOffline);
+	document.addEventListener('visibilitychange', markSeen);
+	window.addEventListener('focus', markSeen);
 	ctx.onLeave(() => {
 		chat.stopped = true;
 		clearTimeout(chat.timer);
+		clearTimeout(chat.retryTimer);
+		clearTimeout(chat.readTimer);
+		for (const t of chat.gone.values())
+			clearTimeout(t);
+		for (const t of chat.typing.values())
+			clearTimeout(t.timer);
 		chat.ws?.close(1000);
 		window.removeEventListener('online', onOnline);
+		window.removeEventListener('offline', goOffline);
+		document.removeEventListener('visibilitychange', markSeen);
+		window.removeEventListener('focus', markSeen);
 		app.classList.remove('is-chat');
+		const known = unread.rooms.get(roomId);
+		if (known)
+			known.count = unread.here;
+		unread.roomId = null;
+		unread.here = 0;
 	});
 
 	/* Events */
@@ -1399,12 +1684,28 @@ function chatView(ctx, roomId) {
 		} catch {
 			return;   // not ours to show
 		}
-		if (ev.type === 'message')
-			live(() => addMessage(ev), ev);
-		else if (ev.type === 'join')
-			onJoinEvent(ev);
-		else if (ev.type === 'leave')
-			onLeaveEvent(ev);
+		if (ev === null || typeof ev !== 'object')
+			return;
+		// Room events come in id order: the newest is where to resume.
+		if (['message', 'edit', 'delete'].includes(ev.type) &&
+		    Number.isSafeInteger(ev.id) && ev.id > chat.lastId)
+			chat.lastId = ev.id;
+		const handlers = { message: onMessage, join: onJoinEvent,
+		    leave: onLeaveEvent, ack: onAck, error: onError, edit: onEdit,
+		    delete: onDelete, typing: onTyping, read: onRead, gap: onGap };
+		if (Object.hasOwn(handlers, ev.type))
+			handlers[ev.type](ev);
+	}
+
+	function onMessage(m) {
+		if (!Number.isSafeInteger(m.id) || typeof m.content !== 'string')
+			return;
+		stopTyping(m.userId);
+		if (m.userId === me)
+			adopt(m);
+		// Missed while away counts as news, the join history does not.
+		const fresh = m.userId !== me && (!m.history || chat.resuming);
+		live(() => addMessage(m, fresh), m);
 	}
 
 	function onJoinEvent(ev) {
@@ -1422,10 +1723,35 @@ function chatView(ctx, roomId) {
 			if (!chat.joined)
 				live(() => addNotice('join', 'You joined'));
 			chat.joined = true;
+			chat.resumable = true;
+			chat.resuming = false;
 			probeOlder();   // my join follows my history
-		} else if (!known) {
+			markSeen();
+		} else if (!known && !returned(ev.userId)) {
 			live(() => addNotice('join', `${ev.username} joined`));
 		}
+	}
+
+	// Someone is not in the room any more: said only if they are not back
+	// within grace ms (a reload, a reconnect or a restart is not news).
+	function departed(id, name, grace) {
+		if (chat.gone.has(id))
+			return;
+		chat.gone.set(id, setTimeout(() => {
+			chat.gone.delete(id);
+			if (!chat.stopped && !chat.members.has(id))
+				live(() => addNotice('leave', `${name} left`));
+		}, grace));
+	}
+
+	// True if id had left and is back before anyone was told.
+	function returned(id) {
+		const timer = chat.gone.get(id);
+		if (timer === undefined)
+			return false;
+		clearTimeout(timer);
+		chat.gone.delete(id);
+		return true;
 	}
 
 	// One person may have several connections: the server's list says
@@ -1438,8 +1764,10 @@ function chatView(ctx, roomId) {
 			chat.members.delete(ev.userId);
 			renderMembers();
 		}
-		if (!chat.members.has(ev.userId))
-			live(() => addNotice('leave', `${ev.username} left`));
+		if (!chat.members.has(ev.userId) && ev.userId !== me) {
+			stopTyping(ev.userId);
+			departed(ev.userId, ev.username, LEAVE_GRACE_MS);
+		}
 	}
 
 	// The members, from getClients, asked only once the socket's own join
@@ -1527,14 +1855,15 @@ function chatView(ctx, roomId) {
 		const stick = atBottom();
 		if (!add())
 			return;
-		if (stick || (msg && msg.userId === state.me.id && !msg.history))
+		if (stick || (msg && msg.userId === me && !msg.history))
 			toBottom();
 		else if (msg && !msg.history)
 			jump.hidden = false;
+		markSeen();
 	}
 
 	function messageNode(m) {
-		const mine = m.userId === state.me.id;
+		const mine = m.userId === me;
 		// userId 0 is an operator's announcement: nobody to link to.
 		const who = m.userId > 0 ?
 		    el('a', { class: 'msg-user', href: userHref(m.userId),
@@ -1543,7 +1872,7 @@ function chatView(ctx, roomId) {
 			text: m.username });
 		if (mine)
 			who.classList.add('visually-hidden');
-		return el('li', { class: `msg${mine ? ' msg-own' : ''}${
+		const node = el('li', { class: `msg${mine ? ' msg-own' : ''}${
 		    m.userId === 0 ? ' msg-ops' : ''}`, testid: 'chat-message',
 		    data: { id: m.id, userId: m.userId, ts: m.ts } },
 		    mine ? null : avatar(m.username, 'sm'),
@@ -1553,6 +1882,44 @@ function chatView(ctx, roomId) {
 			el('div', { class: 'msg-content', testid: 'msg-content',
 			    title: fmtFull.format(new Date(m.ts)),
 			    text: m.content })));
+		if (typeof m.edited === 'string')
+			markEdited(node, m.edited);
+		setActions(node);
+		return node;
+	}
+
+	// "edited" under the content, its time in the tooltip.
+	function markEdited(node, ts) {
+		let mark = node.querySelector('.msg-edited');
+		if (!mark) {
+			mark = el('span', { class: 'msg-edited', testid: 'msg-edited',
+			    text: 'edited' });
+			node.querySelector('.msg-content').after(mark);
+		}
+		const date = new Date(ts);
+		mark.title = Number.isNaN(date.getTime()) ? 'edited' :
+		    `edited ${fmtFull.format(date)}`;
+	}
+
+	// Edit (the author) and Delete (the author and the room's owner),
+	// with gochat.v2 only.
+	function setActions(node) {
+		node.querySelector('.msg-actions')?.remove();
+		const mine = node.dataset.userId === String(me);
+		if (!chat.v2 || !(mine || chat.owner === me))
+			return;
+		const action = (name, label, onclick) => el('button', {
+		    type: 'button', class: 'msg-action', testid: `msg-${name}`,
+		    'aria-label': `${label} message`, text: label, onclick });
+		node.querySelector('.msg-body').append(el('div', {
+		    class: 'msg-actions' },
+		    mine ? action('edit', 'Edit', () => startEdit(node)) : null,
+		    action('delete', 'Delete', () => confirmDelete(node))));
+	}
+
+	function refreshActions() {
+		for (const node of chat.nodes.values())
+			setActions(node);
 	}
 
 	// A message right after one by the same person, within 5 minutes,
@@ -1569,7 +1936,8 @@ function chatView(ctx, roomId) {
 	}
 
 	// Inserts in id order, once: history comes again after a reconnect.
-	function addMessage(m) {
+	// fresh: news to the reader (counted unread until seen).
+	function addMessage(m, fresh = false) {
 		if (chat.nodes.has(m.id))
 			return false;
 		let lo = 0, hi = chat.ids.length;
@@ -1581,6 +1949,8 @@ function chatView(ctx, roomId) {
 				hi = mid;
 		}
 		const node = messageNode(m);
+		if (fresh)
+			node.dataset.fresh = 'true';
 		if (lo === chat.ids.length)
 			list.append(node);
 		else
@@ -1591,6 +1961,24 @@ function chatView(ctx, roomId) {
 		group(node.nextElementSibling);
 		empty.hidden = true;
 		return true;
+	}
+
+	function removeMessage(id) {
+		const node = chat.nodes.get(id);
+		if (!node)
+			return;
+		const next = node.nextElementSibling;
+		node.remove();
+		chat.nodes.delete(id);
+		chat.ids.splice(chat.ids.indexOf(id), 1);
+		group(next);
+		showEmpty();
+		countUnread();
+	}
+
+	function showEmpty() {
+		empty.hidden = list.childElementCount > 0 ||
+		    pendingList.childElementCount > 0;
 	}
 
 	function addNotice(kind, text) {
@@ -1657,35 +2045,465 @@ function chatView(ctx, roomId) {
 		input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
 	}
 
+	// What is wrong with text as a message's content, or ''.
+	function tooLong(text) {
+		const bytes = utf8.encode(text).length;
+		return bytes > MESSAGE_MAX_BYTES ? `Too long to send: ${bytes} ` +
+		    `bytes, the limit is ${MESSAGE_MAX_BYTES}. Shorten it or ` +
+		    'split it.' : '';
+	}
+
 	function checkLength() {
-		const bytes = utf8.encode(input.value).length;
-		const over = bytes > MESSAGE_MAX_BYTES;
-		hint.classList.toggle('is-error', over);
-		hint.textContent = over ? `Too long to send: ${bytes} bytes, the ` +
-		    `limit is ${MESSAGE_MAX_BYTES}. Shorten it or split it.` : '';
-		return !over;
+		const problem = tooLong(input.value);
+		hint.classList.toggle('is-error', problem !== '');
+		hint.textContent = problem;
+		return problem === '';
 	}
 
 	function sendMessage() {
 		const text = input.value;
 		if (text.trim() === '' || !checkLength())
 			return;
-		if (chat.ws === null || chat.ws.readyState !== WebSocket.OPEN) {
-			hint.classList.remove('is-error');
-			hint.textContent = 'Not connected: your message is kept, ' +
-			    'send it once the room is back online.';
-			return;
-		}
-		chat.ws.send(text);
-		chat.sentAt = Date.now();
+		queue(newCid(), text, '');
+		saveOutbox();
+		toBottom();
 		input.value = '';
 		autosize();
 		input.focus();
+		flush();
+	}
+
+	function queue(cid, content, error) {
+		const entry = { cid, content, state: error ? 'failed' : 'queued',
+		    adopted: null, error };
+		entry.node = pendingNode(entry);
+		chat.outbox.push(entry);
+		pendingList.append(entry.node);
+		showEntry(entry);
+		showEmpty();
+	}
+
+	// The outbox outlives a reload, or a visit elsewhere, in this tab
+	// (sessionStorage): what was written goes out after all, under the
+	// same cids, so never twice.
+	const outboxKey = `gochat.outbox.${me}.${roomId}`;
+
+	function saveOutbox() {
+		try {
+			if (chat.outbox.length === 0)
+				sessionStorage.removeItem(outboxKey);
+			else
+				sessionStorage.setItem(outboxKey, JSON.stringify(
+				    chat.outbox.map((e) => ({ cid: e.cid,
+				    content: e.content, error: e.state === 'failed' ?
+				    e.error : '' }))));
+		} catch {
+			// storage refused: the outbox lasts as long as the view
+		}
+	}
+
+	function restoreOutbox() {
+		let saved;
+		try {
+			saved = JSON.parse(sessionStorage.getItem(outboxKey));
+		} catch {
+			return;
+		}
+		for (const e of Array.isArray(saved) ? saved : []) {
+			if (typeof e?.cid === 'string' && typeof e.content === 'string')
+				queue(e.cid, e.content, typeof e.error === 'string' ?
+				    e.error : '');
+		}
+	}
+
+	// A message of mine without an ack: "Sending…", "Waiting for the
+	// connection…", or why it was refused, with Retry and Discard.
+	function pendingNode(entry) {
+		const state = el('span', { class: 'msg-state',
+		    testid: 'msg-status' });
+		const retry = el('button', { type: 'button', class: 'msg-action',
+		    testid: 'msg-retry', text: 'Retry', onclick: () => {
+			entry.state = 'queued';
+			showEntry(entry);
+			flush();
+		    } });
+		const discard = el('button', { type: 'button', class: 'msg-action',
+		    testid: 'msg-discard', text: 'Discard', onclick: () => {
+			chat.outbox.splice(chat.outbox.indexOf(entry), 1);
+			entry.node.remove();
+			saveOutbox();
+			showEmpty();
+		    } });
+		entry.parts = { state, retry, discard };
+		return el('li', { class: 'msg msg-own msg-pending',
+		    testid: 'chat-message', data: { cid: entry.cid,
+		    userId: me } },
+		    el('div', { class: 'msg-body' },
+			el('div', { class: 'msg-content', testid: 'msg-content',
+			    text: entry.content }),
+			el('div', { class: 'msg-meta' }, state, retry, discard)));
+	}
+
+	function showEntry(entry) {
+		const failed = entry.state === 'failed';
+		entry.node.dataset.state = failed ? 'failed' : 'pending';
+		entry.parts.state.textContent = failed ?
+		    `Not sent: ${entry.error}` : isOpen() ? 'Sending…' :
+		    'Waiting for the connection…';
+		entry.parts.retry.hidden = !failed;
+		entry.parts.discard.hidden = !failed;
+	}
+
+	// Sends the first message waiting, unless one is already on its way.
+	function flush() {
+		if (chat.inFlight !== null || !isOpen())
+			return;
+		if (!chat.v2) {
+			// §5: no acks, so no resends either; the echo shows it.
+			for (const entry of chat.outbox.splice(0)) {
+				chat.ws.send(entry.content);
+				entry.node.remove();
+			}
+			saveOutbox();
+			chat.sentAt = Date.now();
+			showEmpty();
+			return;
+		}
+		const entry = chat.outbox.find((e) => e.state === 'queued');
+		if (!entry)
+			return;
+		clearTimeout(chat.retryTimer);
+		chat.inFlight = entry;
+		entry.state = 'sent';
+		showEntry(entry);
+		chat.ws.send(JSON.stringify({ op: 'send', cid: entry.cid,
+		    content: entry.content }));
+		chat.sentAt = Date.now();
+	}
+
+	// My message came before its ack (or in the replay of a resume, its
+	// ack lost with the old socket): the pending copy goes.
+	function adopt(m) {
+		const entry = chat.inFlight;
+		if (entry === null || entry.adopted !== null ||
+		    entry.content !== m.content)
+			return;
+		entry.adopted = m.id;
+		entry.node.remove();
+	}
+
+	function onAck(ev) {
+		const i = chat.outbox.findIndex((e) => e.cid === ev.cid);
+		if (i === -1)
+			return;
+		const [entry] = chat.outbox.splice(i, 1);
+		entry.node.remove();
+		saveOutbox();
+		if (entry.adopted === null && Number.isSafeInteger(ev.id))
+			live(() => addMessage({ id: ev.id, userId: me,
+			    username: state.me.username, content: entry.content,
+			    ts: ev.ts }), { userId: me });
+		if (chat.inFlight === entry)
+			chat.inFlight = null;
+		showEmpty();
+		flush();
+	}
+
+	function onError(ev) {
+		const why = typeof ev.error === 'string' && ev.error !== '' ?
+		    ev.error : ERROR_CODES[ev.code] || 'Refused by the server';
+		if (ev.op === 'send') {
+			const entry = chat.outbox.find((e) => e.cid === ev.cid) ??
+			    chat.inFlight;
+			if (!entry)
+				return;
+			if (chat.inFlight === entry)
+				chat.inFlight = null;
+			if (entry.adopted !== null) {
+				entry.adopted = null;
+				pendingList.append(entry.node);
+			}
+			if (ev.code === 'rate_limited' || ev.code === 'unavailable') {
+				// Sent again by itself, first in line as before.
+				entry.state = 'queued';
+				showEntry(entry);
+				clearTimeout(chat.retryTimer);
+				chat.retryTimer = setTimeout(flush,
+				    Number.isSafeInteger(ev.retryAfterMs) ?
+				    Math.max(100, ev.retryAfterMs) : 2000);
+				return;
+			}
+			entry.state = 'failed';
+			entry.error = why;
+			showEntry(entry);
+			saveOutbox();
+			flush();
+		} else if (ev.op === 'edit') {
+			const edit = chat.edits.shift();
+			if (edit) {
+				edit.node.querySelector('.msg-content').textContent =
+				    edit.old;
+				saving(edit.node);
+			}
+			showError(`Your edit was not saved: ${why}`);
+		} else if (ev.op === 'delete') {
+			const id = chat.deletes.shift();
+			const node = chat.nodes.get(id);
+			if (node)
+				delete node.dataset.state;
+			showError(`The message was not deleted: ${why}`);
+		}
+		// typing and read: nothing a person needs to know.
+	}
+
+	/* Editing and deleting (gochat.v2) */
+
+	// The state of a message with edits on their way: saving, or not.
+	function saving(node) {
+		const id = Number(node.dataset.id);
+		if (chat.edits.some((e) => e.id === id))
+			node.dataset.state = 'saving';
+		else
+			delete node.dataset.state;
+	}
+
+	function startEdit(node) {
+		if (node.querySelector('.msg-editor'))
+			return;
+		const content = node.querySelector('.msg-content');
+		const box = el('textarea', { class: 'msg-edit-input',
+		    testid: 'msg-edit-input', 'aria-label': 'Edit message',
+		    rows: 2, value: content.textContent });
+		const cancel = el('button', { type: 'button', class: 'btn btn-small',
+		    testid: 'msg-edit-cancel', text: 'Cancel' });
+		const save = el('button', { type: 'submit',
+		    class: 'btn btn-primary btn-small', testid: 'msg-edit-save',
+		    text: 'Save' });
+		const form = el('form', { class: 'msg-editor' }, box,
+		    el('div', { class: 'msg-editor-actions' }, cancel, save));
+		const close = () => {
+			form.remove();
+			content.hidden = false;
+		};
+		cancel.addEventListener('click', close);
+		box.addEventListener('keydown', (e) => {
+			if (e.key === 'Escape') {
+				e.preventDefault();
+				close();
+			} else if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+				e.preventDefault();
+				form.requestSubmit();
+			}
+		});
+		form.addEventListener('submit', (e) => {
+			e.preventDefault();
+			const text = box.value;
+			if (text === content.textContent)
+				return close();
+			const problem = text.trim() === '' ? 'A message cannot be ' +
+			    'empty: delete it instead.' : tooLong(text);
+			if (problem !== '')
+				return showError(problem);
+			if (!isOpen())
+				return showError('Not connected: save again once the ' +
+				    'room is back online.');
+			const id = Number(node.dataset.id);
+			chat.ws.send(JSON.stringify({ op: 'edit', id,
+			    content: text }));
+			chat.edits.push({ id, node, old: content.textContent });
+			content.textContent = text;
+			saving(node);
+			close();
+		});
+		content.hidden = true;
+		content.after(form);
+		box.focus();
+		box.setSelectionRange(box.value.length, box.value.length);
+	}
+
+	async function confirmDelete(node) {
+		const mine = node.dataset.userId === String(me);
+		if (!await confirmDialog({ title: 'Delete this message?',
+		    text: mine ? 'It disappears for everyone in the room.' :
+			'It disappears for everyone in the room, its author ' +
+			'included.',
+		    yes: 'Delete' }))
+			return;
+		if (!isOpen())
+			return showError('Not connected: delete it once the room is ' +
+			    'back online.');
+		const id = Number(node.dataset.id);
+		chat.ws.send(JSON.stringify({ op: 'delete', id }));
+		chat.deletes.push(id);
+		node.dataset.state = 'deleting';
+	}
+
+	function onEdit(ev) {
+		const i = chat.edits.findIndex((e) => e.id === ev.target);
+		if (i !== -1)
+			chat.edits.splice(i, 1);
+		const node = chat.nodes.get(ev.target);
+		if (!node || typeof ev.content !== 'string')
+			return;
+		node.querySelector('.msg-content').textContent = ev.content;
+		markEdited(node, ev.ts);
+		saving(node);
+	}
+
+	// Deleted messages disappear (as they do from the history).
+	function onDelete(ev) {
+		const i = chat.deletes.indexOf(ev.target);
+		if (i !== -1)
+			chat.deletes.splice(i, 1);
+		removeMessage(ev.target);
+	}
+
+	/* Typing */
+
+	function sendTyping() {
+		const now = Date.now();
+		if (!chat.v2 || !isOpen() || now - chat.typingSentAt <
+		    TYPING_EVERY_MS)
+			return;
+		chat.typingSentAt = now;
+		chat.ws.send(JSON.stringify({ op: 'typing' }));
+	}
+
+	function onTyping(ev) {
+		if (ev.userId === me || typeof ev.username !== 'string')
+			return;
+		clearTimeout(chat.typing.get(ev.userId)?.timer);
+		chat.typing.set(ev.userId, { username: ev.username,
+		    timer: setTimeout(() => stopTyping(ev.userId),
+		    TYPING_SHOW_MS) });
+		renderTyping();
+	}
+
+	function stopTyping(id) {
+		const t = chat.typing.get(id);
+		if (!t)
+			return;
+		clearTimeout(t.timer);
+		chat.typing.delete(id);
+		renderTyping();
+	}
+
+	function renderTyping() {
+		const names = [...chat.typing.values()].map((t) => t.username);
+		typingLine.textContent = names.length === 1 ?
+		    `${names[0]} is typing…` : names.length === 2 ?
+		    `${names[0]} and ${names[1]} are typing…` :
+		    `${names.length} people are typing…`;
+		typingLine.hidden = names.length === 0;
+	}
+
+	/* Read markers and the unread count */
+
+	// The newest message the reader can see: the last one when the list
+	// is scrolled to the bottom of a visible page, else the last one on
+	// screen; 0 for none.
+	function seenUpTo() {
+		if (document.visibilityState !== 'visible' || chat.ids.length === 0)
+			return 0;
+		if (atBottom())
+			return chat.ids[chat.ids.length - 1];
+		const bottom = scroller.getBoundingClientRect().bottom;
+		for (let i = chat.ids.length - 1; i >= 0; i--) {
+			const box = chat.nodes.get(chat.ids[i]).getBoundingClientRect();
+			if (box.bottom <= bottom + 1)
+				return chat.ids[i];
+		}
+		return 0;
+	}
+
+	function markSeen() {
+		if (chat.stopped)
+			return;
+		chat.seenId = Math.max(chat.seenId, seenUpTo());
+		countUnread();
+		sendRead();
+	}
+
+	function countUnread() {
+		let n = 0;
+		for (let i = chat.ids.length - 1; i >= 0 &&
+		    chat.ids[i] > chat.seenId; i--) {
+			if (chat.nodes.get(chat.ids[i]).dataset.fresh === 'true')
+				n++;
+		}
+		unread.here = n;
+		showUnread();
+	}
+
+	// The read marker follows what was seen, at most every READ_DELAY_MS.
+	function sendRead() {
+		if (chat.readTimer !== null || chat.seenId <= chat.readSent)
+			return;
+		chat.readTimer = setTimeout(() => {
+			chat.readTimer = null;
+			if (chat.stopped || !chat.v2 || !isOpen() ||
+			    chat.seenId <= chat.readSent)
+				return;
+			chat.readSent = chat.seenId;
+			chat.ws.send(JSON.stringify({ op: 'read',
+			    id: chat.readSent }));
+		}, READ_DELAY_MS);
+	}
+
+	// Read on another tab or device of mine.
+	function onRead(ev) {
+		if (!Number.isSafeInteger(ev.id))
+			return;
+		chat.readSent = Math.max(chat.readSent, ev.id);
+		chat.seenId = Math.max(chat.seenId, ev.id);
+		countUnread();
+	}
+
+	/* More missed than the server replays (gap) */
+
+	function onGap(ev) {
+		if (!Number.isSafeInteger(ev.after) || !Number.isSafeInteger(
+		    ev.before))
+			return;
+		const gap = { after: ev.after, before: ev.before };
+		const load = el('button', { type: 'button',
+		    class: 'btn btn-ghost btn-small', testid: 'chat-gap-load',
+		    text: 'Show them' });
+		gap.node = el('li', { class: 'chat-gap', testid: 'chat-gap' },
+		    el('span', { text: 'Older messages are not shown here.' }),
+		    load);
+		// The replay follows, after the marker.
+		list.append(gap.node);
+		showEmpty();
+		load.addEventListener('click', () => loadGap(gap, load));
+	}
+
+	// A page of the missing messages, newest first, until none is left.
+	async function loadGap(gap, button) {
+		button.disabled = true;
+		try {
+			const msgs = await api(`/ws/history/${enc}?before=` +
+			    `${gap.before}&limit=${HISTORY_PAGE}`,
+			    { signal: ctx.signal });
+			const missing = msgs.filter((m) => m.id > gap.after);
+			for (const m of missing)
+				addMessage(m);
+			if (missing.length < HISTORY_PAGE)
+				gap.node.remove();
+			else
+				gap.before = missing[0].id;
+		} catch (err) {
+			report(err);
+		} finally {
+			button.disabled = false;
+		}
 	}
 
 	input.addEventListener('input', () => {
 		autosize();
 		checkLength();
+		if (input.value.trim() !== '')
+			sendTyping();
 	});
 	input.addEventListener('keydown', (e) => {
 		if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
@@ -1705,11 +2523,13 @@ function chatView(ctx, roomId) {
 	scroller.addEventListener('scroll', () => {
 		if (atBottom())
 			jump.hidden = true;
+		markSeen();
 	});
 
 	// The room's name (cosmetic: the id stays shown if this fails) and
 	// a private room's members panel.
 	loadRoom();
+	restoreOutbox();
 	connect();
 	// Not on touch screens: the keyboard would cover the history.
 	if (matchMedia('(pointer: fine)').matches)
@@ -1718,7 +2538,13 @@ function chatView(ctx, roomId) {
 
 /* --- Start-up ----------------------------------------------------------- */
 
+// Until /me has answered, a change of address only waits: rendering then
+// would take a logged-in person to the login screen, and from there to
+// the feed instead of where they were going.
+let booting = true;
+
 async function start() {
+	booting = true;
 	mount(el('p', { class: 'boot', text: 'Loading GoChat…' }));
 	try {
 		const me = await api('/me');
@@ -1733,10 +2559,20 @@ async function start() {
 			return;
 		}
 	}
+	booting = false;
 	render();
+	pollUnread();
 }
 
 app.append(banner);
-window.addEventListener('hashchange', render);
+main.before(netBanner);
+window.addEventListener('hashchange', () => {
+	if (!booting)
+		render();
+});
+window.addEventListener('offline', showNetwork);
+window.addEventListener('online', showNetwork);
+showNetwork();
 setInterval(refreshTimes, 30000);
+setInterval(pollUnread, UNREAD_REFRESH_MS);
 start();

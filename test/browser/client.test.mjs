@@ -1,34 +1,16 @@
 // The web client in a real browser: two people, each in a browser context
 // of their own, use GoChat from the page alone. Run by ./run (make
 // check-browser), which starts PostgreSQL, Redis and the server.
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-	BASE, PHONE, createRoom, joinRoom, launch, login, message, online,
-	person, register, say, shot, tid, unique, workerPids,
+	BASE, LIMIT, PHONE, createRoom, joinRoom, login, message, newRoom,
+	online, register, say, shot, tid, unique, useBrowser, workerPids,
 } from './lib.mjs';
 
-// A test that hangs fails on its own instead of holding the whole run.
-const LIMIT = { timeout: 90000 };
-
-let browser;
-const people = [];
-
-async function newPerson(viewport) {
-	const p = await person(browser, viewport);
-	people.push(p);
-	return p;
-}
-
-before(async () => { browser = await launch(); }, LIMIT);
-after(async () => {
-	// Close first: a browser left open keeps node (and the run) waiting.
-	await browser?.close();
-	for (const p of people)
-		assert.deepEqual(p.problems, [], `errors in ${p.username}'s page`);
-}, LIMIT);
+const { newPerson } = useBrowser();
 
 describe('accounts', () => {
 	test('a visitor sees the login screen and can switch to register', LIMIT,
@@ -190,7 +172,7 @@ describe('chat', () => {
 	});
 
 	test('the page reconnects by itself when a worker dies', LIMIT, async () => {
-		const pids = workerPids();
+		const pids = (await workerPids());
 		assert.ok(pids.length >= 1, 'no worker found');
 		for (const pid of pids)
 			process.kill(pid, 'SIGKILL');
@@ -201,7 +183,7 @@ describe('chat', () => {
 		await shot(alice.page, 'chat-reconnecting');
 		for (const p of [alice, bob])
 			await online(p, 20000);
-		const after = workerPids();
+		const after = (await workerPids());
 		assert.ok(after.every((pid) => !pids.includes(pid)));
 		await say(alice, 'Still here after the crash');
 		await message(bob, 'Still here after the crash').waitFor();
@@ -242,10 +224,7 @@ describe('member list', () => {
 
 		let id;
 		for (let attempt = 1; attempt <= 3; attempt++) {
-			id = unique('race');
-			const res = await crowd[0].page.request.post(
-			    BASE + '/ws/createRoom', { data: { id } });
-			assert.equal(res.status(), 200, await res.text());
+			id = await newRoom(crowd[0], unique('race'));
 			await Promise.all(crowd.map((p) => p.page.evaluate((h) => {
 				location.hash = h;
 			}, `#/rooms/${id}`)));
@@ -253,7 +232,7 @@ describe('member list', () => {
 		}
 		await Promise.all(crowd.map((p) => p.page.reload()));
 		await everyoneListsEveryone('all reloading at once');
-		for (const pid of workerPids())
+		for (const pid of (await workerPids()))
 			process.kill(pid, 'SIGKILL');
 		await Promise.all(crowd.map((p) => p.page.locator(
 		    '[data-testid="chat-status"]:not([data-state="online"])')

@@ -1,6 +1,9 @@
 // Shared by the browser tests: the server under test (GOCHAT_URL, started
-// by ./run), Debian's chromium through playwright-core, people who use the
-// page, and screenshots under the build directory.
+// by ./run, stopped and started again through GOCHAT_CONTROL), Debian's
+// chromium through playwright-core, people who use the page, and
+// screenshots under the build directory.
+import { after, before } from 'node:test';
+import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,11 +14,14 @@ const require = createRequire(path.join(process.env.GOCHAT_NODE_MODULES,
 const { chromium } = require('playwright-core');
 
 export const BASE = process.env.GOCHAT_URL;
-export const MASTER = Number(process.env.GOCHAT_MASTER_PID);
+const CONTROL = process.env.GOCHAT_CONTROL;
 const SHOTS = process.env.GOCHAT_SHOTS;
 
 export const PHONE = { width: 375, height: 740 };
 export const DESKTOP = { width: 1280, height: 800 };
+
+// A test that hangs fails on its own instead of holding the whole run.
+export const LIMIT = { timeout: 90000 };
 
 let seq = 0;
 /** A username nobody has taken yet. */
@@ -32,6 +38,32 @@ export async function launch() {
 		    '--disable-component-update', '--no-first-run',
 		    '--disable-default-apps', '--disable-dev-shm-usage'],
 	});
+}
+
+/**
+ * The browser of a test file, launched before its tests and closed after
+ * them; newPerson() opens a page for one more person. After the tests,
+ * every page must have been free of errors.
+ */
+export function useBrowser() {
+	let browser;
+	const people = [];
+	before(async () => { browser = await launch(); }, LIMIT);
+	after(async () => {
+		// Close first: a browser left open keeps node (and the run)
+		// waiting.
+		await browser?.close();
+		for (const p of people)
+			assert.deepEqual(p.problems, [],
+			    `errors in ${p.username}'s page`);
+	}, LIMIT);
+	return {
+		async newPerson(viewport) {
+			const p = await person(browser, viewport);
+			people.push(p);
+			return p;
+		},
+	};
 }
 
 /**
@@ -100,6 +132,22 @@ export async function joinRoom(p, id) {
 	await online(p);
 }
 
+/** Opens the chat view of room id by its address. */
+export async function openRoom(p, id) {
+	await p.page.goto(`${BASE}/#/rooms/${encodeURIComponent(id)}`);
+	await p.page.locator(`[data-testid="chat-view"][data-room-id="${id}"]`)
+	    .waitFor();
+	await online(p);
+}
+
+/** A public room made through the API, as p. */
+export async function newRoom(p, id = unique('room'), body = {}) {
+	const res = await p.page.request.post(BASE + '/ws/createRoom',
+	    { data: { id, ...body } });
+	assert.equal(res.status(), 200, await res.text());
+	return id;
+}
+
 export async function online(p, timeout = 10000) {
 	await p.page.locator('[data-testid="chat-status"][data-state="online"]')
 	    .waitFor({ timeout });
@@ -123,10 +171,23 @@ export async function shot(page, name) {
 	await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
 }
 
+async function control(method, what) {
+	const res = await fetch(CONTROL + what, { method });
+	const text = await res.text();
+	assert.equal(res.status, 200, `${method} ${what}: ${text}`);
+	return text;
+}
+
+/** Stops the server (SIGTERM, as an operator's restart does). */
+export const stopServer = () => control('POST', '/stop');
+/** Starts it again on the same port with the same database. */
+export const startServer = () => control('POST', '/start');
+
 /** The pids of the server's workers (children titled "gochat: worker n"). */
-export function workerPids() {
-	const out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid',
-	    String(MASTER)], { encoding: 'utf8' });
+export async function workerPids() {
+	const master = (await control('GET', '/pid')).trim();
+	const out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', master],
+	    { encoding: 'utf8' });
 	return out.split('\n').map((l) => l.trim().match(/^(\d+) gochat: worker/))
 	    .filter(Boolean).map((m) => Number(m[1]));
 }

@@ -2,30 +2,15 @@
 // a private room, the owner's member panel (add by username, remove),
 // leaving, deleting, the "Message" button of a profile and direct rooms
 // listed apart. Run by ./run (make check-browser) like client.test.mjs.
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-	BASE, launch, online, person, register, say, message, shot, tid, unique,
+	BASE, LIMIT, online, openRoom, register, say, message, shot, tid, unique,
+	useBrowser,
 } from './lib.mjs';
 
-const LIMIT = { timeout: 90000 };
-
-let browser;
-const people = [];
-
-async function newPerson(viewport) {
-	const p = await person(browser, viewport);
-	people.push(p);
-	return p;
-}
-
-before(async () => { browser = await launch(); }, LIMIT);
-after(async () => {
-	await browser?.close();
-	for (const p of people)
-		assert.deepEqual(p.problems, [], `errors in ${p.username}'s page`);
-}, LIMIT);
+const { newPerson } = useBrowser();
 
 const item = (p, kind, id) => p.page.locator(
     `[data-testid="${kind}"][data-room-id="${id}"]`);
@@ -39,13 +24,6 @@ async function listed(p, id) {
 	const got = await (await p.page.request.get(BASE +
 	    '/ws/getRooms?limit=200')).json();
 	return got.some((r) => r.id === id);
-}
-
-async function openRoom(p, id) {
-	await p.page.goto(`${BASE}/#/rooms/${encodeURIComponent(id)}`);
-	await p.page.locator(`[data-testid="chat-view"][data-room-id="${id}"]`)
-	    .waitFor();
-	await online(p);
 }
 
 async function createPrivate(p, id, name) {
