@@ -154,6 +154,9 @@ INTAKE_SHAPES = (
      "v.m + :base::bigint, v.u, v.n, v.c, v.x || '-' || :base,",
      "unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[], "
      "$7::text[], $8::text[], $9::bigint[])"),
+    ("unnest", "SELECT b.r, b.m, b.u, b.n, b.c, b.x,", "SELECT b.r, "
+     "b.m + :base::bigint, b.u, b.n, b.c, b.x || '-' || :base,",
+     "$11::bigint[], $12::text[]"),
 )
 INTAKE_REF_PARTITION = 1023
 # Two instances: the keys both get (SPEC section 11; gochat -t must know
@@ -1478,7 +1481,11 @@ ANALYZE users;
 		    "p3": arr(cols[0], True), "p4": arr(cols[1], False),
 		    "p5": arr(cols[2], False), "p6": arr(cols[3], True),
 		    "p7": arr(cols[4], True), "p8": arr(cols[5], True),
-		    "p9": arr([ms] * INTAKE_BATCH, False)}
+		    "p9": arr([ms] * INTAKE_BATCH, False),
+		    # gochat.v2's columns (sql/004): plain messages, no cid
+		    "p10": arr([0] * INTAKE_BATCH, False),
+		    "p11": arr(["NULL"] * INTAKE_BATCH, False),
+		    "p12": arr(["NULL"] * INTAKE_BATCH, False)}
 
 	def intake_store_sql(self):
 		"""(kind, the hub's statement, the reference's, notes)."""
