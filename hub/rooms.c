@@ -1,8 +1,8 @@
 /*
  * rooms: the hub's rooms and presence in memory, and the Redis writes that
  * go with each change. Owns every room (with its history ring), every
- * user-in-room count, connection and worker record, in hash tables keyed
- * by strings, so that an event costs the same with ten connections or a
+ * user-in-room count, connection and worker record, in string-keyed maps
+ * (common/map.h), so that an event costs the same with ten connections or a
  * hundred thousand.
  */
 #include "config.h"
@@ -17,37 +17,14 @@
 #include <event2/buffer.h>
 
 #include "common/conf.h"
-#include "common/hash.h"
 #include "common/log.h"
+#include "common/map.h"
 #include "common/msg.h"
 #include "common/utf8.h"
 #include "common/util.h"
 #include "hub/ring.h"
 #include "hub/rooms.h"
 #include "hub/tx.h"
-
-#define MAP_MIN_BUCKETS	16
-
-/* A string-keyed hash table of pointers; the table owns its key copies. */
-struct map_node {
-	struct map_node	*next;
-	uint32_t	 hash;
-	void		*val;
-	char		 key[];
-};
-
-struct map {
-	struct map_node	**b;
-	size_t		 nb;		/* a power of two, or 0 */
-	size_t		 n;
-};
-
-/* Walks a map; the value just returned may be map_del()eted. */
-struct map_iter {
-	const struct map *m;
-	size_t		 i;
-	struct map_node	*next;
-};
 
 /* A user in a room: a field of <p>room:<id>:clients while nconns > 0. */
 struct room_user {
@@ -90,14 +67,6 @@ struct rooms {
 	size_t		 active;	/* rooms with nconns > 0 */
 };
 
-static uint32_t	map_hash(const char *);
-static void	*map_get(const struct map *, const char *);
-static int	map_grow(struct map *);
-static int	map_put(struct map *, const char *, void *);
-static void	*map_del(struct map *, const char *);
-static void	map_clear(struct map *);
-static void	map_iter_init(struct map_iter *, const struct map *);
-static void	*map_iter_next(struct map_iter *);
 static char	*rooms_fmt(const char *, ...) GC_PRINTF(1, 2);
 static void	room_free(struct room *);
 static struct pworker *worker_get(struct rooms *, const char *);
@@ -109,131 +78,6 @@ static void	conn_remove(struct rooms *, struct pconn *, int64_t);
 static void	rooms_hset(struct rooms *, const char *, const char *,
 		    const char *);
 static void	rooms_hdel(struct rooms *, const char *, const char *);
-
-/* ---- hash tables --------------------------------------------------------- */
-
-/* Keyed (hash_init()): room ids come from clients, who must not be able
- * to craft ids that pile into one bucket. */
-static uint32_t
-map_hash(const char *key)
-{
-	return (uint32_t)hash_str(key);
-}
-
-static void *
-map_get(const struct map *m, const char *key)
-{
-	uint32_t hash = map_hash(key);
-	struct map_node *n;
-
-	if (m->nb == 0)
-		return NULL;
-	for (n = m->b[hash & (m->nb - 1)]; n != NULL; n = n->next)
-		if (n->hash == hash && strcmp(n->key, key) == 0)
-			return n->val;
-	return NULL;
-}
-
-static int
-map_grow(struct map *m)
-{
-	size_t nb = m->nb > 0 ? m->nb * 2 : MAP_MIN_BUCKETS;
-	struct map_node **b, *n, *next;
-
-	if ((b = calloc(nb, sizeof(*b))) == NULL)
-		return -1;
-	for (size_t i = 0; i < m->nb; i++)
-		for (n = m->b[i]; n != NULL; n = next) {
-			next = n->next;
-			n->next = b[n->hash & (nb - 1)];
-			b[n->hash & (nb - 1)] = n;
-		}
-	free(m->b);
-	m->b = b;
-	m->nb = nb;
-	return 0;
-}
-
-/* Add key, which must not be there; -1 if out of memory. */
-static int
-map_put(struct map *m, const char *key, void *val)
-{
-	size_t len = strlen(key);
-	struct map_node *n;
-
-	if (m->n >= m->nb && map_grow(m) == -1 && m->nb == 0)
-		return -1;
-	if ((n = malloc(sizeof(*n) + len + 1)) == NULL)
-		return -1;
-	memcpy(n->key, key, len + 1);
-	n->hash = map_hash(key);
-	n->val = val;
-	n->next = m->b[n->hash & (m->nb - 1)];
-	m->b[n->hash & (m->nb - 1)] = n;
-	m->n++;
-	return 0;
-}
-
-/* Remove key; returns its value, or NULL if it was not there. */
-static void *
-map_del(struct map *m, const char *key)
-{
-	uint32_t hash = map_hash(key);
-	struct map_node **pp, *n;
-	void *val;
-
-	if (m->nb == 0)
-		return NULL;
-	for (pp = &m->b[hash & (m->nb - 1)]; (n = *pp) != NULL;
-	    pp = &n->next)
-		if (n->hash == hash && strcmp(n->key, key) == 0) {
-			*pp = n->next;
-			val = n->val;
-			free(n);
-			m->n--;
-			return val;
-		}
-	return NULL;
-}
-
-/* Frees the table and its keys, not the values. */
-static void
-map_clear(struct map *m)
-{
-	struct map_node *n, *next;
-
-	for (size_t i = 0; i < m->nb; i++)
-		for (n = m->b[i]; n != NULL; n = next) {
-			next = n->next;
-			free(n);
-		}
-	free(m->b);
-	m->b = NULL;
-	m->nb = m->n = 0;
-}
-
-static void
-map_iter_init(struct map_iter *it, const struct map *m)
-{
-	it->m = m;
-	it->i = 0;
-	it->next = NULL;
-}
-
-static void *
-map_iter_next(struct map_iter *it)
-{
-	struct map_node *n;
-
-	while (it->next == NULL) {
-		if (it->i >= it->m->nb)
-			return NULL;
-		it->next = it->m->b[it->i++];
-	}
-	n = it->next;
-	it->next = n->next;
-	return n->val;
-}
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -425,13 +269,13 @@ rooms_active(const struct rooms *rs)
 size_t
 rooms_connections(const struct rooms *rs)
 {
-	return rs->conns.n;
+	return map_count(&rs->conns);
 }
 
 size_t
 rooms_count(const struct rooms *rs)
 {
-	return rs->rooms.n;
+	return map_count(&rs->rooms);
 }
 
 /* ---- events -------------------------------------------------------------- */

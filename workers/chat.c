@@ -26,6 +26,7 @@
 #include "common/hash.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/map.h"
 #include "common/metrics.h"
 #include "common/msg.h"
 #include "common/util.h"
@@ -39,7 +40,6 @@
 #include "workers/worker.h"
 #include "workers/ws.h"
 
-#define CHAT_BUCKETS		1024	/* rooms hash table */
 #define CHAT_REVOKED	256	/* room events kept for chat_room_revoked() */
 #define CHAT_MEMBER_BUCKETS	16384	/* members by conn id: ids are
 					 * sequential, so chains stay even */
@@ -136,7 +136,6 @@ enum room_sub {
 };
 
 struct chat_room {
-	struct chat_room *next;		/* hash chain */
 	char		 id[MSG_ROOM_ID_MAX + 1];
 	char		 channel[MSG_ROOM_ID_MAX + 80];
 	struct member_list members;
@@ -160,7 +159,7 @@ struct chat {
 	char		 worker_channel[192];
 	char		 control_channel[128];
 	char		 alive_key[192];
-	struct chat_room *buckets[CHAT_BUCKETS];
+	struct map	 rooms;		/* id -> struct chat_room */
 	struct chat_member *by_conn[CHAT_MEMBER_BUCKETS]; /* members in a
 					 * room, by conn id: a history finds
 					 * its joiner in O(1), even in a
@@ -168,7 +167,6 @@ struct chat {
 	struct member_list members;	/* every member in a room, walked
 					 * by chat_each() alone */
 	uint64_t	 nmembers;
-	uint64_t	 nrooms;
 	struct leave_list leaves;	/* unregisters not yet answered */
 	struct chat_room_event {	/* the last room events heard, for
 					 * chat_room_revoked() */
@@ -305,7 +303,8 @@ chat_new(struct worker *w)
 void
 chat_free(struct chat *chat)
 {
-	struct chat_room *r, *next;
+	struct chat_room *r;
+	struct map_iter it;
 	struct chat_leave *l;
 
 	if (chat == NULL)
@@ -317,11 +316,10 @@ chat_free(struct chat *chat)
 		else
 			free(l);
 	}
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = next) {
-			next = r->next;
-			free(r);
-		}
+	map_iter_init(&it, &chat->rooms);
+	while ((r = map_iter_next(&it)) != NULL)
+		free(r);
+	map_clear(&chat->rooms);
 	bus_shards_free(chat->subs);
 	bus_free(chat->beat);
 	free(chat);
@@ -815,33 +813,28 @@ chat_room_connected(const struct chat *chat, const char *room)
 	    msg_partition(room, chat->w->conf->partitions)));
 }
 
-/* Keyed (hash_init() in chat_new()): room ids come from clients. */
-static unsigned
-chat_hash(const char *s)
-{
-	return (unsigned)(hash_str(s) % CHAT_BUCKETS);
-}
-
+/* The room called id, created if create and not known; NULL if not known
+ * or out of memory. The map is keyed (hash_init() in chat_new()): room
+ * ids come from clients. */
 static struct chat_room *
 chat_room_get(struct chat *chat, const char *id, int create)
 {
-	unsigned h = chat_hash(id);
 	struct chat_room *r;
 
-	for (r = chat->buckets[h]; r != NULL; r = r->next)
-		if (strcmp(r->id, id) == 0)
-			return r;
-	if (!create || (r = calloc(1, sizeof(*r))) == NULL)
-		return NULL;
+	if ((r = map_get(&chat->rooms, id)) != NULL || !create ||
+	    (r = calloc(1, sizeof(*r))) == NULL)
+		return r;
 	snprintf(r->id, sizeof(r->id), "%s", id);
 	r->partition = msg_partition(id, chat->w->conf->partitions);
 	(void)msg_key_room(r->channel, sizeof(r->channel),
 	    chat->w->conf->redis_prefix, id);
 	TAILQ_INIT(&r->members);
-	r->next = chat->buckets[h];
-	chat->buckets[h] = r;
-	chat->nrooms++;
-	metrics_set(MG_ROOMS, (int64_t)chat->nrooms);
+	/* Keyed by r->id, which chat_rooms_collect() deletes. */
+	if (map_put(&chat->rooms, r->id, r) == -1) {
+		free(r);
+		return NULL;
+	}
+	metrics_set(MG_ROOMS, (int64_t)map_count(&chat->rooms));
 	return r;
 }
 
@@ -854,24 +847,21 @@ chat_room_get(struct chat *chat, const char *id, int create)
 static void
 chat_rooms_collect(struct chat *chat)
 {
-	struct chat_room **pp, *r;
+	struct chat_room *r;
+	struct map_iter it;
 
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (pp = &chat->buckets[i]; (r = *pp) != NULL;) {
-			if (r->nmembers > 0) {
-				pp = &r->next;
-				continue;
-			}
-			if (r->sub != ROOM_UNSUBSCRIBED &&
-			    bus_connected(chat_room_sub(chat, r)))
-				bus_send(chat_room_sub(chat, r),
-				    "UNSUBSCRIBE %s",
-				    r->channel);
-			*pp = r->next;
-			free(r);
-			chat->nrooms--;
-		}
-	metrics_set(MG_ROOMS, (int64_t)chat->nrooms);
+	map_iter_init(&it, &chat->rooms);
+	while ((r = map_iter_next(&it)) != NULL) {
+		if (r->nmembers > 0)
+			continue;
+		if (r->sub != ROOM_UNSUBSCRIBED &&
+		    bus_connected(chat_room_sub(chat, r)))
+			bus_send(chat_room_sub(chat, r), "UNSUBSCRIBE %s",
+			    r->channel);
+		map_del(&chat->rooms, r->id);
+		free(r);
+	}
+	metrics_set(MG_ROOMS, (int64_t)map_count(&chat->rooms));
 }
 
 /*
@@ -949,18 +939,18 @@ chat_sub_lost(struct bus *bus, void *arg)
 	struct chat *chat = arg;
 	struct chat_room *r;
 	struct chat_member *m, *next;
+	struct map_iter it;
 
-	for (int i = 0; i < CHAT_BUCKETS; i++)
-		for (r = chat->buckets[i]; r != NULL; r = r->next) {
-			if (chat_room_sub(chat, r) != bus)
-				continue;
-			r->sub = ROOM_UNSUBSCRIBED;
-			for (m = TAILQ_FIRST(&r->members); m != NULL;
-			    m = next) {
-				next = TAILQ_NEXT(m, entry);
-				chat_restart_member(chat, m, NULL);
-			}
+	map_iter_init(&it, &chat->rooms);
+	while ((r = map_iter_next(&it)) != NULL) {
+		if (chat_room_sub(chat, r) != bus)
+			continue;
+		r->sub = ROOM_UNSUBSCRIBED;
+		for (m = TAILQ_FIRST(&r->members); m != NULL; m = next) {
+			next = TAILQ_NEXT(m, entry);
+			chat_restart_member(chat, m, NULL);
 		}
+	}
 	/* Shard 0's carries the control channel: without it, a revoked
 	 * session could stay open. */
 	if (bus_shard(bus) == 0)
