@@ -355,6 +355,12 @@ msg_key_stats(char *buf, size_t len, const char *prefix,
 	return snprintf(buf, len, "%sstats:%s:%ld", prefix, instance, pid);
 }
 
+int
+msg_key_door_moved(char *buf, size_t len, const char *prefix, const char *id)
+{
+	return snprintf(buf, len, "%shub:door:%s", prefix, id);
+}
+
 const char *
 msg_channel_room(const char *channel, const char *prefix)
 {

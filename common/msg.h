@@ -161,6 +161,10 @@ int	msg_key_limit(char *buf, size_t len, const char *prefix,
 /* <p>stats:<instance>:<pid>. */
 int	msg_key_stats(char *buf, size_t len, const char *prefix,
 	    const char *instance, long pid);
+/* <p>hub:door:<entry id>: the operators' inbox entry id was moved to its
+ * partition's inbox on another shard (set there, for a while). */
+int	msg_key_door_moved(char *buf, size_t len, const char *prefix,
+	    const char *id);
 /*
  * The room id of a room channel's name (<p>room:<id>), pointing into
  * channel; NULL if channel is not one.

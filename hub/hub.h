@@ -59,9 +59,15 @@ struct part {
 	char			 lease_key[128];
 	char			 inbox_key[128];
 	char			 presence_key[128];
+	int			 shard;		/* n mod shards: where its
+						 * keys and channels live */
+	struct bus		*redis;		/* commands on that shard:
+						 * lease, presence, the
+						 * fenced transaction */
 	struct bus		*inbox;		/* the blocking XREADGROUP of
-						 * this partition only; made
-						 * when first led */
+						 * this partition only (on
+						 * its shard); made when
+						 * first led */
 	struct rooms		*rooms;
 	struct tx		*tx;		/* fenced by lease_key */
 	struct event		*kick;		/* part_advance() later */
@@ -103,11 +109,14 @@ struct part {
 struct hub {
 	const struct conf	*conf;
 	struct event_base	*base;
-	char			 redis_url[CONF_STR_MAX];	/* shard 0's entry of
-						 * redis_url: every bus of
-						 * the hub, for now */
-	struct bus		*redis;	/* commands: leases, PUBLISH, XACK,
-					 * presence, heartbeats */
+	struct bus_shards	*shards;	/* a command bus per entry
+						 * of redis_url (SPEC 11) */
+	int			 nshards;
+	struct bus		*redis;	/* shard 0's: the hubs alive, the
+					 * operators' door, heartbeats,
+					 * stats */
+	int64_t			 beats_from;	/* monotonic: shard 0 up
+						 * since */
 	struct store		*store;
 	struct stats		 stats;
 	struct stats_pub	*stats_pub;
@@ -123,8 +132,10 @@ struct hub {
 						 * "0-3,9", "" for none */
 	int			 alive;		/* hubs alive, last tick */
 	int			 lease_pending;	/* a lease tick out */
-	int64_t			 lease_sent;	/* monotonic: ... sent */
-	char			 tick_nkeys[16]; /* the tick's key count */
+	int			 tick_shard;	/* ... its step: -1 the hubs
+						 * alive (shard 0), then each
+						 * shard's leases */
+	int64_t			 lease_sent;	/* monotonic: the step sent */
 	int			 releases;	/* lease releases out */
 	struct door		*door;		/* partitions > 1: the
 						 * operators' inbox */
@@ -143,5 +154,7 @@ struct hub {
 void	hub_gauges(struct hub *h);
 /* The stop may end: called when a lease given back is answered. */
 void	hub_settled(struct hub *h);
+/* Entry shard of redis_url into buf (a bus_new() URL); -1 if none. */
+int	hub_shard_url(const struct hub *h, int shard, char *buf, size_t len);
 
 #endif

@@ -35,33 +35,39 @@
 					 * long is no longer counted */
 
 /*
- * The tick. KEYS[1] the hubs alive, KEYS[2..] the leases; ARGV[1] us,
- * ARGV[2] the lease's ms, ARGV[3] the hubs' ms, ARGV[4] "1" to take free
- * leases ("0": stopping, no longer counted among the hubs alive).
- * Answers { hubs alive, then per lease: 1 ours (renewed or just taken),
- * 0 free, or its holder }.
+ * The tick, in steps (SPEC section 11: the hubs alive on shard 0, each
+ * partition's lease on its shard). First, on shard 0: KEYS[1] the hubs
+ * alive; ARGV[1] us, ARGV[2] the hubs' ms, ARGV[3] "1" to be counted
+ * ("0": stopping). Answers how many hubs are alive.
  */
-static const char lease_tick_lua[] =
+static const char lease_alive_lua[] =
     "redis.replicate_commands() "
     "local t = redis.call('time') "
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-    "if ARGV[4] == '1' then redis.call('zadd', KEYS[1], now, ARGV[1]) "
+    "if ARGV[3] == '1' then redis.call('zadd', KEYS[1], now, ARGV[1]) "
     "else redis.call('zrem', KEYS[1], ARGV[1]) end "
-    "redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[3])) "
-    "redis.call('pexpire', KEYS[1], ARGV[3]) "
-    "local alive = math.max(1, redis.call('zcard', KEYS[1])) "
-    "local share = math.ceil((#KEYS - 1) / alive) "
-    "local out, mine = { alive }, 0 "
-    "for i = 2, #KEYS do "
+    "redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2])) "
+    "redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "return math.max(1, redis.call('zcard', KEYS[1]))";
+/*
+ * Then on each shard: KEYS the leases of its partitions; ARGV[1] us,
+ * ARGV[2] the lease's ms, ARGV[3] how many of them we may hold (our share
+ * less what we hold on the other shards; "0" when stopping). Renews ours,
+ * takes free ones up to that. Answers per lease: 1 ours (renewed or just
+ * taken), 0 free, or its holder.
+ */
+static const char lease_tick_lua[] =
+    "local out, mine, quota = {}, 0, tonumber(ARGV[3]) "
+    "for i = 1, #KEYS do "
     "local v = redis.call('get', KEYS[i]) "
     "if v == ARGV[1] then redis.call('pexpire', KEYS[i], ARGV[2]) "
     "mine = mine + 1 out[i] = 1 "
     "elseif v then out[i] = v else out[i] = 0 end end "
-    "if ARGV[4] == '1' then for i = 2, #KEYS do "
-    "if mine >= share then break end "
+    "for i = 1, #KEYS do "
+    "if mine >= quota then break end "
     "if out[i] == 0 then "
     "redis.call('set', KEYS[i], ARGV[1], 'px', ARGV[2]) "
-    "mine = mine + 1 out[i] = 1 end end end "
+    "mine = mine + 1 out[i] = 1 end end "
     "return out";
 /* Replace a dead holder, if it still holds the lease: 1 taken, 0 not. */
 static const char lease_takeover_lua[] =
@@ -75,41 +81,119 @@ static const char lease_release_lua[] =
 
 static int	lease_holder_gone(struct hub *, const char *);
 static void	lease_set(struct part *, int, int64_t);
+static void	lease_step(struct hub *);
+static void	lease_alive_cb(struct bus *, struct bus_reply *, void *);
 static void	lease_cb(struct bus *, struct bus_reply *, void *);
+static int	lease_share_of(const struct hub *);
+static int	lease_held(const struct hub *, int);
 static void	lease_share(struct hub *, int);
 static void	lease_takeover(struct part *, const char *);
 static void	lease_takeover_cb(struct bus *, struct bus_reply *, void *);
 static void	lease_released_cb(struct bus *, struct bus_reply *, void *);
 
+/*
+ * Every second, and when a shard connects: the hubs alive on shard 0,
+ * then each shard's leases, one step after the other (so the share is
+ * counted over every shard). A shard that is away is skipped: its
+ * partitions are not renewed, the others are.
+ */
 void
 lease_tick(struct hub *h)
 {
-	const char **argv;
-	char ttl[16], alive[16];
-	int n = h->nparts + 8;
+	char ttl[16];
 
-	if (h->lease_pending || h->exiting || !bus_connected(h->redis))
+	if (h->lease_pending || h->exiting)
 		return;
-	if ((argv = calloc((size_t)n, sizeof(*argv))) == NULL)
-		return;
-	snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
-	snprintf(alive, sizeof(alive), "%d", LEASE_ALIVE_MS);
-	argv[0] = "EVAL";
-	argv[1] = lease_tick_lua;
-	snprintf(h->tick_nkeys, sizeof(h->tick_nkeys), "%d", h->nparts + 1);
-	argv[2] = h->tick_nkeys;
-	argv[3] = h->hubs_key;
-	for (int i = 0; i < h->nparts; i++)
-		argv[4 + i] = h->parts[i].lease_key;
-	argv[4 + h->nparts] = h->lease_value;
-	argv[5 + h->nparts] = ttl;
-	argv[6 + h->nparts] = alive;
-	argv[7 + h->nparts] = h->stopping ? "0" : "1";
-	if (bus_commandv(h->redis, lease_cb, h, n, argv, NULL) == 0) {
-		h->lease_pending = 1;
-		h->lease_sent = util_mono_ms();
+	h->lease_pending = 1;
+	h->tick_shard = -1;
+	snprintf(ttl, sizeof(ttl), "%d", LEASE_ALIVE_MS);
+	if (bus_command(h->redis, lease_alive_cb, h, "EVAL %s 1 %s %s %s %s",
+	    lease_alive_lua, h->hubs_key, h->lease_value, ttl,
+	    h->stopping ? "0" : "1") == -1) {
+		/* shard 0 away: the last count of hubs alive holds */
+		h->tick_shard = 0;
+		lease_step(h);
 	}
-	free(argv);
+}
+
+static void
+lease_alive_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct hub *h = arg;
+
+	(void)bus;
+	if (h->exiting)
+		return;
+	if (reply != NULL && bus_reply_type(reply) == BUS_INTEGER &&
+	    bus_reply_integer(reply) >= 1)
+		h->alive = (int)bus_reply_integer(reply);
+	else if (reply != NULL)
+		log_warnx("lease tick: unexpected reply%s%s",
+		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
+		    bus_reply_type(reply) == BUS_ERROR ?
+		    bus_reply_str(reply, NULL) : "");
+	h->tick_shard = 0;
+	lease_step(h);
+}
+
+/* The most partitions a hub leads: ceil(partitions / hubs alive). */
+static int
+lease_share_of(const struct hub *h)
+{
+	int alive = h->alive > 0 ? h->alive : 1;
+
+	return (h->nparts + alive - 1) / alive;
+}
+
+/* How many partitions we lead, those of shard `but` left out (-1: none). */
+static int
+lease_held(const struct hub *h, int but)
+{
+	int held = 0;
+
+	for (int i = 0; i < h->nparts; i++)
+		held += h->parts[i].leader && h->parts[i].shard != but;
+	return held;
+}
+
+/* The leases of shard h->tick_shard (partitions s, s + shards, ...), or
+ * the end of the tick. */
+static void
+lease_step(struct hub *h)
+{
+	const char **argv;
+	char ttl[16], nkeys[16], quota[16];
+	int s, k, share, n = h->nparts + 8;
+
+	share = lease_share_of(h);
+	for (; (s = h->tick_shard) < h->nshards; h->tick_shard++) {
+		if (s >= h->nparts || !bus_connected(bus_shards_at(h->shards,
+		    s)))
+			continue;
+		if ((argv = calloc((size_t)n, sizeof(*argv))) == NULL)
+			continue;
+		snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
+		snprintf(quota, sizeof(quota), "%d", h->stopping ? 0 :
+		    share - lease_held(h, s));
+		argv[0] = "EVAL";
+		argv[1] = lease_tick_lua;
+		argv[2] = nkeys;
+		k = 3;
+		for (int i = s; i < h->nparts; i += h->nshards)
+			argv[k++] = h->parts[i].lease_key;
+		snprintf(nkeys, sizeof(nkeys), "%d", k - 3);
+		argv[k++] = h->lease_value;
+		argv[k++] = ttl;
+		argv[k++] = quota;
+		h->lease_sent = util_mono_ms();
+		k = bus_commandv(bus_shards_at(h->shards, s), lease_cb, h, k,
+		    argv, NULL);
+		free(argv);
+		if (k == 0)
+			return;		/* lease_cb() goes on */
+	}
+	h->lease_pending = 0;
+	lease_share(h, lease_held(h, -1) - share);
 }
 
 /*
@@ -169,6 +253,7 @@ lease_leading(struct part *p)
 	return p->leader;
 }
 
+/* A shard's leases: { per lease: 1 ours, 0 free, or its holder }. */
 static void
 lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
@@ -176,44 +261,48 @@ lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	struct bus_reply *r;
 	const char *holder;
 	int64_t sent = h->lease_sent;
-	int held = 0, share;
+	int s = h->tick_shard, k, share, held;
+	size_t want = 0;
 
 	(void)bus;
-	h->lease_pending = 0;
-	if (h->exiting || reply == NULL)
-		return;	/* disconnected: hub_on_disconnect() decides */
-	if (bus_reply_type(reply) != BUS_ARRAY ||
-	    bus_reply_elements(reply) != (size_t)h->nparts + 1 ||
-	    bus_reply_integer(bus_reply_element(reply, 0)) < 1) {
-		log_warnx("lease tick: unexpected reply%s%s",
+	if (h->exiting)
+		return;
+	h->tick_shard++;
+	for (int i = s; i < h->nparts; i += h->nshards)
+		want++;
+	if (reply == NULL) {
+		/* the shard went: hub_on_disconnect() decides */
+	} else if (bus_reply_type(reply) != BUS_ARRAY ||
+	    bus_reply_elements(reply) != want) {
+		log_warnx("lease tick (shard %d): unexpected reply%s%s", s,
 		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
 		    bus_reply_type(reply) == BUS_ERROR ?
 		    bus_reply_str(reply, NULL) : "");
-		return;
-	}
-	h->alive = (int)bus_reply_integer(bus_reply_element(reply, 0));
-	share = (h->nparts + h->alive - 1) / h->alive;
-	for (int i = 0; i < h->nparts; i++) {
-		r = bus_reply_element(reply, (size_t)i + 1);
-		if (bus_reply_type(r) == BUS_INTEGER &&
-		    bus_reply_integer(r) == 1) {
-			held++;
-			lease_set(&h->parts[i], 1, sent);
-		} else
-			lease_set(&h->parts[i], 0, sent);
-	}
-	/* Leases of a dead hub of this instance: taken over at once, up to
-	 * the share. */
-	for (int i = 0; i < h->nparts && held < share && !h->stopping; i++) {
-		r = bus_reply_element(reply, (size_t)i + 1);
-		if (bus_reply_type(r) == BUS_STRING &&
-		    (holder = bus_reply_str(r, NULL)) != NULL &&
-		    lease_holder_gone(h, holder)) {
-			lease_takeover(&h->parts[i], holder);
-			held++;
+	} else {
+		k = 0;
+		for (int i = s; i < h->nparts; i += h->nshards, k++) {
+			r = bus_reply_element(reply, (size_t)k);
+			lease_set(&h->parts[i], bus_reply_type(r) ==
+			    BUS_INTEGER && bus_reply_integer(r) == 1, sent);
+		}
+		/* Leases of a dead hub of this instance: taken over at
+		 * once, up to the share. */
+		share = lease_share_of(h);
+		held = lease_held(h, -1);
+		k = 0;
+		for (int i = s; i < h->nparts && !h->stopping;
+		    i += h->nshards, k++) {
+			r = bus_reply_element(reply, (size_t)k);
+			if (held < share &&
+			    bus_reply_type(r) == BUS_STRING &&
+			    (holder = bus_reply_str(r, NULL)) != NULL &&
+			    lease_holder_gone(h, holder)) {
+				lease_takeover(&h->parts[i], holder);
+				held++;
+			}
 		}
 	}
-	lease_share(h, held - share);
+	lease_step(h);
 }
 
 /*
@@ -251,7 +340,7 @@ lease_takeover(struct part *p, const char *holder)
 	    "instance and is gone: taking over", p->n, holder);
 	snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
 	p->takeover_sent = util_mono_ms();
-	(void)!bus_command(h->redis, lease_takeover_cb, p,
+	(void)!bus_command(p->redis, lease_takeover_cb, p,
 	    "EVAL %s 1 %s %s %s %s", lease_takeover_lua, p->lease_key,
 	    holder, h->lease_value, ttl);
 }
@@ -279,7 +368,7 @@ lease_give(struct part *p)
 	p->leader = 0;
 	p->giving = 0;
 	batch_reset(p);
-	if (bus_command(h->redis, lease_released_cb, p, "EVAL %s 1 %s %s",
+	if (bus_command(p->redis, lease_released_cb, p, "EVAL %s 1 %s %s",
 	    lease_release_lua, p->lease_key, h->lease_value) == 0)
 		h->releases++;
 }
