@@ -50,8 +50,9 @@ struct rooms_op {
 	long long	*counts;	/* per row of the page */
 	int		*shards;	/* ... its shard */
 	int		 nrows;
-	int		 waiting;	/* shards' replies due */
-	int		 failed;	/* one of them did not answer */
+	int		 asked;		/* shards asked */
+	int		 waiting;	/* ... whose replies are due */
+	int		 failed;	/* ... that could not answer */
 };
 
 static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
@@ -419,20 +420,19 @@ rooms_count(struct rooms_op *op, struct db_result *res)
 		if (k == 3)
 			continue;
 		snprintf(nkeys, sizeof(nkeys), "%d", k - 3);
+		op->asked++;
 		if (bus_commandv(bus_shards_at(w->shards, s), rooms_counted_cb,
-		    op, k, argv, NULL) == -1) {
-			op->failed = 1;
-			break;
-		}
-		op->waiting++;
+		    op, k, argv, NULL) == -1)
+			op->failed++;
+		else
+			op->waiting++;
 	}
 	free(argv);
 	free(keys);
 	if (op->waiting > 0)
 		return 0;	/* the last reply answers */
-	conn_error(op->api.conn, 503, "the presence store is unavailable; "
-	    "try again");
-	return -1;
+	rooms_counted(op);
+	return 0;
 fail:
 	free(argv);
 	free(keys);
@@ -449,7 +449,7 @@ rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	size_t k = 0;
 
 	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY)
-		op->failed = 1;
+		op->failed++;
 	else
 		for (int i = 0; i < op->nrows; i++) {
 			if (op->shards[i] != s)
@@ -462,7 +462,11 @@ rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		rooms_counted(op);
 }
 
-/* Every shard has answered: the rows with their counts, and op freed. */
+/*
+ * Every shard has answered: the rows with their counts, and op freed. A
+ * shard that is away counts its rooms' users as 0 (the others' rooms are
+ * still worth listing); with none answering, 503.
+ */
 static void
 rooms_counted(struct rooms_op *op)
 {
@@ -471,7 +475,7 @@ rooms_counted(struct rooms_op *op)
 	char *rows = NULL, *p;
 	int i;
 
-	if (op->failed) {
+	if (op->failed == op->asked) {
 		conn_error(op->api.conn, 503, "the presence store is "
 		    "unavailable; try again");
 		goto done;
