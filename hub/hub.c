@@ -7,6 +7,8 @@
  * connections leave; door.c forwards the operators' inbox when there are
  * several partitions. A partition whose leader is gone is led again
  * within seconds (at once, when the leader was this instance's hub).
+ * With several Redis shards, partition p is led on shard p mod shards
+ * (a command bus per shard); a shard away stops only its partitions.
  */
 #include "config.h"
 

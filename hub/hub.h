@@ -8,7 +8,9 @@
  * and the stop; lease.c the leases and the share of partitions; batch.c
  * the inbox of each led partition; door.c the operators' inbox when there
  * are several; sweep.c dead workers; rooms.c rooms and presence; store.c
- * PostgreSQL; tx.c the lease-fenced Redis transaction of a batch.
+ * PostgreSQL; tx.c the lease-fenced Redis transaction of a batch. All of
+ * a partition's keys and channels live on its Redis shard (p mod shards),
+ * so its transaction is one script on one server.
  */
 #ifndef GC_HUB_H
 #define GC_HUB_H

@@ -1,9 +1,11 @@
 /*
  * lease: the leader lease of each partition (<p>hub:leader, or
  * <p>hub:leader:<n> with partitions > 1) and the share of them this hub
- * leads (SPEC section 11). Every second one script says the hub is alive
- * (<p>hub:hubs, a sorted set scored by Redis' clock), renews the leases it
- * holds, and takes free ones up to ceil(partitions / hubs alive); one held
+ * leads (SPEC section 11). Every second a script on shard 0 says the hub
+ * is alive (<p>hub:hubs, a sorted set scored by Redis' clock), then one
+ * on each Redis shard renews the leases it holds there (partition p's
+ * lease lives on shard p mod shards, with the rest of the partition) and
+ * takes free ones, up to ceil(partitions / hubs alive) in all; one held
  * beyond the share is handed over (batch.c finishes its batch, then
  * lease_give()). A hub acts for a partition only while its own clock says
  * the lease is surely still its (lease_leading()). The epoch that fences
