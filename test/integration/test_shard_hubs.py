@@ -245,5 +245,58 @@ def test_sixteen_partitions_on_three_shards_over_two_instances(make_server,
 		assert pub.conflicts == []
 		pub.close()
 	assert wait_for(lambda: spread(shards, [a, b]), 10), holders(shards)
+	# The operators' door on shard 0 reaches a room of every partition,
+	# on every shard, once.
+	for c in chats:
+		shards[0].cmd("XADD", P + "hub:inbox", "*", "op", "broadcast",
+		    "room", c.id, "username", "ops", "content", "ops to " + c.id)
+	for c in chats:
+		c.watcher.wait_content("ops to " + c.id, 10)
+	time.sleep(1)
+	for c in chats:
+		got = [e for e in c.watcher.messages(False)
+		    if e["content"] == "ops to " + c.id]
+		assert len(got) == 1 and got[0]["userId"] == 0, (c.id, got)
+	assert shards[0].cmd("XPENDING", P + "hub:inbox", "hub")[0] == 0
 	print("\n%d messages in %d rooms; shard %d killed and back" % (
 	    sum(c.sent for c in chats), len(chats), KILLED))
+
+
+def test_shard_0_away_keeps_the_other_shards_partitions_led(make_server,
+    shards):
+	"""Shard 0 (the hubs alive, the door, the control channel) killed:
+	the hub keeps leading the partitions of shards 1 and 2 throughout
+	(their leases never change hands), joins are refused meanwhile; once
+	it is back every partition is led and chat works in rooms of each
+	shard."""
+	for r in shards:
+		r.cmd("FLUSHALL")
+	a = make_server(redis=shards[0], redis_url=" ".join(r.url for r in
+	    shards), workers=1, partitions=PARTS)
+	assert wait_for(lambda: all(h is not None for h in holders(shards)),
+	    15), holders(shards)
+	before = holders(shards)
+	shards[0].kill()
+	try:
+		for _ in range(5):
+			time.sleep(1)
+			for p in range(PARTS):
+				if p % SHARDS != 0:
+					assert shards[p % SHARDS].cmd("GET", P +
+					    "hub:leader:%d" % p) == before[p], p
+		assert call(a, "GET", "/health").status_code == 503
+	finally:
+		shards[0].start()
+	assert wait_for(lambda: all(h is not None for h in holders(shards)),
+	    10), holders(shards)
+	owner = register(a)
+	rids, seen = [], set()
+	for rid in rooms_in_partitions(PARTS, tag="s0"):
+		if partition(rid) % SHARDS not in seen:
+			seen.add(partition(rid) % SHARDS)
+			rids.append(rid)
+	for rid in rids:
+		create_room(a, owner, rid)
+		ws = join(a, rid, owner)
+		ws.send("after shard 0 came back")
+		ws.wait_content("after shard 0 came back", 10)
