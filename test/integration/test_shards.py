@@ -199,13 +199,16 @@ def rooms_in_inbox(r, inbox):
 
 def test_a_shard_down_fails_what_lives_there_and_health(sharded, shards):
 	"""Shard 2 stopped: /health is 503, a session kept there answers 503,
-	one on shard 0 or 1 still works; once it is back, everything does."""
+	one on shard 0 or 1 still works, getRooms lists every room, getClients
+	of a room of partition 2 answers 503; once it is back, everything
+	does."""
 	s = sharded
 	u = register(s)
 	by_shard = {}
 	while len(by_shard) < 3:
 		t = login(s, u)
 		by_shard.setdefault(session_shard(t), t)
+	rooms = {p: room_in_partition(s, u, p) for p in (0, 2)}
 	assert s.health()[0] == 200, s.health()
 	shards[2].stop()
 	try:
@@ -214,6 +217,15 @@ def test_a_shard_down_fails_what_lives_there_and_health(sharded, shards):
 		for i in (0, 1):
 			assert call(s, "GET", "/ws/getRooms",
 			    by_shard[i]).status_code == 200
+		# Every room is listed (shard 2's counted as 0); who is in a
+		# room of shard 2 cannot be told, in one of shard 0 it can.
+		t = by_shard[0]
+		listed = {r["id"]: r["clients"] for r in all_rooms(s, t)}
+		assert listed[rooms[0]] == 0 and listed[rooms[2]] == 0, listed
+		assert call(s, "GET", "/ws/getClients/" + rooms[2],
+		    t).status_code == 503
+		assert call(s, "GET", "/ws/getClients/" + rooms[0],
+		    t).status_code == 200
 	finally:
 		shards[2].start()
 	assert harness.wait_for(lambda: s.health()[0] == 200, 10), s.health()
