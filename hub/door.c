@@ -247,8 +247,10 @@ door_entry(struct door *d, struct bus_reply *ent, struct door_entry *e)
 
 	memset(e, 0, sizeof(*e));
 	if ((e->id = bus_reply_str(bus_reply_element(ent, 0), &e->idlen)) ==
-	    NULL || e->idlen >= DOOR_ID_MAX)
+	    NULL || e->idlen >= DOOR_ID_MAX) {
+		e->id = NULL;	/* not an id Redis makes: left alone */
 		return;
+	}
 	e->f = bus_reply_element(ent, 1);
 	if (bus_reply_type(e->f) == BUS_ARRAY &&
 	    (e->nf = bus_reply_elements(e->f)) <= DOOR_FIELDS_MAX &&
