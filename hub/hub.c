@@ -138,6 +138,8 @@ hub_main(const struct proc_ctx *ctx)
 	event_free(h.sig_hup);
 	event_free(h.cron);
 	event_free(h.stop_timer);
+	if (h.tick_timer != NULL)
+		event_free(h.tick_timer);
 	event_base_free(h.base);
 	metrics_detach();
 	return GC_EXIT_OK;

@@ -134,10 +134,13 @@ struct hub {
 						 * "0-3,9", "" for none */
 	int			 alive;		/* hubs alive, last tick */
 	int			 lease_pending;	/* a lease tick out */
+	unsigned		 tick;		/* ... its number */
 	int			 tick_shard;	/* ... its step: -1 the hubs
 						 * alive (shard 0), then each
 						 * shard's leases */
-	int64_t			 lease_sent;	/* monotonic: the step sent */
+	unsigned char		 step_out[BUS_SHARDS_MAX + 1];	/* a step
+						 * (+ 1) unanswered */
+	struct event		*tick_timer;	/* a step stalled */
 	int			 releases;	/* lease releases out */
 	struct door		*door;		/* partitions > 1: the
 						 * operators' inbox */

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common/bus.h"
 #include "common/conf.h"
 #include "common/log.h"
@@ -35,6 +37,17 @@
 					 * lease may have expired */
 #define LEASE_ALIVE_MS		3000	/* a hub that did not tick for this
 					 * long is no longer counted */
+#define LEASE_STEP_MS		500	/* a shard that has not answered a
+					 * step of the tick for this long is
+					 * stalled: the tick goes on */
+
+/* One step of the tick out: its reply may come after the tick went on. */
+struct lease_step {
+	struct hub	*h;
+	unsigned	 tick;
+	int		 step;		/* -1 the hubs alive, else a shard */
+	int64_t		 sent;		/* monotonic */
+};
 
 /*
  * The tick, in steps (SPEC section 11: the hubs alive on shard 0, each
@@ -83,9 +96,12 @@ static const char lease_release_lua[] =
 
 static int	lease_holder_gone(struct hub *, const char *);
 static void	lease_set(struct part *, int, int64_t);
+static int	lease_send(struct hub *, int);
 static void	lease_step(struct hub *);
-static void	lease_alive_cb(struct bus *, struct bus_reply *, void *);
+static void	lease_stalled_cb(evutil_socket_t, short, void *);
 static void	lease_cb(struct bus *, struct bus_reply *, void *);
+static void	lease_alive(struct hub *, struct bus_reply *);
+static void	lease_shard(struct hub *, int, int64_t, struct bus_reply *);
 static int	lease_share_of(const struct hub *);
 static int	lease_held(const struct hub *, int);
 static void	lease_share(struct hub *, int);
@@ -97,45 +113,148 @@ static void	lease_released_cb(struct bus *, struct bus_reply *, void *);
  * Every second, and when a shard connects: the hubs alive on shard 0,
  * then each shard's leases, one step after the other (so the share is
  * counted over every shard). A shard that is away is skipped: its
- * partitions are not renewed, the others are.
+ * partitions are not renewed, the others are. So is one that has not
+ * answered a step for LEASE_STEP_MS (stalled): the tick goes on without
+ * it, and its late answer still counts for its own leases.
  */
 void
 lease_tick(struct hub *h)
 {
-	char ttl[16];
-
 	if (h->lease_pending || h->exiting)
 		return;
+	if (h->tick_timer == NULL &&
+	    (h->tick_timer = evtimer_new(h->base, lease_stalled_cb, h)) ==
+	    NULL)
+		return;
 	h->lease_pending = 1;
+	h->tick++;
 	h->tick_shard = -1;
-	snprintf(ttl, sizeof(ttl), "%d", LEASE_ALIVE_MS);
-	if (bus_command(h->redis, lease_alive_cb, h, "EVAL %s 1 %s %s %s %s",
-	    lease_alive_lua, h->hubs_key, h->lease_value, ttl,
-	    h->stopping ? "0" : "1") == -1) {
-		/* shard 0 away: the last count of hubs alive holds */
-		h->tick_shard = 0;
+	lease_step(h);
+}
+
+/*
+ * Send step `step` of the tick: -1 the hubs alive (on shard 0), else the
+ * leases of shard `step`. 0 sent (lease_cb() answers), -1 skipped.
+ */
+static int
+lease_send(struct hub *h, int step)
+{
+	struct lease_step *st;
+	struct bus *bus = bus_shards_at(h->shards, step < 0 ? 0 : step);
+	const char **argv = NULL;
+	char ttl[16], nkeys[16], quota[16];
+	int k = 0, rc = -1;
+
+	if (h->step_out[step + 1] || !bus_connected(bus) || step >= h->nparts ||
+	    (st = calloc(1, sizeof(*st))) == NULL)
+		return -1;
+	st->h = h;
+	st->tick = h->tick;
+	st->step = step;
+	st->sent = util_mono_ms();
+	if (step < 0) {
+		snprintf(ttl, sizeof(ttl), "%d", LEASE_ALIVE_MS);
+		rc = bus_command(bus, lease_cb, st, "EVAL %s 1 %s %s %s %s",
+		    lease_alive_lua, h->hubs_key, h->lease_value, ttl,
+		    h->stopping ? "0" : "1");
+	} else if ((argv = calloc((size_t)h->nparts + 8, sizeof(*argv))) !=
+	    NULL) {
+		snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
+		snprintf(quota, sizeof(quota), "%d", h->stopping ? 0 :
+		    lease_share_of(h) - lease_held(h, step));
+		argv[k++] = "EVAL";
+		argv[k++] = lease_tick_lua;
+		argv[k++] = nkeys;
+		for (int i = step; i < h->nparts; i += h->nshards)
+			argv[k++] = h->parts[i].lease_key;
+		snprintf(nkeys, sizeof(nkeys), "%d", k - 3);
+		argv[k++] = h->lease_value;
+		argv[k++] = ttl;
+		argv[k++] = quota;
+		rc = bus_commandv(bus, lease_cb, st, k, argv, NULL);
+		free(argv);
+	}
+	if (rc == -1) {
+		free(st);
+		return -1;
+	}
+	h->step_out[step + 1] = 1;
+	return 0;
+}
+
+/* The next step from h->tick_shard on, or the end of the tick. */
+static void
+lease_step(struct hub *h)
+{
+	struct timeval tv = { 0, LEASE_STEP_MS * 1000 };
+
+	for (; h->tick_shard < h->nshards; h->tick_shard++)
+		if (lease_send(h, h->tick_shard) == 0) {
+			evtimer_add(h->tick_timer, &tv);
+			return;		/* lease_cb() goes on */
+		}
+	evtimer_del(h->tick_timer);
+	h->lease_pending = 0;
+	lease_share(h, lease_held(h, -1) - lease_share_of(h));
+}
+
+/* A step unanswered for LEASE_STEP_MS: go on without that shard. */
+static void
+lease_stalled_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hub *h = arg;
+
+	(void)fd;
+	(void)what;
+	if (!h->lease_pending || h->exiting)
+		return;
+	log_warnx("lease tick: Redis shard %d has not answered for %d ms; "
+	    "going on without it", h->tick_shard < 0 ? 0 : h->tick_shard,
+	    LEASE_STEP_MS);
+	h->tick_shard++;
+	lease_step(h);
+}
+
+/*
+ * A step's reply (NULL: its shard went, hub_on_disconnect() decides).
+ * A late one (the tick went on without it) still counts for its leases.
+ */
+static void
+lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct lease_step *st = arg;
+	struct hub *h = st->h;
+	int step = st->step, current;
+
+	(void)bus;
+	current = st->tick == h->tick && step == h->tick_shard &&
+	    h->lease_pending;
+	if (!h->exiting) {
+		h->step_out[step + 1] = 0;
+		if (reply != NULL && step < 0)
+			lease_alive(h, reply);
+		else if (reply != NULL)
+			lease_shard(h, step, st->sent, reply);
+	}
+	free(st);
+	if (current && !h->exiting) {
+		h->tick_shard++;
 		lease_step(h);
 	}
 }
 
+/* The hubs alive: a count. */
 static void
-lease_alive_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+lease_alive(struct hub *h, struct bus_reply *reply)
 {
-	struct hub *h = arg;
-
-	(void)bus;
-	if (h->exiting)
-		return;
-	if (reply != NULL && bus_reply_type(reply) == BUS_INTEGER &&
+	if (bus_reply_type(reply) == BUS_INTEGER &&
 	    bus_reply_integer(reply) >= 1)
 		h->alive = (int)bus_reply_integer(reply);
-	else if (reply != NULL)
+	else
 		log_warnx("lease tick: unexpected reply%s%s",
 		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
 		    bus_reply_type(reply) == BUS_ERROR ?
 		    bus_reply_str(reply, NULL) : "");
-	h->tick_shard = 0;
-	lease_step(h);
 }
 
 /* The most partitions a hub leads: ceil(partitions / hubs alive). */
@@ -156,46 +275,6 @@ lease_held(const struct hub *h, int but)
 	for (int i = 0; i < h->nparts; i++)
 		held += h->parts[i].leader && h->parts[i].shard != but;
 	return held;
-}
-
-/* The leases of shard h->tick_shard (partitions s, s + shards, ...), or
- * the end of the tick. */
-static void
-lease_step(struct hub *h)
-{
-	const char **argv;
-	char ttl[16], nkeys[16], quota[16];
-	int s, k, share, n = h->nparts + 8;
-
-	share = lease_share_of(h);
-	for (; (s = h->tick_shard) < h->nshards; h->tick_shard++) {
-		if (s >= h->nparts || !bus_connected(bus_shards_at(h->shards,
-		    s)))
-			continue;
-		if ((argv = calloc((size_t)n, sizeof(*argv))) == NULL)
-			continue;
-		snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
-		snprintf(quota, sizeof(quota), "%d", h->stopping ? 0 :
-		    share - lease_held(h, s));
-		argv[0] = "EVAL";
-		argv[1] = lease_tick_lua;
-		argv[2] = nkeys;
-		k = 3;
-		for (int i = s; i < h->nparts; i += h->nshards)
-			argv[k++] = h->parts[i].lease_key;
-		snprintf(nkeys, sizeof(nkeys), "%d", k - 3);
-		argv[k++] = h->lease_value;
-		argv[k++] = ttl;
-		argv[k++] = quota;
-		h->lease_sent = util_mono_ms();
-		k = bus_commandv(bus_shards_at(h->shards, s), lease_cb, h, k,
-		    argv, NULL);
-		free(argv);
-		if (k == 0)
-			return;		/* lease_cb() goes on */
-	}
-	h->lease_pending = 0;
-	lease_share(h, lease_held(h, -1) - share);
 }
 
 /*
@@ -255,56 +334,49 @@ lease_leading(struct part *p)
 	return p->leader;
 }
 
-/* A shard's leases: { per lease: 1 ours, 0 free, or its holder }. */
+/*
+ * Shard s's leases, asked at sent: { per lease: 1 ours, 0 free, or its
+ * holder }.
+ */
 static void
-lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+lease_shard(struct hub *h, int s, int64_t sent, struct bus_reply *reply)
 {
-	struct hub *h = arg;
 	struct bus_reply *r;
 	const char *holder;
-	int64_t sent = h->lease_sent;
-	int s = h->tick_shard, k, share, held;
+	int k, share, held;
 	size_t want = 0;
 
-	(void)bus;
-	if (h->exiting)
-		return;
-	h->tick_shard++;
 	for (int i = s; i < h->nparts; i += h->nshards)
 		want++;
-	if (reply == NULL) {
-		/* the shard went: hub_on_disconnect() decides */
-	} else if (bus_reply_type(reply) != BUS_ARRAY ||
+	if (bus_reply_type(reply) != BUS_ARRAY ||
 	    bus_reply_elements(reply) != want) {
 		log_warnx("lease tick (shard %d): unexpected reply%s%s", s,
 		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
 		    bus_reply_type(reply) == BUS_ERROR ?
 		    bus_reply_str(reply, NULL) : "");
-	} else {
-		k = 0;
-		for (int i = s; i < h->nparts; i += h->nshards, k++) {
-			r = bus_reply_element(reply, (size_t)k);
-			lease_set(&h->parts[i], bus_reply_type(r) ==
-			    BUS_INTEGER && bus_reply_integer(r) == 1, sent);
-		}
-		/* Leases of a dead hub of this instance: taken over at
-		 * once, up to the share. */
-		share = lease_share_of(h);
-		held = lease_held(h, -1);
-		k = 0;
-		for (int i = s; i < h->nparts && !h->stopping;
-		    i += h->nshards, k++) {
-			r = bus_reply_element(reply, (size_t)k);
-			if (held < share &&
-			    bus_reply_type(r) == BUS_STRING &&
-			    (holder = bus_reply_str(r, NULL)) != NULL &&
-			    lease_holder_gone(h, holder)) {
-				lease_takeover(&h->parts[i], holder);
-				held++;
-			}
+		return;
+	}
+	k = 0;
+	for (int i = s; i < h->nparts; i += h->nshards, k++) {
+		r = bus_reply_element(reply, (size_t)k);
+		lease_set(&h->parts[i], bus_reply_type(r) == BUS_INTEGER &&
+		    bus_reply_integer(r) == 1, sent);
+	}
+	/* Leases of a dead hub of this instance: taken over at once, up
+	 * to the share. */
+	share = lease_share_of(h);
+	held = lease_held(h, -1);
+	k = 0;
+	for (int i = s; i < h->nparts && !h->stopping; i += h->nshards,
+	    k++) {
+		r = bus_reply_element(reply, (size_t)k);
+		if (held < share && bus_reply_type(r) == BUS_STRING &&
+		    (holder = bus_reply_str(r, NULL)) != NULL &&
+		    lease_holder_gone(h, holder)) {
+			lease_takeover(&h->parts[i], holder);
+			held++;
 		}
 	}
-	lease_step(h);
 }
 
 /*

@@ -9,6 +9,7 @@ other shards' rooms chat on meanwhile, its own rooms resume once it is
 back, and /metrics shows the hub's connection to it down, then up."""
 
 import re
+import signal
 import time
 
 import pytest
@@ -300,3 +301,51 @@ def test_shard_0_away_keeps_the_other_shards_partitions_led(make_server,
 		ws = join(a, rid, owner)
 		ws.send("after shard 0 came back")
 		ws.wait_content("after shard 0 came back", 10)
+
+
+def test_a_stalled_shard_stops_only_its_partitions(make_server, shards):
+	"""Shard 2 frozen (SIGSTOP): the hub goes on renewing the leases of
+	shards 0 and 1 (those never change hands) and chat goes on in their
+	rooms; once it resumes, its partitions are led again and its rooms
+	chat."""
+	for r in shards:
+		r.cmd("FLUSHALL")
+	a = make_server(redis=shards[0], redis_url=" ".join(r.url for r in
+	    shards), workers=1, partitions=PARTS)
+	assert wait_for(lambda: all(h is not None for h in holders(shards)),
+	    15), holders(shards)
+	owner = register(a)
+	by_shard = {}
+	for rid in rooms_in_partitions(PARTS, tag="st"):
+		by_shard.setdefault(partition(rid) % SHARDS, rid)
+	for rid in by_shard.values():
+		create_room(a, owner, rid)
+	live = {i: join(a, by_shard[i], owner) for i in (0, 1)}
+	before = holders(shards)
+	shards[2].proc.send_signal(signal.SIGSTOP)
+	try:
+		for k in range(5):
+			time.sleep(1)
+			for p in range(PARTS):
+				if p % SHARDS != 2:
+					assert shards[p % SHARDS].cmd("GET", P +
+					    "hub:leader:%d" % p) == before[p], (k, p)
+			for i, ws in live.items():
+				ws.send("stalled %d %d" % (i, k))
+				ws.wait_content("stalled %d %d" % (i, k), 5)
+	finally:
+		shards[2].proc.send_signal(signal.SIGCONT)
+	assert "has not answered" in a.log_text()
+	assert wait_for(lambda: all(h is not None for h in holders(shards)),
+	    10), holders(shards)
+
+	def chat_on_2():
+		try:
+			ws = join(a, by_shard[2], owner)
+			ws.send("resumed")
+			ws.wait_content("resumed", 5)
+			return True
+		except AssertionError:
+			return False
+	assert wait_for(chat_on_2, 20, interval=1), "shard 2's room never " \
+	    "chatted again"
