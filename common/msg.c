@@ -479,6 +479,12 @@ msg_key_typing(char *buf, size_t len, const char *prefix, const char *room,
 	    (long long)user);
 }
 
+int
+msg_key_door_moved(char *buf, size_t len, const char *prefix, const char *id)
+{
+	return snprintf(buf, len, "%shub:door:%s", prefix, id);
+}
+
 const char *
 msg_channel_room(const char *channel, const char *prefix)
 {

@@ -192,6 +192,10 @@ int	msg_key_stats(char *buf, size_t len, const char *prefix,
 /* <p>typing:<room>:<uid>: a typing event went out less than 3 s ago. */
 int	msg_key_typing(char *buf, size_t len, const char *prefix,
 	    const char *room, int64_t user);
+/* <p>hub:door:<entry id>: the operators' inbox entry id was moved to its
+ * partition's inbox on another shard (set there, for a while). */
+int	msg_key_door_moved(char *buf, size_t len, const char *prefix,
+	    const char *id);
 /*
  * The room id of a room channel's name (<p>room:<id>), pointing into
  * channel; NULL if channel is not one.

@@ -240,7 +240,7 @@ batch_on_inbox_connect(struct bus *bus, void *arg)
 static void
 batch_group_create(struct part *p)
 {
-	(void)!bus_command(p->h->redis, batch_group_cb, p,
+	(void)!bus_command(p->redis, batch_group_cb, p,
 	    "XGROUP CREATE %s " BATCH_GROUP " 0 MKSTREAM", p->inbox_key);
 }
 
@@ -270,19 +270,19 @@ batch_lead(struct part *p)
 {
 	struct hub *h = p->h;
 	struct hub_scan *sc;
-	char name[32];
+	char name[32], url[CONF_STR_MAX];
 
 	if (p->inbox == NULL) {
-		/* One reader per partition: a partition whose batch has
-		 * committed reads again at once, whatever the others wait
-		 * for on their blocking reads. */
+		/* One reader per partition, on its shard: a partition whose
+		 * batch has committed reads again at once, whatever the
+		 * others wait for on their blocking reads. */
 		snprintf(name, sizeof(name), "redis inbox %d", p->n);
-		if ((p->inbox = bus_new(h->base, h->redis_url,
-		    h->conf->redis_password, name, batch_on_inbox_connect,
-		    NULL, p)) == NULL)
+		if (hub_shard_url(h, p->shard, url, sizeof(url)) == -1 ||
+		    (p->inbox = bus_new(h->base, url, h->conf->redis_password,
+		    name, batch_on_inbox_connect, NULL, p)) == NULL)
 			return;		/* the cron tries again */
 	}
-	if (!bus_connected(h->redis) || (sc = batch_scan_new(p, NULL)) == NULL)
+	if (!bus_connected(p->redis) || (sc = batch_scan_new(p, NULL)) == NULL)
 		return;		/* the cron tries again */
 	if (store_fence(h->store, p->n, h->lease_value, batch_fenced_cb, sc) ==
 	    -1) {
@@ -340,7 +340,7 @@ batch_scan(struct part *p, const char *cursor)
 
 	if ((sc = batch_scan_new(p, NULL)) == NULL)
 		return -1;
-	if (bus_command(p->h->redis, batch_presence_cb, sc,
+	if (bus_command(p->redis, batch_presence_cb, sc,
 	    "HSCAN %s %s COUNT " BATCH_SCAN_COUNT, p->presence_key, cursor) ==
 	    -1) {
 		free(sc);
@@ -621,7 +621,7 @@ batch_orphans(struct part *p, struct hub_batch *b)
 
 	if ((c = batch_scan_new(p, b)) == NULL)
 		return -1;
-	if (bus_command(p->h->redis, batch_orphans_cb, c,
+	if (bus_command(p->redis, batch_orphans_cb, c,
 	    "XPENDING %s " BATCH_GROUP " %s%s %s 1", p->inbox_key,
 	    strcmp(b->after, "-") == 0 ? "" : "(", b->after, b->e[0].id) ==
 	    -1) {

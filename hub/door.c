@@ -4,7 +4,11 @@
  * section 11): the leader of partition 0 reads it with the consumer group
  * and moves each entry to its room's partition inbox, adding it there and
  * acknowledging it here in one script fenced by partition 0's lease, so
- * an entry is moved exactly once, in order, whoever leads.
+ * an entry is moved exactly once, in order, whoever leads. An entry whose
+ * partition lives on another Redis shard is first added there by a script
+ * that marks its id moved (<p>hub:door:<id>, for an hour) and adds it only
+ * if it was not marked; it is acknowledged here once every such entry of
+ * the read is moved (read again: acknowledged only).
  */
 #include "config.h"
 
@@ -26,6 +30,8 @@
 #define DOOR_BLOCK_MS	1000
 #define DOOR_FIELDS_MAX	32
 #define DOOR_REPLAY_MS	5000	/* pending entries read again this often */
+#define DOOR_MOVED_MS	"3600000" /* an id marked moved on another shard */
+#define DOOR_ID_MAX	48
 
 struct door {
 	struct hub	*h;
@@ -38,6 +44,27 @@ struct door {
 	int		 replay;	/* read pending entries first */
 	int64_t		 replayed_ms;	/* monotonic: the last replay ended */
 	unsigned	 epoch;		/* p's epoch when it was sent */
+	int		 remote;	/* moves to other shards out */
+	char		 moved[DOOR_COUNT][DOOR_ID_MAX];	/* ids moved
+					 * to other shards, not yet
+					 * acknowledged here */
+	size_t		 nmoved;
+	char		 sent[DOOR_COUNT][DOOR_ID_MAX];	/* ... being
+					 * moved */
+	int		 sent_shard[DOOR_COUNT];
+	size_t		 nsent;
+};
+
+/* One entry of a read, as door_move() sees it. */
+struct door_entry {
+	const char	*id;
+	size_t		 idlen;
+	struct bus_reply *f;		/* its fields */
+	size_t		 nf;		/* 0: dropped (acknowledged only) */
+	int		 shard;		/* of its partition's inbox */
+	int		 moved;		/* on another shard already */
+	char		 key[MSG_KEY_MAX];	/* its partition's inbox */
+	char		 count[16];
 };
 
 /*
@@ -56,11 +83,28 @@ static const char door_lua[] =
     "redis.call('xack', KEYS[2], 'hub', ARGV[i]) "
     "i = i + 3 + nf end "
     "return 1";
+/*
+ * The move to another shard: ARGV[1] the marks' ms, then per entry: its
+ * mark, its partition inbox, n, n field/values. Added only if not marked.
+ */
+static const char door_remote_lua[] =
+    "local i, n = 2, #ARGV "
+    "while i <= n do "
+    "local nf = tonumber(ARGV[i + 2]) "
+    "if redis.call('set', ARGV[i], '1', 'NX', 'PX', ARGV[1]) then "
+    "redis.call('xadd', ARGV[i + 1], '*', unpack(ARGV, i + 3, i + 2 + nf)) "
+    "end "
+    "i = i + 3 + nf end "
+    "return 1";
 
 static void	door_on_connect(struct bus *, void *);
 static void	door_group_create(struct door *);
 static void	door_read_cb(struct bus *, struct bus_reply *, void *);
+static void	door_entry(struct door *, struct bus_reply *,
+		    struct door_entry *);
 static int	door_move(struct door *, struct bus_reply *);
+static int	door_remote(struct door *, struct door_entry *, size_t);
+static void	door_remote_cb(struct bus *, struct bus_reply *, void *);
 static void	door_moved_cb(struct bus *, struct bus_reply *, void *);
 
 struct door *
@@ -91,13 +135,15 @@ door_lead(struct part *p)
 {
 	struct hub *h = p->h;
 	struct door *d = h->door;
+	char url[CONF_STR_MAX];
 
 	if (d == NULL || p != d->p)
 		return;
-	if (d->bus == NULL && (d->bus = bus_new(h->base, h->redis_url,
-	    h->conf->redis_password, "redis door", door_on_connect, NULL,
-	    d)) == NULL)
+	if (d->bus == NULL && (hub_shard_url(h, 0, url, sizeof(url)) == -1 ||
+	    (d->bus = bus_new(h->base, url, h->conf->redis_password,
+	    "redis door", door_on_connect, NULL, d)) == NULL))
 		return;
+	d->nmoved = 0;
 	door_group_create(d);
 	d->replay = 1;
 	door_advance(d);
@@ -113,6 +159,7 @@ door_advance(struct door *d)
 		return;
 	h = d->h;
 	if (h->exiting || h->stopping || d->reading || d->moving ||
+	    d->remote > 0 ||
 	    !bus_connected(d->bus) || !lease_leading(d->p) ||
 	    d->p->phase == PART_STANDBY || d->p->phase == PART_FENCE)
 		return;
@@ -190,28 +237,83 @@ door_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		d->replay = 1;	/* read them again, from the cron */
 }
 
+/* Entry ent of a read: its room's inbox and shard, or dropped (nf 0). */
+static void
+door_entry(struct door *d, struct bus_reply *ent, struct door_entry *e)
+{
+	struct hub *h = d->h;
+	const char *room = NULL, *v;
+	size_t len, rlen = 0;
+
+	memset(e, 0, sizeof(*e));
+	if ((e->id = bus_reply_str(bus_reply_element(ent, 0), &e->idlen)) ==
+	    NULL || e->idlen >= DOOR_ID_MAX) {
+		e->id = NULL;	/* not an id Redis makes: left alone */
+		return;
+	}
+	e->f = bus_reply_element(ent, 1);
+	if (bus_reply_type(e->f) == BUS_ARRAY &&
+	    (e->nf = bus_reply_elements(e->f)) <= DOOR_FIELDS_MAX &&
+	    e->nf % 2 == 0)
+		for (size_t k = 0; k + 1 < e->nf; k += 2) {
+			v = bus_reply_str(bus_reply_element(e->f, k), &len);
+			if (v != NULL && len == 4 && memcmp(v, "room", 4) == 0)
+				room = bus_reply_str(bus_reply_element(e->f,
+				    k + 1), &rlen);
+		}
+	if (room != NULL && !msg_room_id_valid(room, rlen))
+		room = NULL;
+	if (room == NULL) {
+		log_warnx("inbox entry %s: no valid room; acknowledged and "
+		    "dropped", e->id);
+		e->nf = 0;
+	} else {
+		(void)msg_key_inbox(e->key, sizeof(e->key),
+		    h->conf->redis_prefix, room, h->nparts);
+		e->shard = msg_partition(room, h->nparts) % h->nshards;
+	}
+	for (size_t i = 0; i < d->nmoved && e->shard != 0; i++)
+		if (strcmp(d->moved[i], e->id) == 0)
+			e->moved = 1;
+	snprintf(e->count, sizeof(e->count), "%zu", e->shard == 0 ? e->nf :
+	    0);
+}
+
+/* One more argument of the command being built. */
+#define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
+
 /*
- * entries: [[id, [field, value, ...]], ...]. One script moves them all.
- * An entry without a valid room is only acknowledged (and logged): the
- * door must not be blocked by a typo.
+ * entries: [[id, [field, value, ...]], ...]. Those for other shards are
+ * moved there first (door_remote()); then one script here adds the rest
+ * and acknowledges them all. An entry without a valid room is only
+ * acknowledged (and logged): the door must not be blocked by a typo.
  */
 static int
 door_move(struct door *d, struct bus_reply *entries)
 {
 	struct hub *h = d->h;
-	size_t n = bus_reply_elements(entries), argc = 0, cap;
+	size_t n = bus_reply_elements(entries), argc = 0, cap, len;
 	const char **argv = NULL;
 	size_t *lens = NULL;
-	char (*keys)[MSG_KEY_MAX] = NULL, (*counts)[16] = NULL;
-	int rc = -1;
+	struct door_entry *es;
+	int rc = -1, remote = 0;
+	const char *v;
 
+	if (n > DOOR_COUNT || (es = calloc(n, sizeof(*es))) == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		door_entry(d, bus_reply_element(entries, i), &es[i]);
+		remote |= es[i].id != NULL && es[i].nf > 0 &&
+		    es[i].shard != 0 && !es[i].moved;
+	}
+	if (remote) {
+		rc = door_remote(d, es, n);
+		goto done;
+	}
 	cap = 6 + n * (3 + DOOR_FIELDS_MAX);
 	if ((argv = calloc(cap, sizeof(*argv))) == NULL ||
-	    (lens = calloc(cap, sizeof(*lens))) == NULL ||
-	    (keys = calloc(n, sizeof(*keys))) == NULL ||
-	    (counts = calloc(n, sizeof(*counts))) == NULL)
+	    (lens = calloc(cap, sizeof(*lens))) == NULL)
 		goto done;
-#define ARG(s, l) do { argv[argc] = (s); lens[argc++] = (l); } while (0)
 	ARG("EVAL", 4);
 	ARG(door_lua, strlen(door_lua));
 	ARG("2", 1);
@@ -219,44 +321,20 @@ door_move(struct door *d, struct bus_reply *entries)
 	ARG(d->key, strlen(d->key));
 	ARG(h->lease_value, strlen(h->lease_value));
 	for (size_t i = 0; i < n; i++) {
-		struct bus_reply *ent = bus_reply_element(entries, i), *f;
-		const char *id, *room = NULL, *v;
-		size_t idlen, nf = 0, len, rlen = 0;
+		struct door_entry *e = &es[i];
 
-		if ((id = bus_reply_str(bus_reply_element(ent, 0), &idlen)) ==
-		    NULL)
+		if (e->id == NULL)
 			continue;
-		f = bus_reply_element(ent, 1);
-		if (bus_reply_type(f) == BUS_ARRAY &&
-		    (nf = bus_reply_elements(f)) <= DOOR_FIELDS_MAX &&
-		    nf % 2 == 0)
-			for (size_t k = 0; k + 1 < nf; k += 2) {
-				v = bus_reply_str(bus_reply_element(f, k),
-				    &len);
-				if (v != NULL && len == 4 &&
-				    memcmp(v, "room", 4) == 0)
-					room = bus_reply_str(
-					    bus_reply_element(f, k + 1), &rlen);
-			}
-		if (room != NULL && !msg_room_id_valid(room, rlen))
-			room = NULL;
-		if (room == NULL) {
-			log_warnx("inbox entry %s: no valid room; acknowledged "
-			    "and dropped", id);
-			nf = 0;
-		} else
-			(void)msg_key_inbox(keys[i], sizeof(keys[i]),
-			    h->conf->redis_prefix, room, h->nparts);
-		snprintf(counts[i], sizeof(counts[i]), "%zu", nf);
-		ARG(id, idlen);
-		ARG(keys[i], strlen(keys[i]));
-		ARG(counts[i], strlen(counts[i]));
-		for (size_t k = 0; k < nf; k++) {
-			v = bus_reply_str(bus_reply_element(f, k), &len);
+		ARG(e->id, e->idlen);
+		/* moved to its shard already: acknowledged only */
+		ARG(e->shard == 0 ? e->key : "", e->shard == 0 ?
+		    strlen(e->key) : 0);
+		ARG(e->count, strlen(e->count));
+		for (size_t k = 0; e->shard == 0 && k < e->nf; k++) {
+			v = bus_reply_str(bus_reply_element(e->f, k), &len);
 			ARG(v != NULL ? v : "", v != NULL ? len : 0);
 		}
 	}
-#undef ARG
 	if (bus_commandv(h->redis, door_moved_cb, d, (int)argc, argv, lens) ==
 	    0) {
 		d->moving = 1;
@@ -265,9 +343,97 @@ door_move(struct door *d, struct bus_reply *entries)
 done:
 	free(argv);
 	free(lens);
-	free(keys);
-	free(counts);
+	free(es);
 	return rc;
+}
+
+/*
+ * The entries of es for other shards, not moved yet: one script per
+ * shard adds them there (each once, by its mark). When all have answered,
+ * the door reads its pending entries again and acknowledges them.
+ */
+static int
+door_remote(struct door *d, struct door_entry *es, size_t n)
+{
+	struct hub *h = d->h;
+	size_t argc, cap = 4 + n * (3 + DOOR_FIELDS_MAX), len;
+	const char **argv;
+	size_t *lens;
+	char (*marks)[MSG_KEY_MAX];
+	const char *v;
+	int rc = 0;
+
+	argv = calloc(cap, sizeof(*argv));
+	lens = calloc(cap, sizeof(*lens));
+	marks = calloc(n, sizeof(*marks));
+	d->nsent = 0;
+	for (int s = 1; argv != NULL && lens != NULL && marks != NULL &&
+	    s < h->nshards && rc == 0; s++) {
+		argc = 0;
+		ARG("EVAL", 4);
+		ARG(door_remote_lua, strlen(door_remote_lua));
+		ARG("0", 1);
+		ARG(DOOR_MOVED_MS, strlen(DOOR_MOVED_MS));
+		for (size_t i = 0; i < n; i++) {
+			struct door_entry *e = &es[i];
+
+			if (e->id == NULL || e->nf == 0 || e->shard != s ||
+			    e->moved)
+				continue;
+			(void)msg_key_door_moved(marks[i], sizeof(marks[i]),
+			    h->conf->redis_prefix, e->id);
+			snprintf(e->count, sizeof(e->count), "%zu", e->nf);
+			ARG(marks[i], strlen(marks[i]));
+			ARG(e->key, strlen(e->key));
+			ARG(e->count, strlen(e->count));
+			for (size_t k = 0; k < e->nf; k++) {
+				v = bus_reply_str(bus_reply_element(e->f, k),
+				    &len);
+				ARG(v != NULL ? v : "", v != NULL ? len : 0);
+			}
+			memcpy(d->sent[d->nsent], e->id, e->idlen + 1);
+			d->sent_shard[d->nsent++] = s;
+		}
+		if (argc == 4)
+			continue;
+		if (bus_commandv(bus_shards_at(h->shards, s), door_remote_cb,
+		    d, (int)argc, argv, lens) == 0)
+			d->remote++;
+		else
+			rc = -1;
+	}
+#undef ARG
+	if (argv == NULL || lens == NULL || marks == NULL)
+		rc = -1;
+	free(argv);
+	free(lens);
+	free(marks);
+	return d->remote > 0 ? 0 : rc;
+}
+
+static void
+door_remote_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct door *d = arg;
+	int s = bus_shard(bus);
+
+	d->remote--;
+	if (d->h->exiting)
+		return;
+	if (reply == NULL || bus_reply_type(reply) == BUS_ERROR)
+		log_warnx("%s: entries not moved to shard %d: %s", d->key, s,
+		    reply != NULL ? bus_reply_str(reply, NULL) :
+		    "connection lost");
+	else
+		for (size_t i = 0; i < d->nsent; i++)
+			if (d->sent_shard[i] == s && d->nmoved < DOOR_COUNT)
+				memcpy(d->moved[d->nmoved++], d->sent[i],
+				    DOOR_ID_MAX);
+	/* read them again: acknowledged if all are moved, else moved */
+	d->replay = 1;
+	if (d->remote == 0 && reply != NULL &&
+	    bus_reply_type(reply) != BUS_ERROR)
+		door_advance(d);
 }
 
 static void
@@ -285,5 +451,6 @@ door_moved_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		d->replay = 1;
 		return;
 	}
+	d->nmoved = 0;
 	door_advance(d);
 }

@@ -7,6 +7,8 @@
  * connections leave; door.c forwards the operators' inbox when there are
  * several partitions. A partition whose leader is gone is led again
  * within seconds (at once, when the leader was this instance's hub).
+ * With several Redis shards, partition p is led on shard p mod shards
+ * (a command bus per shard); a shard away stops only its partitions.
  */
 #include "config.h"
 
@@ -81,16 +83,15 @@ hub_main(const struct proc_ctx *ctx)
 		fatalx("event_base_new() failed");
 	if (hash_init() == -1)
 		fatalx("no random bytes for the room tables' hash key");
-	/* TODO(issue 15): shard 0 only until the hubs lead partitions on
-	 * their shards (bus_shards_partition()). */
-	if (bus_urls_entry(h.conf->redis_url, 0, h.redis_url,
-	    sizeof(h.redis_url)) == -1 || (h.redis = bus_new(h.base,
-	    h.redis_url,
-	    h.conf->redis_password, "redis",
-	    hub_on_connect, hub_on_disconnect, &h)) == NULL)
+	/* A command bus per shard (SPEC section 11): partition p's keys
+	 * and channels on shard p mod shards, the rest on shard 0. */
+	if ((h.shards = bus_shards_new(h.base, h.conf->redis_url,
+	    h.conf->redis_password, "redis", hub_on_connect,
+	    hub_on_disconnect, &h, 1)) == NULL)
 		fatalx("redis_url: cannot use '%s'",
 		    bus_url_redact(h.conf->redis_url, shown, sizeof(shown)));
-	bus_show_in_metrics(h.redis);
+	h.nshards = bus_shards_count(h.shards);
+	h.redis = bus_shards_at(h.shards, 0);
 	if ((h.store = store_new(h.base, h.conf)) == NULL)
 		fatalx("database_url: cannot use it");
 	if (hub_parts_new(&h) == -1)
@@ -130,13 +131,15 @@ hub_main(const struct proc_ctx *ctx)
 	door_free(h.door);
 	hub_parts_free(&h);
 	free(h.led_list);
-	bus_free(h.redis);
+	bus_shards_free(h.shards);
 	event_free(h.sig_term);
 	event_free(h.sig_int);
 	event_free(h.sig_usr1);
 	event_free(h.sig_hup);
 	event_free(h.cron);
 	event_free(h.stop_timer);
+	if (h.tick_timer != NULL)
+		event_free(h.tick_timer);
 	event_base_free(h.base);
 	metrics_detach();
 	return GC_EXIT_OK;
@@ -158,6 +161,8 @@ hub_parts_new(struct hub *h)
 		p = &h->parts[i];
 		p->h = h;
 		p->n = i;
+		p->shard = i % h->nshards;
+		p->redis = bus_shards_partition(h->shards, i);
 		(void)msg_key_part(p->lease_key, sizeof(p->lease_key), pre,
 		    MSG_LEADER, i, h->nparts);
 		(void)msg_key_part(p->inbox_key, sizeof(p->inbox_key), pre,
@@ -166,7 +171,7 @@ hub_parts_new(struct hub *h)
 		    pre, MSG_PRESENCE, i, h->nparts);
 		snprintf(p->pending_from, sizeof(p->pending_from), "0-0");
 		snprintf(p->live_last, sizeof(p->live_last), "-");
-		if ((p->tx = tx_new(h->redis, p->lease_key,
+		if ((p->tx = tx_new(p->redis, p->lease_key,
 		    h->lease_value)) == NULL ||
 		    (p->rooms = rooms_new(h->conf, p->tx, p->presence_key,
 		    i)) == NULL ||
@@ -282,11 +287,11 @@ hub_led_list(struct hub *h)
 static void
 hub_sample(struct part *p)
 {
-	if (!bus_connected(p->h->redis))
+	if (!bus_connected(p->redis))
 		return;
-	(void)!bus_command(p->h->redis, hub_sample_cb, p, "XLEN %s",
+	(void)!bus_command(p->redis, hub_sample_cb, p, "XLEN %s",
 	    p->inbox_key);
-	(void)!bus_command(p->h->redis, hub_sample_cb, p, "XPENDING %s hub",
+	(void)!bus_command(p->redis, hub_sample_cb, p, "XPENDING %s hub",
 	    p->inbox_key);
 }
 
@@ -377,33 +382,36 @@ hub_gauges(struct hub *h)
 /* ---- Redis connections -------------------------------------------------- */
 
 /*
- * The command connection is (back) up: tick at once (the groups are made
- * again when each partition is led: Redis may have restarted empty).
+ * A shard's command connection is (back) up: tick at once (the groups are
+ * made again when each partition is led: Redis may have restarted empty).
  */
 static void
 hub_on_connect(struct bus *bus, void *arg)
 {
 	struct hub *h = arg;
 
+	if (bus_shard(bus) == 0)
+		h->beats_from = util_mono_ms();
 	bus_aof_check(bus, NULL);
 	lease_tick(h);
 }
 
 /*
- * Without Redis we cannot renew; another hub may take over once the
- * leases expire, so stop acting as leader now rather than risk two.
+ * Without its shard we cannot renew a partition's lease; another hub may
+ * take over once it expires, so stop leading the partitions of that shard
+ * now rather than risk two. The other shards' partitions go on.
  */
 static void
 hub_on_disconnect(struct bus *bus, void *arg)
 {
 	struct hub *h = arg;
-	int led = 0;
+	int led = 0, shard = bus_shard(bus);
 
-	(void)bus;
-	h->lease_pending = 0;
 	for (int i = 0; i < h->nparts; i++) {
 		struct part *p = &h->parts[i];
 
+		if (p->shard != shard)
+			continue;
 		led += p->leader;
 		p->leader = 0;
 		p->giving = 0;
@@ -411,9 +419,18 @@ hub_on_disconnect(struct bus *bus, void *arg)
 		p->sweep_pending = 0;
 		batch_reset(p);
 	}
-	if (led > 0)
+	if (led > 0 && h->nshards == 1)
 		log_warnx("Redis connection lost: standing by until it is "
 		    "back");
+	else if (led > 0)
+		log_warnx("Redis shard %d lost: standing by for its %d "
+		    "partitions until it is back", shard, led);
+}
+
+int
+hub_shard_url(const struct hub *h, int shard, char *buf, size_t len)
+{
+	return bus_urls_entry(h->conf->redis_url, shard, buf, len);
 }
 
 /* ---- stopping ------------------------------------------------------------ */
@@ -472,7 +489,7 @@ hub_finish(struct hub *h)
 		struct part *p = &h->parts[i];
 
 		left += batch_entries(p);
-		if (p->leader && bus_connected(h->redis))
+		if (p->leader && bus_connected(p->redis))
 			lease_give(p);
 		else {
 			p->leader = 0;

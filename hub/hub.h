@@ -8,8 +8,10 @@
  * and the stop; lease.c the leases and the share of partitions; batch.c
  * the inbox of each led partition; door.c the operators' inbox when there
  * are several; sweep.c dead workers; rooms.c rooms and presence (ring.c each
- * room's recent history); store.c
- * PostgreSQL; tx.c the lease-fenced Redis transaction of a batch.
+ * room's recent history); store.c PostgreSQL; tx.c the lease-fenced Redis
+ * transaction of a batch. All of a partition's keys and channels live on
+ * its Redis shard (p mod shards), so its transaction is one script on one
+ * server.
  */
 #ifndef GC_HUB_H
 #define GC_HUB_H
@@ -60,9 +62,15 @@ struct part {
 	char			 lease_key[128];
 	char			 inbox_key[128];
 	char			 presence_key[128];
+	int			 shard;		/* n mod shards: where its
+						 * keys and channels live */
+	struct bus		*redis;		/* commands on that shard:
+						 * lease, presence, the
+						 * fenced transaction */
 	struct bus		*inbox;		/* the blocking XREADGROUP of
-						 * this partition only; made
-						 * when first led */
+						 * this partition only (on
+						 * its shard); made when
+						 * first led */
 	struct rooms		*rooms;
 	struct tx		*tx;		/* fenced by lease_key */
 	struct event		*kick;		/* part_advance() later */
@@ -104,11 +112,14 @@ struct part {
 struct hub {
 	const struct conf	*conf;
 	struct event_base	*base;
-	char			 redis_url[CONF_STR_MAX];	/* shard 0's entry of
-						 * redis_url: every bus of
-						 * the hub, for now */
-	struct bus		*redis;	/* commands: leases, PUBLISH, XACK,
-					 * presence, heartbeats */
+	struct bus_shards	*shards;	/* a command bus per entry
+						 * of redis_url (SPEC 11) */
+	int			 nshards;
+	struct bus		*redis;	/* shard 0's: the hubs alive, the
+					 * operators' door, heartbeats,
+					 * stats */
+	int64_t			 beats_from;	/* monotonic: shard 0 up
+						 * since */
 	struct store		*store;
 	struct stats		 stats;
 	struct stats_pub	*stats_pub;
@@ -124,8 +135,13 @@ struct hub {
 						 * "0-3,9", "" for none */
 	int			 alive;		/* hubs alive, last tick */
 	int			 lease_pending;	/* a lease tick out */
-	int64_t			 lease_sent;	/* monotonic: ... sent */
-	char			 tick_nkeys[16]; /* the tick's key count */
+	unsigned		 tick;		/* ... its number */
+	int			 tick_shard;	/* ... its step: -1 the hubs
+						 * alive (shard 0), then each
+						 * shard's leases */
+	unsigned char		 step_out[BUS_SHARDS_MAX + 1];	/* a step
+						 * (+ 1) unanswered */
+	struct event		*tick_timer;	/* a step stalled */
 	int			 releases;	/* lease releases out */
 	struct door		*door;		/* partitions > 1: the
 						 * operators' inbox */
@@ -144,5 +160,7 @@ struct hub {
 void	hub_gauges(struct hub *h);
 /* The stop may end: called when a lease given back is answered. */
 void	hub_settled(struct hub *h);
+/* Entry shard of redis_url into buf (a bus_new() URL); -1 if none. */
+int	hub_shard_url(const struct hub *h, int shard, char *buf, size_t len);
 
 #endif

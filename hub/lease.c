@@ -1,9 +1,11 @@
 /*
  * lease: the leader lease of each partition (<p>hub:leader, or
  * <p>hub:leader:<n> with partitions > 1) and the share of them this hub
- * leads (SPEC section 11). Every second one script says the hub is alive
- * (<p>hub:hubs, a sorted set scored by Redis' clock), renews the leases it
- * holds, and takes free ones up to ceil(partitions / hubs alive); one held
+ * leads (SPEC section 11). Every second a script on shard 0 says the hub
+ * is alive (<p>hub:hubs, a sorted set scored by Redis' clock), then one
+ * on each Redis shard renews the leases it holds there (partition p's
+ * lease lives on shard p mod shards, with the rest of the partition) and
+ * takes free ones, up to ceil(partitions / hubs alive) in all; one held
  * beyond the share is handed over (batch.c finishes its batch, then
  * lease_give()). A hub acts for a partition only while its own clock says
  * the lease is surely still its (lease_leading()). The epoch that fences
@@ -19,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common/bus.h"
 #include "common/conf.h"
 #include "common/log.h"
@@ -33,35 +37,52 @@
 					 * lease may have expired */
 #define LEASE_ALIVE_MS		3000	/* a hub that did not tick for this
 					 * long is no longer counted */
+#define LEASE_STEP_MS		500	/* a shard that has not answered a
+					 * step of the tick for this long is
+					 * stalled: the tick goes on */
+
+/* One step of the tick out: its reply may come after the tick went on. */
+struct lease_step {
+	struct hub	*h;
+	unsigned	 tick;
+	int		 step;		/* -1 the hubs alive, else a shard */
+	int64_t		 sent;		/* monotonic */
+};
 
 /*
- * The tick. KEYS[1] the hubs alive, KEYS[2..] the leases; ARGV[1] us,
- * ARGV[2] the lease's ms, ARGV[3] the hubs' ms, ARGV[4] "1" to take free
- * leases ("0": stopping, no longer counted among the hubs alive).
- * Answers { hubs alive, then per lease: 1 ours (renewed or just taken),
- * 0 free, or its holder }.
+ * The tick, in steps (SPEC section 11: the hubs alive on shard 0, each
+ * partition's lease on its shard). First, on shard 0: KEYS[1] the hubs
+ * alive; ARGV[1] us, ARGV[2] the hubs' ms, ARGV[3] "1" to be counted
+ * ("0": stopping). Answers how many hubs are alive.
  */
-static const char lease_tick_lua[] =
+static const char lease_alive_lua[] =
     "redis.replicate_commands() "
     "local t = redis.call('time') "
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-    "if ARGV[4] == '1' then redis.call('zadd', KEYS[1], now, ARGV[1]) "
+    "if ARGV[3] == '1' then redis.call('zadd', KEYS[1], now, ARGV[1]) "
     "else redis.call('zrem', KEYS[1], ARGV[1]) end "
-    "redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[3])) "
-    "redis.call('pexpire', KEYS[1], ARGV[3]) "
-    "local alive = math.max(1, redis.call('zcard', KEYS[1])) "
-    "local share = math.ceil((#KEYS - 1) / alive) "
-    "local out, mine = { alive }, 0 "
-    "for i = 2, #KEYS do "
+    "redis.call('zremrangebyscore', KEYS[1], '-inf', now - tonumber(ARGV[2])) "
+    "redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "return math.max(1, redis.call('zcard', KEYS[1]))";
+/*
+ * Then on each shard: KEYS the leases of its partitions; ARGV[1] us,
+ * ARGV[2] the lease's ms, ARGV[3] how many of them we may hold (our share
+ * less what we hold on the other shards; "0" when stopping). Renews ours,
+ * takes free ones up to that. Answers per lease: 1 ours (renewed or just
+ * taken), 0 free, or its holder.
+ */
+static const char lease_tick_lua[] =
+    "local out, mine, quota = {}, 0, tonumber(ARGV[3]) "
+    "for i = 1, #KEYS do "
     "local v = redis.call('get', KEYS[i]) "
     "if v == ARGV[1] then redis.call('pexpire', KEYS[i], ARGV[2]) "
     "mine = mine + 1 out[i] = 1 "
     "elseif v then out[i] = v else out[i] = 0 end end "
-    "if ARGV[4] == '1' then for i = 2, #KEYS do "
-    "if mine >= share then break end "
+    "for i = 1, #KEYS do "
+    "if mine >= quota then break end "
     "if out[i] == 0 then "
     "redis.call('set', KEYS[i], ARGV[1], 'px', ARGV[2]) "
-    "mine = mine + 1 out[i] = 1 end end end "
+    "mine = mine + 1 out[i] = 1 end end "
     "return out";
 /* Replace a dead holder, if it still holds the lease: 1 taken, 0 not. */
 static const char lease_takeover_lua[] =
@@ -75,41 +96,185 @@ static const char lease_release_lua[] =
 
 static int	lease_holder_gone(struct hub *, const char *);
 static void	lease_set(struct part *, int, int64_t);
+static int	lease_send(struct hub *, int);
+static void	lease_step(struct hub *);
+static void	lease_stalled_cb(evutil_socket_t, short, void *);
 static void	lease_cb(struct bus *, struct bus_reply *, void *);
+static void	lease_alive(struct hub *, struct bus_reply *);
+static void	lease_shard(struct hub *, int, int64_t, struct bus_reply *);
+static int	lease_share_of(const struct hub *);
+static int	lease_held(const struct hub *, int);
 static void	lease_share(struct hub *, int);
 static void	lease_takeover(struct part *, const char *);
 static void	lease_takeover_cb(struct bus *, struct bus_reply *, void *);
 static void	lease_released_cb(struct bus *, struct bus_reply *, void *);
 
+/*
+ * Every second, and when a shard connects: the hubs alive on shard 0,
+ * then each shard's leases, one step after the other (so the share is
+ * counted over every shard). A shard that is away is skipped: its
+ * partitions are not renewed, the others are. So is one that has not
+ * answered a step for LEASE_STEP_MS (stalled): the tick goes on without
+ * it, and its late answer still counts for its own leases.
+ */
 void
 lease_tick(struct hub *h)
 {
-	const char **argv;
-	char ttl[16], alive[16];
-	int n = h->nparts + 8;
+	if (h->lease_pending || h->exiting)
+		return;
+	if (h->tick_timer == NULL &&
+	    (h->tick_timer = evtimer_new(h->base, lease_stalled_cb, h)) ==
+	    NULL)
+		return;
+	h->lease_pending = 1;
+	h->tick++;
+	h->tick_shard = -1;
+	lease_step(h);
+}
 
-	if (h->lease_pending || h->exiting || !bus_connected(h->redis))
-		return;
-	if ((argv = calloc((size_t)n, sizeof(*argv))) == NULL)
-		return;
-	snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
-	snprintf(alive, sizeof(alive), "%d", LEASE_ALIVE_MS);
-	argv[0] = "EVAL";
-	argv[1] = lease_tick_lua;
-	snprintf(h->tick_nkeys, sizeof(h->tick_nkeys), "%d", h->nparts + 1);
-	argv[2] = h->tick_nkeys;
-	argv[3] = h->hubs_key;
-	for (int i = 0; i < h->nparts; i++)
-		argv[4 + i] = h->parts[i].lease_key;
-	argv[4 + h->nparts] = h->lease_value;
-	argv[5 + h->nparts] = ttl;
-	argv[6 + h->nparts] = alive;
-	argv[7 + h->nparts] = h->stopping ? "0" : "1";
-	if (bus_commandv(h->redis, lease_cb, h, n, argv, NULL) == 0) {
-		h->lease_pending = 1;
-		h->lease_sent = util_mono_ms();
+/*
+ * Send step `step` of the tick: -1 the hubs alive (on shard 0), else the
+ * leases of shard `step`. 0 sent (lease_cb() answers), -1 skipped.
+ */
+static int
+lease_send(struct hub *h, int step)
+{
+	struct lease_step *st;
+	struct bus *bus = bus_shards_at(h->shards, step < 0 ? 0 : step);
+	const char **argv = NULL;
+	char ttl[16], nkeys[16], quota[16];
+	int k = 0, rc = -1;
+
+	if (h->step_out[step + 1] || !bus_connected(bus) || step >= h->nparts ||
+	    (st = calloc(1, sizeof(*st))) == NULL)
+		return -1;
+	st->h = h;
+	st->tick = h->tick;
+	st->step = step;
+	st->sent = util_mono_ms();
+	if (step < 0) {
+		snprintf(ttl, sizeof(ttl), "%d", LEASE_ALIVE_MS);
+		rc = bus_command(bus, lease_cb, st, "EVAL %s 1 %s %s %s %s",
+		    lease_alive_lua, h->hubs_key, h->lease_value, ttl,
+		    h->stopping ? "0" : "1");
+	} else if ((argv = calloc((size_t)h->nparts + 8, sizeof(*argv))) !=
+	    NULL) {
+		snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
+		snprintf(quota, sizeof(quota), "%d", h->stopping ? 0 :
+		    lease_share_of(h) - lease_held(h, step));
+		argv[k++] = "EVAL";
+		argv[k++] = lease_tick_lua;
+		argv[k++] = nkeys;
+		for (int i = step; i < h->nparts; i += h->nshards)
+			argv[k++] = h->parts[i].lease_key;
+		snprintf(nkeys, sizeof(nkeys), "%d", k - 3);
+		argv[k++] = h->lease_value;
+		argv[k++] = ttl;
+		argv[k++] = quota;
+		rc = bus_commandv(bus, lease_cb, st, k, argv, NULL);
+		free(argv);
 	}
-	free(argv);
+	if (rc == -1) {
+		free(st);
+		return -1;
+	}
+	h->step_out[step + 1] = 1;
+	return 0;
+}
+
+/* The next step from h->tick_shard on, or the end of the tick. */
+static void
+lease_step(struct hub *h)
+{
+	struct timeval tv = { 0, LEASE_STEP_MS * 1000 };
+
+	for (; h->tick_shard < h->nshards; h->tick_shard++)
+		if (lease_send(h, h->tick_shard) == 0) {
+			evtimer_add(h->tick_timer, &tv);
+			return;		/* lease_cb() goes on */
+		}
+	evtimer_del(h->tick_timer);
+	h->lease_pending = 0;
+	lease_share(h, lease_held(h, -1) - lease_share_of(h));
+}
+
+/* A step unanswered for LEASE_STEP_MS: go on without that shard. */
+static void
+lease_stalled_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct hub *h = arg;
+
+	(void)fd;
+	(void)what;
+	if (!h->lease_pending || h->exiting)
+		return;
+	log_warnx("lease tick: Redis shard %d has not answered for %d ms; "
+	    "going on without it", h->tick_shard < 0 ? 0 : h->tick_shard,
+	    LEASE_STEP_MS);
+	h->tick_shard++;
+	lease_step(h);
+}
+
+/*
+ * A step's reply (NULL: its shard went, hub_on_disconnect() decides).
+ * A late one (the tick went on without it) still counts for its leases.
+ */
+static void
+lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+{
+	struct lease_step *st = arg;
+	struct hub *h = st->h;
+	int step = st->step, current;
+
+	(void)bus;
+	current = st->tick == h->tick && step == h->tick_shard &&
+	    h->lease_pending;
+	if (!h->exiting) {
+		h->step_out[step + 1] = 0;
+		if (reply != NULL && step < 0)
+			lease_alive(h, reply);
+		else if (reply != NULL)
+			lease_shard(h, step, st->sent, reply);
+	}
+	free(st);
+	if (current && !h->exiting) {
+		h->tick_shard++;
+		lease_step(h);
+	}
+}
+
+/* The hubs alive: a count. */
+static void
+lease_alive(struct hub *h, struct bus_reply *reply)
+{
+	if (bus_reply_type(reply) == BUS_INTEGER &&
+	    bus_reply_integer(reply) >= 1)
+		h->alive = (int)bus_reply_integer(reply);
+	else
+		log_warnx("lease tick: unexpected reply%s%s",
+		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
+		    bus_reply_type(reply) == BUS_ERROR ?
+		    bus_reply_str(reply, NULL) : "");
+}
+
+/* The most partitions a hub leads: ceil(partitions / hubs alive). */
+static int
+lease_share_of(const struct hub *h)
+{
+	int alive = h->alive > 0 ? h->alive : 1;
+
+	return (h->nparts + alive - 1) / alive;
+}
+
+/* How many partitions we lead, those of shard `but` left out (-1: none). */
+static int
+lease_held(const struct hub *h, int but)
+{
+	int held = 0;
+
+	for (int i = 0; i < h->nparts; i++)
+		held += h->parts[i].leader && h->parts[i].shard != but;
+	return held;
 }
 
 /*
@@ -169,51 +334,49 @@ lease_leading(struct part *p)
 	return p->leader;
 }
 
+/*
+ * Shard s's leases, asked at sent: { per lease: 1 ours, 0 free, or its
+ * holder }.
+ */
 static void
-lease_cb(struct bus *bus, struct bus_reply *reply, void *arg)
+lease_shard(struct hub *h, int s, int64_t sent, struct bus_reply *reply)
 {
-	struct hub *h = arg;
 	struct bus_reply *r;
 	const char *holder;
-	int64_t sent = h->lease_sent;
-	int held = 0, share;
+	int k, share, held;
+	size_t want = 0;
 
-	(void)bus;
-	h->lease_pending = 0;
-	if (h->exiting || reply == NULL)
-		return;	/* disconnected: hub_on_disconnect() decides */
+	for (int i = s; i < h->nparts; i += h->nshards)
+		want++;
 	if (bus_reply_type(reply) != BUS_ARRAY ||
-	    bus_reply_elements(reply) != (size_t)h->nparts + 1 ||
-	    bus_reply_integer(bus_reply_element(reply, 0)) < 1) {
-		log_warnx("lease tick: unexpected reply%s%s",
+	    bus_reply_elements(reply) != want) {
+		log_warnx("lease tick (shard %d): unexpected reply%s%s", s,
 		    bus_reply_type(reply) == BUS_ERROR ? ": " : "",
 		    bus_reply_type(reply) == BUS_ERROR ?
 		    bus_reply_str(reply, NULL) : "");
 		return;
 	}
-	h->alive = (int)bus_reply_integer(bus_reply_element(reply, 0));
-	share = (h->nparts + h->alive - 1) / h->alive;
-	for (int i = 0; i < h->nparts; i++) {
-		r = bus_reply_element(reply, (size_t)i + 1);
-		if (bus_reply_type(r) == BUS_INTEGER &&
-		    bus_reply_integer(r) == 1) {
-			held++;
-			lease_set(&h->parts[i], 1, sent);
-		} else
-			lease_set(&h->parts[i], 0, sent);
+	k = 0;
+	for (int i = s; i < h->nparts; i += h->nshards, k++) {
+		r = bus_reply_element(reply, (size_t)k);
+		lease_set(&h->parts[i], bus_reply_type(r) == BUS_INTEGER &&
+		    bus_reply_integer(r) == 1, sent);
 	}
-	/* Leases of a dead hub of this instance: taken over at once, up to
-	 * the share. */
-	for (int i = 0; i < h->nparts && held < share && !h->stopping; i++) {
-		r = bus_reply_element(reply, (size_t)i + 1);
-		if (bus_reply_type(r) == BUS_STRING &&
+	/* Leases of a dead hub of this instance: taken over at once, up
+	 * to the share. */
+	share = lease_share_of(h);
+	held = lease_held(h, -1);
+	k = 0;
+	for (int i = s; i < h->nparts && !h->stopping; i += h->nshards,
+	    k++) {
+		r = bus_reply_element(reply, (size_t)k);
+		if (held < share && bus_reply_type(r) == BUS_STRING &&
 		    (holder = bus_reply_str(r, NULL)) != NULL &&
 		    lease_holder_gone(h, holder)) {
 			lease_takeover(&h->parts[i], holder);
 			held++;
 		}
 	}
-	lease_share(h, held - share);
 }
 
 /*
@@ -251,7 +414,7 @@ lease_takeover(struct part *p, const char *holder)
 	    "instance and is gone: taking over", p->n, holder);
 	snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
 	p->takeover_sent = util_mono_ms();
-	(void)!bus_command(h->redis, lease_takeover_cb, p,
+	(void)!bus_command(p->redis, lease_takeover_cb, p,
 	    "EVAL %s 1 %s %s %s %s", lease_takeover_lua, p->lease_key,
 	    holder, h->lease_value, ttl);
 }
@@ -279,7 +442,7 @@ lease_give(struct part *p)
 	p->leader = 0;
 	p->giving = 0;
 	batch_reset(p);
-	if (bus_command(h->redis, lease_released_cb, p, "EVAL %s 1 %s %s",
+	if (bus_command(p->redis, lease_released_cb, p, "EVAL %s 1 %s %s",
 	    lease_release_lua, p->lease_key, h->lease_value) == 0)
 		h->releases++;
 }

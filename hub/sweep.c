@@ -1,9 +1,9 @@
 /*
  * sweep: the check for dead workers, per led partition. Every second, one
- * MGET of the heartbeat keys of the workers with connections in the
- * partition's rooms; a worker whose
+ * MGET of the heartbeat keys (on shard 0) of the workers with connections
+ * in the partition's rooms; a worker whose
  * key is gone (or never came within SWEEP_GRACE_MS) has crashed, and its
- * connections leave, through the hub's transaction.
+ * connections leave, through the partition's transaction (on its shard).
  */
 #include "config.h"
 
@@ -54,9 +54,12 @@ sweep_run(struct part *p)
 	char **keys = NULL;
 	size_t n;
 
+	/* Shard 0 just (re)connected, maybe restarted empty: the workers'
+	 * heartbeats come back within a second, nobody is dead meanwhile. */
 	if (!lease_leading(p) || (p->phase != PART_PENDING &&
 	    p->phase != PART_LIVE) || p->sweep_pending ||
-	    !bus_connected(h->redis))
+	    !bus_connected(h->redis) || !bus_connected(p->redis) ||
+	    util_mono_ms() - h->beats_from < SWEEP_GRACE_MS)
 		return;
 	if ((sw = calloc(1, sizeof(*sw))) == NULL)
 		return;

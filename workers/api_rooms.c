@@ -47,6 +47,13 @@ struct rooms_op {
 	int		 private;	/* createRoom: "private": true */
 	int		 single;	/* rooms_show(): one room, not a page */
 	int64_t		 asked_ms;	/* join: when the check was sent */
+	/* getRooms: each room's users, counted on its partition's shard */
+	long long	*counts;	/* per row of the page */
+	int		*shards;	/* ... its shard */
+	int		 nrows;
+	int		 asked;		/* shards asked */
+	int		 waiting;	/* ... whose replies are due */
+	int		 failed;	/* ... that could not answer */
 };
 
 static struct rooms_op *rooms_op_new(struct conn *, struct http_request *,
@@ -68,7 +75,9 @@ static void	rooms_allowed_cb(long long, void *);
 static void	rooms_limit_key(const struct rooms_op *, char *, size_t);
 static void	rooms_created_cb(struct db_result *, void *);
 static void	rooms_listed_cb(struct db_result *, void *);
+static int	rooms_count(struct rooms_op *, struct db_result *);
 static void	rooms_counted_cb(struct bus *, struct bus_reply *, void *);
+static void	rooms_counted(struct rooms_op *);
 static void	rooms_clients_room_cb(struct db_result *, void *);
 static void	rooms_clients_cb(struct bus *, struct bus_reply *, void *);
 static void	rooms_history_cb(struct db_result *, void *);
@@ -109,7 +118,7 @@ static void	rooms_dm_found_cb(struct db_result *, void *);
 	" AND rm.room_id = r.id), 0) AND um.kind = 0 AND NOT um.deleted " \
 	"ORDER BY um.id LIMIT 99) u)"
 
-/* Count the users of each room given as KEYS: one round trip. */
+/* Count the users of each room given as KEYS: one round trip a shard. */
 static const char rooms_count_lua[] =
     "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('hlen', k) "
     "end return r";
@@ -331,18 +340,24 @@ rooms_show(struct rooms_op *op)
 	    rooms_listed_cb);
 }
 
+/* The shard of room's presence (its partition's, SPEC section 11). */
+static struct bus *
+rooms_bus(struct worker *w, const char *room)
+{
+	return bus_shards_partition(w->shards, msg_partition(room,
+	    w->conf->partitions));
+}
+
 /*
- * The rooms are listed; count each one's users in one Redis call. The
- * result is kept (copied into the body as we go) until the counts come.
+ * The rooms are listed; count each one's users, one Redis call for the
+ * rooms of each shard. The result is kept (copied into the body as we
+ * go) until the counts come.
  */
 static void
 rooms_listed_cb(struct db_result *res, void *arg)
 {
 	struct rooms_op *op = arg;
-	struct worker *w = op->api.conn->worker;
-	const char **argv = NULL;
-	char (*keys)[MSG_ROOM_ID_MAX + 64] = NULL;
-	int n, i;
+	int n;
 
 	if (res == NULL || !db_result_ok(res)) {
 		api_db_error(op->api.conn, res, "list rooms");
@@ -366,56 +381,118 @@ rooms_listed_cb(struct db_result *res, void *arg)
 		conn_json(op->api.conn, 200, op->api.body, NULL);
 		goto fail;
 	}
-	/* Keep id and name pairs in the body buffer's place: the JSON is
-	 * written now, the counts spliced in by rooms_counted_cb. */
+	op->nrows = n;
+	if (rooms_count(op, res) == 0)
+		return;
+fail:
+	free(op->counts);
+	free(op->shards);
+	api_op_free(op);
+}
+
+/*
+ * Keep id and name pairs in the body buffer's place (the JSON is written
+ * now, the counts spliced in by rooms_counted()) and ask each shard for
+ * its rooms' counts. -1: answered already, op is the caller's to free.
+ */
+static int
+rooms_count(struct rooms_op *op, struct db_result *res)
+{
+	struct worker *w = op->api.conn->worker;
+	int nshards = bus_shards_count(w->shards), n = op->nrows, k;
+	const char **argv = NULL;
+	char (*keys)[MSG_ROOM_ID_MAX + 64] = NULL, nkeys[16];
+
 	argv = calloc((size_t)n + 3, sizeof(*argv));
 	keys = calloc((size_t)n, sizeof(*keys));
-	if (argv == NULL || keys == NULL) {
+	op->counts = calloc((size_t)n, sizeof(*op->counts));
+	op->shards = calloc((size_t)n, sizeof(*op->shards));
+	if (argv == NULL || keys == NULL || op->counts == NULL ||
+	    op->shards == NULL) {
 		conn_error(op->api.conn, 500, "out of memory");
 		goto fail;
 	}
-	argv[0] = "EVAL";
-	argv[1] = rooms_count_lua;
-	argv[2] = op->name;
-	snprintf(op->name, sizeof(op->name), "%d", n);
-	for (i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++) {
+		const char *room = db_result_value(res, i, 0);
+
 		(void)msg_key_room_clients(keys[i], sizeof(keys[i]),
-		    w->conf->redis_prefix, db_result_value(res, i, 0));
-		argv[3 + i] = keys[i];
+		    w->conf->redis_prefix, room);
+		op->shards[i] = bus_shard(rooms_bus(w, room));
 		/* Each row as `"id":..,"name":..,..` separated by NUL. */
 		rooms_add_room(op->api.body, res, i, !op->single);
 		evbuffer_add(op->api.body, "", 1);
 	}
-	if (bus_commandv(w->redis, rooms_counted_cb, op, n + 3, argv,
-	    NULL) == -1) {
-		conn_error(op->api.conn, 503, "the presence store is "
-		    "unavailable; try again");
-		goto fail;
+	argv[0] = "EVAL";
+	argv[1] = rooms_count_lua;
+	argv[2] = nkeys;
+	for (int s = 0; s < nshards; s++) {
+		k = 3;
+		for (int i = 0; i < n; i++)
+			if (op->shards[i] == s)
+				argv[k++] = keys[i];
+		if (k == 3)
+			continue;
+		snprintf(nkeys, sizeof(nkeys), "%d", k - 3);
+		op->asked++;
+		if (bus_commandv(bus_shards_at(w->shards, s), rooms_counted_cb,
+		    op, k, argv, NULL) == -1)
+			op->failed++;
+		else
+			op->waiting++;
 	}
 	free(argv);
 	free(keys);
-	return;
+	if (op->waiting > 0)
+		return 0;	/* the last reply answers */
+	rooms_counted(op);
+	return 0;
 fail:
 	free(argv);
 	free(keys);
-	api_op_free(op);
+	return -1;
 }
 
+/* A shard's counts, in the order of the page's rows on that shard. */
 static void
 rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct rooms_op *op = arg;
-	struct evbuffer *out = NULL;
-	size_t n, i, len;
-	char *rows = NULL, *p;
+	struct bus_reply *e;
+	int s = bus_shard(bus);
+	size_t k = 0;
 
-	(void)bus;
-	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY) {
+	if (reply == NULL || bus_reply_type(reply) != BUS_ARRAY)
+		op->failed++;
+	else
+		for (int i = 0; i < op->nrows; i++) {
+			if (op->shards[i] != s)
+				continue;
+			e = bus_reply_element(reply, k++);
+			if (e != NULL && bus_reply_type(e) == BUS_INTEGER)
+				op->counts[i] = bus_reply_integer(e);
+		}
+	if (--op->waiting == 0)
+		rooms_counted(op);
+}
+
+/*
+ * Every shard has answered: the rows with their counts, and op freed. A
+ * shard that is away counts its rooms' users as 0 (the others' rooms are
+ * still worth listing); with none answering, 503.
+ */
+static void
+rooms_counted(struct rooms_op *op)
+{
+	struct evbuffer *out = NULL;
+	size_t len;
+	char *rows = NULL, *p;
+	int i;
+
+	if (op->failed == op->asked) {
 		conn_error(op->api.conn, 503, "the presence store is "
 		    "unavailable; try again");
 		goto done;
 	}
-	n = bus_reply_elements(reply);
 	len = evbuffer_get_length(op->api.body);
 	if ((rows = malloc(len + 1)) == NULL || (out = evbuffer_new()) ==
 	    NULL) {
@@ -426,13 +503,9 @@ rooms_counted_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	rows[len] = '\0';
 	if (!op->single)
 		evbuffer_add(out, "[", 1);
-	for (i = 0, p = rows; i < n && p < rows + len; i++) {
-		struct bus_reply *e = bus_reply_element(reply, i);
-
+	for (i = 0, p = rows; i < op->nrows && p < rows + len; i++) {
 		evbuffer_add_printf(out, "%s{%s,\"clients\":%lld}",
-		    i > 0 ? "," : "", p, e != NULL &&
-		    bus_reply_type(e) == BUS_INTEGER ?
-		    bus_reply_integer(e) : 0LL);
+		    i > 0 ? "," : "", p, op->counts[i]);
 		p += strlen(p) + 1;
 	}
 	if (!op->single)
@@ -442,6 +515,8 @@ done:
 	if (out != NULL)
 		evbuffer_free(out);
 	free(rows);
+	free(op->counts);
+	free(op->shards);
 	api_op_free(op);
 }
 
@@ -473,8 +548,8 @@ rooms_clients_room_cb(struct db_result *res, void *arg)
 		goto fail;
 	(void)msg_key_room_clients(key, sizeof(key), w->conf->redis_prefix,
 	    op->room);
-	if (bus_command(w->redis, rooms_clients_cb, op, "HGETALL %s", key) ==
-	    -1) {
+	if (bus_command(rooms_bus(w, op->room), rooms_clients_cb, op,
+	    "HGETALL %s", key) == -1) {
 		conn_error(op->api.conn, 503, "the presence store is "
 		    "unavailable; try again");
 		goto fail;

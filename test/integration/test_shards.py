@@ -12,7 +12,8 @@ import requests
 
 import harness
 from conftest import needs_own_server, own_service
-from test_chat import call, create_room, join, login, register, unique
+from test_chat import (all_rooms, call, create_room, get_clients, join,
+    login, register, unique)
 from test_chat import close_websockets  # noqa: F401 (autouse: aborts every WS)
 
 PARTITIONS = 3
@@ -149,57 +150,65 @@ def test_login_logout_and_revocation_work_across_shards(sharded, shards):
 
 def test_room_channels_are_on_their_partition_s_shard_and_chat_works(
     sharded, shards):
+	"""A room of each partition chats (the hub leads every partition on
+	its shard); its channel, inbox entries, lease, presence and clients
+	hash are on shard p and nowhere else; getRooms and getClients count
+	its users there."""
 	s = sharded
 	a, b = register(s), register(s)
-	# Shard 0's partition: the hub leads it (the hub's other partitions
-	# come with issue 13's leaders).
-	room0 = room_in_partition(s, a, 0)
-	wa, wb = join(s, room0, a), join(s, room0, b)
-	wa.send("hello over shards")
-	wb.wait_content("hello over shards", 5)
-	wa.wait_content("hello over shards", 5)
-	chans = {i: r.cmd("PUBSUB", "CHANNELS", "gochat:room:*") for i, r in
-	    enumerate(shards)}
-	assert chans[0] == ["gochat:room:%s" % room0], chans
-	# A room of each other partition: the worker subscribes to its channel
-	# on that partition's shard, and nowhere else.
-	others = {}
-	for p in (1, 2):
-		room = others[p] = room_in_partition(s, a, p)
-		join(s, room, a, wait=False)
+	rooms = {p: room_in_partition(s, a, p) for p in range(PARTITIONS)}
+	for p, room in rooms.items():
+		wa, wb = join(s, room, a), join(s, room, b)
+		wa.send("hello over shard %d" % p)
+		wb.wait_content("hello over shard %d" % p, 5)
+		wa.wait_content("hello over shard %d" % p, 5)
+	for p, room in rooms.items():
 		channel = "gochat:room:%s" % room
-		assert harness.wait_for(lambda: channel in shards[p].cmd("PUBSUB",
-		    "CHANNELS", "gochat:room:*"), 5), (p, channel)
+		clients = channel + ":clients"
+		for i, r in enumerate(shards):
+			assert (channel in r.cmd("PUBSUB", "CHANNELS",
+			    "gochat:room:*")) == (i == p), (p, i, channel)
+			assert r.cmd("HLEN", clients) == (2 if i == p else 0), \
+			    (p, i, clients)
+			for key in ("gochat:hub:leader:%d" % p,
+			    "gochat:hub:presence:%d" % p):
+				assert r.cmd("EXISTS", key) == (i == p), (i, key)
+		# Each room's inbox entries (its members' registers and
+		# message) went to its partition's inbox on its shard.
+		inbox = "gochat:hub:inbox:%d" % p
+		assert room in rooms_in_inbox(shards[p], inbox), (p, room)
 		for i in range(3):
 			if i != p:
-				assert channel not in shards[i].cmd("PUBSUB", "CHANNELS",
-				    "gochat:room:*"), (i, channel)
+				assert shards[i].cmd("EXISTS", inbox) == 0, (i, inbox)
+		assert [u[0] for u in get_clients(s, a, room)] == sorted(
+		    [a["id"], b["id"]]), (p, room)
+	listed = {r["id"]: r["clients"] for r in all_rooms(s, a)}
+	assert all(listed[room] == 2 for room in rooms.values()), listed
 	# The control channel is on shard 0; each worker listens on its own
-	# channel on every shard.
+	# channel on every shard; the hubs alive on shard 0.
 	assert shards[0].cmd("PUBSUB", "NUMSUB", "gochat:control")[1] == 2
 	for r in shards:
 		assert len(r.cmd("PUBSUB", "CHANNELS", "gochat:worker:*")) == 2
-	# Each room's inbox entries (its member's register) went to its
-	# partition's shard.
-	def rooms_in_inbox(r):
-		return {e[1][e[1].index("room") + 1] for e in
-		    r.cmd("XRANGE", "gochat:hub:inbox", "-", "+")}
-	assert room0 in rooms_in_inbox(shards[0])
-	for p, room in others.items():
-		assert harness.wait_for(lambda: room in rooms_in_inbox(shards[p]),
-		    5), (p, room)
-		assert room not in rooms_in_inbox(shards[0]), (p, room)
+	assert set(where(shards, "gochat:hub:hubs")) == {0}
+
+
+def rooms_in_inbox(r, inbox):
+	return {e[1][e[1].index("room") + 1] for e in
+	    r.cmd("XRANGE", inbox, "-", "+")}
 
 
 def test_a_shard_down_fails_what_lives_there_and_health(sharded, shards):
 	"""Shard 2 stopped: /health is 503, a session kept there answers 503,
-	one on shard 0 or 1 still works; once it is back, everything does."""
+	one on shard 0 or 1 still works, getRooms lists every room, getClients
+	of a room of partition 2 answers 503; once it is back, everything
+	does."""
 	s = sharded
 	u = register(s)
 	by_shard = {}
 	while len(by_shard) < 3:
 		t = login(s, u)
 		by_shard.setdefault(session_shard(t), t)
+	rooms = {p: room_in_partition(s, u, p) for p in (0, 2)}
 	assert s.health()[0] == 200, s.health()
 	shards[2].stop()
 	try:
@@ -208,6 +217,15 @@ def test_a_shard_down_fails_what_lives_there_and_health(sharded, shards):
 		for i in (0, 1):
 			assert call(s, "GET", "/ws/getRooms",
 			    by_shard[i]).status_code == 200
+		# Every room is listed (shard 2's counted as 0); who is in a
+		# room of shard 2 cannot be told, in one of shard 0 it can.
+		t = by_shard[0]
+		listed = {r["id"]: r["clients"] for r in all_rooms(s, t)}
+		assert listed[rooms[0]] == 0 and listed[rooms[2]] == 0, listed
+		assert call(s, "GET", "/ws/getClients/" + rooms[2],
+		    t).status_code == 503
+		assert call(s, "GET", "/ws/getClients/" + rooms[0],
+		    t).status_code == 200
 	finally:
 		shards[2].start()
 	assert harness.wait_for(lambda: s.health()[0] == 200, 10), s.health()
