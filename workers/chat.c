@@ -1733,7 +1733,9 @@ chat_v2_on_text(struct chat *chat, struct chat_member *m, const char *msg,
 		    0 ? CHAT_V2_OK : CHAT_V2_UNAVAILABLE;
 		break;
 	case CHAT_V2_TYPING:
-		code = bus_command(chat->w->redis, chat_v2_typing_cb, p,
+		/* On the room's shard, with its channel (SPEC section 11). */
+		code = bus_command(chat_room_bus(chat, m->room->id),
+		    chat_v2_typing_cb, p,
 		    "SET %s 1 PX %d NX", key, CHAT_V2_TYPING_MS) == 0 ?
 		    CHAT_V2_OK : CHAT_V2_UNAVAILABLE;
 		break;
@@ -1911,8 +1913,8 @@ chat_v2_typing_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	util_rfc3339(util_now_ms(), ts, sizeof(ts));
 	msg_write_typing(b, m->room->id, m->uid, m->username, ts);
 	len = evbuffer_get_length(b);
-	bus_send(m->conn->worker->redis, "PUBLISH %s %b", m->room->channel,
-	    evbuffer_pullup(b, -1), len);
+	bus_send(chat_room_bus(m->conn->worker->chat, m->room->id),
+	    "PUBLISH %s %b", m->room->channel, evbuffer_pullup(b, -1), len);
 	evbuffer_free(b);
 done:
 	chat_pending_done(p);

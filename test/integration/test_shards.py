@@ -231,3 +231,30 @@ def test_a_shard_down_fails_what_lives_there_and_health(sharded, shards):
 	assert harness.wait_for(lambda: s.health()[0] == 200, 10), s.health()
 	for t in by_shard.values():
 		assert call(s, "GET", "/ws/getRooms", t).status_code == 200
+
+
+def test_v2_acks_edits_and_typing_reach_rooms_on_every_shard(sharded,
+    shards):
+	"""gochat.v2 in a room of each partition: the ack (the hub's, on the
+	worker channel of the room's shard), an edit (through the hub) and a
+	typing event (the worker's own PUBLISH, which must go on the room's
+	shard, where its subscribers are) all reach the room's sockets, and
+	the typing key lives on the room's shard only."""
+	from test_v2 import sent, send, v2, wait_type
+	s = sharded
+	a, b = register(s), register(s)
+	for p in range(PARTITIONS):
+		room = room_in_partition(s, a, p)
+		wa, wb = v2(s, room, a), v2(s, room, b)
+		ack = sent(wa, "v2 over shard %d" % p)
+		wb.wait_content("v2 over shard %d" % p, 5)
+		send(wa, op="edit", id=ack["id"], content="edited %d" % p)
+		e = wait_type(wb, "edit", lambda e: e.get("target") == ack["id"])
+		assert e["content"] == "edited %d" % p, e
+		send(wa, op="typing")
+		t = wait_type(wb, "typing")
+		assert t["userId"] == a["id"] and t["roomId"] == room, t
+		key = "gochat:typing:%s:%d" % (room, a["id"])
+		assert set(where(shards, key)) == {p}, (p, key)
+		wa.close()
+		wb.close()
