@@ -153,6 +153,7 @@ static void	batch_retry(struct part *, int);
 static void	batch_loaded_cb(enum store_status, const struct store_row *,
 		    size_t, void *);
 static void	batch_mark(struct hub_batch *);
+static int	batch_store_returned(struct hub_batch *);
 static void	batch_store(struct part *, int);
 static void	batch_found_cb(enum store_status, void *);
 static void	batch_stored_cb(enum store_status, void *);
@@ -941,6 +942,25 @@ batch_retry(struct part *p, int ms)
 	batch_kick(p, ms);
 }
 
+/*
+ * A store call of b answered: b is no longer busy. 1 if it was abandoned
+ * meanwhile (or the hub is exiting): then it is freed, and the reply is
+ * not for us.
+ */
+static int
+batch_store_returned(struct hub_batch *b)
+{
+	struct part *p = b->p;
+
+	b->state = BATCH_NEW;
+	if (!b->abandoned && !p->h->exiting)
+		return 0;
+	if (p->batch == b)
+		p->batch = NULL;
+	batch_free(b);
+	return 1;
+}
+
 static void
 batch_loaded_cb(enum store_status st, const struct store_row *rows, size_t n,
     void *arg)
@@ -949,13 +969,8 @@ batch_loaded_cb(enum store_status st, const struct store_row *rows, size_t n,
 	struct part *p = b->p;
 	struct room *r;
 
-	b->state = BATCH_NEW;
-	if (b->abandoned || p->h->exiting) {
-		if (p->batch == b)
-			p->batch = NULL;
-		batch_free(b);
+	if (batch_store_returned(b))
 		return;
-	}
 	if (st != STORE_OK) {
 		for (size_t i = 0; i < b->nload; i++)
 			b->load[i]->state = ROOM_UNKNOWN;
@@ -1075,13 +1090,8 @@ batch_found_cb(enum store_status st, void *arg)
 	struct hub_batch *b = arg;
 	struct part *p = b->p;
 
-	b->state = BATCH_NEW;
-	if (b->abandoned || p->h->exiting) {
-		if (p->batch == b)
-			p->batch = NULL;
-		batch_free(b);
+	if (batch_store_returned(b))
 		return;
-	}
 	if (st != STORE_OK) {
 		batch_retry(p, BATCH_RETRY_MS);
 		return;
@@ -1121,13 +1131,8 @@ batch_stored_cb(enum store_status st, void *arg)
 	struct hub_batch *b = arg;
 	struct part *p = b->p;
 
-	b->state = BATCH_NEW;
-	if (b->abandoned || p->h->exiting) {
-		if (p->batch == b)
-			p->batch = NULL;
-		batch_free(b);
+	if (batch_store_returned(b))
 		return;
-	}
 	switch (st) {
 	case STORE_AWAY:
 		batch_retry(p, BATCH_RETRY_MS);
