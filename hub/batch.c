@@ -125,6 +125,8 @@ struct hub_scan {
 	struct part	*p;
 	unsigned	 epoch;
 	struct hub_batch *b;	/* batch_orphans(): the batch checked */
+	char		 after[48];	/* a check sent with its read: the
+					 * live_last it was asked from */
 };
 
 static void	batch_on_inbox_connect(struct bus *, void *);
@@ -142,6 +144,9 @@ static void	batch_replay(struct part *);
 static void	batch_read(struct part *);
 static void	batch_read_cb(struct bus *, struct bus_reply *, void *);
 static int	batch_orphans(struct part *, struct hub_batch *);
+static void	batch_check_ahead(struct part *);
+static int	batch_check(struct part *, struct hub_batch *,
+		    struct hub_scan *);
 static void	batch_orphans_cb(struct bus *, struct bus_reply *, void *);
 static void	batch_bad(struct part *, struct hub_entry *, const char *, ...)
 		    GC_PRINTF(3, 4);
@@ -478,7 +483,35 @@ batch_read(struct part *p)
 		p->read = p->phase == PART_PENDING ? BATCH_READ_REPLAY :
 		    BATCH_READ_LIVE;
 		p->read_epoch = p->epoch;
+		if (p->read == BATCH_READ_LIVE)
+			batch_check_ahead(p);
 	}
+}
+
+/*
+ * A live read's orphan check (batch_orphans()), pipelined behind it on the
+ * same connection: Redis runs it as soon as the read is answered, so a
+ * message pays no round trip of its own for it. It asks for the oldest
+ * entry pending after the last live read; the batch goes on if that is its
+ * first entry. An entry handed to a deposed hub after our read is newer
+ * than our batch (">" hands out runs in order), as before. batch_read_cb()
+ * hands it the batch, or asks again itself when live_last moved meanwhile.
+ */
+static void
+batch_check_ahead(struct part *p)
+{
+	struct hub_scan *c;
+
+	if ((c = batch_scan_new(p, NULL)) == NULL)
+		return;		/* batch_read_cb() asks itself */
+	snprintf(c->after, sizeof(c->after), "%s", p->live_last);
+	if (bus_command(p->inbox, batch_orphans_cb, c,
+	    "XPENDING %s " BATCH_GROUP " %s%s + 1", p->inbox_key,
+	    strcmp(c->after, "-") == 0 ? "" : "(", c->after) == -1) {
+		free(c);
+		return;
+	}
+	p->check = c;
 }
 
 /*
@@ -491,11 +524,13 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 {
 	struct part *p = arg;
 	struct hub_batch *b;
+	struct hub_scan *check = p->check;	/* its reply comes next */
 	const char *err;
 	int replay = p->read == BATCH_READ_REPLAY;
 
 	(void)bus;
 	p->read = BATCH_READ_NONE;
+	p->check = NULL;
 	if (p->h->exiting || reply == NULL)
 		return;		/* batch_on_inbox_connect() goes on */
 	if (p->read_epoch != p->epoch || p->h->stopping || !lease_leading(p) ||
@@ -560,7 +595,7 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 		/* Read ahead: checked now, run once the batch before it
 		 * has committed. */
 		p->next = b;
-		if (batch_orphans(p, b) == -1) {
+		if (batch_check(p, b, check) == -1) {
 			p->next = NULL;
 			batch_free(b);
 			batch_replay(p);
@@ -569,9 +604,23 @@ batch_read_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 	}
 	p->batch = b;
 	p->oldest_ms = b->oldest_ms;
-	if (b->kind == BATCH_READ_LIVE && batch_orphans(p, b) == 0)
+	if (b->kind == BATCH_READ_LIVE && batch_check(p, b, check) == 0)
 		return;		/* batch_orphans_cb() goes on */
 	batch_run(p);
+}
+
+/* b's orphan check: the one sent with its read if it asked from where b
+ * begins, else a new one. 0: b is busy until the reply. */
+static int
+batch_check(struct part *p, struct hub_batch *b, struct hub_scan *check)
+{
+	if (check != NULL && check->epoch == p->epoch &&
+	    strcmp(check->after, b->after) == 0) {
+		check->b = b;
+		b->state = BATCH_CHECKING;
+		return 0;
+	}
+	return batch_orphans(p, b);
 }
 
 /*
@@ -644,6 +693,8 @@ batch_orphans_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 
 	(void)bus;
 	free(c);
+	if (b == NULL)
+		return;		/* sent with a read that brought no batch */
 	if (p->h->exiting)
 		return;		/* hub_main() frees the batch */
 	b->state = BATCH_NEW;

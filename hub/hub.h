@@ -32,6 +32,7 @@ struct conf;
 struct rooms;
 struct store;
 struct hub_batch;
+struct hub_scan;
 struct tx;
 struct door;
 
@@ -91,6 +92,8 @@ struct part {
 	char			 pending_from[48]; /* replay from */
 	enum batch_read		 read;		/* the XREADGROUP out */
 	unsigned		 read_epoch;	/* ... sent in this epoch */
+	struct hub_scan		*check;		/* its orphan check, sent
+						 * behind it (batch.c) */
 	int64_t			 replayed_ms;	/* last replay (monotonic) */
 	int			 replay_quiet;	/* ... a periodic one */
 	int			 exec_pending;	/* a batch's EXEC out */

@@ -269,3 +269,37 @@ def test_an_entry_a_deposed_hub_was_handed_is_published_by_the_leader(
 		    0, 5)
 	finally:
 		watch.close()
+
+
+def test_an_entry_a_deposed_hub_was_handed_goes_before_later_ones(
+    make_server, redis, pg):
+	"""The orphan of the test above, then a later entry to the same room
+	read live by the leader: the leader's check of that read (sent behind
+	it) finds the older pending entry and replays both in id order, so
+	the room sees the orphan first, then the later one, each once."""
+	start(make_server, redis, pg, instance="host-orphan-order")
+	room = new_room(pg)
+	ch = P + "room:" + room
+	watch = Sub(redis.port, ch)
+	try:
+		for round_ in range(3):
+			got = pipeline(redis.port, [["MULTI"],
+			    ["XADD", INBOX, "*", "op", "broadcast", "room", room,
+			    "username", "ops", "content", "orphan %d" % round_],
+			    ["XREADGROUP", "GROUP", "hub", "hub", "COUNT", "1",
+			    "STREAMS", INBOX, ">"],
+			    ["XADD", INBOX, "*", "op", "broadcast", "room", room,
+			    "username", "ops", "content", "later %d" % round_],
+			    ["EXEC"]])
+			assert got[-1][1], "the entry was not read as a deposed hub's"
+			assert wait_for(lambda: len(watch.of(ch, "message")) ==
+			    2 * (round_ + 1), 20), "an entry was never published"
+		time.sleep(1)
+		assert [e["content"] for e in watch.of(ch, "message")] == [
+		    "%s %d" % (w, r) for r in range(3) for w in ("orphan", "later")]
+		ids = [e["id"] for e in watch.of(ch, "message")]
+		assert ids == sorted(ids) and len(set(ids)) == 6
+		assert wait_for(lambda: redis.cmd("XPENDING", INBOX, "hub")[0] ==
+		    0, 5)
+	finally:
+		watch.close()
