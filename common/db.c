@@ -30,6 +30,7 @@
 #define DB_APP_NAME		"gochat"
 #define DB_STMT_MAX		256	/* statement names per connection */
 #define DB_STMT_SLOTS		512	/* its hash table: 2^n, > DB_STMT_MAX */
+#define DB_SESSION_MAX		256	/* bytes of db_pool_session()'s SQL */
 
 /* "gochat" then 0x0001: the advisory lock that serialises migrators
  * (taken per transaction: see db_migrate_begin()). */
@@ -115,6 +116,7 @@ struct db_pool {
 	int		 ever_up;
 	int		 freeing;
 	int		 unnamed;	/* never prepare: db_pool_prepare() */
+	char		*session;	/* db_pool_session(), or NULL */
 };
 
 struct db_result {
@@ -397,19 +399,20 @@ db_conn_poll(struct db_conn *c)
 static void
 db_conn_connected(struct db_conn *c)
 {
-	char sql[64];
+	struct db_pool *pool = c->pool;
+	char sql[DB_SESSION_MAX + 64];
 
 	if (PQsetnonblocking(c->pg, 1) == -1 ||
 	    db_conn_watch(c, EV_READ) == -1) {
 		db_conn_broken(c, PQerrorMessage(c->pg));
 		return;
 	}
-	if (c->pool->timeout_ms <= 0) {
+	if (pool->timeout_ms <= 0 && pool->session == NULL) {
 		db_conn_up(c);
 		return;
 	}
-	snprintf(sql, sizeof(sql), "SET statement_timeout = %d",
-	    c->pool->timeout_ms);
+	snprintf(sql, sizeof(sql), "SET statement_timeout = %d;%s",
+	    pool->timeout_ms, pool->session != NULL ? pool->session : "");
 	c->state = DB_CONN_SETUP;
 	if (PQsendQuery(c->pg, sql) == 0 || db_conn_flush(c) == -1)
 		db_conn_broken(c, PQerrorMessage(c->pg));
@@ -1112,6 +1115,18 @@ db_pool_prepare(struct db_pool *pool, int on)
 	pool->unnamed = !on;
 }
 
+int
+db_pool_session(struct db_pool *pool, const char *sql)
+{
+	char *s;
+
+	if (strlen(sql) > DB_SESSION_MAX || (s = strdup(sql)) == NULL)
+		return -1;
+	free(pool->session);
+	pool->session = s;
+	return 0;
+}
+
 void
 db_pool_free(struct db_pool *pool)
 {
@@ -1142,6 +1157,7 @@ db_pool_free(struct db_pool *pool)
 		event_free(pool->qtimer);
 	free(pool->conns);
 	free(pool->conninfo);
+	free(pool->session);
 	free(pool);
 }
 

@@ -47,6 +47,14 @@ struct db_pool *db_pool_new(struct event_base *base, const char *conninfo,
  * never saw the PREPARE). Call before the first query; the default is 1.
  */
 void	db_pool_prepare(struct db_pool *pool, int on);
+/*
+ * sql (a SET, say; copied) runs on every connection of the pool once it
+ * is up, after statement_timeout's, in the same implicit transaction: a
+ * session setting its callers want. Call before the first query. Not for
+ * a pooler in transaction mode, where a session setting sticks to a
+ * server connection other clients share.
+ */
+int	db_pool_session(struct db_pool *pool, const char *sql);
 /* Fails every queued and running query (callbacks get NULL), then frees. */
 void	db_pool_free(struct db_pool *pool);
 /* 1 when at least one connection is up. */

@@ -190,6 +190,21 @@ store_new(struct event_base *base, const struct conf *conf)
 		return NULL;
 	}
 	db_pool_prepare(s->db, conf->db_prepare);
+	/*
+	 * Every table the store's statements touch is reached by an index
+	 * probe per key, whatever their arrays hold, so a custom plan per
+	 * execution buys nothing and costs PostgreSQL 0.3 ms of planning each
+	 * time: two thirds of the store of a one-message batch (the latency
+	 * of a quiet room), 0.35 ms of a 256-message one. Prepared statements
+	 * only: through a pooler in transaction mode the setting would stick
+	 * to server sessions other clients share.
+	 */
+	if (conf->db_prepare && db_pool_session(s->db,
+	    "SET plan_cache_mode = force_generic_plan") == -1) {
+		db_pool_free(s->db);
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
