@@ -30,13 +30,15 @@
 /*
  * $1 text[] of room ids, $2 how many messages each. A room that exists
  * gives its last messages oldest first, or one row of NULLs when it has
- * none; max(id) comes from the primary key's index.
+ * none; max(id) comes from the primary key's index, once per room (a
+ * subquery in the select list ran once per row: 50 times a room).
  */
 static const char store_load_sql[] =
-    "SELECT r.id, coalesce((SELECT max(m.id) FROM messages m "
-    "WHERE m.room_id = r.id), 0), h.id, h.user_id, h.username, h.content, "
+    "SELECT r.id, l.last, h.id, h.user_id, h.username, h.content, "
     STORE_TS_MS("h.created_at") ", " STORE_TS_MS("h.edited_at") " "
-    "FROM rooms r LEFT JOIN LATERAL (SELECT m.id, m.user_id, m.username, "
+    "FROM rooms r CROSS JOIN LATERAL (SELECT coalesce(max(m.id), 0) AS last "
+    "FROM messages m WHERE m.room_id = r.id) l "
+    "LEFT JOIN LATERAL (SELECT m.id, m.user_id, m.username, "
     "m.content, m.created_at, m.edited_at FROM messages m "
     "WHERE m.room_id = r.id AND m.kind = 0 AND NOT m.deleted "
     "ORDER BY m.id DESC LIMIT $2::int) h ON true "
