@@ -130,8 +130,8 @@ INTAKE_PIPELINE = 64	# XADDs in flight per connection in the reference
 INTAKE_DRAIN = 5	# s after a run for the messages still in flight: one
 			# echoed to its sender and not yet to the others of its
 			# room when loadgen stops counts as lost
-# The reference runs the statement hub/store.c holds (store_insert_sql),
-# read from the source: $N become pgbench variables :pN, and the message
+# The reference runs the statement hub/store.c holds for plain messages
+# (store_insert_plain_sql, else store_insert_sql), read from the source: $N become pgbench variables :pN, and the message
 # id and the inbox id are made unique per transaction (one addition and
 # one concatenation per row more than the hub's). Two shapes are known:
 # the first edition's, one JSON array, and issue 13's, one array per
@@ -159,6 +159,30 @@ INTAKE_SHAPES = (
      "$11::bigint[], $12::text[]"),
 )
 INTAKE_REF_PARTITION = 1023
+
+
+def c_string(src, name):
+	"""The text of C's `static const char name[] = ...;`: adjacent string
+	literals and macros #defined as string literals, or None."""
+	macros = {}
+	for m in re.finditer(r'^#define\s+(\w+)[ \t]+((?:[^\n]*\\\n)*[^\n]*)',
+	    src, re.M):
+		body = m.group(2).replace("\\\n", " ")
+		if re.fullmatch(r'\s*(?:"(?:[^"\\]|\\.)*"\s*)+', body):
+			macros[m.group(1)] = body
+	m = re.search(r'\b%s\[\]\s*=((?:\s*(?:"(?:[^"\\]|\\.)*"|\w+))+)\s*;'
+	    % re.escape(name), src)
+	if m is None:
+		return None
+	parts = []
+	for lit, ident in re.findall(r'"((?:[^"\\]|\\.)*)"|(\w+)', m.group(1)):
+		if ident:
+			if ident not in macros:
+				return None
+			parts += re.findall(r'"((?:[^"\\]|\\.)*)"', macros[ident])
+		else:
+			parts.append(lit)
+	return "".join(parts).replace('\\"', '"')
 # Two instances: the keys both get (SPEC section 11; gochat -t must know
 # them, else the run is skipped), and how long the hubs get to share the
 # partitions after the second one starts.
@@ -1496,10 +1520,10 @@ ANALYZE users;
 		except OSError as e:
 			src = ""
 			notes.append("cannot read hub/store.c (%s)" % e)
-		m = re.search(r'store_insert_sql\[\]\s*=((?:\s*"(?:[^"\\]|\\.)*")+)'
-		    r'\s*;', src)
-		hub = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))) \
-		    .replace('\\"', '"') if m else None
+		# The plain statement when there is one: loadgen's messages are
+		# section 5's (no cid), which is what the hub stores with it.
+		hub = c_string(src, "store_insert_plain_sql") or \
+		    c_string(src, "store_insert_sql")
 		for kind, plain, unique, must in INTAKE_SHAPES:
 			if hub and plain in hub and must in hub:
 				sql = hub.replace(plain, unique)
