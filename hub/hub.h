@@ -25,6 +25,8 @@
 #include "common/conf.h"
 #include "common/stats.h"
 
+#define HUB_KEEP_MARKS	4	/* inbox trim marks per partition (batch.c) */
+
 struct event_base;
 struct event;
 struct evbuffer;
@@ -106,6 +108,10 @@ struct part {
 						 * live read, or "-" */
 	unsigned		 pass;		/* counts id assignments */
 	int64_t			 trimmed_ms;	/* last XTRIM */
+	uint64_t		 handled;	/* live entries committed */
+	uint64_t		 mark_at;	/* ... when the next mark is */
+	unsigned		 nmarks;	/* marks made (batch.c) */
+	char			 marks[HUB_KEEP_MARKS][48]; /* ids, a ring */
 	int64_t			 gc_ms;		/* last rooms_gc() */
 	int			 read_errors;	/* in a row */
 	int64_t			 oldest_ms;	/* inbox lag, or 0 */

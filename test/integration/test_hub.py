@@ -723,3 +723,35 @@ def test_a_standby_takes_over_a_frozen_leader_which_then_steps_down(
 	assert hub_pid(a) == old, "the old leader died"
 	print("\nstandby on another instance led %.2f s after the leader "
 	    "froze" % took)
+
+
+def test_the_inbox_keeps_only_the_newest_handled_entries(make_server, redis,
+    pg):
+	"""Handled entries are trimmed when older than ten minutes, and also
+	beyond about the newest 100,000 (75,000 to 100,000 are kept): at a high
+	intake ten minutes would be millions of entries, gigabytes of Redis.
+	Nothing is trimmed before it is handled: every message is stored, in
+	order, and nothing stays pending."""
+	start(make_server, redis, pg, instance="host-keep")
+	room = new_room(pg)
+	n = 130000
+	for k in range(0, n, 10000):
+		pipeline(redis.port, [["XADD", INBOX, "*", "op", "broadcast",
+		    "room", room, "username", "ops", "content", "m%d" % i]
+		    for i in range(k, k + 10000)])
+
+	def stored():
+		return int(sql(pg, "SELECT count(*) FROM messages WHERE room_id "
+		    "= '%s'" % room))
+	assert wait_for(lambda: stored() == n, 180), \
+	    "%d of %d stored" % (stored(), n)
+	time.sleep(1.2)		# a trim rides a live batch, once a second at most
+	pipeline(redis.port, [["XADD", INBOX, "*", "op", "broadcast", "room",
+	    room, "username", "ops", "content", "m%d" % n]])
+	assert wait_for(lambda: stored() == n + 1, 30)
+	assert wait_for(lambda: 75000 <= redis.cmd("XLEN", INBOX) <= 100200,
+	    10), "XLEN %d" % redis.cmd("XLEN", INBOX)
+	assert redis.cmd("XPENDING", INBOX, "hub")[0] == 0
+	assert sql(pg, "SELECT bool_and(content = 'm' || (n - 1)) FROM (SELECT "
+	    "content, row_number() OVER (ORDER BY id) AS n FROM messages WHERE "
+	    "room_id = '%s') s" % room) == "t"
