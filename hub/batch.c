@@ -127,8 +127,8 @@ struct hub_scan {
 	struct part	*p;
 	unsigned	 epoch;
 	struct hub_batch *b;	/* batch_orphans(): the batch checked */
-	char		 after[48];	/* a check sent with its read: the
-					 * live_last it was asked from */
+	char		 after[48];	/* batch_ask_orphans(): the live
+					 * read it asked from, or "-" */
 };
 
 static void	batch_on_inbox_connect(struct bus *, void *);
@@ -147,6 +147,8 @@ static void	batch_read(struct part *);
 static void	batch_read_cb(struct bus *, struct bus_reply *, void *);
 static int	batch_orphans(struct part *, struct hub_batch *);
 static void	batch_check_ahead(struct part *);
+static int	batch_ask_orphans(struct bus *, struct hub_scan *,
+		    const char *);
 static int	batch_check(struct part *, struct hub_batch *,
 		    struct hub_scan *);
 static void	batch_orphans_cb(struct bus *, struct bus_reply *, void *);
@@ -509,14 +511,27 @@ batch_check_ahead(struct part *p)
 
 	if ((c = batch_scan_new(p, NULL)) == NULL)
 		return;		/* batch_read_cb() asks itself */
-	snprintf(c->after, sizeof(c->after), "%s", p->live_last);
-	if (bus_command(p->inbox, batch_orphans_cb, c,
-	    "XPENDING %s " BATCH_GROUP " %s%s + 1", p->inbox_key,
-	    strcmp(c->after, "-") == 0 ? "" : "(", c->after) == -1) {
+	if (batch_ask_orphans(p->inbox, c, p->live_last) == -1) {
 		free(c);
 		return;
 	}
 	p->check = c;
+}
+
+/*
+ * The orphan check itself, on bus: the oldest entry pending after `after`
+ * (a live read's last id, or "-"), which batch_orphans_cb() compares with
+ * the first entry of c's batch.
+ */
+static int
+batch_ask_orphans(struct bus *bus, struct hub_scan *c, const char *after)
+{
+	struct part *p = c->p;
+
+	snprintf(c->after, sizeof(c->after), "%s", after);
+	return bus_command(bus, batch_orphans_cb, c,
+	    "XPENDING %s " BATCH_GROUP " %s%s + 1", p->inbox_key,
+	    strcmp(c->after, "-") == 0 ? "" : "(", c->after);
 }
 
 /*
@@ -665,9 +680,10 @@ batch_replay(struct part *p)
  * blocking XREADGROUP was out may have been handed entries since our
  * replay: they are pending, older than this live batch, and some may be
  * from the same senders. Publishing this batch first would reorder them.
- * Ask Redis for the oldest pending entry up to the batch's first: if it
- * is not that one, drop the batch (its entries stay pending) and replay
- * everything pending, in id order. 0: asked (b is busy until the reply).
+ * Ask Redis for the oldest entry pending after the last live read: if it
+ * is not the batch's first, drop the batch (its entries stay pending) and
+ * replay everything pending, in id order. 0: asked (b is busy until the
+ * reply). Usually the check went out with the read (batch_check_ahead()).
  */
 static int
 batch_orphans(struct part *p, struct hub_batch *b)
@@ -676,10 +692,7 @@ batch_orphans(struct part *p, struct hub_batch *b)
 
 	if ((c = batch_scan_new(p, b)) == NULL)
 		return -1;
-	if (bus_command(p->redis, batch_orphans_cb, c,
-	    "XPENDING %s " BATCH_GROUP " %s%s %s 1", p->inbox_key,
-	    strcmp(b->after, "-") == 0 ? "" : "(", b->after, b->e[0].id) ==
-	    -1) {
+	if (batch_ask_orphans(p->redis, c, b->after) == -1) {
 		free(c);
 		return -1;
 	}

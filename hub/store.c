@@ -460,7 +460,14 @@ store_insert(struct store_op *op)
 			evbuffer_free(col[c]);
 		return -1;
 	}
-	for (c = 0; c < STORE_NCOLS; c++)
+	for (size_t i = from; i < to; i++)
+		if (op->msgs[i].result == STORE_PENDING &&
+		    (op->msgs[i].kind != STORE_MESSAGE ||
+		    op->msgs[i].cid != NULL))
+			plain = 0;
+	/* store_insert_plain_sql takes the columns up to STORE_COL_TS. */
+	ncols = plain ? STORE_COL_KIND : STORE_NCOLS;
+	for (c = 0; c < ncols; c++)
 		(void)evbuffer_add(col[c], "{", 1);
 	for (size_t i = from; i < to; i++) {
 		const struct store_msg *m = &op->msgs[i];
@@ -468,7 +475,7 @@ store_insert(struct store_op *op)
 		if (m->result != STORE_PENDING)
 			continue;
 		if (!first)
-			for (c = 0; c < STORE_NCOLS; c++)
+			for (c = 0; c < ncols; c++)
 				(void)evbuffer_add(col[c], ",", 1);
 		first = 0;
 		store_array(col[STORE_COL_ROOM], m->room);
@@ -482,6 +489,8 @@ store_insert(struct store_op *op)
 		store_array(col[STORE_COL_INBOX], m->inbox_id);
 		(void)evbuffer_add_printf(col[STORE_COL_TS], "%lld",
 		    (long long)m->ts_ms);
+		if (plain)
+			continue;
 		(void)evbuffer_add_printf(col[STORE_COL_KIND], "%d",
 		    (int)m->kind);
 		if (m->kind == STORE_MESSAGE)
@@ -490,11 +499,7 @@ store_insert(struct store_op *op)
 			(void)evbuffer_add_printf(col[STORE_COL_TARGET],
 			    "%lld", (long long)m->target);
 		store_array_or_null(col[STORE_COL_CID], m->cid);
-		if (m->kind != STORE_MESSAGE || m->cid != NULL)
-			plain = 0;
 	}
-	/* store_insert_plain_sql takes the columns up to STORE_COL_TS. */
-	ncols = plain ? STORE_COL_KIND : STORE_NCOLS;
 	for (c = 0; c < ncols; c++) {
 		(void)evbuffer_add(col[c], "}", 1);
 		if ((params[2 + c] = store_param(col[c])) == NULL)

@@ -131,7 +131,8 @@ INTAKE_DRAIN = 5	# s after a run for the messages still in flight: one
 			# echoed to its sender and not yet to the others of its
 			# room when loadgen stops counts as lost
 # The reference runs the statement hub/store.c holds for plain messages
-# (store_insert_plain_sql, else store_insert_sql), read from the source: $N become pgbench variables :pN, and the message
+# (store_insert_plain_sql, else store_insert_sql), read from the source
+# (c_string()): $N become pgbench variables :pN, and the message
 # id and the inbox id are made unique per transaction (one addition and
 # one concatenation per row more than the hub's). Two shapes are known:
 # the first edition's, one JSON array, and issue 13's, one array per
@@ -159,6 +160,16 @@ INTAKE_SHAPES = (
      "$11::bigint[], $12::text[]"),
 )
 INTAKE_REF_PARTITION = 1023
+# Two instances: the keys both get (SPEC section 11; gochat -t must know
+# them, else the run is skipped), and how long the hubs get to share the
+# partitions after the second one starts.
+INTAKE_PARTITIONS = 16
+INTAKE_PARTITIONS_KEYS = (("partitions", str(INTAKE_PARTITIONS)),)
+INTAKE_SETTLE = 8
+
+
+class Stop(Exception):
+	"""SIGINT or SIGTERM arrived."""
 
 
 def c_string(src, name):
@@ -183,16 +194,6 @@ def c_string(src, name):
 		else:
 			parts.append(lit)
 	return "".join(parts).replace('\\"', '"')
-# Two instances: the keys both get (SPEC section 11; gochat -t must know
-# them, else the run is skipped), and how long the hubs get to share the
-# partitions after the second one starts.
-INTAKE_PARTITIONS = 16
-INTAKE_PARTITIONS_KEYS = (("partitions", str(INTAKE_PARTITIONS)),)
-INTAKE_SETTLE = 8
-
-
-class Stop(Exception):
-	"""SIGINT or SIGTERM arrived."""
 
 
 def on_signal(sig, frame):
