@@ -125,6 +125,11 @@ T_INTAKE_P99 = 10.0	# ... p99 (ms) at that rate
 # HUB_BATCH entries per XREADGROUP) and its pool (STORE_POOL_SIZE).
 INTAKE_BATCH = 256
 INTAKE_STORE_CONNS = 2
+# The storing floor (test/bench/floor.c -S) runs the intake's closed loops
+# and the chat's target rate too, with this many hub threads, each one
+# batch in flight: two came out ahead of one (a batch is read while the
+# last is stored) and level with four in rooms of 2.
+STORE_FLOOR_HUBS = 2
 INTAKE_MSG = 64		# loadgen's message size (-l default)
 INTAKE_PIPELINE = 64	# XADDs in flight per connection in the reference
 INTAKE_DRAIN = 5	# s after a run for the messages still in flight: one
@@ -1131,26 +1136,42 @@ ANALYZE users;
 		d["workers_websockets_max"] = smp.spread()
 		return d, cmd, err
 
-	def floor_start(self):
-		"""The fan-out floor, as many threads as GoChat has workers."""
+	def floor_start(self, store=False):
+		"""The fan-out floor, as many threads as GoChat has workers. With
+		store, the storing floor (floor -S): every message through an
+		inbox in this run's Redis, STORE_FLOOR_HUBS hub threads storing
+		it in this run's PostgreSQL, and a PUBLISH, before delivery."""
 		port = harness.free_port()
 		cmd = [self.a.floor, "-t", str(self.workers), "-p", str(port)]
+		if store:
+			cmd += ["-S", self.pg.url, "-r", "127.0.0.1:%d" %
+			    self.redis.port, "-H", str(STORE_FLOOR_HUBS)]
 		log("  " + cmdline(cmd))
-		self.floor_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-		    stderr=subprocess.DEVNULL)
+		name = "store-floor" if store else "floor"
+		with open(os.path.join(self.tmp, name + ".log"), "a") as errf:
+			proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+			    stderr=errf)
 
 		def up():
+			if proc.poll() is not None:
+				raise harness.HarnessError("%s exited (%d): %s" % (name,
+				    proc.returncode, harness.tail(os.path.join(self.tmp,
+				    name + ".log"), 5)))
 			try:
 				socket.create_connection(("127.0.0.1", port), 1).close()
 				return True
 			except OSError:
 				return False
 		harness.wait_for(up, 10)
-		self.floor_port = port
+		if store:
+			self.sfloor_proc, self.sfloor_port = proc, port
+		else:
+			self.floor_proc, self.floor_port = proc, port
 		return port
 
-	def floor_stop(self):
-		p = getattr(self, "floor_proc", None)
+	def floor_stop(self, store=False):
+		attr = "sfloor_proc" if store else "floor_proc"
+		p = getattr(self, attr, None)
 		if p is not None:
 			p.terminate()
 			try:
@@ -1158,17 +1179,19 @@ ANALYZE users;
 			except subprocess.TimeoutExpired:
 				p.kill()
 				p.wait()
-			self.floor_proc = None
+			setattr(self, attr, None)
 
-	def floor_run(self, room, clients, duration, rate=0, senders=10):
-		"""The same load as chat_run, against the floor."""
+	def floor_run(self, room, clients, duration, rate=0, senders=10,
+	    store=False):
+		"""The same load as chat_run, against the floor (store: the
+		storing floor)."""
 		args = ["-c", clients, "-s", senders, "-d", duration, "-T",
 		    self.load_tokens, "-r", room, "-t", self.a.lg_threads,
 		    "--join-timeout", 60, "-q"]
 		if rate:
 			args += ["-R", rate]
 		d, cmd, _ = self.loadgen("chat", args, duration + 120,
-		    port=self.floor_port)
+		    port=self.sfloor_port if store else self.floor_port)
 		return d, cmd
 
 	def chat_figures(self, d):
@@ -1189,8 +1212,10 @@ ANALYZE users;
 		run_tag = secrets.token_hex(3)
 		self.floor_start()
 		try:
+			self.floor_start(store=True)
 			return self.chat_scenarios(out, ref, rb, rcmd, run_tag)
 		finally:
+			self.floor_stop(store=True)
 			self.floor_stop()
 
 	def chat_scenarios(self, out, ref, rb, rcmd, run_tag):
@@ -1244,10 +1269,16 @@ ANALYZE users;
 		# fan-out (first delivery to last) on top.
 		room = "h10-%d-%s" % (T_RATE, run_tag)
 		d, cmd, _ = self.chat_run(room, 10, a.ol_duration, rate=T_RATE)
+		sd, scmd = self.floor_run("s" + room, 10, a.ol_duration,
+		    rate=T_RATE, store=True)
 		ent["hub_path"] = {"clients": 10, "rate": T_RATE,
-		    "latency_ms": d["latency_ms"], "command": cmd}
-		log("    hub path (10 clients, %d msg/s): p50 %.2f p99 %.2f ms" % (
-		    T_RATE, d["latency_ms"]["p50"], d["latency_ms"]["p99"]))
+		    "latency_ms": d["latency_ms"], "command": cmd,
+		    "store_floor_latency_ms": sd["latency_ms"],
+		    "store_floor_command": scmd}
+		log("    hub path (10 clients, %d msg/s): p50 %.2f p99 %.2f ms; "
+		    "storing floor p50 %.2f p99 %.2f ms" % (T_RATE,
+		    d["latency_ms"]["p50"], d["latency_ms"]["p99"],
+		    sd["latency_ms"]["p50"], sd["latency_ms"]["p99"]))
 		out.append(ent)
 		# The 100-client room at the target rate, next to the floor too.
 		cmds = []
@@ -1284,6 +1315,21 @@ ANALYZE users;
 			    "p99.9 %.2f ms; floor p50 %.2f p99 %.2f p99.9 %.2f ms" % (n,
 			    rate, fmt_int(d["deliveries_per_s"]), lat["p50"], lat["p99"],
 			    lat["p99.9"], fl["p50"], fl["p99"], fl["p99.9"]))
+			if rate != T_RATE or getattr(self, "sfloor_port", None) is None:
+				continue
+			# The storing floor at the target rate: what any design
+			# that stores a message before it delivers it pays here.
+			sd, scmd = self.floor_run("s" + room, n, a.ol_duration,
+			    rate=rate, store=True)
+			sl = sd["latency_ms"]
+			fseries[-1]["store_floor"] = {"deliveries_per_s":
+			    sd["deliveries_per_s"], "latency_ms": sl,
+			    "losses": sd["losses"], "duplicates": sd.get("duplicates"),
+			    "order_violations": sd.get("order_violations"),
+			    "joined": sd["joined"], "command": scmd}
+			log("    %d clients, %d msg/s, storing floor: p50 %.2f p99 %.2f "
+			    "p99.9 %.2f ms" % (n, rate, sl["p50"], sl["p99"],
+			    sl["p99.9"]))
 		return series, fseries, fcmds
 
 	def chat_open_entry(self, n, rates, series, fseries, ref, cmds, fcmds,
@@ -1294,6 +1340,18 @@ ANALYZE users;
 			    f["latency_ms"]["p99"])
 			s["ratio_floor_p999"] = ratio(s["latency_ms"]["p99.9"],
 			    f["latency_ms"]["p99.9"])
+			sf = f.get("store_floor")
+			if sf:
+				# the storing floor against the floor: at or above the
+				# target's ratio, the target is out of this machine's
+				# reach for any design that stores before delivering
+				s["store_floor_latency_ms"] = sf["latency_ms"]
+				s["ratio_store_floor_p99"] = ratio(s["latency_ms"]["p99"],
+				    sf["latency_ms"]["p99"])
+				s["store_floor_over_floor_p99"] = ratio(
+				    sf["latency_ms"]["p99"], f["latency_ms"]["p99"])
+				s["store_floor_over_floor_p999"] = ratio(
+				    sf["latency_ms"]["p99.9"], f["latency_ms"]["p99.9"])
 		at = [s for s in series if s["rate"] == T_RATE]
 		met = met_abs = None
 		if at:
@@ -1311,6 +1369,14 @@ ANALYZE users;
 		    T_FLOOR_P99)
 		if n == 1000:
 			want += ", p99.9 <= %.1f x" % T_FLOOR_P999
+		# Does the storing floor itself meet the target? (None: not run)
+		sf_met = None
+		if at and at[0].get("store_floor_over_floor_p99") is not None:
+			sf_met = at[0]["store_floor_over_floor_p99"] <= T_FLOOR_P99
+			if n == 1000:
+				sf_met = sf_met and at[0]["store_floor_over_floor_p999"] \
+				    is not None and \
+				    at[0]["store_floor_over_floor_p999"] <= T_FLOOR_P999
 		return {
 			"scenario": "chat_open_%d" % n,
 			"what": "room of %d, 10 senders, open loop at %s messages/s"
@@ -1325,6 +1391,16 @@ ANALYZE users;
 			"judge": judge(want, met),
 			"judge_absolute": judge("at %d msg/s: p99 <= %g ms, p99.9 <= "
 			    "%g ms" % (T_RATE, T_P99, T_P999), met_abs),
+			# the same target applied to the storing floor: "missed"
+			# means no design that stores before it delivers meets
+			# it on this machine in this run
+			"judge_store_floor": judge(want + " (the storing floor, "
+			    "test/bench/floor.c -S)", sf_met),
+			"ratio_store_floor": at[0].get("ratio_store_floor_p99") if at
+			    else None,
+			"ratio_store_floor_note": "p99 at %d msg/s: gochat / the "
+			    "storing floor (floor -S: inbox, store, PUBLISH), same "
+			    "load, same run" % T_RATE,
 			"plot": plot,
 			"commands": {"gochat": cmds, "reference": rcmd, "floor": fcmds},
 		}
@@ -1363,11 +1439,12 @@ ANALYZE users;
 
 	# -- intake: many small rooms, every client a sender (issue 13) -------------
 
-	def cpu_roots(self, servers, loadgen_pid):
+	def cpu_roots(self, servers, loadgen_pid, more=None):
 		"""{root pid: group} for CpuSampler: each instance's workers and
-		hub, its master, Redis, PostgreSQL and the load generator."""
+		hub, its master, Redis, PostgreSQL and the load generator (and
+		more: {pid: group})."""
 		def roots():
-			m = {}
+			m = dict(more or {})
 			for s in servers:
 				if s.master_pid:
 					m[s.master_pid] = "master"
@@ -1385,18 +1462,20 @@ ANALYZE users;
 		return roots
 
 	def intake_run(self, clients, room_size, duration, rate=0,
-	    servers=None):
+	    servers=None, store_floor=False):
 		"""One loadgen chat run: clients in rooms of room_size, every
 		client a sender (closed loop, or rate messages/s in all), spread
-		over servers. Per-process CPU is sampled meanwhile and cut to the
-		measured phase; afterwards the rows the hubs stored in those rooms
-		are counted: every message echoed to its sender must be stored,
-		and nothing more than was sent."""
+		over servers (store_floor: the storing floor instead). Per-process
+		CPU is sampled meanwhile and cut to the measured phase; afterwards
+		the rows the hubs stored in those rooms are counted: every message
+		echoed to its sender must be stored, and nothing more than was
+		sent."""
 		a = self.a
-		servers = servers or [self.server]
+		servers = [] if store_floor else servers or [self.server]
 		nrooms = clients // room_size
 		prefix = "n%d-%s-" % (room_size, secrets.token_hex(3))
-		self.create_rooms(prefix=prefix, count=nrooms)
+		if not store_floor:
+			self.create_rooms(prefix=prefix, count=nrooms)
 		args = ["-c", clients, "-s", clients, "-d", duration, "-T",
 		    self.load_tokens, "-r", prefix, "--rooms", nrooms, "-t",
 		    a.lg_threads, "--join-timeout", 60, "--drain", INTAKE_DRAIN, "-q"]
@@ -1405,12 +1484,16 @@ ANALYZE users;
 		for s in servers[1:]:
 			args += ["--also", self.target(s.port)]
 		cmd = [a.loadgen, "chat"] + [str(x) for x in args] + [
-		    self.target(servers[0].port)]
+		    self.target(self.sfloor_port if store_floor else
+		    servers[0].port)]
 		log("  " + cmdline(cmd))
 		lg = [None]
-		name = "intake_%d%s%s" % (room_size, "_fixed" if rate else "",
-		    "_x%d" % len(servers) if len(servers) > 1 else "")
-		with CpuSampler(self.cpu_roots(servers, lg)) as smp, \
+		name = "intake_%d%s%s%s" % (room_size, "_fixed" if rate else "",
+		    "_x%d" % len(servers) if len(servers) > 1 else "",
+		    "_store_floor" if store_floor else "")
+		roots = self.cpu_roots(servers, lg,
+		    {self.sfloor_proc.pid: "floor"} if store_floor else {})
+		with CpuSampler(roots) as smp, \
 		    PerfProfile(self, name) as prof:
 			t_launch = time.monotonic()
 			p = self.popen_bg(cmd, stdout=subprocess.PIPE,
@@ -1429,8 +1512,9 @@ ANALYZE users;
 		self.wait_quiet()
 		t_run = t_launch + d["join_s"]
 		cpu = smp.window(t_run + 0.2, t_run + d["duration_s"])
-		stored = int(self.psql("SELECT count(*) FROM messages WHERE "
-		    "room_id LIKE '%s%%'" % prefix))
+		stored = int(self.psql("SELECT count(*) FROM %s WHERE "
+		    "room_id LIKE '%s%%'" % ("floor_messages" if store_floor else
+		    "messages", prefix)))
 		# Accepted while the run lasted: in a closed loop each client's
 		# first message, and every message resent after an echo timeout,
 		# was sent without an echo; every other send followed one. (acked
@@ -1454,6 +1538,8 @@ ANALYZE users;
 		g.pop("deliveries_per_s")
 		g.update({"clients": clients, "room_size": room_size,
 		    "rooms": nrooms, "instances": len(servers),
+		    "server": "storing floor (test/bench/floor.c -S)" if
+		    store_floor else "gochat",
 		    "workers_per_instance": self.workers,
 		    "accepted_per_s": round(acked_per_s, 1), "stored": stored,
 		    "stored_ok": d["acked"] <= stored <= d["sent"]})
@@ -1653,11 +1739,13 @@ ANALYZE users;
 		    (1000, 2, T_INTAKE_2)):
 			g, cmd, err = self.intake_run(clients, size, a.duration)
 			met = g["accepted_per_s"] >= target and g["intact"]
-			out.append(self.intake_entry("intake_%d" % size,
+			ent = self.intake_entry("intake_%d" % size,
 			    "%s clients in rooms of %d, all senders, closed loop"
 			    % (fmt_int(clients), size), g, refs, cmd, err,
 			    judge(">= %s msg/s, nothing lost, repeated or reordered"
-			    % fmt_int(target), met)))
+			    % fmt_int(target), met))
+			self.intake_store_floor(ent, clients, size, target)
+			out.append(ent)
 		g, cmd, err = self.intake_run(2000, 10, a.duration,
 		    rate=T_INTAKE_RATE)
 		lat = g["latency_ms"]
@@ -1669,6 +1757,30 @@ ANALYZE users;
 		    met)))
 		out.append(self.intake_partitions(refs))
 		return out
+
+	def intake_store_floor(self, ent, clients, size, target):
+		"""The same closed loop against the storing floor, same run: the
+		rate a design that stores every message before delivering it, and
+		does nothing else, reaches on this machine with its CPU per
+		message; "missed" under judge_store_floor means that no such
+		design meets the target here."""
+		self.floor_start(store=True)
+		try:
+			f, fcmd, ferr = self.intake_run(clients, size, self.a.duration,
+			    store_floor=True)
+		finally:
+			self.floor_stop(store=True)
+		ent["store_floor"] = f
+		ent["ratio_store_floor"] = ratio(ent["gochat"]["accepted_per_s"],
+		    f["accepted_per_s"])
+		ent["ratio_store_floor_note"] = "messages/s accepted: gochat / the " \
+		    "storing floor (floor -S: inbox, store, PUBLISH), same load, " \
+		    "same run"
+		ent["judge_store_floor"] = judge(">= %s msg/s (the storing floor "
+		    "itself)" % fmt_int(target), f["accepted_per_s"] >= target and
+		    f["intact"])
+		ent["commands"]["store_floor"] = fcmd
+		ent["output"]["store_floor"] = ferr
 
 	def partitions_known(self):
 		"""Does the binary know the key partitions? (gochat -t)"""
@@ -2089,6 +2201,23 @@ def table_rows(s):
 			    lat(l, "p50"), lat(l, "p99"),
 			    tgt if x["rate"] == T_RATE else "",
 			    status if x["rate"] == T_RATE else ""))
+			sl = x.get("store_floor_latency_ms")
+			if sl:
+				rows.append(("", "  vs the storing floor", "floor -S "
+				    "p99 %s p99.9 %s (x%s the floor's p99)" % (lat(sl,
+				    "p99"), lat(sl, "p99.9"), fmt_ratio(x.get(
+				    "store_floor_over_floor_p99"))), fmt_ratio(
+				    x.get("ratio_store_floor_p99")), lat(sl, "p50"),
+				    lat(sl, "p99"), "the same, by the storing floor",
+				    "met" if s.get("judge_store_floor", {}).get("met")
+				    else "missed"))
+		hp = s.get("hub_path")
+		if hp:
+			rows.append(("", "hub path (10 clients): p50 %s p99 %s" % (
+			    lat(hp["latency_ms"], "p50"), lat(hp["latency_ms"], "p99")),
+			    "storing floor p50 %s p99 %s" % (lat(hp.get(
+			    "store_floor_latency_ms"), "p50"), lat(hp.get(
+			    "store_floor_latency_ms"), "p99")), "", "", "", "", ""))
 		return rows
 	if name.startswith("intake"):
 		return intake_rows(s, tgt, status, lat)
@@ -2152,6 +2281,23 @@ def intake_rows(s, tgt, status, lat):
 	else:
 		rows.append(run_row(s["scenario"], g, True))
 	rows.append(cpu_row(g))
+	sf = s.get("store_floor")
+	if sf:
+		rows.append(("  storing floor", "", "%s msg/s floor -S" % fmt_int(
+		    sf["accepted_per_s"]), fmt_ratio(s.get("ratio_store_floor")),
+		    lat(sf["latency_ms"], "p50"), lat(sf["latency_ms"], "p99"),
+		    "the same, by the storing floor", "met" if s[
+		    "judge_store_floor"]["met"] else "missed"))
+		c = sf.get("cpu")
+		if c:
+			us = c["us_per_msg"]
+			rows.append(("  CPU us/msg", ", ".join("%s %.1f" % (k, us[k])
+			    for k in ("floor", "redis", "postgres", "loadgen") if
+			    us.get(k) is not None) + ("; all %.1f" %
+			    c["us_per_msg_all"] if c.get("us_per_msg_all") is not None
+			    else ""), "%.2f of %d cores busy" % (
+			    c["machine_cores_busy"], c["cores_total"]), "", "", "", "",
+			    ""))
 	if s["scenario"] == "intake_fixed_10":
 		rows.append(("  p99.9 %s ms" % lat(g["latency_ms"], "p99.9"), "", "",
 		    "", "", "", "", ""))
@@ -2184,8 +2330,9 @@ def print_table(results, a):
 	for x in rows:
 		print(line(x))
 	print("p50/p99: gochat's latency (chat: send to delivery; idle: the small "
-	    "chat; rows \"same SQL\": pgbench's). Ratios: gochat / reference (login: p99 with / without the "
-	    "storm; idle: bytes / 4 KiB).")
+	    "chat; rows \"same SQL\": pgbench's; storing floor rows: the "
+	    "storing floor's). Ratios: gochat / reference (login: p99 with / "
+	    "without the storm; idle: bytes / 4 KiB).")
 
 
 def main(argv=None):
@@ -2261,8 +2408,8 @@ def main(argv=None):
 	need = {"wrk": {"feed", "feed_heavy", "posts"},
 	    "pgbench": {"feed", "feed_heavy", "posts", "api"},
 	    "redis-benchmark": {"api", "chat"}, "nginx": {"tiny"},
-	    "loadgen": {"tiny", "api", "chat", "login", "idle"},
-	    "floor": {"chat"}}
+	    "loadgen": {"tiny", "api", "chat", "login", "idle", "intake"},
+	    "floor": {"chat", "intake"}}
 	paths = {"wrk": shutil.which("wrk"), "pgbench": pgbench_path(),
 	    "redis-benchmark": shutil.which("redis-benchmark"),
 	    "nginx": shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",)

@@ -7,7 +7,11 @@
  * JSON parser, no broker, no storage; the same framing as GoChat (unmasked
  * server text frames, one per event).
  *
- *	floor -t THREADS -p PORT
+ *	floor -t THREADS -p PORT [-S CONNINFO [-r HOST:PORT] [-H HUBS]]
+ *
+ * With -S, the storing floor: every message goes through a Redis inbox, a
+ * hub thread that stores it in PostgreSQL and a PUBLISH before it is
+ * delivered (see store_send() below).
  *
  * Shape: THREADS threads (make bench gives as many as GoChat has workers),
  * each with its own libevent loop and its share of the connections (they
@@ -46,6 +50,10 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <libpq-fe.h>
 #include <openssl/evp.h>
 
 #define FLOOR_THREADS_MAX	64
@@ -57,6 +65,9 @@
 #define FLOOR_READ_BUF		(64 * 1024)
 #define FLOOR_ACCEPT_BATCH	16
 #define FLOOR_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define FLOOR_HUBS_MAX		16
+#define FLOOR_BATCH		256	/* GoChat's hub batch */
+#define FLOOR_CHANNEL		"floor:out"
 
 struct floor_msg {
 	atomic_uint	 refs;
@@ -100,7 +111,22 @@ struct floor_thread {
 	struct floor_conn **pending;
 	size_t		 npending, cappending;
 	struct floor_members members[FLOOR_ROOMS_MAX];
+	redisAsyncContext *pub, *sub;	/* -S: XADD, SUBSCRIBE */
 	unsigned char	 rbuf[FLOOR_READ_BUF];
+};
+
+/* -S: a hub thread, with the rooms r where r % nhubs == its index. */
+struct floor_hub {
+	pthread_t	 tid;
+	int		 index;
+	char		 inbox[32];
+	redisContext	*rc;
+	PGconn		*pg;
+	uint64_t	 seq[FLOOR_ROOMS_MAX];
+	char		*arr[4];	/* array literals: room, id, content, inbox id */
+	size_t		 arrlen[4], arrcap[4];
+	unsigned char	*out;		/* the batch, packed for FLOOR_CHANNEL */
+	size_t		 outlen, outcap;
 };
 
 static int			 g_listen = -1;
@@ -111,6 +137,11 @@ static pthread_mutex_t		 g_rooms_lock = PTHREAD_MUTEX_INITIALIZER;
 static char			 g_rooms[FLOOR_ROOMS_MAX][FLOOR_ROOM_NAME_MAX];
 static int			 g_nrooms;
 static uint64_t			 g_seq;		/* under g_pub */
+static const char		*g_conninfo;	/* -S: store and forward */
+static const char		*g_redis_host = "127.0.0.1";
+static int			 g_redis_port = 6379;
+static int			 g_nhubs = 1;
+static struct floor_hub		*g_hubs;
 
 static void	floor_close(struct floor_conn *);
 
@@ -289,9 +320,10 @@ floor_close(struct floor_conn *c)
 	}
 }
 
-/* Hand a framed message to every thread, in one order for all. */
-static void
-publish(int room, const unsigned char *payload, size_t plen)
+/* A message event of room with id around payload, framed once. */
+static struct floor_msg *
+frame_msg(int room, uint64_t seq, const unsigned char *payload, size_t plen,
+    unsigned refs)
 {
 	static const char pre[] = "{\"type\":\"message\",\"id\":";
 	static const char mid[] = ",\"roomId\":\"";
@@ -301,33 +333,40 @@ publish(int room, const unsigned char *payload, size_t plen)
 	char id[24];
 	size_t rlen = strlen(g_rooms[room]), jlen, hl;
 	struct floor_msg *m;
-	unsigned char h[10];
-	int i, idlen;
+	unsigned char h[10], *p;
+	int idlen;
 
-	pthread_mutex_lock(&g_pub);
-	idlen = snprintf(id, sizeof(id), "%llu",
-	    (unsigned long long)++g_seq);
+	idlen = snprintf(id, sizeof(id), "%llu", (unsigned long long)seq);
 	jlen = sizeof(pre) - 1 + (size_t)idlen + sizeof(mid) - 1 + rlen +
 	    sizeof(mid2) - 1 + plen + sizeof(post) - 1;
 	hl = frame_head(h, 1, jlen);
 	m = xrealloc(NULL, sizeof(*m) + hl + jlen);
-	atomic_init(&m->refs, (unsigned)g_nthreads);
+	atomic_init(&m->refs, refs);
 	m->room = room;
 	m->len = hl + jlen;
-	{
-		unsigned char *p = m->bytes;
-
+	p = m->bytes;
 #define PUT(s, n) do { memcpy(p, (s), (n)); p += (n); } while (0)
-		PUT(h, hl);
-		PUT(pre, sizeof(pre) - 1);
-		PUT(id, (size_t)idlen);
-		PUT(mid, sizeof(mid) - 1);
-		PUT(g_rooms[room], rlen);
-		PUT(mid2, sizeof(mid2) - 1);
-		PUT(payload, plen);
-		PUT(post, sizeof(post) - 1);
+	PUT(h, hl);
+	PUT(pre, sizeof(pre) - 1);
+	PUT(id, (size_t)idlen);
+	PUT(mid, sizeof(mid) - 1);
+	PUT(g_rooms[room], rlen);
+	PUT(mid2, sizeof(mid2) - 1);
+	PUT(payload, plen);
+	PUT(post, sizeof(post) - 1);
 #undef PUT
-	}
+	return m;
+}
+
+/* Hand a framed message to every thread, in one order for all. */
+static void
+publish(int room, const unsigned char *payload, size_t plen)
+{
+	struct floor_msg *m;
+	int i;
+
+	pthread_mutex_lock(&g_pub);
+	m = frame_msg(room, ++g_seq, payload, plen, (unsigned)g_nthreads);
 	for (i = 0; i < g_nthreads; i++) {
 		struct floor_thread *t = &g_threads[i];
 		int was_empty;
@@ -346,6 +385,285 @@ publish(int room, const unsigned char *payload, size_t plen)
 		}
 	}
 	pthread_mutex_unlock(&g_pub);
+}
+
+/*
+ * -S CONNINFO: store and forward, the floor of GoChat's storing path. A
+ * text frame is XADDed (r <room index>, p <payload>) to its hub's inbox,
+ * floor:inbox:<room % hubs>, on its thread's own Redis connection
+ * (hiredis' libevent adapter, as GoChat's workers do). A hub thread reads
+ * its inbox in batches of up to 256 (XREADGROUP, blocking), numbers each
+ * message in its room, stores the batch in PostgreSQL with one prepared
+ * INSERT of unnest()ed arrays into floor_messages (the columns, indexes
+ * and checks of messages), then PUBLISHes the batch, packed, on one
+ * channel and XACKs it in the same write. Every thread is subscribed to
+ * that channel on a connection of its own and frames each message once for
+ * its members of the room. No fencing, room locks, dedupe, presence, JSON
+ * parsing or history: only what any design that stores a message before
+ * delivering it, through an inbox and a broker, must do.
+ */
+static void
+store_send(struct floor_conn *c, const unsigned char *payload, size_t plen)
+{
+	redisAsyncCommand(c->t->pub, NULL, NULL, "XADD floor:inbox:%d * r %d "
+	    "p %b", c->room % g_nhubs, c->room, payload, plen);
+}
+
+/* A batch as PUBLISHed: room (4 bytes), id (8), length (4), payload. */
+static void
+pack_put(unsigned char *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t
+pack_get(const unsigned char *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n; i-- > 0;)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void
+sub_cb(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct floor_thread *t = arg;
+	redisReply *r = reply;
+	const unsigned char *p, *e;
+
+	(void)ac;
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    strcmp(r->element[0]->str, "message") != 0 ||
+	    r->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	p = (const unsigned char *)r->element[2]->str;
+	e = p + r->element[2]->len;
+	while (e - p >= 16) {
+		int room = (int)pack_get(p, 4);
+		uint64_t seq = pack_get(p + 4, 8);
+		size_t len = (size_t)pack_get(p + 12, 4);
+		struct floor_members *mem;
+		struct floor_msg *m;
+
+		p += 16;
+		if (room < 0 || room >= FLOOR_ROOMS_MAX || len > (size_t)(e - p))
+			break;
+		mem = &t->members[room];
+		if (mem->n > 0) {
+			m = frame_msg(room, seq, p, len, 1);
+			for (size_t j = mem->n; j-- > 0;)
+				conn_queue(mem->v[j], m->bytes, m->len);
+			free(m);
+		}
+		p += len;
+	}
+	flush_pending(t);
+}
+
+static void
+hub_fail(struct floor_hub *h, const char *what, const char *why)
+{
+	fprintf(stderr, "floor: hub %d: %s: %s\n", h->index, what, why);
+	exit(1);
+}
+
+/* Append one element to array literal k (quoted, escaped). */
+static void
+arr_add(struct floor_hub *h, int k, const char *v, size_t n)
+{
+	unsigned char *p;
+
+	grow((unsigned char **)&h->arr[k], &h->arrcap[k],
+	    h->arrlen[k] + 2 * n + 4);
+	p = (unsigned char *)h->arr[k] + h->arrlen[k];
+	*p++ = h->arrlen[k] == 1 ? '"' : ',';
+	if (h->arrlen[k] > 1)
+		*p++ = '"';
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] == '"' || v[i] == '\\')
+			*p++ = '\\';
+		*p++ = (unsigned char)v[i];
+	}
+	*p++ = '"';
+	h->arrlen[k] = (size_t)(p - (unsigned char *)h->arr[k]);
+}
+
+static const char *
+field(redisReply *kv, const char *name, size_t *len)
+{
+	for (size_t i = 0; i + 1 < kv->elements; i += 2)
+		if (kv->element[i]->type == REDIS_REPLY_STRING &&
+		    strcmp(kv->element[i]->str, name) == 0 &&
+		    kv->element[i + 1]->type == REDIS_REPLY_STRING) {
+			*len = kv->element[i + 1]->len;
+			return kv->element[i + 1]->str;
+		}
+	return NULL;
+}
+
+static void *
+hub_main(void *arg)
+{
+	struct floor_hub *h = arg;
+	const char *argv[FLOOR_BATCH + 3], *params[4];
+	size_t argvlen[FLOOR_BATCH + 3];
+	redisReply *r, *entries, *x;
+	PGresult *res;
+
+	for (;;) {
+		int nack = 3;
+
+		r = redisCommand(h->rc, "XREADGROUP GROUP floor floor COUNT %d "
+		    "BLOCK 0 STREAMS %s >", FLOOR_BATCH, h->inbox);
+		if (r == NULL)
+			hub_fail(h, "XREADGROUP", h->rc->errstr);
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+		    r->element[0]->elements != 2) {
+			freeReplyObject(r);
+			continue;
+		}
+		entries = r->element[0]->element[1];
+		for (int k = 0; k < 4; k++) {
+			grow((unsigned char **)&h->arr[k], &h->arrcap[k], 2);
+			h->arr[k][0] = '{';
+			h->arrlen[k] = 1;
+		}
+		h->outlen = 0;
+		argv[0] = "XACK";
+		argv[1] = h->inbox;
+		argv[2] = "floor";
+		pthread_mutex_lock(&g_rooms_lock);
+		for (size_t i = 0; i < entries->elements; i++) {
+			redisReply *en = entries->element[i];
+			const char *rs, *pl;
+			size_t rl, plen;
+			char num[24], xid[64];
+			int room;
+
+			if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+			    en->element[1]->type != REDIS_REPLY_ARRAY)
+				continue;
+			argv[nack] = en->element[0]->str;
+			argvlen[nack++] = en->element[0]->len;
+			if ((rs = field(en->element[1], "r", &rl)) == NULL ||
+			    (pl = field(en->element[1], "p", &plen)) == NULL ||
+			    (room = atoi(rs)) < 0 || room >= g_nrooms)
+				continue;
+			arr_add(h, 0, g_rooms[room], strlen(g_rooms[room]));
+			h->seq[room]++;
+			arr_add(h, 1, num, (size_t)snprintf(num, sizeof(num),
+			    "%llu", (unsigned long long)h->seq[room]));
+			arr_add(h, 2, pl, plen);
+			/* unique over the inboxes, as a partition's in GoChat */
+			arr_add(h, 3, xid, (size_t)snprintf(xid, sizeof(xid),
+			    "%d:%s", h->index, en->element[0]->str));
+			grow(&h->out, &h->outcap, h->outlen + 16 + plen);
+			pack_put(h->out + h->outlen, (uint64_t)room, 4);
+			pack_put(h->out + h->outlen + 4, h->seq[room], 8);
+			pack_put(h->out + h->outlen + 12, plen, 4);
+			memcpy(h->out + h->outlen + 16, pl, plen);
+			h->outlen += 16 + plen;
+		}
+		pthread_mutex_unlock(&g_rooms_lock);
+		for (int k = 0; k < 4; k++) {
+			grow((unsigned char **)&h->arr[k], &h->arrcap[k],
+			    h->arrlen[k] + 2);
+			h->arr[k][h->arrlen[k]++] = '}';
+			h->arr[k][h->arrlen[k]] = '\0';
+			params[k] = h->arr[k];
+		}
+		if (h->outlen > 0) {
+			res = PQexecPrepared(h->pg, "store", 4, params, NULL,
+			    NULL, 0);
+			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+				hub_fail(h, "INSERT", PQerrorMessage(h->pg));
+			PQclear(res);
+			redisAppendCommand(h->rc, "PUBLISH " FLOOR_CHANNEL " %b",
+			    h->out, h->outlen);
+		}
+		for (int i = 0; i < 3; i++)
+			argvlen[i] = strlen(argv[i]);
+		if (nack > 3)
+			redisAppendCommandArgv(h->rc, nack, argv, argvlen);
+		for (int i = (h->outlen > 0) + (nack > 3); i > 0; i--) {
+			if (redisGetReply(h->rc, (void **)&x) != REDIS_OK)
+				hub_fail(h, "PUBLISH/XACK", h->rc->errstr);
+			freeReplyObject(x);
+		}
+		freeReplyObject(r);
+	}
+	return NULL;
+}
+
+/* -S: floor_messages, and every hub's inbox, group and connections. */
+static void
+store_setup(void)
+{
+	static const char *setup = "SET plan_cache_mode = force_generic_plan";
+	PGresult *res;
+
+	if ((g_hubs = calloc((size_t)g_nhubs, sizeof(*g_hubs))) == NULL) {
+		fprintf(stderr, "floor: out of memory\n");
+		exit(1);
+	}
+	for (int i = 0; i < g_nhubs; i++) {
+		struct floor_hub *h = &g_hubs[i];
+		redisReply *r;
+
+		h->index = i;
+		snprintf(h->inbox, sizeof(h->inbox), "floor:inbox:%d", i);
+		h->rc = redisConnect(g_redis_host, g_redis_port);
+		if (h->rc == NULL || h->rc->err)
+			hub_fail(h, "redis", h->rc ? h->rc->errstr : "no memory");
+		freeReplyObject(redisCommand(h->rc, "DEL %s", h->inbox));
+		r = redisCommand(h->rc, "XGROUP CREATE %s floor $ MKSTREAM",
+		    h->inbox);
+		if (r == NULL || r->type == REDIS_REPLY_ERROR)
+			hub_fail(h, "XGROUP", r ? r->str : h->rc->errstr);
+		freeReplyObject(r);
+		h->pg = PQconnectdb(g_conninfo);
+		if (PQstatus(h->pg) != CONNECTION_OK)
+			hub_fail(h, "PostgreSQL", PQerrorMessage(h->pg));
+		if (i == 0) {
+			res = PQexec(h->pg, "DROP TABLE IF EXISTS floor_messages; "
+			    "CREATE TABLE floor_messages (LIKE messages "
+			    "INCLUDING ALL)");
+			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+				hub_fail(h, "floor_messages",
+				    PQerrorMessage(h->pg));
+			PQclear(res);
+		}
+		res = PQexec(h->pg, setup);
+		PQclear(res);
+		res = PQprepare(h->pg, "store", "INSERT INTO floor_messages "
+		    "(room_id, id, user_id, username, content, inbox_id) "
+		    "SELECT r, i, 1, 'floor', c, x FROM unnest($1::text[], "
+		    "$2::bigint[], $3::text[], $4::text[]) AS b (r, i, c, x)",
+		    4, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			hub_fail(h, "PREPARE", PQerrorMessage(h->pg));
+		PQclear(res);
+	}
+}
+
+/* -S: a thread's XADD and SUBSCRIBE connections, on its loop. */
+static void
+store_attach(struct floor_thread *t)
+{
+	t->pub = redisAsyncConnect(g_redis_host, g_redis_port);
+	t->sub = redisAsyncConnect(g_redis_host, g_redis_port);
+	if (t->pub == NULL || t->pub->err || t->sub == NULL || t->sub->err ||
+	    redisLibeventAttach(t->pub, t->base) != REDIS_OK ||
+	    redisLibeventAttach(t->sub, t->base) != REDIS_OK ||
+	    redisAsyncCommand(t->sub, sub_cb, t, "SUBSCRIBE "
+	    FLOOR_CHANNEL) != REDIS_OK) {
+		fprintf(stderr, "floor: cannot reach Redis\n");
+		exit(1);
+	}
 }
 
 /* The inbox: deliver every message to this thread's members, then write. */
@@ -468,7 +786,10 @@ frames(struct floor_conn *c)
 			f[hl + 4 + i] ^= f[hl + i % 4];
 		switch (op) {
 		case 1:
-			publish(c->room, f + hl + 4, len);
+			if (g_conninfo != NULL)
+				store_send(c, f + hl + 4, len);
+			else
+				publish(c->room, f + hl + 4, len);
 			break;
 		case 8:
 			conn_frame(c, 8, f + hl + 4, len < 2 ? len : 2);
@@ -580,8 +901,13 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)sig;
 	(void)what;
 	(void)arg;
-	for (int i = 0; i < g_nthreads; i++)
+	for (int i = 0; i < g_nthreads; i++) {
 		event_base_loopbreak(g_threads[i].base);
+		/* a thread waiting in its loop sees the break once woken */
+		if (write(g_threads[i].wake[1], "", 1) == -1) {
+			/* full: the thread is awake already */
+		}
+	}
 }
 
 static void *
@@ -601,8 +927,24 @@ main(int argc, char **argv)
 	sigset_t set;
 
 	g_nthreads = 1;
-	while ((ch = getopt(argc, argv, "t:p:")) != -1)
+	while ((ch = getopt(argc, argv, "t:p:S:r:H:")) != -1)
 		switch (ch) {
+		case 'S':
+			g_conninfo = optarg;
+			break;
+		case 'r': {
+			char *colon = strrchr(optarg, ':');
+
+			if (colon == NULL)
+				goto usage;
+			*colon = '\0';
+			g_redis_host = optarg;
+			g_redis_port = atoi(colon + 1);
+			break;
+		}
+		case 'H':
+			g_nhubs = atoi(optarg);
+			break;
 		case 't':
 			g_nthreads = atoi(optarg);
 			break;
@@ -613,7 +955,8 @@ main(int argc, char **argv)
 			goto usage;
 		}
 	if (g_nthreads < 1 || g_nthreads > FLOOR_THREADS_MAX || port <= 0 ||
-	    port > 65535)
+	    port > 65535 || g_nhubs < 1 || g_nhubs > FLOOR_HUBS_MAX ||
+	    g_redis_port <= 0 || g_redis_port > 65535)
 		goto usage;
 	signal(SIGPIPE, SIG_IGN);
 	memset(&sin, 0, sizeof(sin));
@@ -649,7 +992,11 @@ main(int argc, char **argv)
 			fprintf(stderr, "floor: cannot set up thread %d\n", i);
 			return 1;
 		}
+		if (g_conninfo != NULL)
+			store_attach(t);
 	}
+	if (g_conninfo != NULL)
+		store_setup();
 	/* Signals reach thread 0's loop only. */
 	g_threads[0].sig_ev[0] = evsignal_new(g_threads[0].base, SIGINT,
 	    signal_cb, NULL);
@@ -664,6 +1011,12 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	/* The other threads block them, so that thread 0 takes them. */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (int i = 0; g_conninfo != NULL && i < g_nhubs; i++)
+		if (pthread_create(&g_hubs[i].tid, NULL, hub_main,
+		    &g_hubs[i]) != 0) {
+			fprintf(stderr, "floor: cannot start hub %d\n", i);
+			return 1;
+		}
 	for (int i = 1; i < g_nthreads; i++)
 		if (pthread_create(&g_threads[i].tid, NULL, thread_main,
 		    &g_threads[i]) != 0) {
@@ -671,13 +1024,18 @@ main(int argc, char **argv)
 			return 1;
 		}
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	printf("floor: 127.0.0.1:%d, %d threads\n", port, g_nthreads);
+	printf("floor: 127.0.0.1:%d, %d threads", port, g_nthreads);
+	if (g_conninfo != NULL)
+		printf(", store and forward through Redis %s:%d, %d hubs",
+		    g_redis_host, g_redis_port, g_nhubs);
+	printf("\n");
 	fflush(stdout);
 	thread_main(&g_threads[0]);
 	for (int i = 1; i < g_nthreads; i++)
 		pthread_join(g_threads[i].tid, NULL);
 	return 0;
 usage:
-	fprintf(stderr, "usage: floor -t THREADS -p PORT\n");
+	fprintf(stderr, "usage: floor -t THREADS -p PORT "
+	    "[-S CONNINFO [-r HOST:PORT] [-H HUBS]]\n");
 	return 2;
 }

@@ -101,3 +101,52 @@ def test_also_spreads_every_room_over_the_instances(make_server, pg, redis,
 	assert d["losses"] == 0 and d["duplicates"] == 0, err
 	assert d["order_violations"] == 0, err
 	assert d["deliveries"] >= d["acked"] * (CLIENTS // ROOMS), err
+
+
+FLOOR = BIN.parent / "test" / "bench" / "floor"
+
+
+def test_the_storing_floor_stores_every_message_before_it_delivers_it(pg,
+    redis, loadgen, tmp_path):
+	"""make bench's storing floor (floor -S) is the reference GoChat's
+	intake and latency are held against: it must really store every
+	message it delivers, number each room's messages in order, and lose,
+	repeat or reorder nothing (else its figures flatter it)."""
+	if not FLOOR.exists():
+		pytest.skip("no %s (make test/bench/floor)" % FLOOR)
+	port = harness.free_port()
+	log = open(tmp_path / "floor.log", "w")
+	fl = subprocess.Popen([str(FLOOR), "-t", "2", "-p", str(port), "-S",
+	    pg.url, "-r", "127.0.0.1:%d" % redis.port, "-H", "2"],
+	    stdout=subprocess.DEVNULL, stderr=log)
+	try:
+		assert wait_for(lambda: harness.port_in_use(port), 10), \
+		    (tmp_path / "floor.log").read_text()
+		tokens = tmp_path / "tokens.txt"
+		tokens.write_text("".join("t%d\n" % i for i in range(CLIENTS)))
+		prefix = "sf%s-" % uuid.uuid4().hex[:8]
+		r = subprocess.run([loadgen, "chat", "-c", str(CLIENTS), "-s",
+		    str(CLIENTS), "-d", "2", "-T", str(tokens), "-r", prefix,
+		    "--rooms", str(ROOMS), "--drain", "2", "-q",
+		    "127.0.0.1:%d" % port], capture_output=True, text=True,
+		    timeout=60)
+		d = json.loads(r.stdout.splitlines()[-1])
+	finally:
+		fl.terminate()
+		fl.wait(10)	# it stops on SIGTERM
+		log.close()
+	assert d["joined"] == CLIENTS and d["acked"] > 0, r.stderr
+	assert d["losses"] == 0 and d["duplicates"] == 0, r.stderr
+	assert d["order_violations"] == 0, r.stderr
+	assert d["deliveries"] >= d["acked"] * (CLIENTS // ROOMS), r.stderr
+	# every echoed message is stored, none twice; each room's ids are
+	# 1..n with no gap
+	rows = pg.psql("SELECT room_id, count(*), count(DISTINCT id), max(id), "
+	    "count(DISTINCT inbox_id) FROM floor_messages WHERE room_id LIKE "
+	    "'%s%%' GROUP BY room_id ORDER BY 1" % prefix, dbname="gochat")
+	got = [l.split("|") for l in rows.split()]
+	assert len(got) == ROOMS, rows
+	stored = sum(int(x[1]) for x in got)
+	assert d["acked"] <= stored <= d["sent"], (rows, d["acked"], d["sent"])
+	for room, n, distinct, top, inbox in got:
+		assert n == distinct == top == inbox, rows
