@@ -1512,9 +1512,8 @@ ANALYZE users;
 		self.wait_quiet()
 		t_run = t_launch + d["join_s"]
 		cpu = smp.window(t_run + 0.2, t_run + d["duration_s"])
-		stored = int(self.psql("SELECT count(*) FROM %s WHERE "
-		    "room_id LIKE '%s%%'" % ("floor_messages" if store_floor else
-		    "messages", prefix)))
+		stored = int(self.psql("SELECT count(*) FROM messages WHERE "
+		    "room_id LIKE '%s%%'" % prefix))
 		# Accepted while the run lasted: in a closed loop each client's
 		# first message, and every message resent after an echo timeout,
 		# was sent without an echo; every other send followed one. (acked

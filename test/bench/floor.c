@@ -394,8 +394,9 @@ publish(int room, const unsigned char *payload, size_t plen)
  * (hiredis' libevent adapter, as GoChat's workers do). A hub thread reads
  * its inbox in batches of up to 256 (XREADGROUP, blocking), numbers each
  * message in its room, stores the batch in PostgreSQL with one prepared
- * INSERT of unnest()ed arrays into floor_messages (the columns, indexes
- * and checks of messages), then PUBLISHes the batch, packed, on one
+ * INSERT of unnest()ed arrays into GoChat's own messages table (its
+ * indexes and checks, its size: rooms the floor's clients name, inbox ids
+ * "<hub>:<entry id>"), then PUBLISHes the batch, packed, on one
  * channel and XACKs it in the same write. Every thread is subscribed to
  * that channel on a connection of its own and frames each message once for
  * its members of the room. No fencing, room locks, dedupe, presence, JSON
@@ -599,7 +600,7 @@ hub_main(void *arg)
 	return NULL;
 }
 
-/* -S: floor_messages, and every hub's inbox, group and connections. */
+/* -S: every hub's inbox, group and connections. */
 static void
 store_setup(void)
 {
@@ -628,18 +629,9 @@ store_setup(void)
 		h->pg = PQconnectdb(g_conninfo);
 		if (PQstatus(h->pg) != CONNECTION_OK)
 			hub_fail(h, "PostgreSQL", PQerrorMessage(h->pg));
-		if (i == 0) {
-			res = PQexec(h->pg, "DROP TABLE IF EXISTS floor_messages; "
-			    "CREATE TABLE floor_messages (LIKE messages "
-			    "INCLUDING ALL)");
-			if (PQresultStatus(res) != PGRES_COMMAND_OK)
-				hub_fail(h, "floor_messages",
-				    PQerrorMessage(h->pg));
-			PQclear(res);
-		}
 		res = PQexec(h->pg, setup);
 		PQclear(res);
-		res = PQprepare(h->pg, "store", "INSERT INTO floor_messages "
+		res = PQprepare(h->pg, "store", "INSERT INTO messages "
 		    "(room_id, id, user_id, username, content, inbox_id) "
 		    "SELECT r, i, 1, 'floor', c, x FROM unnest($1::text[], "
 		    "$2::bigint[], $3::text[], $4::text[]) AS b (r, i, c, x)",

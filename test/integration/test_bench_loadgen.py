@@ -142,7 +142,7 @@ def test_the_storing_floor_stores_every_message_before_it_delivers_it(pg,
 	# every echoed message is stored, none twice; each room's ids are
 	# 1..n with no gap
 	rows = pg.psql("SELECT room_id, count(*), count(DISTINCT id), max(id), "
-	    "count(DISTINCT inbox_id) FROM floor_messages WHERE room_id LIKE "
+	    "count(DISTINCT inbox_id) FROM messages WHERE room_id LIKE "
 	    "'%s%%' GROUP BY room_id ORDER BY 1" % prefix, dbname="gochat")
 	got = [l.split("|") for l in rows.split()]
 	assert len(got) == ROOMS, rows
