@@ -1446,10 +1446,10 @@ bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 		bus_refused();
 		return -1;
 	}
-	if ((len = redisFormatCommandArgv(&cmd, argc, argv, argvlen)) < 0)
+	if ((len = util_resp_argv(&cmd, argc, argv, argvlen)) < 0)
 		return -1;
 	rc = bus_send_formatted(bus, cb, arg, cmd, len);
-	redisFreeCommand(cmd);
+	free(cmd);
 	return rc;
 }
 
