@@ -123,7 +123,8 @@ struct floor_hub {
 	redisContext	*rc;
 	PGconn		*pg;
 	uint64_t	 seq[FLOOR_ROOMS_MAX];
-	char		*arr[4];	/* array literals: room, id, content, inbox id */
+	unsigned char	*arr[4];	/* array literals: room, id,
+					 * content, inbox id */
 	size_t		 arrlen[4], arrcap[4];
 	unsigned char	*out;		/* the batch, packed for FLOOR_CHANNEL */
 	size_t		 outlen, outcap;
@@ -478,9 +479,8 @@ arr_add(struct floor_hub *h, int k, const char *v, size_t n)
 {
 	unsigned char *p;
 
-	grow((unsigned char **)&h->arr[k], &h->arrcap[k],
-	    h->arrlen[k] + 2 * n + 4);
-	p = (unsigned char *)h->arr[k] + h->arrlen[k];
+	grow(&h->arr[k], &h->arrcap[k], h->arrlen[k] + 2 * n + 4);
+	p = h->arr[k] + h->arrlen[k];
 	*p++ = h->arrlen[k] == 1 ? '"' : ',';
 	if (h->arrlen[k] > 1)
 		*p++ = '"';
@@ -490,7 +490,7 @@ arr_add(struct floor_hub *h, int k, const char *v, size_t n)
 		*p++ = (unsigned char)v[i];
 	}
 	*p++ = '"';
-	h->arrlen[k] = (size_t)(p - (unsigned char *)h->arr[k]);
+	h->arrlen[k] = (size_t)(p - h->arr[k]);
 }
 
 static const char *
@@ -529,7 +529,7 @@ hub_main(void *arg)
 		}
 		entries = r->element[0]->element[1];
 		for (int k = 0; k < 4; k++) {
-			grow((unsigned char **)&h->arr[k], &h->arrcap[k], 2);
+			grow(&h->arr[k], &h->arrcap[k], 2);
 			h->arr[k][0] = '{';
 			h->arrlen[k] = 1;
 		}
@@ -571,11 +571,10 @@ hub_main(void *arg)
 		}
 		pthread_mutex_unlock(&g_rooms_lock);
 		for (int k = 0; k < 4; k++) {
-			grow((unsigned char **)&h->arr[k], &h->arrcap[k],
-			    h->arrlen[k] + 2);
+			grow(&h->arr[k], &h->arrcap[k], h->arrlen[k] + 2);
 			h->arr[k][h->arrlen[k]++] = '}';
 			h->arr[k][h->arrlen[k]] = '\0';
-			params[k] = h->arr[k];
+			params[k] = (const char *)h->arr[k];
 		}
 		if (h->outlen > 0) {
 			res = PQexecPrepared(h->pg, "store", 4, params, NULL,
