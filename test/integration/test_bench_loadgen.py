@@ -106,14 +106,15 @@ def test_also_spreads_every_room_over_the_instances(make_server, pg, redis,
 FLOOR = BIN.parent / "test" / "bench" / "floor"
 
 
-def test_the_storing_floor_stores_every_message_before_it_delivers_it(pg,
-    redis, loadgen, tmp_path):
+def test_the_storing_floor_stores_every_message_before_it_delivers_it(
+    make_server, pg, redis, loadgen, tmp_path):
 	"""make bench's storing floor (floor -S) is the reference GoChat's
 	intake and latency are held against: it must really store every
 	message it delivers, number each room's messages in order, and lose,
 	repeat or reorder nothing (else its figures flatter it)."""
 	if not FLOOR.exists():
 		pytest.skip("no %s (make test/bench/floor)" % FLOOR)
+	make_server()	# GoChat's schema: the floor stores into messages
 	port = harness.free_port()
 	log = open(tmp_path / "floor.log", "w")
 	fl = subprocess.Popen([str(FLOOR), "-t", "2", "-p", str(port), "-S",
