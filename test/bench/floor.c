@@ -674,7 +674,8 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
 		t->capwork = t->capinbox;
 		t->work = xrealloc(t->work, t->capwork * sizeof(*t->work));
 	}
-	memcpy(t->work, t->inbox, n * sizeof(*t->work));
+	if (n > 0)	/* none when a signal woke it */
+		memcpy(t->work, t->inbox, n * sizeof(*t->work));
 	t->ninbox = 0;
 	pthread_mutex_unlock(&t->lock);
 	for (i = 0; i < n; i++) {
