@@ -136,6 +136,8 @@ def test_the_storing_floor_stores_every_message_before_it_delivers_it(
 		fl.terminate()
 		fl.wait(10)	# it stops on SIGTERM
 		log.close()
+	# nothing on stderr: no error, and no sanitizer report (--enable-asan)
+	assert (tmp_path / "floor.log").read_text() == ""
 	assert d["joined"] == CLIENTS and d["acked"] > 0, r.stderr
 	assert d["losses"] == 0 and d["duplicates"] == 0, r.stderr
 	assert d["order_violations"] == 0, r.stderr
