@@ -26,7 +26,8 @@ workers/auth.c does (no scrypt per user), then runs:
           loop (deliveries/s), then open loop at fixed rates into the
           1,000-client room (latency percentiles; plot.gp draws
           OUT/chat-latency.png) | redis-benchmark PUBLISH (the Redis hop's
-          ceiling)
+          ceiling); the floor (test/bench/floor, same load), and at 200
+          messages/s the storing floor (floor -S: inbox, store, PUBLISH)
   login   loadgen chat, 100 clients at 200 messages/s, alone and during a
           storm of POST /login (loadgen http): chat p99 with / without
   idle    loadgen idle: 10,000 and 100,000 joined WebSockets in rooms of
@@ -43,7 +44,8 @@ workers/auth.c does (no scrypt per user), then runs:
           per message | pgbench inserting the hub's batches (the hub's
           statement, 256 rows, -M prepared, 2 connections like its store
           pool), redis-benchmark XADD of a worker's entry and XREADGROUP
-          COUNT 256. Then rooms of 10 with partitions = 16 on one instance
+          COUNT 256, and the storing floor (floor -S) on the closed loops'
+          load. Then rooms of 10 with partitions = 16 on one instance
           and on two sharing PostgreSQL and Redis (skipped when gochat -t
           does not know the key partitions).
 
