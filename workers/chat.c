@@ -1013,7 +1013,7 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
 /*
  * One event of a room, as the hub published it. Messages not newer than
  * the last one delivered here are a hub's replay: dropped. The payload is
- * framed once; each joined member's output references that frame.
+ * framed once; each joined member's output takes that frame (ws_send).
  */
 static void
 chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,

@@ -80,6 +80,7 @@ struct ws {
 
 #define WS_SNDBUF_MIN	(16 * 1024)
 #define WS_SNDBUF_MAX	(256 * 1024)
+#define WS_COPY_MAX	512		/* frames copied behind a backlog */
 
 static void	ws_bound_sndbuf(int, size_t);
 static const char *ws_check_upgrade(const struct http_request *,
@@ -434,8 +435,9 @@ ws_read(struct ws *ws)
 }
 
 /*
- * The frame goes out by reference: no copy of the payload, one reference
- * per connection, released when the bytes have been written. The output
+ * Into an empty output the frame goes by reference: no copy of the
+ * payload, one reference per connection, released when the bytes have
+ * been written; behind other output a small one is copied. The output
  * limit is checked before adding, so at most output_limit plus one frame
  * is ever buffered; the 1008 close frame then waits behind that backlog,
  * which a slow reader may never drain: the owner should cut the
@@ -458,6 +460,20 @@ ws_send(struct ws *ws, struct ws_frame *f)
 	if (ws_over_limit(ws)) {
 		ws_close(ws, WS_CLOSE_POLICY, "too slow to read");
 		return -1;
+	}
+	/*
+	 * Behind other output, a small frame is copied into the buffer's
+	 * last chain: a reference costs a chain of its own (a malloc, a
+	 * free and a callback) and an iovec in every writev, so a worker
+	 * that falls behind would get dearer per frame the further it
+	 * falls. Copied, a backlog costs less per frame, not more.
+	 */
+	if (f->len <= WS_COPY_MAX && evbuffer_get_length(out) > 0) {
+		if (evbuffer_add(out, f->bytes, f->len) == -1) {
+			ws_close(ws, WS_CLOSE_ERROR, "out of memory");
+			return -1;
+		}
+		return 0;
 	}
 	ws_frame_ref(f);
 	if (evbuffer_add_reference(out, f->bytes, f->len, ws_frame_release_cb,
@@ -549,7 +565,7 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 /*
  * wslay's frames (pongs, close frames) are taken whole into the output
  * buffer, so wslay never holds half a frame and our own data frames,
- * added to the same buffer by reference, never land inside one of its.
+ * added to the same buffer whole, never land inside one of its.
  */
 static ssize_t
 ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
