@@ -1251,6 +1251,7 @@ ANALYZE users;
 				    "floor": fcmd},
 				"output": {"gochat": err},
 			}
+			self.chat_closed_store_floor(ent, room, n, rf)
 			if n == 1000:
 				ent["judge"] = judge(">= %.1f x the floor's deliveries/s"
 				    % T_FLOOR_DELIV, rf is not None and rf >= T_FLOOR_DELIV)
@@ -1288,6 +1289,31 @@ ANALYZE users;
 		out.append(self.chat_open_entry(100, [T_RATE], series, fseries, ref,
 		    cmds, fcmds, rcmd, None))
 		return out
+
+	def chat_closed_store_floor(self, ent, room, n, rf):
+		"""The same closed loop against the storing floor: what the way
+		SPEC fixes for a message (inbox, hub, store, channel) reaches
+		when ten senders each send again as soon as their echo is back.
+		Under judge_store_floor, a miss means that nothing taking that
+		way meets the target in this run."""
+		sd, scmd = self.floor_run("s" + room, n, self.a.duration,
+		    store=True)
+		sf = self.chat_figures(sd)
+		ent["store_floor"] = sf
+		ent["ratio_store_floor"] = ratio(ent["gochat"]["deliveries_per_s"],
+		    sf["deliveries_per_s"])
+		ent["ratio_store_floor_note"] = "deliveries/s: gochat / the " \
+		    "storing floor (floor -S), same load, same run"
+		sff = ratio(sf["deliveries_per_s"], ent["floor"]["deliveries_per_s"])
+		ent["store_floor_over_floor"] = sff
+		ent["commands"]["store_floor"] = scmd
+		log("    %d clients: storing floor %s deliveries/s (%s of the "
+		    "floor), gochat %s of it" % (n, fmt_int(sf["deliveries_per_s"]),
+		    fmt_ratio(sff), fmt_ratio(ent["ratio_store_floor"])))
+		if n == 1000:
+			ent["judge_store_floor"] = judge(">= %.1f x the floor's "
+			    "deliveries/s (the storing floor, same run)" %
+			    T_FLOOR_DELIV, sff is not None and sff >= T_FLOOR_DELIV)
 
 	def chat_open(self, n, rates, run_tag, cmds):
 		"""Open loop into an n-client room at each rate, GoChat then the
@@ -2185,12 +2211,24 @@ def table_rows(s):
 		if g.get("losses"):
 			extra = " (%d lost)" % g["losses"]
 		fl = s.get("floor") or {}
-		return [(name, "%s deliv/s = %s msg/s x %d%s" % (
+		rows = [(name, "%s deliv/s = %s msg/s x %d%s" % (
 		    fmt_int(g["deliveries_per_s"]), fmt_int(g["sent_per_s"]),
 		    int(name.rsplit("_", 1)[1]), extra), "floor %s deliv/s" %
 		    fmt_int(fl.get("deliveries_per_s") or 0), fmt_ratio(
 		    s.get("ratio_floor")), lat(g["latency_ms"], "p50"),
 		    lat(g["latency_ms"], "p99"), tgt, status)]
+		sf = s.get("store_floor")
+		if sf:
+			js = s.get("judge_store_floor")
+			rows.append(("", "  vs the storing floor", "floor -S %s "
+			    "deliv/s (x%s the floor's)" % (fmt_int(
+			    sf["deliveries_per_s"]), fmt_ratio(s.get(
+			    "store_floor_over_floor"))), fmt_ratio(s.get(
+			    "ratio_store_floor")), lat(sf["latency_ms"], "p50"),
+			    lat(sf["latency_ms"], "p99"), "the same, by the storing "
+			    "floor" if js else "", ("met" if js["met"] else "missed")
+			    if js else ""))
+		return rows
 	if name.startswith("chat_open"):
 		rows = []
 		for i, x in enumerate(g["series"]):
