@@ -137,8 +137,9 @@ INTAKE_PIPELINE = 64	# XADDs in flight per connection in the reference
 INTAKE_DRAIN = 5	# s after a run for the messages still in flight: one
 			# echoed to its sender and not yet to the others of its
 			# room when loadgen stops counts as lost
-# The reference runs the statement hub/store.c holds for plain messages
-# (store_insert_plain_sql, else store_insert_sql), read from the source
+# The reference runs the statement hub/store.c writes a batch of plain
+# messages with (store_insert_plain_fast_sql, the first try; else
+# store_insert_plain_sql, else store_insert_sql), read from the source
 # (c_string()): $N become pgbench variables :pN, and the message
 # id and the inbox id are made unique per transaction (one addition and
 # one concatenation per row more than the hub's). Two shapes are known:
@@ -181,25 +182,58 @@ class Stop(Exception):
 
 def c_string(src, name):
 	"""The text of C's `static const char name[] = ...;`: adjacent string
-	literals and macros #defined as string literals, or None."""
+	literals and macros #defined as such, with one parameter or none
+	(hub/store.c's statements are made of them), or None."""
 	macros = {}
-	for m in re.finditer(r'^#define\s+(\w+)[ \t]+((?:[^\n]*\\\n)*[^\n]*)',
-	    src, re.M):
-		body = m.group(2).replace("\\\n", " ")
-		if re.fullmatch(r'\s*(?:"(?:[^"\\]|\\.)*"\s*)+', body):
-			macros[m.group(1)] = body
-	m = re.search(r'\b%s\[\]\s*=((?:\s*(?:"(?:[^"\\]|\\.)*"|\w+))+)\s*;'
-	    % re.escape(name), src)
+	for m in re.finditer(r'^#define\s+(\w+)(?:\((\w+)\))?[ \t]+'
+	    r'((?:[^\n]*\\\n)*[^\n]*)', src, re.M):
+		macros[m.group(1)] = (m.group(2), m.group(3).replace("\\\n", " "))
+	m = re.search(r'\b%s\[\]\s*=([^;]*);' % re.escape(name), src)
 	if m is None:
 		return None
-	parts = []
-	for lit, ident in re.findall(r'"((?:[^"\\]|\\.)*)"|(\w+)', m.group(1)):
-		if ident:
+	token = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|(\w+)|(\()|(\)))')
+
+	def seq(text, pos, env, depth):
+		"""(parts, position after them): literals up to ')' or the end."""
+		parts = []
+		while True:
+			t = token.match(text, pos)
+			if t is None or t.group(4) is not None:
+				return parts, pos
+			pos = t.end()
+			lit, ident = t.group(1), t.group(2)
+			if lit is not None:
+				parts.append(lit)
+				continue
+			if ident is None or depth > 8:
+				raise ValueError(ident)
+			if ident in env:
+				parts += env[ident]
+				continue
 			if ident not in macros:
-				return None
-			parts += re.findall(r'"((?:[^"\\]|\\.)*)"', macros[ident])
-		else:
-			parts.append(lit)
+				raise ValueError(ident)
+			param, body = macros[ident]
+			sub = {}
+			if param is not None:
+				t = token.match(text, pos)
+				if t is None or t.group(3) is None:
+					raise ValueError(ident)
+				arg, pos = seq(text, t.end(), env, depth + 1)
+				t = token.match(text, pos)
+				if t is None or t.group(4) is None:
+					raise ValueError(ident)
+				pos = t.end()
+				sub = {param: arg}
+			got, end = seq(body, 0, sub, depth + 1)
+			if body[end:].strip():
+				raise ValueError(ident)
+			parts += got
+	try:
+		parts, end = seq(m.group(1), 0, {}, 0)
+	except ValueError:
+		return None
+	if m.group(1)[end:].strip():
+		return None
 	return "".join(parts).replace('\\"', '"')
 
 
@@ -1637,7 +1671,8 @@ ANALYZE users;
 			notes.append("cannot read hub/store.c (%s)" % e)
 		# The plain statement when there is one: loadgen's messages are
 		# section 5's (no cid), which is what the hub stores with it.
-		hub = c_string(src, "store_insert_plain_sql") or \
+		hub = c_string(src, "store_insert_plain_fast_sql") or \
+		    c_string(src, "store_insert_plain_sql") or \
 		    c_string(src, "store_insert_sql")
 		for kind, plain, unique, must in INTAKE_SHAPES:
 			if hub and plain in hub and must in hub:

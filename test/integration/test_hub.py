@@ -681,6 +681,46 @@ def test_replayed_entries_keep_the_ids_an_earlier_hub_stored(make_server,
 	    (rch, "message", i) for i in range(3, 8)]
 	assert pending(redis) == 0
 	assert "stored by an earlier hub" in s.log_text()
+	# A replay is no refusal: the batch that met its stored rows is
+	# written again with ON CONFLICT, not logged as refused and isolated.
+	assert "refused" not in s.log_text(), s.log_tail()
+
+
+def test_a_new_entry_found_stored_already_is_published_as_stored(
+    make_server, redis, pg, sub):
+	"""An entry that reaches the hub as new although its message is stored
+	(a Redis failover that lost the group's progress hands it out again):
+	the store's first INSERT, without ON CONFLICT, fails on its inbox id;
+	the batch is written again with it, and the message goes out once,
+	with the stored id and time, the one after it with the next id. No
+	refusal is logged and nothing is isolated."""
+	s = start(make_server, redis)
+	room = new_room(pg)
+	rch = P + "room:" + room
+	watch = sub(rch)
+	pipeline(redis.port, [entry("broadcast", room, user=9, username="p",
+	    content="m%d" % i) for i in range(2)])
+	watch.wait(lambda: len(watch.of(rch)) == 2, 5, "2 messages")
+	# An id above the stream's last, given explicitly: stored first, as
+	# by a hub before the failover, then added to the inbox.
+	again = "%d-0" % (int(time.time() * 1000) + 60000)
+	sql(pg, "INSERT INTO messages (room_id, id, user_id, username, "
+	    "content, inbox_id, created_at) VALUES ('%s', 3, 9, 'p', 'm2', "
+	    "'%s', '2001-02-03T04:05:06.007Z')" % (room, again))
+	redis.cmd("XADD", INBOX, again, "op", "broadcast", "room", room,
+	    "user", 9, "username", "p", "content", "m2")
+	pipeline(redis.port, [entry("broadcast", room, user=9, username="p",
+	    content="m3")])
+	watch.wait(lambda: len(watch.of(rch, "message")) == 4, 5,
+	    "the stored one and the next")
+	got = [(e["id"], e["content"], e["ts"]) for e in
+	    watch.of(rch, "message")][2:]
+	assert got[0] == (3, "m2", "2001-02-03T04:05:06.007Z")
+	assert got[1][:2] == (4, "m3")
+	check_exactly_once(pg, room, watch.of(rch, "message"), 4)
+	assert pending(redis) == 0
+	assert "stored by an earlier hub" in s.log_text()
+	assert "refused" not in s.log_text(), s.log_tail()
 
 
 def test_a_standby_takes_over_a_frozen_leader_which_then_steps_down(
