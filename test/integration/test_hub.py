@@ -681,8 +681,8 @@ def test_replayed_entries_keep_the_ids_an_earlier_hub_stored(make_server,
 	    (rch, "message", i) for i in range(3, 8)]
 	assert pending(redis) == 0
 	assert "stored by an earlier hub" in s.log_text()
-	# A replay is no refusal: the batch that met its stored rows is
-	# written again with ON CONFLICT, not logged as refused and isolated.
+	# A replay is no refusal: what is stored is found, not refused and
+	# isolated.
 	assert "refused" not in s.log_text(), s.log_tail()
 
 
