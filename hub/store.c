@@ -179,7 +179,8 @@ struct store_op {
 	struct store_msg **sorted;	/* msgs by inbox id, for lookups */
 	size_t		 next;		/* isolate: message written */
 	int		 isolate;
-	int		 careful;	/* with ON CONFLICT: a replay */
+	int		 careful;	/* with ON CONFLICT: isolating, or
+					 * after a unique violation */
 	int		 find;		/* store_find(): not found is ok */
 	char		 partition[16];	/* store_write()'s fence */
 	char		 epoch[24];
@@ -331,7 +332,7 @@ store_write(struct store *s, int partition, int64_t epoch,
 
 	if ((op = store_op_new(s, msgs, n, cb, arg)) == NULL)
 		return -1;
-	op->isolate = isolate;
+	op->isolate = op->careful = isolate;
 	snprintf(op->partition, sizeof(op->partition), "%d", partition);
 	snprintf(op->epoch, sizeof(op->epoch), "%lld", (long long)epoch);
 	if ((op->next = store_next(op, 0)) == n || store_insert(op) == -1) {
@@ -528,7 +529,7 @@ store_insert(struct store_op *op)
 	}
 	params[0] = op->partition;
 	params[1] = op->epoch;
-	if (op->careful || op->isolate)
+	if (op->careful)
 		sql = plain ? store_insert_plain_sql : store_insert_sql;
 	else
 		sql = plain ? store_insert_plain_fast_sql :
@@ -685,7 +686,7 @@ store_inserted_cb(struct db_result *res, void *arg)
 		return;
 	}
 	if (!db_result_ok(res)) {
-		if (!op->careful && !op->isolate &&
+		if (!op->careful &&
 		    strcmp(db_result_sqlstate(res), "23505") == 0) {
 			/* Stored before, some of it: again, with the clause. */
 			op->careful = 1;

@@ -447,6 +447,7 @@ int
 ws_send(struct ws *ws, struct ws_frame *f)
 {
 	struct evbuffer *out = bufferevent_get_output(ws->bev);
+	int rc;
 
 	if (ws->closing)
 		return -1;
@@ -468,18 +469,16 @@ ws_send(struct ws *ws, struct ws_frame *f)
 	 * that falls behind would get dearer per frame the further it
 	 * falls. Copied, a backlog costs less per frame, not more.
 	 */
-	if (f->len <= WS_COPY_MAX && evbuffer_get_length(out) > 0) {
-		if (evbuffer_add(out, f->bytes, f->len) == -1) {
-			ws_close(ws, WS_CLOSE_ERROR, "out of memory");
-			return -1;
-		}
-		return 0;
+	if (f->len <= WS_COPY_MAX && evbuffer_get_length(out) > 0)
+		rc = evbuffer_add(out, f->bytes, f->len);
+	else {
+		ws_frame_ref(f);
+		rc = evbuffer_add_reference(out, f->bytes, f->len,
+		    ws_frame_release_cb, f);
+		if (rc == -1)	/* libevent did not take it: still ours */
+			ws_frame_unref(f);
 	}
-	ws_frame_ref(f);
-	if (evbuffer_add_reference(out, f->bytes, f->len, ws_frame_release_cb,
-	    f) == -1) {
-		/* libevent did not take it: the reference is still ours. */
-		ws_frame_unref(f);
+	if (rc == -1) {
 		ws_close(ws, WS_CLOSE_ERROR, "out of memory");
 		return -1;
 	}

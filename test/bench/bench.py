@@ -26,8 +26,9 @@ workers/auth.c does (no scrypt per user), then runs:
           loop (deliveries/s), then open loop at fixed rates into the
           1,000-client room (latency percentiles; plot.gp draws
           OUT/chat-latency.png) | redis-benchmark PUBLISH (the Redis hop's
-          ceiling); the floor (test/bench/floor, same load), and at 200
-          messages/s the storing floor (floor -S: inbox, store, PUBLISH)
+          ceiling); the floor (test/bench/floor, same load) and the
+          storing floor (floor -S: inbox, store, PUBLISH), closed loop
+          and at 200 messages/s
   login   loadgen chat, 100 clients at 200 messages/s, alone and during a
           storm of POST /login (loadgen http): chat p99 with / without
   idle    loadgen idle: 10,000 and 100,000 joined WebSockets in rooms of
@@ -1285,7 +1286,7 @@ ANALYZE users;
 				    "floor": fcmd},
 				"output": {"gochat": err},
 			}
-			self.chat_closed_store_floor(ent, room, n, rf)
+			self.chat_closed_store_floor(ent, room, n)
 			if n == 1000:
 				ent["judge"] = judge(">= %.1f x the floor's deliveries/s"
 				    % T_FLOOR_DELIV, rf is not None and rf >= T_FLOOR_DELIV)
@@ -1324,7 +1325,7 @@ ANALYZE users;
 		    cmds, fcmds, rcmd, None))
 		return out
 
-	def chat_closed_store_floor(self, ent, room, n, rf):
+	def chat_closed_store_floor(self, ent, room, n):
 		"""The same closed loop against the storing floor: what the way
 		SPEC fixes for a message (inbox, hub, store, channel) reaches
 		when ten senders each send again as soon as their echo is back.
