@@ -13,7 +13,7 @@ RUN apt-get update -q && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	build-essential autoconf automake autoconf-archive libtool pkg-config \
 	libevent-dev libhiredis-dev libpq-dev libssl-dev libwslay-dev \
-	libscrypt-dev libjsmn-dev libhttp-parser-dev && \
+	libscrypt-dev libjsmn-dev libhttp-parser-dev libjemalloc-dev && \
     rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -24,11 +24,11 @@ RUN ./autogen.sh && \
 
 FROM debian:bookworm-slim
 # What gochat links against (readelf -d): libevent_core, hiredis 0.14,
-# libpq, libcrypto (libssl3), wslay, libscrypt, http-parser.
+# libpq, libcrypto (libssl3), wslay, libscrypt, http-parser, jemalloc.
 RUN apt-get update -q && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	libevent-core-2.1-7 libhiredis0.14 libpq5 libssl3 libwslay1 \
-	libscrypt0 libhttp-parser2.9 && \
+	libscrypt0 libhttp-parser2.9 libjemalloc2 && \
     rm -rf /var/lib/apt/lists/* && \
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
 	--shell /usr/sbin/nologin gochat
