@@ -496,6 +496,49 @@ msg_channel_room(const char *channel, const char *prefix)
 	return channel + n + r;
 }
 
+int
+msg_event_peek(const char *p, size_t len, enum msg_event *ev, int64_t *id)
+{
+	static const struct {
+		const char	*front;
+		size_t		 len;
+		enum msg_event	 ev;
+	} fronts[] = {
+#define FRONT(t, e)	{ "{\"type\":\"" t "\",\"id\":", \
+			    sizeof("{\"type\":\"" t "\",\"id\":") - 1, e }
+		FRONT("message", MSG_EV_MESSAGE),
+		FRONT("edit", MSG_EV_EDIT),
+		FRONT("delete", MSG_EV_DELETE)
+#undef FRONT
+	};
+	const char *end = p + len;
+	int64_t n = 0;
+	size_t i;
+
+	if (len == 0 || p[len - 1] != '}')
+		return -1;
+	for (i = 0; i < sizeof(fronts) / sizeof(fronts[0]); i++)
+		if (len > fronts[i].len &&
+		    memcmp(p, fronts[i].front, fronts[i].len) == 0)
+			break;
+	if (i == sizeof(fronts) / sizeof(fronts[0]))
+		return -1;
+	/* 1 .. 10^18 - 1, no leading zero, then the next member. */
+	p += fronts[i].len;
+	if (p == end || *p < '1' || *p > '9')
+		return -1;
+	for (int digits = 0; p < end && *p >= '0' && *p <= '9'; p++) {
+		if (++digits > 18)
+			return -1;
+		n = n * 10 + (*p - '0');
+	}
+	if (p == end || *p != ',')
+		return -1;
+	*ev = fronts[i].ev;
+	*id = n;
+	return 0;
+}
+
 enum msg_event
 msg_event_type(const char *type)
 {

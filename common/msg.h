@@ -228,6 +228,16 @@ enum msg_event {
 enum msg_event msg_event_type(const char *type);
 
 /*
+ * The type and id of a room event as the hub writes the ones that carry
+ * a sequence id (msg_write_message(), msg_write_change()):
+ * {"type":"message","id":N, ... }. Reads that front only, and that the
+ * object closes: 0 with *ev and *id set; -1 for anything else (another
+ * event, another writer's layout), which the reader parses whole.
+ */
+int	msg_event_peek(const char *payload, size_t len, enum msg_event *ev,
+	    int64_t *id);
+
+/*
  * The partition of room (SPEC section 11): CRC16 of the room id (the
  * CCITT/XMODEM variant Redis Cluster hashes keys with) modulo partitions
  * (1 .. MSG_PARTITIONS_MAX). With partitions = 1, always 0.

@@ -1014,12 +1014,14 @@ chat_sub_cb(struct bus *bus, struct bus_reply *reply, void *arg)
  * One event of a room, as the hub published it. Messages not newer than
  * the last one delivered here are a hub's replay: dropped. The payload is
  * framed once; each joined member's output takes that frame (ws_send).
+ * A message, edit or delete in the hub's own layout is read from its
+ * front (msg_event_peek()); anything else is parsed whole.
  */
 static void
 chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
     size_t len)
 {
-	struct json_doc *doc;
+	struct json_doc *doc = NULL;
 	struct ws_frame *f;
 	struct chat_member *m, *next;
 	const char *type;
@@ -1028,28 +1030,27 @@ chat_on_room_event(struct chat *chat, struct chat_room *r, const char *payload,
 	enum msg_event ev;
 
 	(void)chat;
-	if ((doc = json_parse(payload, len)) == NULL) {
-		log_warnx("room %s: unreadable event dropped", r->id);
-		return;
+	if (msg_event_peek(payload, len, &ev, &id) == -1) {
+		if ((doc = json_parse(payload, len)) == NULL) {
+			log_warnx("room %s: unreadable event dropped", r->id);
+			return;
+		}
+		if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
+			goto done;
+		ev = msg_event_type(type);
+		if ((ev == MSG_EV_MESSAGE || ev == MSG_EV_EDIT ||
+		    ev == MSG_EV_DELETE) &&
+		    json_get_int(doc, "id", &id) != JSON_OK)
+			goto done;
+		if (ev == MSG_EV_TYPING &&
+		    json_get_int(doc, "userId", &from) != JSON_OK)
+			goto done;
 	}
-	if (json_get_string(doc, "type", &type, NULL) != JSON_OK)
-		goto done;
 	/* The events with an id of the room's sequence. */
-	switch ((ev = msg_event_type(type))) {
-	case MSG_EV_MESSAGE:
-	case MSG_EV_EDIT:
-	case MSG_EV_DELETE:
-		if (json_get_int(doc, "id", &id) != JSON_OK ||
-		    id <= r->last_id)
+	if (ev == MSG_EV_MESSAGE || ev == MSG_EV_EDIT || ev == MSG_EV_DELETE) {
+		if (id <= r->last_id)
 			goto done;
 		r->last_id = id;
-		break;
-	case MSG_EV_TYPING:
-		if (json_get_int(doc, "userId", &from) != JSON_OK)
-			goto done;
-		break;
-	default:
-		break;
 	}
 	if ((f = ws_frame_text(payload, len)) == NULL)
 		goto done;

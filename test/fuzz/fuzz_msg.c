@@ -4,6 +4,10 @@
  * XADD). The input is split at 0x01 bytes into at most 32 fields, each a
  * NUL-terminated copy (content may hold NULs). A parsed entry must keep
  * the parser's promises.
+ * The whole input is also a room event for msg_event_peek(), the workers'
+ * reader of the hub's events: what it reads must agree with the JSON
+ * parser wherever the input is JSON without a repeated "type" or "id"
+ * (which member of a repeated name counts is the parser's choice).
  *
  *	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. \
  *	    -o fuzz_msg test/fuzz/fuzz_msg.c common/msg.c common/json.c \
@@ -15,12 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "common/msg.h"
 
 #define FUZZ_FIELDS	32
 #define FUZZ_MAX	4096	/* max_ws_message */
 
 int	LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+static size_t	fuzz_count(const uint8_t *, size_t, const char *);
+static void	fuzz_peek(const uint8_t *, size_t);
 
 static void
 fuzz_check(int cond)
@@ -38,6 +45,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct msg_entry e;
 	char err[128];
 
+	fuzz_peek(data, size);
 	for (size_t i = 0; i <= size && n < FUZZ_FIELDS; i++) {
 		if (i < size && data[i] != 0x01)
 			continue;
@@ -64,4 +72,40 @@ done:
 	for (size_t i = 0; i < n; i++)
 		free(copy[i]);
 	return 0;
+}
+
+/* How many times s occurs in data. */
+static size_t
+fuzz_count(const uint8_t *data, size_t size, const char *s)
+{
+	size_t n = 0, len = strlen(s);
+
+	for (size_t i = 0; i + len <= size; i++)
+		if (memcmp(data + i, s, len) == 0)
+			n++;
+	return n;
+}
+
+static void
+fuzz_peek(const uint8_t *data, size_t size)
+{
+	struct json_doc *doc;
+	enum msg_event ev;
+	const char *type;
+	int64_t id, jid;
+
+	if (msg_event_peek((const char *)data, size, &ev, &id) == -1)
+		return;
+	fuzz_check(ev == MSG_EV_MESSAGE || ev == MSG_EV_EDIT ||
+	    ev == MSG_EV_DELETE);
+	fuzz_check(id > 0);
+	if (fuzz_count(data, size, "\"type\"") != 1 ||
+	    fuzz_count(data, size, "\"id\"") != 1)
+		return;
+	if ((doc = json_parse((const char *)data, size)) == NULL)
+		return;
+	fuzz_check(json_get_string(doc, "type", &type, NULL) == JSON_OK &&
+	    msg_event_type(type) == ev);
+	fuzz_check(json_get_int(doc, "id", &jid) == JSON_OK && jid == id);
+	json_free(doc);
 }

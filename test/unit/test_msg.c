@@ -142,6 +142,75 @@ test_events(void)
 	ok(msg_event_type("messages") == MSG_EV_UNKNOWN, "a longer name");
 }
 
+/* msg_event_peek() on s (NUL-terminated); its id, or -1 if it declined. */
+static int64_t
+peek(const char *s, enum msg_event *ev)
+{
+	int64_t id = -1;
+
+	*ev = MSG_EV_UNKNOWN;
+	return msg_event_peek(s, strlen(s), ev, &id) == 0 ? id : -1;
+}
+
+/* The hub's own events are read from their front, all else declined. */
+static void
+test_event_peek(void)
+{
+	struct evbuffer *b = evbuffer_new();
+	enum msg_event ev;
+	char *s;
+
+	msg_write_message(b, 42, "lobby", 3, "alice", "hi \"you\"", 8,
+	    "2026-12-07T21:00:00.000Z", 0);
+	evbuffer_add(b, "", 1);
+	s = (char *)evbuffer_pullup(b, -1);
+	ok(peek(s, &ev) == 42 && ev == MSG_EV_MESSAGE, "a message: %s", s);
+	evbuffer_drain(b, evbuffer_get_length(b));
+	msg_write_change(b, 9000000000000LL, "lobby", 41, "new", 3,
+	    "2026-12-07T21:00:00.000Z", 1);
+	evbuffer_add(b, "", 1);
+	s = (char *)evbuffer_pullup(b, -1);
+	ok(peek(s, &ev) == 9000000000000LL && ev == MSG_EV_EDIT,
+	    "an edit: %s", s);
+	evbuffer_drain(b, evbuffer_get_length(b));
+	msg_write_change(b, 7, "lobby", 41, NULL, 0,
+	    "2026-12-07T21:00:00.000Z", 0);
+	evbuffer_add(b, "", 1);
+	s = (char *)evbuffer_pullup(b, -1);
+	ok(peek(s, &ev) == 7 && ev == MSG_EV_DELETE, "a delete: %s", s);
+	evbuffer_drain(b, evbuffer_get_length(b));
+	msg_write_presence(b, "join", "lobby", 3, "alice",
+	    "2026-12-07T21:00:00.000Z");
+	evbuffer_add(b, "", 1);
+	s = (char *)evbuffer_pullup(b, -1);
+	ok(peek(s, &ev) == -1, "a join is parsed whole");
+	evbuffer_free(b);
+
+	ok(peek("{\"type\":\"typing\",\"id\":5,\"userId\":3}", &ev) == -1,
+	    "typing (its userId is needed) is parsed whole");
+	ok(peek("{\"id\":5,\"type\":\"message\"}", &ev) == -1,
+	    "another member order is parsed whole");
+	ok(peek("{\"type\":\"message\",\"id\":5,\"content\":\"x", &ev) == -1,
+	    "an object cut short is parsed whole");
+	ok(peek("{\"type\":\"message\",\"id\":05,\"x\":1}", &ev) == -1,
+	    "a leading zero");
+	ok(peek("{\"type\":\"message\",\"id\":0,\"x\":1}", &ev) == -1,
+	    "id 0");
+	ok(peek("{\"type\":\"message\",\"id\":-5,\"x\":1}", &ev) == -1,
+	    "a negative id");
+	ok(peek("{\"type\":\"message\",\"id\":5.5,\"x\":1}", &ev) == -1,
+	    "a fraction");
+	ok(peek("{\"type\":\"message\",\"id\":5}", &ev) == -1,
+	    "an id that ends the object");
+	ok(peek("{\"type\":\"message\",\"id\":999999999999999999,\"x\":1}",
+	    &ev) == 999999999999999999LL, "18 digits");
+	ok(peek("{\"type\":\"message\",\"id\":1000000000000000000,\"x\":1}",
+	    &ev) == -1, "19 digits are parsed whole");
+	ok(peek("{\"type\":\"messages\",\"id\":5,\"x\":1}", &ev) == -1,
+	    "another type");
+	ok(peek("", &ev) == -1 && peek("}", &ev) == -1, "empty payloads");
+}
+
 static void
 test_rejoin(void)
 {
@@ -261,6 +330,7 @@ main(void)
 	ok(parse_register(&e, "") == -1, "an empty history is refused");
 	test_names();
 	test_events();
+	test_event_peek();
 	test_rejoin();
 	test_partition();
 	test_v2_entries();
