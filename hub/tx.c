@@ -36,18 +36,26 @@ struct tx {
 
 /*
  * A batch's transaction, fenced: if the lease is still ours (KEYS[1] holds
- * ARGV[1]), run the commands ARGV[2..] ("<argc>", argv..., one after the
- * other) and answer their replies as EXEC would, a refused one as an error
- * element that does not undo the others; else change nothing.
+ * ARGV[1]), run the commands ARGV[2..] one after the other and answer the
+ * errors of those Redis refused, in order (an empty array: all applied);
+ * a refused one does not undo the others. Else change nothing. A command
+ * is "<argc>", argv..., or "P", channel, payload for a PUBLISH: most of a
+ * batch, so they skip the generic unpack and their replies (numbers) are
+ * not carried back.
  */
 static const char tx_lua[] =
     "if redis.call('get', KEYS[1]) ~= ARGV[1] then "
     "return redis.error_reply('LEASE the leader lease is not ours') end "
-    "local out, i, n = {}, 2, #ARGV "
+    "local out, i, n, r = {}, 2, #ARGV "
     "while i <= n do "
+    "if ARGV[i] == 'P' then "
+    "r = redis.pcall('publish', ARGV[i + 1], ARGV[i + 2]) "
+    "i = i + 3 "
+    "else "
     "local argc = tonumber(ARGV[i]) "
-    "out[#out + 1] = redis.pcall(unpack(ARGV, i + 1, i + argc)) "
+    "r = redis.pcall(unpack(ARGV, i + 1, i + argc)) "
     "i = i + 1 + argc end "
+    "if type(r) == 'table' and r.err then out[#out + 1] = r end end "
     "return out";
 static int	tx_arg(struct tx *, const char *, size_t);
 static void	tx_clear(struct tx *);
@@ -112,19 +120,19 @@ tx_command(struct tx *t, int argc, const char **argv, const size_t *lens)
 void
 tx_publish(struct tx *t, const char *channel, struct evbuffer *payload)
 {
-	const char *argv[3];
-	size_t lens[3];
+	const char *data;
 
-	argv[0] = "PUBLISH";
-	lens[0] = 7;
-	argv[1] = channel;
-	lens[1] = strlen(channel);
-	lens[2] = evbuffer_get_length(payload);
-	if ((argv[2] = (const char *)evbuffer_pullup(payload, -1)) == NULL) {
+	if (!t->open || t->failed)
+		return;
+	if ((data = (const char *)evbuffer_pullup(payload, -1)) == NULL) {
 		t->failed = 1;
 		return;
 	}
-	tx_command(t, 3, argv, lens);
+	if (tx_arg(t, "P", 1) == -1 || tx_arg(t, channel,
+	    strlen(channel)) == -1 || tx_arg(t, data,
+	    evbuffer_get_length(payload)) == -1)
+		return;
+	t->count++;
 	metrics_count(MC_MSGS_OUT, 1);
 }
 

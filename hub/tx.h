@@ -28,9 +28,10 @@ void	tx_publish(struct tx *t, const char *channel,
  * sent (tx_commit() returns -1). */
 void	tx_fail(struct tx *t);
 /*
- * Send it: 0 when sent, and cb will get the reply (an array of each
- * command's reply, like EXEC's; an error "LEASE ..." if the lease was not
- * ours, then nothing was applied; NULL if the connection went). 1 when the
+ * Send it: 0 when sent, and cb will get the reply (an array of the
+ * errors of the commands Redis refused, empty when all were applied; an
+ * error "LEASE ..." if the lease was not ours, then nothing was applied;
+ * NULL if the connection went). 1 when the
  * transaction was empty: nothing was sent and cb will not be called. -1
  * when a command could not be queued or the script not sent: nothing is
  * applied, cb will not be called, and what the caller changed in memory

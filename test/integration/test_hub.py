@@ -365,6 +365,34 @@ def test_garbage_and_unknown_rooms_are_acknowledged_and_logged(make_server,
 	    % room) == "1"
 
 
+def test_a_command_redis_refuses_holds_back_nothing_else(make_server, redis,
+    pg, sub):
+	"""A batch's transaction runs every command even when Redis refuses
+	one: the room's presence key of the wrong type (an operator's typo)
+	refuses the register's HSET, and the messages around it are still
+	published in order, the join too, and the refusal is logged."""
+	s = start(make_server, redis)
+	room = new_room(pg)
+	rch, clients = P + "room:" + room, P + "room:" + room + ":clients"
+	alive(redis, "w:1")
+	redis.cmd("SET", clients, "not a hash")
+	watch = sub(rch)
+	pipeline(redis.port, [
+		entry("broadcast", room, username="ops", content="before"),
+		entry("register", room, worker="w:1", conn=10, user=5,
+		    username="alice"),
+		entry("broadcast", room, username="ops", content="after")])
+	watch.wait(lambda: len(watch.of(rch, "message")) == 2, 5,
+	    "both messages")
+	assert [(m["id"], m["content"]) for m in watch.of(rch, "message")] == [
+	    (1, "before"), (2, "after")]
+	assert [e["username"] for e in watch.of(rch, "join")] == ["alice"]
+	assert wait_for(lambda: pending(redis) == 0, 2), "entries left pending"
+	assert wait_for(lambda: "Redis refused 1 commands: WRONGTYPE" in
+	    s.log_text(), 2), s.log_tail()
+	assert redis.cmd("GET", clients) == "not a hash"
+
+
 # --- presence ----------------------------------------------------------------
 
 def test_a_dead_workers_connections_leave_within_5_s(make_server, redis, pg,
