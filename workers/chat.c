@@ -595,10 +595,15 @@ chat_inbox_xadd(struct chat *chat, const char *op, const char *room,
 		ARG(op, strlen(op));
 	ARG("room", 4);
 	ARG(room, strlen(room));
-	ARG("worker", 6);
-	ARG(chat->wid, strlen(chat->wid));
-	ARG("conn", 4);
-	ARG(conn, strlen(conn));
+	/* The hub answers a connection only for a register, an edit, a
+	 * delete, or a message with a cid: a plain message names no socket
+	 * (four arguments less to store, read and parse, a message). */
+	if (strcmp(op, "broadcast") != 0 || (x != NULL && x->cid != NULL)) {
+		ARG("worker", 6);
+		ARG(chat->wid, strlen(chat->wid));
+		ARG("conn", 4);
+		ARG(conn, strlen(conn));
+	}
 	ARG("user", 4);
 	ARG(user, strlen(user));
 	ARG("username", 8);

@@ -1667,6 +1667,32 @@ def test_an_operator_broadcast_reaches_everyone(server, redis):
 	assert get_history(server, a, room)[-1]["content"] == "Back in 5 minutes"
 
 
+def test_inbox_entries_name_a_socket_only_when_the_hub_answers_it(server,
+    redis):
+	"""What an operator reads with XRANGE (README, Watching it with
+	redis-cli): a §5 message names its room and sender, as an operator's
+	announcement does; a register names the worker and the connection."""
+	a = register(server)
+	room = create_room(server, a)
+	w = join(server, room, a)
+	text = "entry of %s" % room
+	w.send(text)
+	w.wait_content(text)
+
+	def entries():
+		out = []
+		for _, f in harness.redis_cmd(redis.port, "XREVRANGE",
+		    "gochat:hub:inbox", "+", "-", "COUNT", "200") or []:
+			d = dict(zip(f[0::2], f[1::2]))
+			if d.get("room") == room:
+				out.append(d)
+		return out
+	got = {d["op"]: d for d in entries()}
+	assert got["broadcast"] == {"op": "broadcast", "room": room,
+	    "user": str(a["id"]), "username": a["username"], "content": text}
+	assert {"worker", "conn", "user", "username"} <= set(got["register"])
+
+
 def test_bad_inbox_entries_are_acknowledged_and_skipped(server, redis):
 	a = register(server)
 	room = create_room(server, a)
