@@ -240,6 +240,21 @@ msg_entry_parse(struct msg_entry *e, const char *const *argv,
 	return 0;
 }
 
+/* v in decimal. */
+static void
+msg_add_int(struct evbuffer *out, int64_t v)
+{
+	char buf[24], *p = buf + sizeof(buf);
+	uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--p = '-';
+	(void)evbuffer_add(out, p, (size_t)(buf + sizeof(buf) - p));
+}
+
 void
 msg_write_message(struct evbuffer *out, int64_t id, const char *room,
     int64_t user, const char *username, const char *content,
@@ -254,11 +269,14 @@ msg_write_message_edited(struct evbuffer *out, int64_t id, const char *room,
     int64_t user, const char *username, const char *content,
     size_t content_len, const char *ts, const char *edited, int history)
 {
-	(void)evbuffer_add_printf(out, "{\"type\":\"message\",\"id\":%lld,"
-	    "\"roomId\":", (long long)id);
+	/* Every chat message: no printf (a tenth of the hub's time). */
+	(void)evbuffer_add(out, "{\"type\":\"message\",\"id\":", 23);
+	msg_add_int(out, id);
+	(void)evbuffer_add(out, ",\"roomId\":", 10);
 	json_add_cstr(out, room);
-	(void)evbuffer_add_printf(out, ",\"userId\":%lld,\"username\":",
-	    (long long)user);
+	(void)evbuffer_add(out, ",\"userId\":", 10);
+	msg_add_int(out, user);
+	(void)evbuffer_add(out, ",\"username\":", 12);
 	json_add_cstr(out, username);
 	(void)evbuffer_add(out, ",\"content\":", 11);
 	json_add_string(out, content, content_len);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 #include <stdio.h>
 
@@ -165,6 +166,24 @@ test_event_peek(void)
 	evbuffer_add(b, "", 1);
 	s = (char *)evbuffer_pullup(b, -1);
 	ok(peek(s, &ev) == 42 && ev == MSG_EV_MESSAGE, "a message: %s", s);
+	ok(strcmp(s, "{\"type\":\"message\",\"id\":42,\"roomId\":\"lobby\","
+	    "\"userId\":3,\"username\":\"alice\",\"content\":\"hi \\\"you\\\"\","
+	    "\"ts\":\"2026-12-07T21:00:00.000Z\"}") == 0, "its layout");
+	evbuffer_drain(b, evbuffer_get_length(b));
+	msg_write_message(b, INT64_MAX, "r", 0, "ops", "x", 1,
+	    "2026-12-07T21:00:00.000Z", 1);
+	evbuffer_add(b, "", 1);
+	s = (char *)evbuffer_pullup(b, -1);
+	ok(strcmp(s, "{\"type\":\"message\",\"id\":9223372036854775807,"
+	    "\"roomId\":\"r\",\"userId\":0,\"username\":\"ops\",\"content\":"
+	    "\"x\",\"ts\":\"2026-12-07T21:00:00.000Z\",\"history\":true}") == 0,
+	    "the largest id, user 0, from history: %s", s);
+	evbuffer_drain(b, evbuffer_get_length(b));
+	msg_write_message(b, 1, "r", INT64_MIN, "u", "x", 1, "t", 0);
+	evbuffer_add(b, "", 1);
+	s = (char *)evbuffer_pullup(b, -1);
+	ok(strstr(s, "\"userId\":-9223372036854775808,") != NULL,
+	    "the smallest integer: %s", s);
 	evbuffer_drain(b, evbuffer_get_length(b));
 	msg_write_change(b, 9000000000000LL, "lobby", 41, "new", 3,
 	    "2026-12-07T21:00:00.000Z", 1);

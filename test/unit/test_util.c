@@ -19,6 +19,26 @@ main(void)
 	    "RFC 3339 with milliseconds: %s", buf);
 	util_rfc3339(0, buf, sizeof(buf));
 	ok(strcmp(buf, "1970-01-01T00:00:00.000Z") == 0, "epoch: %s", buf);
+	/* The same second again, then the next: the kept second is reused
+	 * only for itself. */
+	util_rfc3339(1795623601999LL, buf, sizeof(buf));
+	ok(strcmp(buf, "2026-11-25T16:20:01.999Z") == 0, "again: %s", buf);
+	util_rfc3339(1795623601007LL, buf, sizeof(buf));
+	ok(strcmp(buf, "2026-11-25T16:20:01.007Z") == 0, "again: %s", buf);
+	util_rfc3339(1795623602000LL, buf, sizeof(buf));
+	ok(strcmp(buf, "2026-11-25T16:20:02.000Z") == 0, "next second: %s",
+	    buf);
+	util_rfc3339(1796083199999LL, buf, sizeof(buf));
+	ok(strcmp(buf, "2026-11-30T23:59:59.999Z") == 0, "a month's end: %s",
+	    buf);
+	util_rfc3339(1796083200000LL, buf, sizeof(buf));
+	ok(strcmp(buf, "2026-12-01T00:00:00.000Z") == 0, "the next month: %s",
+	    buf);
+	util_rfc3339(253402300800000LL, buf, sizeof(buf));
+	ok(strcmp(buf, "10000-01-01T00:00:00.000Z") == 0, "year 10000: %s",
+	    buf);
+	util_rfc3339(1795623602000LL, buf, sizeof(buf));
+	ok(strcmp(buf, "2026-11-25T16:20:02.000Z") == 0, "and back: %s", buf);
 
 	ok(util_token(t1, sizeof(t1), 32) == 0 && util_token(t2,
 	    sizeof(t2), 32) == 0, "tokens are made");
