@@ -1735,18 +1735,18 @@ ANALYZE users;
 		    "DELETE FROM rooms WHERE id LIKE '%s%%';%s" % (prefix, prefix,
 		    "\nDELETE FROM hub_partitions WHERE partition = %d;" %
 		    INTAKE_REF_PARTITION if kind == "unnest" else ""))
-		# A worker's XADD (chat.c's fields, loadgen's message size), from
-		# as many connections as there are workers, pipelined: the
-		# workers send their XADDs without waiting for the answers.
+		# A worker's XADD of a section 5 message (chat.c's fields:
+		# no worker or conn, loadgen's message size), from as many
+		# connections as there are workers, pipelined: the workers
+		# send their XADDs without waiting for the answers.
 		key = PREFIX + "bench:inbox-" + secrets.token_hex(3)
 		content = "b1 000be4c4 1234 56 %d" % time.monotonic_ns()
 		content += " " + "x" * (INTAKE_MSG - len(content) - 1)
 		n = a.redis_n
 		xadd, xcmd = self.redis_benchmark(self.workers, n, "-P",
 		    str(INTAKE_PIPELINE), "XADD", key, "*", "op", "broadcast",
-		    "room", prefix + "17", "worker", "localhost:123456", "conn",
-		    "1234", "user", str(self.load_base + 17), "username", "lg17",
-		    "content", content)
+		    "room", prefix + "17", "user", str(self.load_base + 17),
+		    "username", "lg17", "content", content)
 		self.redis.cmd("XGROUP", "CREATE", key, "g", "0")
 		entries = int(self.redis.cmd("XLEN", key))
 		reads = max(1, entries // INTAKE_BATCH)
