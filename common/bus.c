@@ -25,7 +25,6 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "common/bus.h"
 #include "common/log.h"
@@ -455,6 +454,126 @@ bus_set_timer(struct event *ev, int ms)
 }
 
 /*
+ * The event loop's side of a hiredis connection (its adapter interface,
+ * ac->ev), in place of hiredis' libevent adapter: that one's read event is
+ * one-shot, so every read cost an epoll_ctl() to remove it and another to
+ * add it back. Here it persists. A write waits, as with hiredis' adapter,
+ * for the socket to say writable in the next loop pass, so that what the
+ * rest of this pass queues goes in the same write; writing at the end of
+ * the pass instead measured no faster and made Redis read more, smaller
+ * writes.
+ */
+struct bus_ev {
+	redisAsyncContext *ac;
+	struct event	*rev;		/* EV_READ | EV_PERSIST */
+	struct event	*wev;		/* EV_WRITE | EV_PERSIST */
+	int		 reading;	/* rev added */
+	int		 writing;	/* wev added */
+};
+
+static void
+bus_ev_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bus_ev *e = arg;
+
+	(void)fd;
+	(void)what;
+	redisAsyncHandleRead(e->ac);	/* may free e */
+}
+
+static void
+bus_ev_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bus_ev *e = arg;
+
+	(void)fd;
+	(void)what;
+	redisAsyncHandleWrite(e->ac);	/* may free e */
+}
+
+/* Have ev added (want) or not; *on says which it is. */
+static void
+bus_ev_want(struct event *ev, int *on, int want)
+{
+	if (want && !*on && event_add(ev, NULL) == 0)
+		*on = 1;
+	else if (!want && *on && event_del(ev) == 0)
+		*on = 0;
+}
+
+static void
+bus_ev_add_read(void *arg)
+{
+	struct bus_ev *e = arg;
+
+	bus_ev_want(e->rev, &e->reading, 1);
+}
+
+static void
+bus_ev_del_read(void *arg)
+{
+	struct bus_ev *e = arg;
+
+	bus_ev_want(e->rev, &e->reading, 0);
+}
+
+static void
+bus_ev_add_write(void *arg)
+{
+	struct bus_ev *e = arg;
+
+	bus_ev_want(e->wev, &e->writing, 1);
+}
+
+static void
+bus_ev_del_write(void *arg)
+{
+	struct bus_ev *e = arg;
+
+	bus_ev_want(e->wev, &e->writing, 0);
+}
+
+static void
+bus_ev_cleanup(void *arg)
+{
+	struct bus_ev *e = arg;
+
+	event_free(e->rev);
+	event_free(e->wev);
+	free(e);
+}
+
+static int
+bus_ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+	struct bus_ev *e;
+	evutil_socket_t fd = ac->c.fd;
+
+	if (ac->ev.data != NULL || (e = calloc(1, sizeof(*e))) == NULL)
+		return -1;
+	e->ac = ac;
+	if ((e->rev = event_new(base, fd, EV_READ | EV_PERSIST,
+	    bus_ev_read_cb, e)) == NULL ||
+	    (e->wev = event_new(base, fd, EV_WRITE | EV_PERSIST,
+	    bus_ev_write_cb, e)) == NULL) {
+		if (e->rev != NULL)
+			event_free(e->rev);
+		free(e);
+		return -1;
+	}
+	ac->ev.addRead = bus_ev_add_read;
+	ac->ev.delRead = bus_ev_del_read;
+	ac->ev.addWrite = bus_ev_add_write;
+	ac->ev.delWrite = bus_ev_del_write;
+	ac->ev.cleanup = bus_ev_cleanup;
+	ac->ev.data = e;
+	/* The connect completes when the socket turns writable. */
+	bus_ev_add_read(e);
+	bus_ev_add_write(e);
+	return 0;
+}
+
+/*
  * A context to host:port (host NULL: url.path's unix socket) on the bus's
  * loop, or NULL with the reason in bus->why. DNS, when the host is a name,
  * is resolved synchronously by hiredis.
@@ -476,7 +595,7 @@ bus_ac_new(struct bus *bus, const char *host, int port)
 		return NULL;
 	}
 	ac->data = bus;
-	if (redisLibeventAttach(ac, bus->base) != REDIS_OK) {
+	if (bus_ev_attach(ac, bus->base) == -1) {
 		snprintf(bus->why, sizeof(bus->why), "cannot attach to the "
 		    "event loop");
 		redisAsyncFree(ac);
@@ -1169,25 +1288,15 @@ bus_set_priority(struct bus *bus, int pri)
 
 /*
  * The priority of the events of bus->ac, set while they are not active:
- * right after they are made. The adapter's struct differs by hiredis
- * version (configure finds which): 0.14 has rev and wev, 1.x one ev. With
- * another, the bus keeps the default priority (its timers still get pri).
+ * right after they are made.
  */
 static void
 bus_ac_priority(struct bus *bus)
 {
-#if defined(HAVE_HIREDIS_LIBEVENT_REV_WEV) || defined(HAVE_HIREDIS_LIBEVENT_EV)
-	redisLibeventEvents *ev = bus->ac->ev.data;
-#endif
+	struct bus_ev *e = bus->ac->ev.data;
 
-#if defined(HAVE_HIREDIS_LIBEVENT_REV_WEV)
-	(void)event_priority_set(ev->rev, bus->priority);
-	(void)event_priority_set(ev->wev, bus->priority);
-#elif defined(HAVE_HIREDIS_LIBEVENT_EV)
-	(void)event_priority_set(ev->ev, bus->priority);
-#else
-	(void)bus;
-#endif
+	(void)event_priority_set(e->rev, bus->priority);
+	(void)event_priority_set(e->wev, bus->priority);
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -1629,8 +1738,8 @@ bus_calls_drop(struct bus *bus)
 }
 
 /*
- * Reading on. hiredis' libevent adapter reads one 16 KB buffer each time
- * the socket is readable. A worker's subscription under load holds far
+ * Reading on. hiredis reads one 16 KB buffer each time the socket is
+ * readable (redisAsyncHandleRead()). A worker's subscription under load holds far
  * more (hundreds of KB: a room's events for many sockets), and the worker
  * writes what a pass delivered when the pass ends (conn_flush_pending):
  * 16 KB a pass means about one frame per socket per write. So the first

@@ -1,5 +1,6 @@
 /*
- * bus: Redis for the event loops, through hiredis' libevent adapter. A bus
+ * bus: Redis for the event loops, through hiredis' async API on libevent
+ * (bus.c has its own adapter: see bus_ev_attach()). A bus
  * is one async connection that reconnects by itself (with back-off) after
  * Redis goes away; on every (re)connection it calls on_connect so the owner
  * can re-subscribe; a master behind Sentinel is found and followed the same
