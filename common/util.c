@@ -59,21 +59,14 @@ util_rfc3339(int64_t ms, char *buf, size_t len)
 	time_t t;
 	struct tm tm;
 
-	if (ms < 0 || len < 25) {
+	if (ms < 0 || len < 25 || secs != last) {
 		t = (time_t)secs;
 		gmtime_r(&t, &tm);
-		snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		    tm.tm_min, tm.tm_sec, frac);
-		return;
-	}
-	if (secs != last) {
-		t = (time_t)secs;
-		gmtime_r(&t, &tm);
-		/* A year past 9999 does not fit: not kept. */
-		if (snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:"
-		    "%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-		    tm.tm_hour, tm.tm_min, tm.tm_sec) != 19) {
+		/* A year past 9999 does not fit the kept second. */
+		if (ms < 0 || len < 25 || snprintf(prefix, sizeof(prefix),
+		    "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		    tm.tm_sec) != 19) {
 			last = -1;
 			snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
 			    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
