@@ -22,6 +22,7 @@
 
 #define STORE_POOL_SIZE		2
 #define STORE_TIMEOUT_MS	10000	/* a query queued plus running */
+#define STORE_RACES_MAX		8	/* room deletions raced in a row */
 
 /* created_at in ms since the epoch: exact, since the hub stores ms. */
 #define STORE_TS_MS(col) \
@@ -51,26 +52,28 @@ static const char store_load_sql[] =
  * (store_fence_sql, an UPDATE) waits for this store to commit, and a store
  * that comes after the raise finds no row and inserts nothing: then the
  * result has no row at all; otherwise one row per message inserted, or a
- * single NULL. Each distinct room of the batch is locked FOR KEY SHARE
- * once (messages have no foreign key, see sql/002_partitions.sql): a
- * message whose room is gone is not inserted, and store_fetch() finds it
- * neither, so it is dropped as refused. "(... IN r) IS TRUE" keeps the
- * planner from pulling the IN up into a nested-loop semi join against the
- * CTE (256 x the batch's rooms text comparisons, a third of its
- * time): as an expression it is a hashed subplan, one probe a row. The
- * rooms are locked through a LATERAL lookup per distinct id, an index
- * probe each: "id = ANY ($3)" was planned as a sequential scan of rooms
- * with the array as a filter, up to 256 comparisons per row of rooms.
- * Only a conflict on inbox_id is expected (an entry stored by an earlier
- * hub); one on (room_id, id) means our idea of the room's last id is
- * wrong, and must fail loudly.
+ * single NULL. The row is locked only while its rooms_gen is the one this
+ * statement's snapshot read: deleting a room bumps it first (see
+ * sql/005_room_deletes.sql), so a store that raced a deletion inserts
+ * nothing either, and store_recheck() tells the two apart. Messages have
+ * no foreign key (sql/002_partitions.sql): each distinct room of the batch
+ * is looked up once, an index probe (OFFSET 0 keeps the planner from
+ * turning the lookups into a scan of every room), and a message whose
+ * room is gone is not inserted; store_fetch() finds it neither, so it is
+ * dropped as refused. "(... IN r) IS TRUE" keeps the planner from pulling
+ * the IN up into a nested-loop semi join against the CTE (256 x the
+ * batch's rooms text comparisons, a third of its time): as an expression
+ * it is a hashed subplan, one probe a row. Only a conflict on inbox_id is
+ * expected (an entry stored by an earlier hub); one on (room_id, id)
+ * means our idea of the room's last id is wrong, and must fail loudly.
  */
 #define STORE_SQL_FENCE \
     "WITH f AS (SELECT epoch FROM hub_partitions WHERE partition = $1::int " \
-    "AND epoch = $2::bigint FOR SHARE), " \
+    "AND epoch = $2::bigint AND rooms_gen = (SELECT rooms_gen FROM " \
+    "hub_partitions WHERE partition = $1::int) FOR SHARE), " \
     "r AS (SELECT k.id FROM (SELECT DISTINCT unnest($3::text[]) AS id) u " \
     "CROSS JOIN LATERAL (SELECT id FROM rooms WHERE rooms.id = u.id " \
-    "FOR KEY SHARE) k), "
+    "OFFSET 0) k), "
 #define STORE_SQL_RESULT	"SELECT i.inbox_id FROM f LEFT JOIN i ON true"
 
 #define STORE_SQL_INSERT(conflict) \
@@ -137,6 +140,13 @@ static const char store_insert_plain_sql[] =
     STORE_SQL_INSERT_PLAIN(STORE_ON_CONFLICT);
 static const char store_insert_plain_fast_sql[] = STORE_SQL_INSERT_PLAIN("");
 
+/*
+ * $1 partition: its epoch now. A store that inserted nothing at all was
+ * fenced, or raced a room's deletion: this tells which.
+ */
+static const char store_epoch_sql[] =
+    "SELECT epoch FROM hub_partitions WHERE partition = $1::int";
+
 /* $1 partition, $2 the lease holder: the partition's new epoch. */
 static const char store_fence_sql[] =
     "INSERT INTO hub_partitions AS p (partition, holder) "
@@ -182,6 +192,7 @@ struct store_op {
 	int		 careful;	/* with ON CONFLICT: isolating, or
 					 * after a unique violation */
 	int		 find;		/* store_find(): not found is ok */
+	int		 races;		/* inserts a room's deletion voided */
 	char		 partition[16];	/* store_write()'s fence */
 	char		 epoch[24];
 };
@@ -212,12 +223,14 @@ static size_t	store_next(struct store_op *, size_t);
 static struct store_msg *store_lookup(struct store_op *, const char *);
 static int	store_insert(struct store_op *);
 static int	store_fetch(struct store_op *);
+static int	store_recheck(struct store_op *);
 static void	store_done(struct store_op *, enum store_status);
 static void	store_op_free(struct store_op *);
 static int	store_int(const struct db_result *, int, int, int64_t *);
 static void	store_loaded_cb(struct db_result *, void *);
 static void	store_inserted_cb(struct db_result *, void *);
 static void	store_fetched_cb(struct db_result *, void *);
+static void	store_rechecked_cb(struct db_result *, void *);
 static void	store_fenced_cb(struct db_result *, void *);
 
 struct store *
@@ -709,7 +722,8 @@ store_inserted_cb(struct db_result *res, void *arg)
 		    db_result_error(res), db_result_sqlstate(res));
 		m->result = STORE_BAD;
 	} else if (db_result_ntuples(res) == 0) {
-		store_done(op, STORE_FENCED);
+		if (store_recheck(op) == -1)
+			store_done(op, STORE_AWAY);
 		return;
 	} else
 		for (int i = 0; i < db_result_ntuples(res); i++)
@@ -722,6 +736,61 @@ store_inserted_cb(struct db_result *res, void *arg)
 		return;
 	}
 	if (store_fetch(op) == -1)
+		store_done(op, STORE_AWAY);
+}
+
+/*
+ * The insert found its partition's row neither at our epoch nor at the
+ * rooms_gen it read: ask for the epoch as it is now.
+ */
+static int
+store_recheck(struct store_op *op)
+{
+	const char *params[1];
+
+	params[0] = op->partition;
+	return db_query(op->s->db, store_epoch_sql, 1, params,
+	    store_rechecked_cb, op);
+}
+
+/*
+ * Another hub raised the epoch: fenced, nothing was stored. Still ours: a
+ * room was deleted while the insert ran, and it inserted nothing; again,
+ * in a snapshot where that room is gone (its messages are then dropped as
+ * refused). Deletions that keep coming leave the batch to a later try.
+ */
+static void
+store_rechecked_cb(struct db_result *res, void *arg)
+{
+	struct store_op *op = arg;
+	int64_t epoch;
+
+	if (res == NULL) {
+		store_done(op, STORE_AWAY);
+		return;
+	}
+	if (!db_result_ok(res)) {
+		log_warnx("store: cannot read partition %s's epoch: %s "
+		    "(SQLSTATE %s)", op->partition, db_result_error(res),
+		    db_result_sqlstate(res));
+		store_done(op, STORE_AWAY);
+		return;
+	}
+	if (db_result_ntuples(res) != 1 || store_int(res, 0, 0, &epoch) == -1 ||
+	    epoch != strtoll(op->epoch, NULL, 10)) {
+		store_done(op, STORE_FENCED);
+		return;
+	}
+	if (++op->races > STORE_RACES_MAX) {
+		log_warnx("partition %s: rooms deleted during each of %d "
+		    "tries to store a batch of %zu messages; trying later",
+		    op->partition, STORE_RACES_MAX, op->n);
+		store_done(op, STORE_AWAY);
+		return;
+	}
+	log_info("partition %s: a room was deleted while a batch was stored "
+	    "(%zu messages); storing it again", op->partition, op->n);
+	if (store_insert(op) == -1)
 		store_done(op, STORE_AWAY);
 }
 

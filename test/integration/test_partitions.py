@@ -175,7 +175,7 @@ def test_an_orphaned_entry_is_published_before_later_ones(make_server,
 
 def test_a_deleted_room_loses_its_messages_and_gets_no_more(make_server,
     redis, pg):
-	"""messages has no foreign key to rooms (the hub's store locks each
+	"""messages has no foreign key to rooms (the hub's store looks up each
 	room of a batch once instead of checking every row): deleting a room
 	still deletes its messages, and a message to a room deleted after the
 	hub loaded it is dropped, neither stored nor published."""
@@ -203,3 +203,79 @@ def test_a_deleted_room_loses_its_messages_and_gets_no_more(make_server,
 		    "before"]
 	finally:
 		watch.close()
+
+
+def waiting(pg, query_start):
+	"""How many sessions wait for a lock in a statement that begins so."""
+	return int(sql(pg, "SELECT count(*) FROM pg_stat_activity WHERE "
+	    "wait_event_type = 'Lock' AND query LIKE '%s%%'" % query_start))
+
+
+def test_a_store_racing_a_room_deletion_leaves_no_orphan(make_server, redis,
+    pg):
+	"""The hub's store locks no room (sql/005_room_deletes.sql): a room
+	deleted while its batch is being stored still loses every message, and
+	the batch's other rooms lose none. Here the deletion holds on (its
+	transaction open) while the store waits for it: the store inserts
+	nothing, sees its epoch still holds, and stores the batch again
+	without the deleted room's message."""
+	srv = start(make_server, redis, pg, instance="host-race1")
+	gone, kept = new_room(pg), new_room(pg)
+	watch = Sub(redis.port, P + "room:" + kept)
+	d = Session(pg)
+	try:
+		# the hub knows both rooms: loaded, then one is deleted under it
+		pipeline(redis.port, [entry("broadcast", r, username="ops",
+		    content="first") for r in (gone, kept)])
+		assert wait_for(lambda: len(stored(pg, gone)) == 1 and
+		    len(stored(pg, kept)) == 1, 10), srv.log_tail()
+		d.run("BEGIN; DELETE FROM rooms WHERE id = '%s';" % gone)
+		pipeline(redis.port, [entry("broadcast", r, username="ops",
+		    content="second") for r in (gone, kept)])
+		assert wait_for(lambda: waiting(pg, "WITH f AS") == 1, 10), \
+		    "the store did not wait for the deletion"
+		d.run("COMMIT;")
+		assert wait_for(lambda: "second" in stored(pg, kept) and
+		    pending(redis) == 0, 10), srv.log_tail()
+		assert stored(pg, gone) == {}, "a message outlived its room"
+		assert [e["content"] for e in watch.of(P + "room:" + kept,
+		    "message")] == ["first", "second"]
+		log = srv.log_text()
+		assert "a room was deleted while a batch was stored" in log
+		assert "neither stored nor found (room %s deleted?)" % gone in log
+		assert "another hub raised the epoch" not in log
+	finally:
+		d.close()
+		watch.close()
+
+
+def test_a_room_deletion_waits_for_the_store_in_flight(make_server, redis,
+    pg):
+	"""The other order: the store holds its partition's row when the
+	deletion comes. The deletion waits for the store's commit, then
+	deletes what it stored too. Here the store is held in the middle by
+	an uncommitted row with the (room, id) its message gets."""
+	srv = start(make_server, redis, pg, instance="host-race2")
+	room = new_room(pg)
+	x, d = Session(pg), Session(pg)
+	try:
+		x.run("BEGIN; INSERT INTO messages (room_id, id, user_id, "
+		    "username, content, inbox_id) VALUES ('%s', 1, 1, 'x', "
+		    "'blocker', 'race2-blocker');" % room)
+		pipeline(redis.port, [entry("broadcast", room, username="ops",
+		    content="in flight")])
+		assert wait_for(lambda: waiting(pg, "WITH f AS") == 1, 10), \
+		    "the store did not wait for the blocker"
+		d.proc.stdin.write("DELETE FROM rooms WHERE id = '%s';\n" % room)
+		d.proc.stdin.flush()
+		assert wait_for(lambda: waiting(pg, "DELETE FROM rooms") == 1,
+		    10), "the deletion did not wait for the store"
+		x.run("ROLLBACK;")
+		d.run("")	# the DELETE has returned
+		assert wait_for(lambda: pending(redis) == 0, 10), srv.log_tail()
+		assert sql(pg, "SELECT count(*) FROM rooms WHERE id = '%s'" %
+		    room) == "0"
+		assert stored(pg, room) == {}, "a message outlived its room"
+	finally:
+		x.close()
+		d.close()
