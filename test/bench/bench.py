@@ -1185,9 +1185,17 @@ ANALYZE users;
 			    self.redis.port, "-H", str(STORE_FLOOR_HUBS)]
 		log("  " + cmdline(cmd))
 		name = "store-floor" if store else "floor"
+		# A session of its own, as GoChat, Redis and PostgreSQL have
+		# (harness): with the kernel's autogroups (Linux, on by
+		# default) a session is a scheduling group, and a server in the
+		# load generator's group is scheduled against it otherwise than
+		# one in a group of its own. Every server measured must be in
+		# the same position.
 		with open(os.path.join(self.tmp, name + ".log"), "a") as errf:
 			proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-			    stderr=errf)
+			    stderr=errf, stdin=subprocess.DEVNULL,
+			    start_new_session=True,
+			    preexec_fn=harness._pdeathsig())
 
 		def up():
 			if proc.poll() is not None:
