@@ -20,13 +20,20 @@
 -- from appearing between the bump and the commit, unbumped, and puts
 -- concurrent deletions in a line. All of this is READ COMMITTED's (the
 -- default, and GoChat's): each statement of the trigger sees what committed
--- before it began. Room ids are never given again
+-- before it began. Under REPEATABLE READ or SERIALIZABLE the DELETE of the
+-- messages would not see a store that committed while it waited, so a
+-- room's deletion refuses to run there. Room ids are never given again
 -- (rooms_deleted), so nothing here depends on the id.
 ALTER TABLE hub_partitions ADD COLUMN rooms_gen bigint NOT NULL DEFAULT 0;
 
 CREATE OR REPLACE FUNCTION rooms_delete_messages() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'rooms are deleted in READ COMMITTED only'
+			USING HINT = 'the hub''s stores may commit messages to '
+			    'the room while this deletion waits for them';
+	END IF;
 	LOCK TABLE hub_partitions IN SHARE ROW EXCLUSIVE MODE;
 	UPDATE hub_partitions SET rooms_gen = rooms_gen + 1;
 	DELETE FROM messages WHERE room_id = OLD.id;

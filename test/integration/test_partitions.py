@@ -279,3 +279,22 @@ def test_a_room_deletion_waits_for_the_store_in_flight(make_server, redis,
 	finally:
 		x.close()
 		d.close()
+
+
+def test_a_room_is_deleted_in_read_committed_only(pg):
+	"""Under REPEATABLE READ the trigger's DELETE of the messages would
+	not see a store that committed while it waited: the deletion is
+	refused there, and the room and its messages stay."""
+	room = new_room(pg)
+	sql(pg, "INSERT INTO messages (room_id, id, user_id, username, "
+	    "content, inbox_id) VALUES ('%s', 1, 1, 'x', 'kept', 'rr-%s')" %
+	    (room, room))
+	with pytest.raises(harness.HarnessError) as e:
+		sql(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ; DELETE FROM "
+		    "rooms WHERE id = '%s'; COMMIT;" % room)
+	assert "rooms are deleted in READ COMMITTED only" in str(e.value)
+	assert sql(pg, "SELECT count(*) FROM rooms WHERE id = '%s'" %
+	    room) == "1"
+	assert list(stored(pg, room)) == ["kept"]
+	sql(pg, "DELETE FROM rooms WHERE id = '%s'" % room)
+	assert stored(pg, room) == {}
