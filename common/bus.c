@@ -1739,17 +1739,18 @@ bus_calls_drop(struct bus *bus)
 
 /*
  * Reading on. hiredis reads one 16 KB buffer each time the socket is
- * readable (redisAsyncHandleRead()). A worker's subscription under load holds far
- * more (hundreds of KB: a room's events for many sockets), and the worker
- * writes what a pass delivered when the pass ends (conn_flush_pending):
- * 16 KB a pass means about one frame per socket per write. So the first
- * message of a pass activates read_on_ev, which libevent runs after the
- * adapter's read and, activated before the message's callback makes any
- * output, before the pass's flush: it reads on while the socket holds
- * more, up to BUS_READ_ON reads, and the flush then writes each socket's
- * frames of all of them at once. What is left waits for the next pass, so
- * a flood cannot hold the loop. Only subscriptions read on: a reply to a
- * command is one caller's, and reading on there measured no better.
+ * readable (redisAsyncHandleRead()). A worker's subscription under load
+ * holds far more (hundreds of KB: a room's events for many sockets), and
+ * the worker writes what a pass delivered when the pass ends
+ * (conn_flush_pending): 16 KB a pass means about one frame per socket per
+ * write. So the first message of a pass activates read_on_ev, which
+ * libevent runs after the adapter's read and, activated before the
+ * message's callback makes any output, before the pass's flush: it reads
+ * on while the socket holds more, up to BUS_READ_ON reads, and the flush
+ * then writes each socket's frames of all of them at once. What is left
+ * waits for the next pass, so a flood cannot hold the loop. Only
+ * subscriptions read on: a reply to a command is one caller's, and reading
+ * on there measured no better.
  */
 static void
 bus_read_on(struct bus *bus)

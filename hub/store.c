@@ -763,7 +763,6 @@ static void
 store_rechecked_cb(struct db_result *res, void *arg)
 {
 	struct store_op *op = arg;
-	int64_t epoch;
 
 	if (res == NULL) {
 		store_done(op, STORE_AWAY);
@@ -776,8 +775,9 @@ store_rechecked_cb(struct db_result *res, void *arg)
 		store_done(op, STORE_AWAY);
 		return;
 	}
-	if (db_result_ntuples(res) != 1 || store_int(res, 0, 0, &epoch) == -1 ||
-	    epoch != strtoll(op->epoch, NULL, 10)) {
+	/* bigint's text is canonical, as op->epoch's %lld is */
+	if (db_result_ntuples(res) != 1 || db_result_isnull(res, 0, 0) ||
+	    strcmp(db_result_value(res, 0, 0), op->epoch) != 0) {
 		store_done(op, STORE_FENCED);
 		return;
 	}
